@@ -1,0 +1,1 @@
+"""HTTP layer: one module per resource, a shared BaseHandler, and the marshmallow schemas."""

@@ -1,0 +1,258 @@
+"""BaseHandler: JSON bodies, schema validation, Bearer authentication, one error table, request ids and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Any
+
+import marshmallow
+import orjson
+from tornado import web
+
+from wallet import errors
+from wallet.auth import Principal, authenticate
+from wallet.logs import request_id_var
+from wallet.runtime import Runtime
+
+log = logging.getLogger("wallet.http")
+
+# The HTTP status of every domain error, by class (the most specific class listed wins).
+STATUS: dict[type[errors.WalletError], int] = {
+    errors.InvalidRequest: 400,
+    errors.AuthError: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.IdempotencyInProgress: 409,
+    errors.IdempotencyMismatch: 422,
+    errors.RateLimited: 429,
+    errors.ServiceUnavailable: 503,
+}
+
+# Codes for errors Tornado itself raises before or around our handlers.
+HTTP_CODES = {400: "VALIDATION_ERROR", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+
+# Requests being served by this process, so a graceful shutdown can wait for them.
+_inflight = 0
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
+
+Verb = Callable[..., Awaitable[None]]
+
+
+def status_of(error: errors.WalletError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def authenticated(method: Verb) -> Verb:
+    """The verb needs a valid access token."""
+
+    @functools.wraps(method)
+    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
+        self.require_principal()
+        await method(self, *args, **kwargs)
+
+    wrapper.access = "user"  # type: ignore[attr-defined]
+    return wrapper
+
+
+def admin_only(method: Verb) -> Verb:
+    """The verb needs a valid access token of an admin."""
+
+    @functools.wraps(method)
+    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
+        if not self.require_principal().is_admin:
+            raise errors.Forbidden("Admins only.")
+        await method(self, *args, **kwargs)
+
+    wrapper.access = "admin"  # type: ignore[attr-defined]
+    return wrapper
+
+
+@web.stream_request_body
+class BaseHandler(web.RequestHandler):
+    principal: Principal | None = None
+    _auth_error: errors.AuthError | None = None
+
+    @property
+    def rt(self) -> Runtime:
+        return self.application.settings["runtime"]
+
+    def initialize(self) -> None:
+        global _inflight
+        _inflight += 1
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+        self.request_id = ""
+
+    def compute_etag(self) -> None:
+        return None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    async def prepare(self) -> None:
+        sent = self.request.headers.get("X-Request-ID", "")
+        self.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        request_id_var.set(self.request_id)
+        self.set_header("X-Request-ID", self.request_id)
+
+        limit = self.rt.settings.max_body_size
+        declared = self.request.headers.get("Content-Length", "0")
+        if not declared.isdigit() or int(declared) > limit:
+            if declared.isdigit():
+                raise web.HTTPError(413, f"The request body must not exceed {limit} bytes.")
+            raise web.HTTPError(400, "Invalid Content-Length.")
+        self.request.connection.set_max_body_size(limit)
+
+        header = self.request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            try:
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise errors.InvalidToken("Use 'Authorization: Bearer <access token>'.")
+                self.principal = await authenticate(self.rt, token.strip())
+            except errors.AuthError as error:
+                self._auth_error = error
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size <= self.rt.settings.max_body_size:
+            self._chunks.append(chunk)
+
+    def require_principal(self) -> Principal:
+        if self.principal is None:
+            raise self._auth_error or errors.AuthError()
+        return self.principal
+
+    def json_body(self) -> dict[str, Any]:
+        if self._body_size > self.rt.settings.max_body_size:
+            raise web.HTTPError(413, "The request body is too large.")
+        raw = b"".join(self._chunks)
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise errors.InvalidJson() from None
+        if not isinstance(data, dict):
+            raise errors.InvalidJson("The request body must be a JSON object.")
+        return data
+
+    def load(self, schema: marshmallow.Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate the JSON body (or given data) with a schema; unknown fields are refused."""
+        try:
+            return schema.load(self.json_body() if data is None else data)
+        except marshmallow.ValidationError as error:
+            raise errors.ValidationError(error.normalized_messages()) from None
+
+    def query(self, schema: marshmallow.Schema) -> dict[str, Any]:
+        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        return self.load(schema, args)
+
+    def idempotency_key(self) -> str | None:
+        key = self.request.headers.get("Idempotency-Key")
+        if key is not None and not _IDEMPOTENCY_KEY.match(key):
+            raise errors.ValidationError({"Idempotency-Key": ["Must be 1 to 255 printable ASCII characters."]})
+        return key
+
+    def respond(self, body: Any, status: int = 200, schema: marshmallow.Schema | None = None) -> None:
+        self.set_status(status)
+        if status == 204:
+            self.finish()
+            return
+        self.finish(orjson.dumps(schema.dump(body) if schema else body))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, errors.WalletError):
+            status_code = status_of(error)
+            body: dict[str, Any] = {"error": error.message, "code": error.code}
+            if error.details:
+                body["details"] = error.details
+            if error.transaction_id:
+                body["transaction_id"] = error.transaction_id
+            if isinstance(error, errors.AuthError):
+                self.set_header("WWW-Authenticate", f'Bearer error="{error.code.lower()}"')
+            if isinstance(error, errors.RateLimited):
+                self.set_header("Retry-After", str(error.retry_after))
+        elif isinstance(error, web.HTTPError) and status_code in HTTP_CODES:
+            body = {"error": error.log_message or HTTPStatus(status_code).phrase, "code": HTTP_CODES[status_code]}
+        elif status_code in HTTP_CODES:
+            body = {"error": HTTPStatus(status_code).phrase, "code": HTTP_CODES[status_code]}
+        else:
+            status_code = 503 if status_code == 503 else 500
+            code = "SERVICE_UNAVAILABLE" if status_code == 503 else "INTERNAL_ERROR"
+            body = {"error": "An unexpected error occurred." if status_code == 500 else "Service unavailable.",
+                    "code": code}
+        self.clear_header("Content-Type")
+        self.set_default_headers()
+        self.set_header("X-Request-ID", self.request_id or uuid.uuid4().hex)
+        self.set_status(status_code)
+        self.finish(orjson.dumps(body))
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, (errors.WalletError, web.HTTPError)):
+            return  # an answer, not a fault; the request line says what happened
+        log.error("unhandled error", exc_info=(typ, value, tb))
+
+    def on_finish(self) -> None:
+        global _inflight
+        _inflight -= 1
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path no route matches."""
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise errors.NotFound("No such endpoint.")
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """One structured line per request."""
+    request = handler.request
+    principal = getattr(handler, "principal", None)
+    log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": handler.get_status(),
+            "ms": round(1000.0 * request.request_time(), 2),
+            "request_id": getattr(handler, "request_id", None),
+            "user_id": str(principal.user_id) if principal else None,
+            "remote_ip": request.remote_ip,
+        },
+    )
+
+
+async def wait_for_inflight(timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while _inflight > 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def parse_uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise errors.ValidationError({field: ["Not a valid UUID."]}) from None
+

@@ -1,0 +1,95 @@
+"""Money endpoints: deposit, withdraw, the compatibility operation, transfers, and the caller's transactions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handlers.base import BaseHandler, authenticated, parse_uuid
+from handlers.schemas import (
+    MoneySchema,
+    OperationSchema,
+    TransactionListSchema,
+    TransactionQuery,
+    TransactionSchema,
+    TransferSchema,
+    WalletSchema,
+)
+from wallet import history, ledger
+
+
+class MoneyHandler(BaseHandler):
+    def respond_outcome(self, outcome: ledger.Outcome) -> None:
+        if outcome.replayed:
+            self.set_header("Idempotent-Replayed", "true")
+        self.respond(outcome.transaction, 201, TransactionSchema())
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if getattr(kwargs.get("exc_info", (None, None))[1], "replayed", False):
+            self.set_header("Idempotent-Replayed", "true")
+        super().write_error(status_code, **kwargs)
+
+
+class DepositHandler(MoneyHandler):
+    @authenticated
+    async def post(self, wallet_id: str) -> None:
+        data = self.load(MoneySchema())
+        outcome = await ledger.deposit(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"),
+                                       data["amount"], data["description"], self.idempotency_key())
+        self.respond_outcome(outcome)
+
+
+class WithdrawHandler(MoneyHandler):
+    @authenticated
+    async def post(self, wallet_id: str) -> None:
+        data = self.load(MoneySchema())
+        outcome = await ledger.withdraw(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"),
+                                        data["amount"], data["description"], self.idempotency_key())
+        self.respond_outcome(outcome)
+
+
+class OperationHandler(MoneyHandler):
+    @authenticated
+    async def post(self, wallet_id: str) -> None:
+        data = self.load(OperationSchema())
+        result = await ledger.operation(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"),
+                                        data["operation_type"], data["amount"], data["description"],
+                                        self.idempotency_key())
+        if result["replayed"]:
+            self.set_header("Idempotent-Replayed", "true")
+        self.respond(result["wallet"], 200, WalletSchema())
+
+
+class TransferHandler(MoneyHandler):
+    @authenticated
+    async def post(self) -> None:
+        data = self.load(TransferSchema())
+        recipient = {k: v for k, v in data.items() if k.startswith("to_")}
+        outcome = await ledger.transfer(self.rt, self.principal, data["from_wallet_id"], recipient, data["amount"],
+                                        data["description"], self.idempotency_key())
+        self.respond_outcome(outcome)
+
+
+class TransactionListHandler(BaseHandler):
+    @authenticated
+    async def get(self) -> None:
+        filters = self.query(TransactionQuery())
+        self.respond(await history.list_transactions(self.rt, self.principal.user_id, **filters), 200,
+                     TransactionListSchema())
+
+
+class TransactionHandler(BaseHandler):
+    @authenticated
+    async def get(self, transaction_id: str) -> None:
+        transaction = await history.get_transaction(self.rt, self.principal,
+                                                    parse_uuid(transaction_id, "transaction_id"))
+        self.respond(transaction, 200, TransactionSchema())
+
+
+routes = [
+    (r"/api/v1/wallets/([^/]+)/deposit", DepositHandler),
+    (r"/api/v1/wallets/([^/]+)/withdraw", WithdrawHandler),
+    (r"/api/v1/wallets/([^/]+)/operation", OperationHandler),
+    (r"/api/v1/transfers", TransferHandler),
+    (r"/api/v1/transactions", TransactionListHandler),
+    (r"/api/v1/transactions/([^/]+)", TransactionHandler),
+]

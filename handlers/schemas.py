@@ -1,0 +1,273 @@
+"""Marshmallow schemas: what every endpoint accepts and returns (the OpenAPI spec is built from these too)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from wallet import errors
+from wallet.money import normalize_currency, parse_decimal
+
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+
+
+class Text(fields.String):
+    """A string PostgreSQL can store: no NUL characters."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise ValidationError("Must not contain NUL characters.")
+        return text
+
+
+def _domain(fn: Any, value: Any) -> Any:
+    """Run a wallet.money parser, turning its error into a field error."""
+    try:
+        return fn(value, "value")
+    except errors.ValidationError as error:
+        raise ValidationError(error.details["value"]) from None
+
+
+class Amount(fields.Field):
+    """A positive decimal amount given as a string or JSON number, parsed exactly."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return _domain(parse_decimal, value)
+
+
+class Currency(fields.Field):
+    """An ISO 4217 currency code."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return _domain(normalize_currency, value)
+
+
+class Email(Text):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return validate_email(text, check_deliverability=False).normalized
+        except EmailNotValidError as error:
+            raise ValidationError(str(error)) from None
+
+
+class Phone(Text):
+    """A phone number in E.164 form, such as +15551234567."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            number = phonenumbers.parse(text, None) if text.startswith("+") and len(text) <= 20 else None
+        except phonenumbers.NumberParseException:
+            number = None
+        if number is None or not phonenumbers.is_possible_number(number):
+            raise ValidationError("Must be a valid phone number in E.164 form, such as +15551234567.")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class UtcDateTime(fields.DateTime):
+    """ISO 8601 in UTC with a Z; on input a date means its midnight UTC."""
+
+    def _serialize(self, value: dt.datetime | None, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        if value is None:
+            return None
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        if not isinstance(value, str) or len(value) > 40:
+            raise ValidationError("Must be an ISO 8601 date or date-time.")
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("Must be an ISO 8601 date or date-time.") from None
+        return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def _exactly_one(data: dict[str, Any], names: tuple[str, ...]) -> None:
+    given = [n for n in names if data.get(n) is not None]
+    if len(given) != 1:
+        raise ValidationError(f"Give exactly one of {', '.join(names)}.", "_schema")
+
+
+# ---- requests -------------------------------------------------------------------------------------------
+
+
+class RegisterSchema(Schema):
+    username = Text(required=True, validate=validate.Regexp(USERNAME, error="3 to 32 of A-Z a-z 0-9 _ . -"))
+    password = Text(required=True, validate=validate.Length(max=1024))
+    email = Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
+    phone = Phone(load_default=None, allow_none=True)
+    currency = Currency(load_default=None, allow_none=True)
+
+
+class LoginSchema(Schema):
+    username = Text(validate=validate.Length(max=254))
+    email = Text(validate=validate.Length(max=254))
+    phone = Text(validate=validate.Length(max=32))
+    password = Text(required=True, validate=validate.Length(max=1024))
+
+    @validates_schema
+    def one_identifier(self, data: dict[str, Any], **kwargs: Any) -> None:
+        _exactly_one(data, ("username", "email", "phone"))
+
+
+class RefreshSchema(Schema):
+    refresh_token = Text(required=True, validate=validate.Length(max=4096))
+
+
+class UserUpdateSchema(Schema):
+    email = Email(allow_none=True, validate=validate.Length(max=254))
+    phone = Phone(allow_none=True)
+    password = Text(validate=validate.Length(max=1024))
+    current_password = Text(validate=validate.Length(max=1024))
+
+    @validates_schema
+    def consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one of email, phone, password.", "_schema")
+        if "password" in data and "current_password" not in data:
+            raise ValidationError("Required to change the password.", "current_password")
+
+
+class WalletCreateSchema(Schema):
+    currency = Currency(required=True)
+    name = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
+
+
+class MoneySchema(Schema):
+    amount = Amount(required=True)
+    description = Text(load_default=None, allow_none=True, validate=validate.Length(max=255))
+
+
+class OperationSchema(MoneySchema):
+    operation_type = Text(required=True, validate=validate.OneOf(["DEPOSIT", "WITHDRAW"]))
+
+
+class TransferSchema(MoneySchema):
+    from_wallet_id = fields.UUID(required=True)
+    to_wallet_id = fields.UUID()
+    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    to_username = Text(validate=validate.Regexp(USERNAME, error="Not a valid username."))
+    to_phone = Phone()
+
+    @validates_schema
+    def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
+        _exactly_one(data, ("to_wallet_id", "to_wallet_number", "to_username", "to_phone"))
+
+
+class PageQuery(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = Text(load_default=None, validate=validate.Length(max=200))
+
+
+class TransactionQuery(PageQuery):
+    wallet_id = fields.UUID()
+    type = Text(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
+    status = Text(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
+    from_ = UtcDateTime(data_key="from")
+    to = UtcDateTime()
+
+    @post_load
+    def rename(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "from_" in data:
+            data["since"] = data.pop("from_")
+        if "to" in data:
+            data["until"] = data.pop("to")
+        return data
+
+
+# ---- responses ------------------------------------------------------------------------------------------
+
+
+class UserSchema(Schema):
+    id = fields.UUID()
+    username = fields.String()
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    role = fields.String(validate=validate.OneOf(["user", "admin"]))
+    status = fields.String(validate=validate.OneOf(["active", "frozen", "inactive"]))
+    created_at = UtcDateTime()
+
+
+class WalletSchema(Schema):
+    id = fields.UUID()
+    number = fields.String()
+    name = fields.String(allow_none=True)
+    currency = fields.String()
+    balance = fields.String()
+    status = fields.String()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class RegisteredSchema(Schema):
+    user = fields.Nested(UserSchema)
+    wallet = fields.Nested(WalletSchema)
+
+
+class TokenPairSchema(Schema):
+    access_token = fields.String()
+    refresh_token = fields.String()
+    token_type = fields.String()
+    expires_in = fields.Integer()
+
+
+class TotalSchema(Schema):
+    currency = fields.String()
+    balance = fields.String()
+
+
+class WalletListSchema(Schema):
+    items = fields.List(fields.Nested(WalletSchema))
+    totals = fields.List(fields.Nested(TotalSchema))
+
+
+class BalanceSchema(Schema):
+    wallet_id = fields.UUID()
+    currency = fields.String()
+    balance = fields.String()
+
+
+class CounterpartySchema(Schema):
+    username = fields.String()
+    wallet_number = fields.String()
+
+
+class TransactionSchema(Schema):
+    id = fields.UUID()
+    reference = fields.String()
+    type = fields.String()
+    status = fields.String()
+    amount = fields.String()
+    currency = fields.String()
+    source_wallet_id = fields.UUID(allow_none=True)
+    destination_wallet_id = fields.UUID(allow_none=True)
+    direction = fields.String()
+    counterparty = fields.Nested(CounterpartySchema, allow_none=True)
+    description = fields.String(allow_none=True)
+    failure_code = fields.String(allow_none=True)
+    failure_reason = fields.String(allow_none=True)
+    created_at = UtcDateTime()
+    completed_at = UtcDateTime(allow_none=True)
+
+
+class TransactionListSchema(Schema):
+    items = fields.List(fields.Nested(TransactionSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class HealthSchema(Schema):
+    status = fields.String()
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True)
+    code = fields.String(required=True)
+    details = fields.Dict()
+    transaction_id = fields.UUID()

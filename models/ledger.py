@@ -1,0 +1,82 @@
+"""The ledger: transactions (the money path's rows), their double entries, and daily usage for limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Identity, Index, String, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, timestamp_now, uuid_pk
+
+
+class Transaction(Base):
+    __tablename__ = "transactions"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    # Insertion order; the keyset for cursor pagination.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), nullable=False, unique=True)
+    reference: Mapped[str] = mapped_column(String(24), nullable=False, unique=True)
+    type: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="PENDING")
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    source_wallet_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("wallets.id"))
+    destination_wallet_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("wallets.id"))
+    # Owners of the two wallets, denormalised so a user's history is one index range scan.
+    source_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"))
+    destination_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"))
+    # Who asked for it (the owner, or the admin who credited); idempotency keys are scoped to them.
+    initiator_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), nullable=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    description: Mapped[str | None] = mapped_column(String(255))
+    failure_code: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = timestamp_now()
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER')", name="type"),
+        CheckConstraint("status IN ('PENDING', 'COMPLETED', 'FAILED')", name="status"),
+        Index("uq_transactions_initiator_idempotency_key", "initiator_id", "idempotency_key", unique=True),
+        Index("ix_transactions_source_wallet_seq", "source_wallet_id", "seq"),
+        Index("ix_transactions_destination_wallet_seq", "destination_wallet_id", "seq"),
+        Index("ix_transactions_source_user_seq", "source_user_id", "seq"),
+        Index("ix_transactions_destination_user_seq", "destination_user_id", "seq"),
+        Index("ix_transactions_pending", "created_at", postgresql_where=text("status = 'PENDING'")),
+    )
+
+
+class Entry(Base):
+    """One leg of a transaction. Append-only; a transaction's entries sum to zero (a database trigger checks)."""
+
+    __tablename__ = "entries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    transaction_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False, index=True
+    )
+    wallet_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("wallets.id"), nullable=False, index=True)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    # The wallet's balance right after this entry (NULL on system accounts, which keep no balance).
+    balance_after: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = timestamp_now()
+
+    __table_args__ = (CheckConstraint("amount <> 0", name="amount_not_zero"),)
+
+
+class DailyUsage(Base):
+    """Completed withdrawals/outgoing transfers per user, currency, kind and UTC day; its row lock serialises limits."""
+
+    __tablename__ = "daily_usage"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)

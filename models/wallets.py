@@ -1,0 +1,35 @@
+"""Wallets: user wallets (balance never below zero) and one system account per currency for the outside world."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, String, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, timestamp_now, uuid_pk
+
+
+class Wallet(Base):
+    __tablename__ = "wallets"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    number: Mapped[str] = mapped_column(String(10), nullable=False, unique=True)
+    # NULL for system accounts; their balance is derived from entries, never stored (no hot row).
+    user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    balance: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    is_system: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active")
+    created_at: Mapped[dt.datetime] = timestamp_now()
+    updated_at: Mapped[dt.datetime] = timestamp_now()
+
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="balance_not_negative"),
+        CheckConstraint("is_system = (user_id IS NULL)", name="system_has_no_owner"),
+        CheckConstraint("number ~ '^[0-9]{10}$'", name="number_digits"),
+        Index("uq_wallets_system_currency", currency, unique=True, postgresql_where=text("is_system")),
+    )

@@ -1,0 +1,154 @@
+"""The wallet server: make_app(settings) and the command line (serve, migrate, create-admin, audit)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import logging
+import signal
+import sys
+from typing import Any
+
+from tornado import netutil, process, web
+from tornado.httpserver import HTTPServer
+
+from handlers import auth, base, money, ops, users, wallets
+from settings import Settings, SettingsError, load_settings
+from wallet import accounts, ledger
+from wallet.db import migrate
+from wallet.logs import setup_logging
+from wallet.runtime import Runtime
+
+log = logging.getLogger("wallet.server")
+
+ROUTES = [*ops.routes, *auth.routes, *users.routes, *wallets.routes, *money.routes]
+
+
+def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
+    return web.Application(
+        ROUTES,
+        runtime=runtime or Runtime.create(settings),
+        default_handler_class=base.NotFoundHandler,
+        log_function=base.log_request,
+        compress_response=False,
+        serve_traceback=False,
+    )
+
+
+def resolve_database(settings: Settings) -> Settings:
+    """Use DATABASE_URL when given; otherwise start the embedded PostgreSQL (and migrate it)."""
+    if settings.database_url:
+        return settings
+    from wallet.embedded import start_embedded_postgres
+
+    return dataclasses.replace(settings, database_url=start_embedded_postgres(settings.var_dir))
+
+
+async def _recovery_loop(rt: Runtime) -> None:
+    while True:
+        try:
+            failed = await ledger.recover_interrupted(rt)
+            if failed:
+                log.warning("interrupted transactions failed", extra={"count": failed})
+        except Exception:
+            log.exception("recovery sweep failed")
+        await asyncio.sleep(rt.settings.recovery_interval)
+
+
+async def _serve(settings: Settings, sockets: list[Any]) -> None:
+    rt = Runtime.create(settings)
+    app = make_app(settings, rt)
+    server = HTTPServer(app, max_body_size=settings.max_body_size, idle_connection_timeout=60)
+    server.add_sockets(sockets)
+    recovery = asyncio.create_task(_recovery_loop(rt))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening", extra={"port": sockets[0].getsockname()[1], "host": settings.host})
+    await stop.wait()
+
+    log.info("shutting down: no new connections, finishing in-flight requests")
+    server.stop()
+    await base.wait_for_inflight(timeout=10)
+    await server.close_all_connections()
+    recovery.cancel()
+    await rt.close()
+    log.info("stopped")
+
+
+def serve(settings: Settings) -> None:
+    settings = resolve_database(settings)
+    migrate(settings.database_url)
+    sockets = netutil.bind_sockets(settings.port, settings.host)
+    if settings.processes > 1:
+        process.fork_processes(settings.processes, max_restarts=100)
+    asyncio.run(_serve(settings, sockets))
+
+
+async def _with_runtime(settings: Settings, fn: Any, *args: Any) -> Any:
+    rt = Runtime.create(settings)
+    try:
+        return await fn(rt, *args)
+    finally:
+        await rt.close()
+
+
+def create_admin(settings: Settings, username: str) -> int:
+    password = settings.admin_password or getpass.getpass(f"Password for admin {username}: ")
+    settings = resolve_database(settings)
+    migrate(settings.database_url)
+    try:
+        user = asyncio.run(_with_runtime(settings, accounts.create_admin, username, password))
+    except Exception as error:  # a validation failure is the operator's to fix: say it in one line
+        print(f"create-admin failed: {getattr(error, 'details', None) or error}", file=sys.stderr)
+        return 1
+    print(f"admin {user['username']} ({user['id']}) is ready")
+    return 0
+
+
+def audit(settings: Settings) -> int:
+    settings = resolve_database(settings)
+    report = asyncio.run(_with_runtime(settings, ledger.audit))
+    print(ledger.format_audit(report))
+    return 0 if report["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="server.py", description="Wallet API server")
+    parser.add_argument("--port", type=int, help="listen port (overrides PORT)")
+    parser.add_argument("--processes", type=int, help="worker processes sharing the port (overrides PROCESSES)")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve HTTP (the default)")
+    commands.add_parser("migrate", help="apply database migrations")
+    admin = commands.add_parser("create-admin", help="create or promote an admin user")
+    admin.add_argument("username")
+    commands.add_parser("audit", help="verify the ledger; exit code 0 only when it balances")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"invalid setting: {error}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in (("port", args.port), ("processes", args.processes)) if v is not None}
+    settings = dataclasses.replace(settings, **overrides)
+    setup_logging(settings.log_level)
+
+    if args.command == "migrate":
+        migrate(resolve_database(settings).database_url)
+        print("migrated to head")
+        return 0
+    if args.command == "create-admin":
+        return create_admin(settings, args.username)
+    if args.command == "audit":
+        return audit(settings)
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

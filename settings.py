@@ -1,0 +1,168 @@
+"""Settings: the only place that reads the environment (and an optional .env file)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parent
+
+
+class SettingsError(Exception):
+    """A setting has an invalid value; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    jwt_secret: str = ""
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    default_currency: str = "USD"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    processes: int = 1
+    bcrypt_rounds: int = 12
+    max_body_size: int = 64 * 1024
+    daily_withdraw_limit: Decimal = Decimal("100.00")
+    daily_transfer_limit: Decimal = Decimal("100.00")
+    allow_self_deposit: bool = True
+    pending_timeout: int = 60
+    recovery_interval: int = 30
+    login_max_failures: int = 5
+    login_ip_max_failures: int = 50
+    login_window: int = 900
+    db_pool_size: int = 20
+    log_level: str = "INFO"
+    admin_password: str | None = None
+    var_dir: Path = ROOT / "var"
+
+
+def _int(name: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(name: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+    return parse
+
+
+def _limit(name: str) -> Callable[[str], Decimal]:
+    def parse(raw: str) -> Decimal:
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise SettingsError(f"{name} must be a decimal amount, got {raw!r}") from None
+        if not value.is_finite() or value < 0:
+            raise SettingsError(f"{name} must be a non-negative amount (0 = unlimited), got {raw!r}")
+        return value
+
+    return parse
+
+
+def _currency(raw: str) -> str:
+    from wallet.money import currency_exponent
+
+    code = raw.strip().upper()
+    if currency_exponent(code) is None:
+        raise SettingsError(f"DEFAULT_CURRENCY must be an ISO 4217 currency code, got {raw!r}")
+    return code
+
+
+def _url(name: str, schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not raw.startswith(schemes):
+            raise SettingsError(f"{name} must start with one of {', '.join(schemes)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+    return level
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 32:
+        raise SettingsError("JWT_SECRET must be at least 32 characters long")
+    return raw
+
+
+# environment variable -> (Settings field, parser)
+_PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "DATABASE_URL": ("database_url", _url("DATABASE_URL", ("postgresql://", "postgres://", "postgresql+"))),
+    "REDIS_URL": ("redis_url", _url("REDIS_URL", ("redis://", "rediss://", "unix://"))),
+    "JWT_SECRET": ("jwt_secret", _secret),
+    "ACCESS_TOKEN_TTL": ("access_token_ttl", _int("ACCESS_TOKEN_TTL", 5, 7 * 24 * 3600)),
+    "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int("REFRESH_TOKEN_TTL", 60, 365 * 24 * 3600)),
+    "DEFAULT_CURRENCY": ("default_currency", _currency),
+    "HOST": ("host", str),
+    "PORT": ("port", _int("PORT", 0, 65535)),
+    "PROCESSES": ("processes", _int("PROCESSES", 1, 64)),
+    "BCRYPT_ROUNDS": ("bcrypt_rounds", _int("BCRYPT_ROUNDS", 4, 16)),
+    "MAX_BODY_SIZE": ("max_body_size", _int("MAX_BODY_SIZE", 1024, 16 * 1024 * 1024)),
+    "DAILY_WITHDRAW_LIMIT": ("daily_withdraw_limit", _limit("DAILY_WITHDRAW_LIMIT")),
+    "DAILY_TRANSFER_LIMIT": ("daily_transfer_limit", _limit("DAILY_TRANSFER_LIMIT")),
+    "ALLOW_SELF_DEPOSIT": ("allow_self_deposit", _bool("ALLOW_SELF_DEPOSIT")),
+    "PENDING_TIMEOUT": ("pending_timeout", _int("PENDING_TIMEOUT", 1, 24 * 3600)),
+    "RECOVERY_INTERVAL": ("recovery_interval", _int("RECOVERY_INTERVAL", 1, 3600)),
+    "LOGIN_MAX_FAILURES": ("login_max_failures", _int("LOGIN_MAX_FAILURES", 1, 1000)),
+    "LOGIN_IP_MAX_FAILURES": ("login_ip_max_failures", _int("LOGIN_IP_MAX_FAILURES", 1, 100000)),
+    "LOGIN_WINDOW": ("login_window", _int("LOGIN_WINDOW", 1, 24 * 3600)),
+    "DB_POOL_SIZE": ("db_pool_size", _int("DB_POOL_SIZE", 1, 500)),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "VAR_DIR": ("var_dir", Path),
+    "WALLET_ADMIN_PASSWORD": ("admin_password", str),
+}
+
+
+def _persistent_secret(var_dir: Path) -> str:
+    """A random per-install JWT secret, generated once and kept under var/."""
+    path = var_dir / "jwt_secret"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from .env (if present) overlaid by the process environment."""
+    if environ is None:
+        environ = {**{k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}, **os.environ}
+    values: dict[str, object] = {}
+    for variable, (field, parse) in _PARSERS.items():
+        raw = environ.get(variable)
+        if raw is not None and raw != "":
+            values[field] = parse(raw)
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if not settings.jwt_secret:
+        settings = Settings(**{**values, "jwt_secret": _persistent_secret(settings.var_dir)})  # type: ignore[arg-type]
+    return settings

@@ -1,0 +1,1 @@
+"""The wallet domain: money, ledger, transaction lifecycle, auth rules, limits, idempotency, errors."""

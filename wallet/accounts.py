@@ -1,0 +1,127 @@
+"""Accounts: registration (with a default wallet), the caller's profile, its changes and deactivation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from models import User
+from wallet.auth import Principal, hash_password, revoke_user_sessions, verify_password
+from wallet.errors import AlreadyExists, InvalidCredentials, NotFound, ValidationError
+from wallet.runtime import Runtime
+from wallet.wallets import open_wallet, render_wallet
+
+USER_COLUMNS = (User.id, User.username, User.email, User.phone, User.role, User.status, User.created_at)
+
+_UNIQUE_FIELDS = {"uq_users_username_lower": "username", "uq_users_email_lower": "email", "uq_users_phone": "phone"}
+
+
+def render_user(row: Any) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in USER_COLUMNS}
+
+
+def check_password_policy(password: str, username: str) -> None:
+    problems = []
+    if not 8 <= len(password.encode()) <= 72:
+        problems.append("Must be 8 to 72 bytes long.")
+    if password.isdigit():
+        problems.append("Must not be all digits.")
+    if password.lower() == username.lower():
+        problems.append("Must not equal the username.")
+    if problems:
+        raise ValidationError({"password": problems})
+
+
+def _already_exists(error: IntegrityError) -> AlreadyExists:
+    constraint = getattr(error.orig, "__cause__", None)
+    field = _UNIQUE_FIELDS.get(getattr(constraint, "constraint_name", ""), "username")
+    return AlreadyExists(f"This {field} is already taken.", details={field: ["Already taken."]})
+
+
+async def register(rt: Runtime, *, username: str, password: str, email: str | None, phone: str | None,
+                   currency: str | None) -> dict[str, Any]:
+    check_password_policy(password, username)
+    password_hash = await hash_password(rt, password)
+    try:
+        async with rt.transaction() as conn:
+            user = (await conn.execute(
+                User.__table__.insert()
+                .values(id=uuid.uuid4(), username=username, email=email, phone=phone, password_hash=password_hash)
+                .returning(*USER_COLUMNS)
+            )).first()
+            wallet = await open_wallet(conn, user.id, currency or rt.settings.default_currency, None)
+    except IntegrityError as error:
+        raise _already_exists(error) from None
+    return {"user": render_user(user), "wallet": render_wallet(wallet)}
+
+
+async def create_admin(rt: Runtime, username: str, password: str) -> dict[str, Any]:
+    """Make USERNAME an admin: promote an existing user (and set the password) or register a new one."""
+    check_password_policy(password, username)
+    password_hash = await hash_password(rt, password)
+    async with rt.transaction() as conn:
+        row = (await conn.execute(
+            update(User).where(func.lower(User.username) == username.lower())
+            .values(role="admin", status="active", password_hash=password_hash)
+            .returning(*USER_COLUMNS)
+        )).first()
+    if row is not None:
+        return render_user(row)
+    created = await register(rt, username=username, password=password, email=None, phone=None, currency=None)
+    async with rt.transaction() as conn:
+        row = (await conn.execute(update(User).where(User.id == created["user"]["id"]).values(role="admin")
+                                  .returning(*USER_COLUMNS))).first()
+    return render_user(row)
+
+
+async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
+    async with rt.transaction() as conn:
+        row = (await conn.execute(select(*USER_COLUMNS).where(User.id == principal.user_id))).first()
+    if row is None:
+        raise NotFound("User not found.")
+    return render_user(row)
+
+
+async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change e-mail, phone and/or password; a password change needs the current one and ends other logins."""
+    values = {k: changes[k] for k in ("email", "phone") if k in changes}
+    new_password = changes.get("password")
+    if new_password is not None:
+        async with rt.transaction() as conn:
+            current = (await conn.execute(select(User.username, User.password_hash)
+                                          .where(User.id == principal.user_id))).one()
+        if not await verify_password(rt, changes.get("current_password") or "", current.password_hash):
+            raise InvalidCredentials("The current password is wrong.")
+        check_password_policy(new_password, current.username)
+        values["password_hash"] = await hash_password(rt, new_password)
+    values["updated_at"] = dt.datetime.now(dt.UTC)
+    try:
+        async with rt.transaction() as conn:
+            row = (await conn.execute(update(User).where(User.id == principal.user_id).values(**values)
+                                      .returning(*USER_COLUMNS))).one()
+    except IntegrityError as error:
+        raise _already_exists(error) from None
+    if new_password is not None:
+        await revoke_user_sessions(rt, principal.user_id, keep=principal.session_id)
+    return render_user(row)
+
+
+async def set_status(rt: Runtime, user_id: uuid.UUID, status: str) -> dict[str, Any]:
+    """Set a user's status; deactivation also ends every login of that user at once."""
+    async with rt.transaction() as conn:
+        row = (await conn.execute(update(User).where(User.id == user_id)
+                                  .values(status=status, updated_at=dt.datetime.now(dt.UTC))
+                                  .returning(*USER_COLUMNS))).first()
+    if row is None:
+        raise NotFound("User not found.")
+    if status == "inactive":
+        await revoke_user_sessions(rt, user_id)
+    return render_user(row)
+
+
+async def deactivate_me(rt: Runtime, principal: Principal) -> None:
+    await set_status(rt, principal.user_id, "inactive")

@@ -1,0 +1,189 @@
+"""Authentication: password hashing, JWT access/refresh tokens, login sessions, revocation and throttling."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import bcrypt
+import jwt
+from sqlalchemy import func, select, update
+
+from models import Session, User
+from wallet.errors import (
+    AccountInactive,
+    InvalidCredentials,
+    InvalidToken,
+    RateLimited,
+    TokenExpired,
+    TokenRevoked,
+)
+from wallet.runtime import Runtime
+
+ALGORITHM = "HS256"
+# Verified against when the user does not exist, so both failures cost the same time.
+_DUMMY_HASH = bcrypt.hashpw(b"not-a-real-password", bcrypt.gensalt(4))
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def hash_password(rt: Runtime, password: str) -> str:
+    salt = bcrypt.gensalt(rt.settings.bcrypt_rounds)
+    hashed = await rt.run_cpu(bcrypt.hashpw, password.encode(), salt)
+    return hashed.decode()
+
+
+async def verify_password(rt: Runtime, password: str, password_hash: str | None) -> bool:
+    matches = await rt.run_cpu(bcrypt.checkpw, password.encode(), (password_hash or "").encode() or _DUMMY_HASH)
+    return bool(matches) and password_hash is not None
+
+
+def _encode(rt: Runtime, claims: dict[str, object]) -> str:
+    return jwt.encode(claims, rt.settings.jwt_secret, algorithm=ALGORITHM)
+
+
+def _decode(rt: Runtime, token: str, token_type: str) -> dict[str, object]:
+    try:
+        claims = jwt.decode(
+            token,
+            rt.settings.jwt_secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "iat", "sub", "sid", "jti", "typ"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired() from None
+    except jwt.PyJWTError:
+        raise InvalidToken() from None
+    if claims.get("typ") != token_type:
+        raise InvalidToken(f"This is not an {token_type} token.")
+    try:
+        uuid.UUID(str(claims["sub"]))
+        uuid.UUID(str(claims["sid"]))
+        uuid.UUID(str(claims["jti"]))
+    except ValueError:
+        raise InvalidToken() from None
+    return claims
+
+
+def _token_pair(rt: Runtime, user_id: uuid.UUID, role: str, session_id: uuid.UUID, refresh_jti: uuid.UUID) -> dict:
+    now = _now()
+    ttl = rt.settings.access_token_ttl
+    common = {"sub": str(user_id), "sid": str(session_id), "iat": now}
+    access = _encode(rt, {**common, "typ": "access", "role": role, "jti": str(uuid.uuid4()),
+                          "exp": now + dt.timedelta(seconds=ttl)})
+    refresh = _encode(rt, {**common, "typ": "refresh", "jti": str(refresh_jti),
+                           "exp": now + dt.timedelta(seconds=rt.settings.refresh_token_ttl)})
+    return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": ttl}
+
+
+def _revoked_key(session_id: uuid.UUID | str) -> str:
+    return f"revoked-session:{session_id}"
+
+
+async def authenticate(rt: Runtime, token: str) -> Principal:
+    """Validate an access token: signature, expiry, type, and that its login was not revoked."""
+    claims = _decode(rt, token, "access")
+    if await rt.store.has_flag(_revoked_key(str(claims["sid"]))):
+        raise TokenRevoked()
+    role = claims.get("role")
+    if role not in ("user", "admin"):
+        raise InvalidToken()
+    return Principal(uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"])), str(role))
+
+
+async def _throttle_check(rt: Runtime, keys: list[tuple[str, int]]) -> None:
+    for key, limit in keys:
+        count, ttl = await rt.store.count(key)
+        if count >= limit:
+            raise RateLimited(ttl, "Too many failed logins; try again later.")
+
+
+async def login(rt: Runtime, *, field: str, identifier: str, password: str, client_ip: str) -> dict:
+    """Exchange credentials for a token pair; wrong user and wrong password look the same."""
+    s = rt.settings
+    account_key = f"login-fail:account:{field}:{identifier.lower()}"
+    address_key = f"login-fail:address:{client_ip}"
+    await _throttle_check(rt, [(account_key, s.login_max_failures), (address_key, s.login_ip_max_failures)])
+
+    column = {"username": User.username, "email": User.email, "phone": User.phone}[field]
+    lookup = column == identifier if field == "phone" else func.lower(column) == identifier.lower()
+    async with rt.transaction() as conn:
+        row = (await conn.execute(select(User.id, User.password_hash, User.role, User.status).where(lookup))).first()
+
+    if not await verify_password(rt, password, row.password_hash if row else None) or row is None:
+        await rt.store.hit(account_key, s.login_window)
+        await rt.store.hit(address_key, s.login_window)
+        raise InvalidCredentials()
+    if row.status == "inactive":
+        raise AccountInactive("This account has been deactivated.")
+    await rt.store.clear(account_key)
+
+    session_id, refresh_jti = uuid.uuid4(), uuid.uuid4()
+    async with rt.transaction() as conn:
+        await conn.execute(Session.__table__.insert().values(
+            id=session_id, user_id=row.id, refresh_jti=refresh_jti,
+            expires_at=_now() + dt.timedelta(seconds=s.refresh_token_ttl)))
+    return _token_pair(rt, row.id, row.role, session_id, refresh_jti)
+
+
+async def refresh(rt: Runtime, refresh_token: str) -> dict:
+    """Rotate a refresh token. Presenting one that was already used revokes that whole login."""
+    claims = _decode(rt, refresh_token, "refresh")
+    session_id, jti = uuid.UUID(str(claims["sid"])), uuid.UUID(str(claims["jti"]))
+    new_jti = uuid.uuid4()
+    async with rt.transaction() as conn:
+        rotated = (await conn.execute(
+            update(Session)
+            .where(Session.id == session_id, Session.refresh_jti == jti, Session.revoked_at.is_(None),
+                   Session.expires_at > _now())
+            .values(refresh_jti=new_jti)
+            .returning(Session.user_id)
+        )).first()
+        user = None
+        if rotated:
+            user = (await conn.execute(select(User.role, User.status).where(User.id == rotated.user_id))).first()
+    if rotated is None:
+        await revoke_sessions(rt, [session_id])
+        raise TokenRevoked("This refresh token was already used or revoked; the login has been ended.")
+    if user is None or user.status == "inactive":
+        await revoke_sessions(rt, [session_id])
+        raise AccountInactive("This account has been deactivated.")
+    return _token_pair(rt, rotated.user_id, user.role, session_id, new_jti)
+
+
+async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
+    """End logins at once: their refresh tokens stop rotating and every process refuses their access tokens."""
+    if not session_ids:
+        return
+    async with rt.transaction() as conn:
+        await conn.execute(update(Session).where(Session.id.in_(session_ids), Session.revoked_at.is_(None))
+                           .values(revoked_at=_now()))
+    for session_id in session_ids:
+        # An access token outlives its session by at most its own lifetime.
+        await rt.store.set_flag(_revoked_key(session_id), rt.settings.access_token_ttl + 60)
+
+
+async def revoke_user_sessions(rt: Runtime, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
+    async with rt.transaction() as conn:
+        rows = await conn.execute(select(Session.id).where(
+            Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > _now()))
+        ids = [r.id for r in rows if r.id != keep]
+    await revoke_sessions(rt, ids)
+
+
+async def logout(rt: Runtime, principal: Principal) -> None:
+    await revoke_sessions(rt, [principal.session_id])

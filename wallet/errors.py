@@ -1,0 +1,156 @@
+"""Domain errors: one small hierarchy, each with a machine code; handlers map them to HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WalletError(Exception):
+    code = "INTERNAL_ERROR"
+    message = "An unexpected error occurred."
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None,
+                 transaction_id: str | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.transaction_id = transaction_id
+
+
+# 400: invalid input or a business rule refused
+class InvalidRequest(WalletError):
+    code = "VALIDATION_ERROR"
+    message = "The request is invalid."
+
+
+class ValidationError(InvalidRequest):
+    """Per-field problems: details maps a field name to a list of messages."""
+
+    def __init__(self, details: dict[str, Any], message: str = "Some fields are invalid.") -> None:
+        super().__init__(message, details=details)
+
+
+class InvalidJson(InvalidRequest):
+    code = "INVALID_JSON"
+    message = "The request body is not valid JSON."
+
+
+class BusinessRuleError(InvalidRequest):
+    """Refusals of a money operation; recorded as FAILED when they happen during execution."""
+
+
+class InsufficientFunds(BusinessRuleError):
+    code = "INSUFFICIENT_FUNDS"
+    message = "The wallet balance is too low for this operation."
+
+
+class DailyLimitExceeded(BusinessRuleError):
+    code = "DAILY_LIMIT_EXCEEDED"
+    message = "This operation would exceed your daily limit."
+
+
+class CurrencyMismatch(BusinessRuleError):
+    code = "CURRENCY_MISMATCH"
+    message = "The wallets do not share a currency."
+
+
+class SameWallet(BusinessRuleError):
+    code = "SAME_WALLET"
+    message = "A wallet cannot transfer to itself."
+
+
+class BalanceLimitExceeded(BusinessRuleError):
+    code = "BALANCE_LIMIT_EXCEEDED"
+    message = "The resulting balance would exceed the maximum a wallet may hold."
+
+
+# 401
+class AuthError(WalletError):
+    code = "AUTHENTICATION_REQUIRED"
+    message = "Authentication is required."
+
+
+class InvalidToken(AuthError):
+    code = "INVALID_TOKEN"
+    message = "The token is invalid."
+
+
+class TokenExpired(AuthError):
+    code = "TOKEN_EXPIRED"
+    message = "The token has expired."
+
+
+class TokenRevoked(AuthError):
+    code = "TOKEN_REVOKED"
+    message = "The token has been revoked."
+
+
+class InvalidCredentials(AuthError):
+    code = "INVALID_CREDENTIALS"
+    message = "Invalid credentials."
+
+
+# 403
+class Forbidden(WalletError):
+    code = "FORBIDDEN"
+    message = "You are not allowed to do this."
+
+
+class AccountFrozen(Forbidden):
+    code = "ACCOUNT_FROZEN"
+    message = "The account is frozen."
+
+
+class AccountInactive(Forbidden):
+    code = "ACCOUNT_INACTIVE"
+    message = "The account is inactive."
+
+
+# 404
+class NotFound(WalletError):
+    code = "NOT_FOUND"
+    message = "Not found."
+
+
+# 409
+class AlreadyExists(WalletError):
+    code = "ALREADY_EXISTS"
+    message = "Already exists."
+
+
+class IdempotencyInProgress(WalletError):
+    code = "IDEMPOTENCY_IN_PROGRESS"
+    message = "A request with this Idempotency-Key is still being processed."
+
+
+# 422
+class IdempotencyMismatch(WalletError):
+    code = "IDEMPOTENCY_MISMATCH"
+    message = "This Idempotency-Key was used with different parameters."
+
+
+# 429
+class RateLimited(WalletError):
+    code = "RATE_LIMITED"
+    message = "Too many attempts; try again later."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# 503
+class ServiceUnavailable(WalletError):
+    code = "SERVICE_UNAVAILABLE"
+    message = "A dependency is unavailable."
+
+
+def recorded_failure(code: str | None, reason: str | None, transaction_id: str) -> WalletError:
+    """Rebuild the error of a transaction recorded as FAILED, so a replay answers exactly like the first time."""
+    classes = [InsufficientFunds, DailyLimitExceeded, CurrencyMismatch, SameWallet, BalanceLimitExceeded,
+               AccountFrozen, AccountInactive, Forbidden, NotFound, InvalidRequest]
+    cls = next((c for c in classes if c.code == code), WalletError)
+    error = cls(reason)
+    error.code = code or WalletError.code
+    error.transaction_id = transaction_id
+    return error

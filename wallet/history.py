@@ -1,0 +1,144 @@
+"""Transaction history: rendering a transaction for a viewer, and keyset-paged listings."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Select, and_, select, union_all
+from sqlalchemy.orm import aliased
+
+from models import Transaction, User, Wallet
+from wallet.auth import Principal
+from wallet.errors import NotFound, ValidationError
+from wallet.money import format_minor
+from wallet.runtime import Runtime
+
+T = Transaction.__table__
+_SW, _DW = aliased(Wallet), aliased(Wallet)
+_SU, _DU = aliased(User), aliased(User)
+
+
+def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, Any]:
+    """A transaction as the API shows it to `viewer`: direction and counterparty are from their side."""
+    outgoing = row["source_user_id"] == viewer
+    incoming = row["destination_user_id"] == viewer
+    if outgoing and incoming:
+        direction = "internal"
+    elif outgoing or (not incoming and row["type"] == "WITHDRAWAL"):
+        direction = "out"
+    else:
+        direction = "in"
+    counterparty = None
+    if row["type"] == "TRANSFER":
+        side = "destination" if direction in ("out", "internal") else "source"
+        counterparty = {"username": row[f"{side}_username"], "wallet_number": row[f"{side}_number"]}
+    return {
+        "id": row["id"],
+        "reference": row["reference"],
+        "type": row["type"],
+        "status": row["status"],
+        "amount": format_minor(row["amount"], row["currency"]),
+        "currency": row["currency"],
+        "source_wallet_id": row["source_wallet_id"],
+        "destination_wallet_id": row["destination_wallet_id"],
+        "direction": direction,
+        "counterparty": counterparty,
+        "description": row["description"],
+        "failure_code": row["failure_code"],
+        "failure_reason": row["failure_reason"],
+        "created_at": row["created_at"],
+        "completed_at": row["completed_at"],
+    }
+
+
+def _detailed(inner: Any) -> Select:
+    """Add the wallet numbers and usernames of both sides to transaction rows."""
+    return (
+        select(inner, _SW.number.label("source_number"), _DW.number.label("destination_number"),
+               _SU.username.label("source_username"), _DU.username.label("destination_username"))
+        .select_from(inner)
+        .outerjoin(_SW, _SW.id == inner.c.source_wallet_id)
+        .outerjoin(_DW, _DW.id == inner.c.destination_wallet_id)
+        .outerjoin(_SU, _SU.id == inner.c.source_user_id)
+        .outerjoin(_DU, _DU.id == inner.c.destination_user_id)
+    )
+
+
+async def load_transaction(conn: Any, transaction_id: uuid.UUID) -> Mapping[str, Any] | None:
+    inner = select(T).where(T.c.id == transaction_id).subquery()
+    row = (await conn.execute(_detailed(inner))).first()
+    return row._mapping if row else None
+
+
+async def get_transaction(rt: Runtime, principal: Principal, transaction_id: uuid.UUID) -> dict[str, Any]:
+    async with rt.transaction() as conn:
+        row = await load_transaction(conn, transaction_id)
+    if row is None or not (row["source_user_id"] == principal.user_id
+                           or (row["destination_user_id"] == principal.user_id and row["status"] == "COMPLETED")):
+        raise NotFound("Transaction not found.")
+    return render_transaction(row, principal.user_id)
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        version, _, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
+        if version != "v1" or not seq.isdigit():
+            raise ValueError
+        return int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError({"cursor": ["Not a valid cursor."]}) from None
+
+
+async def list_transactions(rt: Runtime, user_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None,
+                            wallet_id: uuid.UUID | None = None, type: str | None = None, status: str | None = None,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None) -> dict[str, Any]:
+    """Newest first, keyset-paged on the insertion sequence so concurrent inserts never shift a page.
+
+    Two index range scans (outgoing, then incoming-but-not-outgoing) are merged, so the cost follows the page,
+    not the size of the user's history.
+    """
+    filters = []
+    if cursor is not None:
+        filters.append(T.c.seq < decode_cursor(cursor))
+    if type is not None:
+        filters.append(T.c.type == type)
+    if status is not None:
+        filters.append(T.c.status == status)
+    if since is not None:
+        filters.append(T.c.created_at >= since)
+    if until is not None:
+        filters.append(T.c.created_at < until)
+
+    async with rt.transaction() as conn:
+        if wallet_id is not None:
+            owner = (await conn.execute(select(Wallet.user_id).where(Wallet.id == wallet_id))).scalar()
+            if owner != user_id:
+                raise NotFound("Wallet not found.")
+            out_side = T.c.source_wallet_id == wallet_id
+            in_side = and_(T.c.destination_wallet_id == wallet_id,
+                           T.c.source_wallet_id.is_distinct_from(wallet_id))
+        else:
+            out_side = T.c.source_user_id == user_id
+            in_side = and_(T.c.destination_user_id == user_id, T.c.source_user_id.is_distinct_from(user_id))
+        outgoing = select(T).where(out_side, *filters).order_by(T.c.seq.desc()).limit(limit + 1)
+        incoming = (select(T).where(in_side, T.c.status == "COMPLETED", *filters)
+                    .order_by(T.c.seq.desc()).limit(limit + 1))
+        page = union_all(outgoing, incoming).subquery()
+        query = _detailed(page).order_by(page.c.seq.desc()).limit(limit + 1)
+        rows = [r._mapping for r in (await conn.execute(query)).all()]
+
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [render_transaction(r, user_id) for r in rows],
+        "next_cursor": encode_cursor(rows[-1]["seq"]) if more else None,
+    }
+

@@ -1,0 +1,468 @@
+"""The money path: record PENDING, execute under row locks into a double-entry ledger, fail or recover; audit.
+
+1. Record: the operation is inserted PENDING in its own short commit; the idempotency key (unique per caller)
+   and a hash of the parameters live on that row, so a duplicate request finds it instead of executing twice.
+2. Execute: one DB transaction locks the user wallets in id order, checks status, funds and daily limit,
+   moves the balances, appends the entries and marks the row COMPLETED, all in one durable commit.
+3. Fail: any refusal or error rolls that back and marks the row FAILED (failure_code, failure_reason).
+4. Recover: rows left PENDING longer than the timeout touched no balance; they are failed as INTERRUPTED.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from models import DailyUsage, Entry, Transaction, User, Wallet
+from wallet import errors
+from wallet.auth import Principal
+from wallet.history import load_transaction, render_transaction
+from wallet.money import currency_exponent, format_minor, to_minor
+from wallet.runtime import Runtime
+from wallet.wallets import WALLET_COLUMNS, open_wallet, render_wallet
+
+log = logging.getLogger("wallet.ledger")
+
+T = Transaction.__table__
+# No wallet may hold more than this many minor units (far below BIGINT's limit).
+MAX_BALANCE = 10**18
+
+
+@dataclass(frozen=True)
+class Party:
+    """A user wallet taking part in an operation, as read before recording."""
+
+    wallet_id: uuid.UUID
+    user_id: uuid.UUID
+    username: str
+    number: str
+    currency: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    type: str  # DEPOSIT | WITHDRAWAL | TRANSFER
+    amount: int
+    currency: str
+    source: Party | None
+    destination: Party | None
+    description: str | None
+    params: Mapping[str, Any]  # the normalised request, hashed for idempotency
+
+
+@dataclass(frozen=True)
+class Outcome:
+    transaction: dict[str, Any]
+    replayed: bool
+    # The caller's wallet balance right after this operation (for the compatibility endpoint).
+    wallet_balance: int | None
+
+
+# ---- reading the parties (before anything is recorded) ----------------------------------------------------
+
+_PARTY_COLUMNS = (Wallet.id, Wallet.user_id, User.username, Wallet.number, Wallet.currency)
+
+
+def _party(row: Any) -> Party:
+    return Party(row.id, row.user_id, row.username, row.number, row.currency)
+
+
+async def _own_wallet(conn: AsyncConnection, principal: Principal, wallet_id: uuid.UUID) -> Party:
+    row = (await conn.execute(
+        select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id)
+        .where(Wallet.id == wallet_id, Wallet.user_id == principal.user_id)
+    )).first()
+    if row is None:
+        raise errors.NotFound("Wallet not found.")
+    return _party(row)
+
+
+async def _any_user_wallet(conn: AsyncConnection, wallet_id: uuid.UUID) -> Party:
+    row = (await conn.execute(
+        select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id).where(Wallet.id == wallet_id)
+    )).first()
+    if row is None:
+        raise errors.NotFound("Wallet not found.")
+    return _party(row)
+
+
+async def _recipient(conn: AsyncConnection, recipient: Mapping[str, Any], currency: str) -> Party:
+    """Resolve to_wallet_id / to_wallet_number / to_username / to_phone to one user wallet."""
+    query = select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id)
+    if "to_wallet_id" in recipient:
+        query = query.where(Wallet.id == recipient["to_wallet_id"])
+    elif "to_wallet_number" in recipient:
+        query = query.where(Wallet.number == recipient["to_wallet_number"])
+    else:
+        if "to_username" in recipient:
+            user_filter = func.lower(User.username) == recipient["to_username"].lower()
+        else:
+            user_filter = User.phone == recipient["to_phone"]
+        if (await conn.execute(select(User.id).where(user_filter))).first() is None:
+            raise errors.NotFound("Recipient not found.")
+        # The recipient's wallet in the source currency: their oldest one.
+        query = query.where(user_filter, Wallet.currency == currency).order_by(Wallet.created_at, Wallet.id).limit(1)
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise errors.CurrencyMismatch(f"The recipient has no {currency} wallet.")
+        return _party(row)
+    row = (await conn.execute(query)).first()
+    if row is None:
+        raise errors.NotFound("Recipient wallet not found.")
+    return _party(row)
+
+
+# ---- the lifecycle --------------------------------------------------------------------------------------------
+
+_system_wallets: dict[str, uuid.UUID] = {}
+
+
+async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
+    """The per-currency account standing for the outside world (created on first use)."""
+    if currency not in _system_wallets:
+        async with rt.transaction() as conn:
+            found = (await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))).scalar()
+        if found is None:
+            try:
+                async with rt.transaction() as conn:
+                    found = (await open_wallet(conn, None, currency, f"system {currency}")).id
+            except IntegrityError:  # another process created it first
+                async with rt.transaction() as conn:
+                    found = (await conn.execute(
+                        select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))).scalar_one()
+        _system_wallets[currency] = found
+    return _system_wallets[currency]
+
+
+def _request_hash(params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+
+
+def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, now: dt.datetime) -> dict[str, Any]:
+    """The transaction's rendered columns, built from what we already know (saves a read)."""
+    src, dst = op.source, op.destination
+    return {
+        "id": tx_id, "seq": 0, "reference": reference, "type": op.type, "status": "PENDING",
+        "amount": op.amount, "currency": op.currency,
+        "source_wallet_id": src.wallet_id if src else None, "destination_wallet_id": dst.wallet_id if dst else None,
+        "source_user_id": src.user_id if src else None, "destination_user_id": dst.user_id if dst else None,
+        "source_number": src.number if src else None, "destination_number": dst.number if dst else None,
+        "source_username": src.username if src else None, "destination_username": dst.username if dst else None,
+        "description": op.description, "failure_code": None, "failure_reason": None,
+        "created_at": now, "completed_at": None,
+    }
+
+
+async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[uuid.UUID, str, Any]:
+    """Step 1. Returns (id, reference, None) for a new row, or (id, reference, existing row) for a known key."""
+    tx_id, reference = uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
+    request_hash = _request_hash(op.params)
+    values = {
+        "id": tx_id, "reference": reference, "type": op.type, "amount": op.amount, "currency": op.currency,
+        "source_wallet_id": op.source.wallet_id if op.source else None,
+        "destination_wallet_id": op.destination.wallet_id if op.destination else None,
+        "source_user_id": op.source.user_id if op.source else None,
+        "destination_user_id": op.destination.user_id if op.destination else None,
+        "initiator_id": principal.user_id, "idempotency_key": key, "request_hash": request_hash,
+        "description": op.description,
+    }
+    async with rt.transaction() as conn:
+        # A lost PENDING row is repaired by recovery, so this commit need not wait for the disk.
+        await conn.execute(text("SET LOCAL synchronous_commit = off"))
+        statement = insert(T).values(values)
+        if key is not None:
+            statement = statement.on_conflict_do_nothing(index_elements=[T.c.initiator_id, T.c.idempotency_key])
+        inserted = (await conn.execute(statement.returning(T.c.id))).first()
+        if inserted is not None:
+            return tx_id, reference, None
+        existing = (await conn.execute(
+            select(T.c.id, T.c.reference, T.c.status, T.c.request_hash)
+            .where(T.c.initiator_id == principal.user_id, T.c.idempotency_key == key)
+        )).one()
+    if existing.request_hash != request_hash:
+        raise errors.IdempotencyMismatch()
+    if existing.status == "PENDING":
+        raise errors.IdempotencyInProgress()
+    return existing.id, existing.reference, existing
+
+
+async def _locked_parties(conn: AsyncConnection, op: Operation) -> dict[uuid.UUID, Any]:
+    ids = sorted({p.wallet_id for p in (op.source, op.destination) if p is not None})
+    rows = (await conn.execute(
+        select(Wallet.id, Wallet.balance, User.status)
+        .join(User, User.id == Wallet.user_id)
+        .where(Wallet.id.in_(ids))
+        .order_by(Wallet.id)
+        .with_for_update(of=Wallet)
+    )).all()
+    return {r.id: r for r in rows}
+
+
+def _limit_for(rt: Runtime, op: Operation) -> int:
+    major = rt.settings.daily_withdraw_limit if op.type == "WITHDRAWAL" else rt.settings.daily_transfer_limit
+    return int(major.scaleb(currency_exponent(op.currency) or 0))
+
+
+async def _charge_daily_usage(conn: AsyncConnection, rt: Runtime, op: Operation) -> None:
+    """Add to today's usage under its row lock; concurrent requests queue here, so the limit holds."""
+    limit = _limit_for(rt, op)
+    if limit == 0 or op.source is None:
+        return
+    usage = DailyUsage.__table__
+    statement = insert(usage).values(user_id=op.source.user_id, currency=op.currency, kind=op.type,
+                                     day=func.timezone("UTC", func.now()).cast(DailyUsage.day.type), amount=op.amount)
+    statement = statement.on_conflict_do_update(
+        index_elements=[usage.c.user_id, usage.c.currency, usage.c.kind, usage.c.day],
+        set_={"amount": usage.c.amount + statement.excluded.amount},
+    ).returning(usage.c.amount)
+    used = (await conn.execute(statement)).scalar_one()
+    if used > limit:
+        remaining = limit - (used - op.amount)
+        raise errors.DailyLimitExceeded(
+            f"This would exceed the daily {op.type.lower()} limit of {format_minor(limit, op.currency)} "
+            f"{op.currency}; {format_minor(max(remaining, 0), op.currency)} remains today.")
+
+
+def _check_status(status: str, whose: str) -> None:
+    if status == "frozen":
+        raise errors.AccountFrozen(f"The {whose} account is frozen.")
+    if status == "inactive":
+        raise errors.AccountInactive(f"The {whose} account is inactive.")
+
+
+async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.datetime, int | None, int | None]:
+    """Step 2. Returns (completed_at, source balance after, destination balance after)."""
+    system_id = await _system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
+    async with rt.transaction() as conn:
+        locked = await _locked_parties(conn, op)
+        if op.source is not None:
+            source = locked[op.source.wallet_id]
+            _check_status(source.status, "sending" if op.type == "TRANSFER" else "wallet owner's")
+        if op.destination is not None:
+            _check_status(locked[op.destination.wallet_id].status,
+                          "recipient's" if op.type == "TRANSFER" else "wallet owner's")
+        if op.source is not None and locked[op.source.wallet_id].balance < op.amount:
+            raise errors.InsufficientFunds(
+                f"Insufficient funds: the balance is {format_minor(source.balance, op.currency)} {op.currency}.")
+        if op.destination is not None and locked[op.destination.wallet_id].balance + op.amount > MAX_BALANCE:
+            raise errors.BalanceLimitExceeded()
+        await _charge_daily_usage(conn, rt, op)
+
+        balances: dict[uuid.UUID, int | None] = {}
+        for party, delta in ((op.source, -op.amount), (op.destination, op.amount)):
+            if party is not None:
+                balances[party.wallet_id] = (await conn.execute(
+                    update(Wallet).where(Wallet.id == party.wallet_id)
+                    .values(balance=Wallet.balance + delta, updated_at=func.now())
+                    .returning(Wallet.balance)
+                )).scalar_one()
+        source_id = op.source.wallet_id if op.source else system_id
+        destination_id = op.destination.wallet_id if op.destination else system_id
+        await conn.execute(Entry.__table__.insert(), [
+            {"transaction_id": tx_id, "wallet_id": source_id, "amount": -op.amount, "currency": op.currency,
+             "balance_after": balances.get(source_id)},
+            {"transaction_id": tx_id, "wallet_id": destination_id, "amount": op.amount, "currency": op.currency,
+             "balance_after": balances.get(destination_id)},
+        ])
+        completed_at = (await conn.execute(
+            update(T).where(T.c.id == tx_id, T.c.status == "PENDING")
+            .values(status="COMPLETED", completed_at=func.now()).returning(T.c.completed_at)
+        )).scalar()
+        if completed_at is None:
+            raise errors.WalletError("The operation was interrupted before it completed.")
+    return completed_at, balances.get(source_id), balances.get(destination_id)
+
+
+async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) -> None:
+    """Step 3, in a fresh session; a lost FAILED mark is redone by recovery."""
+    async with rt.transaction() as conn:
+        await conn.execute(text("SET LOCAL synchronous_commit = off"))
+        await conn.execute(update(T).where(T.c.id == tx_id, T.c.status == "PENDING")
+                           .values(status="FAILED", failure_code=code, failure_reason=reason[:255],
+                                   completed_at=func.now()))
+
+
+async def _replay(rt: Runtime, principal: Principal, op: Operation, existing: Any, viewer: uuid.UUID) -> Outcome:
+    async with rt.transaction() as conn:
+        row = await load_transaction(conn, existing.id)
+        balance = None
+        own = op.source if op.source and op.source.user_id == principal.user_id else op.destination
+        if row["status"] == "COMPLETED" and own is not None:
+            balance = (await conn.execute(select(Entry.balance_after).where(
+                Entry.transaction_id == existing.id, Entry.wallet_id == own.wallet_id))).scalar()
+    if row["status"] == "FAILED":
+        error = errors.recorded_failure(row["failure_code"], row["failure_reason"], str(row["id"]))
+        error.replayed = True  # type: ignore[attr-defined]
+        raise error
+    return Outcome(render_transaction(row, viewer), True, balance)
+
+
+async def run(rt: Runtime, principal: Principal, op: Operation, key: str | None,
+              viewer: uuid.UUID | None = None) -> Outcome:
+    """Record, execute, and fail or complete one money operation; idempotent per (caller, key)."""
+    viewer = viewer or principal.user_id
+    now = dt.datetime.now(dt.UTC)
+    tx_id, reference, existing = await _record(rt, principal, op, key)
+    if existing is not None:
+        return await _replay(rt, principal, op, existing, viewer)
+    row = _known_row(op, tx_id, reference, now)
+    try:
+        completed_at, source_after, destination_after = await _execute(rt, op, tx_id)
+    except errors.WalletError as error:
+        await _mark_failed(rt, tx_id, error.code, error.message)
+        error.transaction_id = str(tx_id)
+        raise
+    except Exception:
+        log.exception("money operation failed unexpectedly", extra={"transaction_id": str(tx_id)})
+        try:
+            await _mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.")
+        except Exception:
+            log.exception("could not mark the transaction FAILED; recovery will", extra={"transaction_id": str(tx_id)})
+        raise
+    row.update(status="COMPLETED", completed_at=completed_at)
+    own_after = source_after if op.source and op.source.user_id == principal.user_id else destination_after
+    return Outcome(render_transaction(row, viewer), False, own_after)
+
+
+# ---- the operations ---------------------------------------------------------------------------------------------
+
+
+async def _single_wallet_op(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, kind: str, amount: Decimal,
+                            description: str | None) -> tuple[Operation, Party]:
+    if kind == "DEPOSIT" and not rt.settings.allow_self_deposit:
+        raise errors.Forbidden("Self-service deposits are turned off on this server.")
+    async with rt.transaction() as conn:
+        wallet = await _own_wallet(conn, principal, wallet_id)
+    minor = to_minor(amount, wallet.currency)
+    params = {"op": kind, "wallet": wallet.wallet_id, "amount": minor, "description": description}
+    source, destination = (None, wallet) if kind == "DEPOSIT" else (wallet, None)
+    return Operation(kind, minor, wallet.currency, source, destination, description, params), wallet
+
+
+async def deposit(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal,
+                  description: str | None, key: str | None) -> Outcome:
+    op, _ = await _single_wallet_op(rt, principal, wallet_id, "DEPOSIT", amount, description)
+    return await run(rt, principal, op, key)
+
+
+async def withdraw(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal,
+                   description: str | None, key: str | None) -> Outcome:
+    op, _ = await _single_wallet_op(rt, principal, wallet_id, "WITHDRAWAL", amount, description)
+    return await run(rt, principal, op, key)
+
+
+async def operation(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, operation_type: str, amount: Decimal,
+                    description: str | None, key: str | None) -> dict[str, Any]:
+    """The compatibility endpoint: a deposit or withdrawal answered with the updated wallet."""
+    kind = "DEPOSIT" if operation_type == "DEPOSIT" else "WITHDRAWAL"
+    op, wallet = await _single_wallet_op(rt, principal, wallet_id, kind, amount, description)
+    outcome = await run(rt, principal, op, key)
+    async with rt.transaction() as conn:
+        row = (await conn.execute(select(*WALLET_COLUMNS).where(Wallet.id == wallet.wallet_id))).one()
+    rendered = render_wallet(row, outcome.wallet_balance)
+    rendered["updated_at"] = outcome.transaction["completed_at"]
+    return {"wallet": rendered, "replayed": outcome.replayed}
+
+
+async def transfer(rt: Runtime, principal: Principal, from_wallet_id: uuid.UUID, recipient: Mapping[str, Any],
+                   amount: Decimal, description: str | None, key: str | None) -> Outcome:
+    async with rt.transaction() as conn:
+        source = await _own_wallet(conn, principal, from_wallet_id)
+        destination = await _recipient(conn, recipient, source.currency)
+    if destination.wallet_id == source.wallet_id:
+        raise errors.SameWallet()
+    if destination.currency != source.currency:
+        raise errors.CurrencyMismatch(
+            f"The source wallet holds {source.currency} and the recipient wallet {destination.currency}.")
+    minor = to_minor(amount, source.currency)
+    params = {"op": "TRANSFER", "wallet": source.wallet_id, "recipient": dict(recipient), "amount": minor,
+              "description": description}
+    op = Operation("TRANSFER", minor, source.currency, source, destination, description, params)
+    return await run(rt, principal, op, key)
+
+
+async def admin_deposit(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal,
+                        description: str | None, key: str | None) -> Outcome:
+    """An admin credits any user wallet; the admin is kept on the row as its initiator."""
+    async with rt.transaction() as conn:
+        wallet = await _any_user_wallet(conn, wallet_id)
+    minor = to_minor(amount, wallet.currency)
+    params = {"op": "ADMIN_DEPOSIT", "wallet": wallet.wallet_id, "amount": minor, "description": description}
+    op = Operation("DEPOSIT", minor, wallet.currency, None, wallet, description, params)
+    return await run(rt, principal, op, key, viewer=wallet.user_id)
+
+
+# ---- recovery and audit -----------------------------------------------------------------------------------------
+
+
+async def recover_interrupted(rt: Runtime) -> int:
+    """Step 4: fail rows PENDING longer than the timeout. Their execution never committed (or it would not be
+    PENDING), so no balance was touched; the status guard makes this safe against a late commit."""
+    async with rt.transaction() as conn:
+        result = await conn.execute(
+            update(T)
+            .where(T.c.status == "PENDING",
+                   T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout))
+            .values(status="FAILED", failure_code="INTERRUPTED",
+                    failure_reason="The operation was interrupted before it completed.", completed_at=func.now())
+        )
+    return result.rowcount
+
+
+_AUDIT_WALLETS = text("""
+    SELECT w.id, w.currency, w.balance, COALESCE(e.total, 0) AS entries_total
+    FROM wallets w
+    LEFT JOIN (SELECT wallet_id, SUM(amount) AS total FROM entries GROUP BY wallet_id) e ON e.wallet_id = w.id
+    WHERE NOT w.is_system AND (w.balance <> COALESCE(e.total, 0) OR w.balance < 0)
+""")
+_AUDIT_TRANSACTIONS = text("""
+    SELECT t.id, t.status, COUNT(e.id) AS entries, COALESCE(SUM(e.amount), 0) AS total
+    FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
+    GROUP BY t.id, t.status
+    HAVING COALESCE(SUM(e.amount), 0) <> 0
+        OR (t.status = 'COMPLETED' AND COUNT(e.id) < 2)
+        OR (t.status <> 'COMPLETED' AND COUNT(e.id) > 0)
+""")
+
+
+async def audit(rt: Runtime) -> dict[str, Any]:
+    """Recompute every user wallet's balance from its entries and check every transaction balances."""
+    async with rt.transaction() as conn:
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        wallets_checked = (await conn.execute(select(func.count()).where(~Wallet.is_system))).scalar_one()
+        transactions_checked = (await conn.execute(select(func.count()).select_from(T))).scalar_one()
+        bad_wallets = (await conn.execute(_AUDIT_WALLETS)).all()
+        bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
+    mismatches = [
+        {"kind": "wallet_balance", "wallet_id": str(r.id), "currency": r.currency,
+         "balance": format_minor(r.balance, r.currency), "entries_total": format_minor(int(r.entries_total), r.currency)}
+        for r in bad_wallets
+    ] + [
+        {"kind": "transaction_entries", "transaction_id": str(r.id), "status": r.status, "entries": r.entries,
+         "entries_total_minor": int(r.total)}
+        for r in bad_transactions
+    ]
+    return {"ok": not mismatches, "wallets_checked": wallets_checked, "transactions_checked": transactions_checked,
+            "mismatches": mismatches}
+
+
+def format_audit(report: Mapping[str, Any]) -> str:
+    lines = [f"ledger audit: {'OK' if report['ok'] else 'MISMATCHES FOUND'}",
+             f"  wallets checked:      {report['wallets_checked']}",
+             f"  transactions checked: {report['transactions_checked']}"]
+    for m in report["mismatches"]:
+        lines.append("  MISMATCH " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Money: exact conversion between the API's decimal amounts and integer minor units per ISO 4217 currency."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from functools import cache
+
+import iso4217
+
+from wallet.errors import ValidationError
+
+# No single amount may exceed this many major units; keeps sums far from BIGINT overflow.
+MAX_MAJOR_UNITS = Decimal(10) ** 12
+
+
+@cache
+def currency_exponent(code: str) -> int | None:
+    """Minor digits of an ISO 4217 currency usable for money (None for unknown codes and for XAU-like units)."""
+    if len(code) != 3 or not code.isascii() or not code.isupper():
+        return None
+    try:
+        return iso4217.Currency(code).exponent
+    except ValueError:
+        return None
+
+
+def normalize_currency(raw: object, field: str = "currency") -> str:
+    code = raw.strip().upper() if isinstance(raw, str) else ""
+    if currency_exponent(code) is None:
+        raise ValidationError({field: ["Unknown currency; use an ISO 4217 code such as USD."]})
+    return code
+
+
+def parse_decimal(raw: object, field: str = "amount") -> Decimal:
+    """Parse a JSON amount (string, integer or exact Decimal) without any float round trip."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
+        raise ValidationError({field: ["Must be a decimal string or a number."]})
+    try:
+        value = Decimal(raw) if not isinstance(raw, str) or raw == raw.strip() else None
+    except (InvalidOperation, ValueError):
+        value = None
+    if value is None or not value.is_finite():
+        raise ValidationError({field: ["Must be a finite decimal number such as \"10.50\"."]})
+    if value <= 0:
+        raise ValidationError({field: ["Must be greater than zero."]})
+    if value > MAX_MAJOR_UNITS:
+        raise ValidationError({field: [f"Must not exceed {MAX_MAJOR_UNITS:,}."]})
+    return value
+
+
+def to_minor(value: Decimal, currency: str, field: str = "amount") -> int:
+    """Decimal major units -> integer minor units, refusing more decimal places than the currency has."""
+    exponent = currency_exponent(currency)
+    assert exponent is not None
+    minor = value.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise ValidationError({field: [f"{currency} allows at most {exponent} decimal places."]})
+    return int(minor)
+
+
+def format_minor(minor: int, currency: str) -> str:
+    """Integer minor units -> the API's decimal string with exactly the currency's minor digits."""
+    exponent = currency_exponent(currency)
+    assert exponent is not None
+    return f"{Decimal(minor).scaleb(-exponent):.{exponent}f}"

@@ -1,0 +1,47 @@
+"""The runtime every service function receives: settings, the database engine, the shared store, the CPU pool."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from settings import Settings
+from wallet.db import create_engine
+from wallet.store import Store, create_store
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    store: Store
+    # bcrypt and other CPU-bound work; never on the event loop.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=4))
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        assert settings.database_url, "the server resolves DATABASE_URL before building the runtime"
+        return cls(settings, create_engine(settings.database_url, settings.db_pool_size), create_store(settings.redis_url))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One unit of work: commits when the block ends, rolls back when it raises."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    async def run_cpu(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        await self.store.close()
+        self.executor.shutdown(wait=False)

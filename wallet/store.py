@@ -1,0 +1,99 @@
+"""Shared fast state (revoked sessions, throttling counters): Redis when configured, else in-process."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+
+class Store(Protocol):
+    async def set_flag(self, key: str, ttl: int) -> None: ...
+    async def has_flag(self, key: str) -> bool: ...
+    async def hit(self, key: str, window: int) -> int: ...
+    async def count(self, key: str) -> tuple[int, int]: ...
+    async def clear(self, key: str) -> None: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class RedisStore:
+    """Shared by every server process; keys expire by themselves."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    async def set_flag(self, key: str, ttl: int) -> None:
+        await self._redis.set(key, 1, ex=ttl)
+
+    async def has_flag(self, key: str) -> bool:
+        return bool(await self._redis.exists(key))
+
+    async def hit(self, key: str, window: int) -> int:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def count(self, key: str) -> tuple[int, int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.ttl(key)
+            value, ttl = await pipe.execute()
+        return int(value or 0), max(int(ttl), 1)
+
+    async def clear(self, key: str) -> None:
+        await self._redis.delete(key)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class MemoryStore:
+    """Single-process stand-in with the same behaviour, for running without Redis."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[int, float]] = {}
+
+    def _get(self, key: str) -> tuple[int, float] | None:
+        item = self._data.get(key)
+        if item is not None and item[1] <= time.monotonic():
+            del self._data[key]
+            return None
+        return item
+
+    async def set_flag(self, key: str, ttl: int) -> None:
+        self._data[key] = (1, time.monotonic() + ttl)
+
+    async def has_flag(self, key: str) -> bool:
+        return self._get(key) is not None
+
+    async def hit(self, key: str, window: int) -> int:
+        value, expires = self._get(key) or (0, time.monotonic() + window)
+        self._data[key] = (value + 1, expires)
+        if len(self._data) > 100_000:
+            for stale in [k for k in self._data if self._data[k][1] <= time.monotonic()]:
+                del self._data[stale]
+        return value + 1
+
+    async def count(self, key: str) -> tuple[int, int]:
+        value, expires = self._get(key) or (0, time.monotonic())
+        return value, max(int(expires - time.monotonic()) + 1, 1)
+
+    async def clear(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def create_store(redis_url: str | None) -> Store:
+    return RedisStore(redis_url) if redis_url else MemoryStore()
