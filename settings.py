@@ -22,6 +22,7 @@ class SettingsError(Exception):
 class Settings:
     database_url: str | None = None
     redis_url: str | None = None
+    redis_prefix: str = "wallet:"
     jwt_secret: str = ""
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
@@ -118,6 +119,7 @@ def _secret(raw: str) -> str:
 _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DATABASE_URL": ("database_url", _url("DATABASE_URL", ("postgresql://", "postgres://", "postgresql+"))),
     "REDIS_URL": ("redis_url", _url("REDIS_URL", ("redis://", "rediss://", "unix://"))),
+    "REDIS_PREFIX": ("redis_prefix", str),
     "JWT_SECRET": ("jwt_secret", _secret),
     "ACCESS_TOKEN_TTL": ("access_token_ttl", _int("ACCESS_TOKEN_TTL", 5, 7 * 24 * 3600)),
     "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int("REFRESH_TOKEN_TTL", 60, 365 * 24 * 3600)),

@@ -17,8 +17,13 @@ class LoginHandler(BaseHandler):
     async def post(self) -> None:
         data = self.load(LoginSchema())
         field = next(f for f in ("username", "email", "phone") if f in data)
-        tokens = await auth.login(self.rt, field=field, identifier=data[field], password=data["password"],
-                                  client_ip=self.request.remote_ip or "")
+        tokens = await auth.login(
+            self.rt,
+            field=field,
+            identifier=data[field],
+            password=data["password"],
+            client_ip=self.request.remote_ip or "",
+        )
         self.respond(tokens, 200, TokenPairSchema())
 
 

@@ -200,8 +200,10 @@ class BaseHandler(web.RequestHandler):
         else:
             status_code = 503 if status_code == 503 else 500
             code = "SERVICE_UNAVAILABLE" if status_code == 503 else "INTERNAL_ERROR"
-            body = {"error": "An unexpected error occurred." if status_code == 500 else "Service unavailable.",
-                    "code": code}
+            body = {
+                "error": "An unexpected error occurred." if status_code == 500 else "Service unavailable.",
+                "code": code,
+            }
         self.clear_header("Content-Type")
         self.set_default_headers()
         self.set_header("X-Request-ID", self.request_id or uuid.uuid4().hex)
@@ -255,4 +257,3 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise errors.ValidationError({field: ["Not a valid UUID."]}) from None
-

@@ -33,8 +33,14 @@ class DepositHandler(MoneyHandler):
     @authenticated
     async def post(self, wallet_id: str) -> None:
         data = self.load(MoneySchema())
-        outcome = await ledger.deposit(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"),
-                                       data["amount"], data["description"], self.idempotency_key())
+        outcome = await ledger.deposit(
+            self.rt,
+            self.principal,
+            parse_uuid(wallet_id, "wallet_id"),
+            data["amount"],
+            data["description"],
+            self.idempotency_key(),
+        )
         self.respond_outcome(outcome)
 
 
@@ -42,8 +48,14 @@ class WithdrawHandler(MoneyHandler):
     @authenticated
     async def post(self, wallet_id: str) -> None:
         data = self.load(MoneySchema())
-        outcome = await ledger.withdraw(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"),
-                                        data["amount"], data["description"], self.idempotency_key())
+        outcome = await ledger.withdraw(
+            self.rt,
+            self.principal,
+            parse_uuid(wallet_id, "wallet_id"),
+            data["amount"],
+            data["description"],
+            self.idempotency_key(),
+        )
         self.respond_outcome(outcome)
 
 
@@ -51,9 +63,15 @@ class OperationHandler(MoneyHandler):
     @authenticated
     async def post(self, wallet_id: str) -> None:
         data = self.load(OperationSchema())
-        result = await ledger.operation(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"),
-                                        data["operation_type"], data["amount"], data["description"],
-                                        self.idempotency_key())
+        result = await ledger.operation(
+            self.rt,
+            self.principal,
+            parse_uuid(wallet_id, "wallet_id"),
+            data["operation_type"],
+            data["amount"],
+            data["description"],
+            self.idempotency_key(),
+        )
         if result["replayed"]:
             self.set_header("Idempotent-Replayed", "true")
         self.respond(result["wallet"], 200, WalletSchema())
@@ -64,8 +82,15 @@ class TransferHandler(MoneyHandler):
     async def post(self) -> None:
         data = self.load(TransferSchema())
         recipient = {k: v for k, v in data.items() if k.startswith("to_")}
-        outcome = await ledger.transfer(self.rt, self.principal, data["from_wallet_id"], recipient, data["amount"],
-                                        data["description"], self.idempotency_key())
+        outcome = await ledger.transfer(
+            self.rt,
+            self.principal,
+            data["from_wallet_id"],
+            recipient,
+            data["amount"],
+            data["description"],
+            self.idempotency_key(),
+        )
         self.respond_outcome(outcome)
 
 
@@ -73,15 +98,17 @@ class TransactionListHandler(BaseHandler):
     @authenticated
     async def get(self) -> None:
         filters = self.query(TransactionQuery())
-        self.respond(await history.list_transactions(self.rt, self.principal.user_id, **filters), 200,
-                     TransactionListSchema())
+        self.respond(
+            await history.list_transactions(self.rt, self.principal.user_id, **filters), 200, TransactionListSchema()
+        )
 
 
 class TransactionHandler(BaseHandler):
     @authenticated
     async def get(self, transaction_id: str) -> None:
-        transaction = await history.get_transaction(self.rt, self.principal,
-                                                    parse_uuid(transaction_id, "transaction_id"))
+        transaction = await history.get_transaction(
+            self.rt, self.principal, parse_uuid(transaction_id, "transaction_id")
+        )
         self.respond(transaction, 200, TransactionSchema())
 
 

@@ -22,8 +22,9 @@ class WalletListHandler(BaseHandler):
     @authenticated
     async def post(self) -> None:
         data = self.load(WalletCreateSchema())
-        self.respond(await wallets.create_wallet(self.rt, self.principal, data["currency"], data["name"]), 201,
-                     WalletSchema())
+        self.respond(
+            await wallets.create_wallet(self.rt, self.principal, data["currency"], data["name"]), 201, WalletSchema()
+        )
 
 
 class WalletHandler(BaseHandler):
@@ -44,8 +45,9 @@ class WalletTransactionsHandler(BaseHandler):
     @authenticated
     async def get(self, wallet_id: str) -> None:
         page = self.query(PageQuery())
-        listing = await history.list_transactions(self.rt, self.principal.user_id,
-                                                  wallet_id=parse_uuid(wallet_id, "wallet_id"), **page)
+        listing = await history.list_transactions(
+            self.rt, self.principal.user_id, wallet_id=parse_uuid(wallet_id, "wallet_id"), **page
+        )
         self.respond(listing, 200, TransactionListSchema())
 
 

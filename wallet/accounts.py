@@ -42,17 +42,20 @@ def _already_exists(error: IntegrityError) -> AlreadyExists:
     return AlreadyExists(f"This {field} is already taken.", details={field: ["Already taken."]})
 
 
-async def register(rt: Runtime, *, username: str, password: str, email: str | None, phone: str | None,
-                   currency: str | None) -> dict[str, Any]:
+async def register(
+    rt: Runtime, *, username: str, password: str, email: str | None, phone: str | None, currency: str | None
+) -> dict[str, Any]:
     check_password_policy(password, username)
     password_hash = await hash_password(rt, password)
     try:
         async with rt.transaction() as conn:
-            user = (await conn.execute(
-                User.__table__.insert()
-                .values(id=uuid.uuid4(), username=username, email=email, phone=phone, password_hash=password_hash)
-                .returning(*USER_COLUMNS)
-            )).first()
+            user = (
+                await conn.execute(
+                    User.__table__.insert()
+                    .values(id=uuid.uuid4(), username=username, email=email, phone=phone, password_hash=password_hash)
+                    .returning(*USER_COLUMNS)
+                )
+            ).first()
             wallet = await open_wallet(conn, user.id, currency or rt.settings.default_currency, None)
     except IntegrityError as error:
         raise _already_exists(error) from None
@@ -64,17 +67,23 @@ async def create_admin(rt: Runtime, username: str, password: str) -> dict[str, A
     check_password_policy(password, username)
     password_hash = await hash_password(rt, password)
     async with rt.transaction() as conn:
-        row = (await conn.execute(
-            update(User).where(func.lower(User.username) == username.lower())
-            .values(role="admin", status="active", password_hash=password_hash)
-            .returning(*USER_COLUMNS)
-        )).first()
+        row = (
+            await conn.execute(
+                update(User)
+                .where(func.lower(User.username) == username.lower())
+                .values(role="admin", status="active", password_hash=password_hash)
+                .returning(*USER_COLUMNS)
+            )
+        ).first()
     if row is not None:
         return render_user(row)
     created = await register(rt, username=username, password=password, email=None, phone=None, currency=None)
     async with rt.transaction() as conn:
-        row = (await conn.execute(update(User).where(User.id == created["user"]["id"]).values(role="admin")
-                                  .returning(*USER_COLUMNS))).first()
+        row = (
+            await conn.execute(
+                update(User).where(User.id == created["user"]["id"]).values(role="admin").returning(*USER_COLUMNS)
+            )
+        ).first()
     return render_user(row)
 
 
@@ -92,8 +101,9 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
     new_password = changes.get("password")
     if new_password is not None:
         async with rt.transaction() as conn:
-            current = (await conn.execute(select(User.username, User.password_hash)
-                                          .where(User.id == principal.user_id))).one()
+            current = (
+                await conn.execute(select(User.username, User.password_hash).where(User.id == principal.user_id))
+            ).one()
         if not await verify_password(rt, changes.get("current_password") or "", current.password_hash):
             raise InvalidCredentials("The current password is wrong.")
         check_password_policy(new_password, current.username)
@@ -101,8 +111,11 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
     values["updated_at"] = dt.datetime.now(dt.UTC)
     try:
         async with rt.transaction() as conn:
-            row = (await conn.execute(update(User).where(User.id == principal.user_id).values(**values)
-                                      .returning(*USER_COLUMNS))).one()
+            row = (
+                await conn.execute(
+                    update(User).where(User.id == principal.user_id).values(**values).returning(*USER_COLUMNS)
+                )
+            ).one()
     except IntegrityError as error:
         raise _already_exists(error) from None
     if new_password is not None:
@@ -113,9 +126,14 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
 async def set_status(rt: Runtime, user_id: uuid.UUID, status: str) -> dict[str, Any]:
     """Set a user's status; deactivation also ends every login of that user at once."""
     async with rt.transaction() as conn:
-        row = (await conn.execute(update(User).where(User.id == user_id)
-                                  .values(status=status, updated_at=dt.datetime.now(dt.UTC))
-                                  .returning(*USER_COLUMNS))).first()
+        row = (
+            await conn.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(status=status, updated_at=dt.datetime.now(dt.UTC))
+                .returning(*USER_COLUMNS)
+            )
+        ).first()
     if row is None:
         raise NotFound("User not found.")
     if status == "inactive":

@@ -83,10 +83,18 @@ def _token_pair(rt: Runtime, user_id: uuid.UUID, role: str, session_id: uuid.UUI
     now = _now()
     ttl = rt.settings.access_token_ttl
     common = {"sub": str(user_id), "sid": str(session_id), "iat": now}
-    access = _encode(rt, {**common, "typ": "access", "role": role, "jti": str(uuid.uuid4()),
-                          "exp": now + dt.timedelta(seconds=ttl)})
-    refresh = _encode(rt, {**common, "typ": "refresh", "jti": str(refresh_jti),
-                           "exp": now + dt.timedelta(seconds=rt.settings.refresh_token_ttl)})
+    access = _encode(
+        rt, {**common, "typ": "access", "role": role, "jti": str(uuid.uuid4()), "exp": now + dt.timedelta(seconds=ttl)}
+    )
+    refresh = _encode(
+        rt,
+        {
+            **common,
+            "typ": "refresh",
+            "jti": str(refresh_jti),
+            "exp": now + dt.timedelta(seconds=rt.settings.refresh_token_ttl),
+        },
+    )
     return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer", "expires_in": ttl}
 
 
@@ -134,9 +142,14 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
 
     session_id, refresh_jti = uuid.uuid4(), uuid.uuid4()
     async with rt.transaction() as conn:
-        await conn.execute(Session.__table__.insert().values(
-            id=session_id, user_id=row.id, refresh_jti=refresh_jti,
-            expires_at=_now() + dt.timedelta(seconds=s.refresh_token_ttl)))
+        await conn.execute(
+            Session.__table__.insert().values(
+                id=session_id,
+                user_id=row.id,
+                refresh_jti=refresh_jti,
+                expires_at=_now() + dt.timedelta(seconds=s.refresh_token_ttl),
+            )
+        )
     return _token_pair(rt, row.id, row.role, session_id, refresh_jti)
 
 
@@ -146,13 +159,19 @@ async def refresh(rt: Runtime, refresh_token: str) -> dict:
     session_id, jti = uuid.UUID(str(claims["sid"])), uuid.UUID(str(claims["jti"]))
     new_jti = uuid.uuid4()
     async with rt.transaction() as conn:
-        rotated = (await conn.execute(
-            update(Session)
-            .where(Session.id == session_id, Session.refresh_jti == jti, Session.revoked_at.is_(None),
-                   Session.expires_at > _now())
-            .values(refresh_jti=new_jti)
-            .returning(Session.user_id)
-        )).first()
+        rotated = (
+            await conn.execute(
+                update(Session)
+                .where(
+                    Session.id == session_id,
+                    Session.refresh_jti == jti,
+                    Session.revoked_at.is_(None),
+                    Session.expires_at > _now(),
+                )
+                .values(refresh_jti=new_jti)
+                .returning(Session.user_id)
+            )
+        ).first()
         user = None
         if rotated:
             user = (await conn.execute(select(User.role, User.status).where(User.id == rotated.user_id))).first()
@@ -170,8 +189,9 @@ async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
     if not session_ids:
         return
     async with rt.transaction() as conn:
-        await conn.execute(update(Session).where(Session.id.in_(session_ids), Session.revoked_at.is_(None))
-                           .values(revoked_at=_now()))
+        await conn.execute(
+            update(Session).where(Session.id.in_(session_ids), Session.revoked_at.is_(None)).values(revoked_at=_now())
+        )
     for session_id in session_ids:
         # An access token outlives its session by at most its own lifetime.
         await rt.store.set_flag(_revoked_key(session_id), rt.settings.access_token_ttl + 60)
@@ -179,8 +199,11 @@ async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
 
 async def revoke_user_sessions(rt: Runtime, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
     async with rt.transaction() as conn:
-        rows = await conn.execute(select(Session.id).where(
-            Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > _now()))
+        rows = await conn.execute(
+            select(Session.id).where(
+                Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > _now()
+            )
+        )
         ids = [r.id for r in rows if r.id != keep]
     await revoke_sessions(rt, ids)
 

@@ -9,8 +9,9 @@ class WalletError(Exception):
     code = "INTERNAL_ERROR"
     message = "An unexpected error occurred."
 
-    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None,
-                 transaction_id: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, details: dict[str, Any] | None = None, transaction_id: str | None = None
+    ) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
         self.details = details
@@ -147,8 +148,18 @@ class ServiceUnavailable(WalletError):
 
 def recorded_failure(code: str | None, reason: str | None, transaction_id: str) -> WalletError:
     """Rebuild the error of a transaction recorded as FAILED, so a replay answers exactly like the first time."""
-    classes = [InsufficientFunds, DailyLimitExceeded, CurrencyMismatch, SameWallet, BalanceLimitExceeded,
-               AccountFrozen, AccountInactive, Forbidden, NotFound, InvalidRequest]
+    classes = [
+        InsufficientFunds,
+        DailyLimitExceeded,
+        CurrencyMismatch,
+        SameWallet,
+        BalanceLimitExceeded,
+        AccountFrozen,
+        AccountInactive,
+        Forbidden,
+        NotFound,
+        InvalidRequest,
+    ]
     cls = next((c for c in classes if c.code == code), WalletError)
     error = cls(reason)
     error.code = code or WalletError.code

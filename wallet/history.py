@@ -58,8 +58,13 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
 def _detailed(inner: Any) -> Select:
     """Add the wallet numbers and usernames of both sides to transaction rows."""
     return (
-        select(inner, _SW.number.label("source_number"), _DW.number.label("destination_number"),
-               _SU.username.label("source_username"), _DU.username.label("destination_username"))
+        select(
+            inner,
+            _SW.number.label("source_number"),
+            _DW.number.label("destination_number"),
+            _SU.username.label("source_username"),
+            _DU.username.label("destination_username"),
+        )
         .select_from(inner)
         .outerjoin(_SW, _SW.id == inner.c.source_wallet_id)
         .outerjoin(_DW, _DW.id == inner.c.destination_wallet_id)
@@ -77,8 +82,10 @@ async def load_transaction(conn: Any, transaction_id: uuid.UUID) -> Mapping[str,
 async def get_transaction(rt: Runtime, principal: Principal, transaction_id: uuid.UUID) -> dict[str, Any]:
     async with rt.transaction() as conn:
         row = await load_transaction(conn, transaction_id)
-    if row is None or not (row["source_user_id"] == principal.user_id
-                           or (row["destination_user_id"] == principal.user_id and row["status"] == "COMPLETED")):
+    if row is None or not (
+        row["source_user_id"] == principal.user_id
+        or (row["destination_user_id"] == principal.user_id and row["status"] == "COMPLETED")
+    ):
         raise NotFound("Transaction not found.")
     return render_transaction(row, principal.user_id)
 
@@ -97,9 +104,18 @@ def decode_cursor(cursor: str) -> int:
         raise ValidationError({"cursor": ["Not a valid cursor."]}) from None
 
 
-async def list_transactions(rt: Runtime, user_id: uuid.UUID, *, limit: int = 50, cursor: str | None = None,
-                            wallet_id: uuid.UUID | None = None, type: str | None = None, status: str | None = None,
-                            since: dt.datetime | None = None, until: dt.datetime | None = None) -> dict[str, Any]:
+async def list_transactions(
+    rt: Runtime,
+    user_id: uuid.UUID,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    wallet_id: uuid.UUID | None = None,
+    type: str | None = None,
+    status: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> dict[str, Any]:
     """Newest first, keyset-paged on the insertion sequence so concurrent inserts never shift a page.
 
     Two index range scans (outgoing, then incoming-but-not-outgoing) are merged, so the cost follows the page,
@@ -123,14 +139,14 @@ async def list_transactions(rt: Runtime, user_id: uuid.UUID, *, limit: int = 50,
             if owner != user_id:
                 raise NotFound("Wallet not found.")
             out_side = T.c.source_wallet_id == wallet_id
-            in_side = and_(T.c.destination_wallet_id == wallet_id,
-                           T.c.source_wallet_id.is_distinct_from(wallet_id))
+            in_side = and_(T.c.destination_wallet_id == wallet_id, T.c.source_wallet_id.is_distinct_from(wallet_id))
         else:
             out_side = T.c.source_user_id == user_id
             in_side = and_(T.c.destination_user_id == user_id, T.c.source_user_id.is_distinct_from(user_id))
         outgoing = select(T).where(out_side, *filters).order_by(T.c.seq.desc()).limit(limit + 1)
-        incoming = (select(T).where(in_side, T.c.status == "COMPLETED", *filters)
-                    .order_by(T.c.seq.desc()).limit(limit + 1))
+        incoming = (
+            select(T).where(in_side, T.c.status == "COMPLETED", *filters).order_by(T.c.seq.desc()).limit(limit + 1)
+        )
         page = union_all(outgoing, incoming).subquery()
         query = _detailed(page).order_by(page.c.seq.desc()).limit(limit + 1)
         rows = [r._mapping for r in (await conn.execute(query)).all()]
@@ -141,4 +157,3 @@ async def list_transactions(rt: Runtime, user_id: uuid.UUID, *, limit: int = 50,
         "items": [render_transaction(r, user_id) for r in rows],
         "next_cursor": encode_cursor(rows[-1]["seq"]) if more else None,
     }
-

@@ -81,19 +81,22 @@ def _party(row: Any) -> Party:
 
 
 async def _own_wallet(conn: AsyncConnection, principal: Principal, wallet_id: uuid.UUID) -> Party:
-    row = (await conn.execute(
-        select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id)
-        .where(Wallet.id == wallet_id, Wallet.user_id == principal.user_id)
-    )).first()
+    row = (
+        await conn.execute(
+            select(*_PARTY_COLUMNS)
+            .join(User, User.id == Wallet.user_id)
+            .where(Wallet.id == wallet_id, Wallet.user_id == principal.user_id)
+        )
+    ).first()
     if row is None:
         raise errors.NotFound("Wallet not found.")
     return _party(row)
 
 
 async def _any_user_wallet(conn: AsyncConnection, wallet_id: uuid.UUID) -> Party:
-    row = (await conn.execute(
-        select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id).where(Wallet.id == wallet_id)
-    )).first()
+    row = (
+        await conn.execute(select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id).where(Wallet.id == wallet_id))
+    ).first()
     if row is None:
         raise errors.NotFound("Wallet not found.")
     return _party(row)
@@ -134,15 +137,18 @@ async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
     """The per-currency account standing for the outside world (created on first use)."""
     if currency not in _system_wallets:
         async with rt.transaction() as conn:
-            found = (await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))).scalar()
+            found = (
+                await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))
+            ).scalar()
         if found is None:
             try:
                 async with rt.transaction() as conn:
                     found = (await open_wallet(conn, None, currency, f"system {currency}")).id
             except IntegrityError:  # another process created it first
                 async with rt.transaction() as conn:
-                    found = (await conn.execute(
-                        select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))).scalar_one()
+                    found = (
+                        await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))
+                    ).scalar_one()
         _system_wallets[currency] = found
     return _system_wallets[currency]
 
@@ -155,14 +161,26 @@ def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, now: dt.datetime
     """The transaction's rendered columns, built from what we already know (saves a read)."""
     src, dst = op.source, op.destination
     return {
-        "id": tx_id, "seq": 0, "reference": reference, "type": op.type, "status": "PENDING",
-        "amount": op.amount, "currency": op.currency,
-        "source_wallet_id": src.wallet_id if src else None, "destination_wallet_id": dst.wallet_id if dst else None,
-        "source_user_id": src.user_id if src else None, "destination_user_id": dst.user_id if dst else None,
-        "source_number": src.number if src else None, "destination_number": dst.number if dst else None,
-        "source_username": src.username if src else None, "destination_username": dst.username if dst else None,
-        "description": op.description, "failure_code": None, "failure_reason": None,
-        "created_at": now, "completed_at": None,
+        "id": tx_id,
+        "seq": 0,
+        "reference": reference,
+        "type": op.type,
+        "status": "PENDING",
+        "amount": op.amount,
+        "currency": op.currency,
+        "source_wallet_id": src.wallet_id if src else None,
+        "destination_wallet_id": dst.wallet_id if dst else None,
+        "source_user_id": src.user_id if src else None,
+        "destination_user_id": dst.user_id if dst else None,
+        "source_number": src.number if src else None,
+        "destination_number": dst.number if dst else None,
+        "source_username": src.username if src else None,
+        "destination_username": dst.username if dst else None,
+        "description": op.description,
+        "failure_code": None,
+        "failure_reason": None,
+        "created_at": now,
+        "completed_at": None,
     }
 
 
@@ -171,12 +189,18 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
     tx_id, reference = uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
     request_hash = _request_hash(op.params)
     values = {
-        "id": tx_id, "reference": reference, "type": op.type, "amount": op.amount, "currency": op.currency,
+        "id": tx_id,
+        "reference": reference,
+        "type": op.type,
+        "amount": op.amount,
+        "currency": op.currency,
         "source_wallet_id": op.source.wallet_id if op.source else None,
         "destination_wallet_id": op.destination.wallet_id if op.destination else None,
         "source_user_id": op.source.user_id if op.source else None,
         "destination_user_id": op.destination.user_id if op.destination else None,
-        "initiator_id": principal.user_id, "idempotency_key": key, "request_hash": request_hash,
+        "initiator_id": principal.user_id,
+        "idempotency_key": key,
+        "request_hash": request_hash,
         "description": op.description,
     }
     async with rt.transaction() as conn:
@@ -188,10 +212,13 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         inserted = (await conn.execute(statement.returning(T.c.id))).first()
         if inserted is not None:
             return tx_id, reference, None
-        existing = (await conn.execute(
-            select(T.c.id, T.c.reference, T.c.status, T.c.request_hash)
-            .where(T.c.initiator_id == principal.user_id, T.c.idempotency_key == key)
-        )).one()
+        existing = (
+            await conn.execute(
+                select(T.c.id, T.c.reference, T.c.status, T.c.request_hash).where(
+                    T.c.initiator_id == principal.user_id, T.c.idempotency_key == key
+                )
+            )
+        ).one()
     if existing.request_hash != request_hash:
         raise errors.IdempotencyMismatch()
     if existing.status == "PENDING":
@@ -201,13 +228,15 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
 
 async def _locked_parties(conn: AsyncConnection, op: Operation) -> dict[uuid.UUID, Any]:
     ids = sorted({p.wallet_id for p in (op.source, op.destination) if p is not None})
-    rows = (await conn.execute(
-        select(Wallet.id, Wallet.balance, User.status)
-        .join(User, User.id == Wallet.user_id)
-        .where(Wallet.id.in_(ids))
-        .order_by(Wallet.id)
-        .with_for_update(of=Wallet)
-    )).all()
+    rows = (
+        await conn.execute(
+            select(Wallet.id, Wallet.balance, User.status)
+            .join(User, User.id == Wallet.user_id)
+            .where(Wallet.id.in_(ids))
+            .order_by(Wallet.id)
+            .with_for_update(of=Wallet)
+        )
+    ).all()
     return {r.id: r for r in rows}
 
 
@@ -222,8 +251,13 @@ async def _charge_daily_usage(conn: AsyncConnection, rt: Runtime, op: Operation)
     if limit == 0 or op.source is None:
         return
     usage = DailyUsage.__table__
-    statement = insert(usage).values(user_id=op.source.user_id, currency=op.currency, kind=op.type,
-                                     day=func.timezone("UTC", func.now()).cast(DailyUsage.day.type), amount=op.amount)
+    statement = insert(usage).values(
+        user_id=op.source.user_id,
+        currency=op.currency,
+        kind=op.type,
+        day=func.timezone("UTC", func.now()).cast(DailyUsage.day.type),
+        amount=op.amount,
+    )
     statement = statement.on_conflict_do_update(
         index_elements=[usage.c.user_id, usage.c.currency, usage.c.kind, usage.c.day],
         set_={"amount": usage.c.amount + statement.excluded.amount},
@@ -233,7 +267,8 @@ async def _charge_daily_usage(conn: AsyncConnection, rt: Runtime, op: Operation)
         remaining = limit - (used - op.amount)
         raise errors.DailyLimitExceeded(
             f"This would exceed the daily {op.type.lower()} limit of {format_minor(limit, op.currency)} "
-            f"{op.currency}; {format_minor(max(remaining, 0), op.currency)} remains today.")
+            f"{op.currency}; {format_minor(max(remaining, 0), op.currency)} remains today."
+        )
 
 
 def _check_status(status: str, whose: str) -> None:
@@ -252,11 +287,13 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
             source = locked[op.source.wallet_id]
             _check_status(source.status, "sending" if op.type == "TRANSFER" else "wallet owner's")
         if op.destination is not None:
-            _check_status(locked[op.destination.wallet_id].status,
-                          "recipient's" if op.type == "TRANSFER" else "wallet owner's")
+            _check_status(
+                locked[op.destination.wallet_id].status, "recipient's" if op.type == "TRANSFER" else "wallet owner's"
+            )
         if op.source is not None and locked[op.source.wallet_id].balance < op.amount:
             raise errors.InsufficientFunds(
-                f"Insufficient funds: the balance is {format_minor(source.balance, op.currency)} {op.currency}.")
+                f"Insufficient funds: the balance is {format_minor(source.balance, op.currency)} {op.currency}."
+            )
         if op.destination is not None and locked[op.destination.wallet_id].balance + op.amount > MAX_BALANCE:
             raise errors.BalanceLimitExceeded()
         await _charge_daily_usage(conn, rt, op)
@@ -264,23 +301,43 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
         balances: dict[uuid.UUID, int | None] = {}
         for party, delta in ((op.source, -op.amount), (op.destination, op.amount)):
             if party is not None:
-                balances[party.wallet_id] = (await conn.execute(
-                    update(Wallet).where(Wallet.id == party.wallet_id)
-                    .values(balance=Wallet.balance + delta, updated_at=func.now())
-                    .returning(Wallet.balance)
-                )).scalar_one()
+                balances[party.wallet_id] = (
+                    await conn.execute(
+                        update(Wallet)
+                        .where(Wallet.id == party.wallet_id)
+                        .values(balance=Wallet.balance + delta, updated_at=func.now())
+                        .returning(Wallet.balance)
+                    )
+                ).scalar_one()
         source_id = op.source.wallet_id if op.source else system_id
         destination_id = op.destination.wallet_id if op.destination else system_id
-        await conn.execute(Entry.__table__.insert(), [
-            {"transaction_id": tx_id, "wallet_id": source_id, "amount": -op.amount, "currency": op.currency,
-             "balance_after": balances.get(source_id)},
-            {"transaction_id": tx_id, "wallet_id": destination_id, "amount": op.amount, "currency": op.currency,
-             "balance_after": balances.get(destination_id)},
-        ])
-        completed_at = (await conn.execute(
-            update(T).where(T.c.id == tx_id, T.c.status == "PENDING")
-            .values(status="COMPLETED", completed_at=func.now()).returning(T.c.completed_at)
-        )).scalar()
+        await conn.execute(
+            Entry.__table__.insert(),
+            [
+                {
+                    "transaction_id": tx_id,
+                    "wallet_id": source_id,
+                    "amount": -op.amount,
+                    "currency": op.currency,
+                    "balance_after": balances.get(source_id),
+                },
+                {
+                    "transaction_id": tx_id,
+                    "wallet_id": destination_id,
+                    "amount": op.amount,
+                    "currency": op.currency,
+                    "balance_after": balances.get(destination_id),
+                },
+            ],
+        )
+        completed_at = (
+            await conn.execute(
+                update(T)
+                .where(T.c.id == tx_id, T.c.status == "PENDING")
+                .values(status="COMPLETED", completed_at=func.now())
+                .returning(T.c.completed_at)
+            )
+        ).scalar()
         if completed_at is None:
             raise errors.WalletError("The operation was interrupted before it completed.")
     return completed_at, balances.get(source_id), balances.get(destination_id)
@@ -290,9 +347,11 @@ async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) ->
     """Step 3, in a fresh session; a lost FAILED mark is redone by recovery."""
     async with rt.transaction() as conn:
         await conn.execute(text("SET LOCAL synchronous_commit = off"))
-        await conn.execute(update(T).where(T.c.id == tx_id, T.c.status == "PENDING")
-                           .values(status="FAILED", failure_code=code, failure_reason=reason[:255],
-                                   completed_at=func.now()))
+        await conn.execute(
+            update(T)
+            .where(T.c.id == tx_id, T.c.status == "PENDING")
+            .values(status="FAILED", failure_code=code, failure_reason=reason[:255], completed_at=func.now())
+        )
 
 
 async def _replay(rt: Runtime, principal: Principal, op: Operation, existing: Any, viewer: uuid.UUID) -> Outcome:
@@ -301,8 +360,13 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, existing: An
         balance = None
         own = op.source if op.source and op.source.user_id == principal.user_id else op.destination
         if row["status"] == "COMPLETED" and own is not None:
-            balance = (await conn.execute(select(Entry.balance_after).where(
-                Entry.transaction_id == existing.id, Entry.wallet_id == own.wallet_id))).scalar()
+            balance = (
+                await conn.execute(
+                    select(Entry.balance_after).where(
+                        Entry.transaction_id == existing.id, Entry.wallet_id == own.wallet_id
+                    )
+                )
+            ).scalar()
     if row["status"] == "FAILED":
         error = errors.recorded_failure(row["failure_code"], row["failure_reason"], str(row["id"]))
         error.replayed = True  # type: ignore[attr-defined]
@@ -310,8 +374,9 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, existing: An
     return Outcome(render_transaction(row, viewer), True, balance)
 
 
-async def run(rt: Runtime, principal: Principal, op: Operation, key: str | None,
-              viewer: uuid.UUID | None = None) -> Outcome:
+async def run(
+    rt: Runtime, principal: Principal, op: Operation, key: str | None, viewer: uuid.UUID | None = None
+) -> Outcome:
     """Record, execute, and fail or complete one money operation; idempotent per (caller, key)."""
     viewer = viewer or principal.user_id
     now = dt.datetime.now(dt.UTC)
@@ -340,8 +405,9 @@ async def run(rt: Runtime, principal: Principal, op: Operation, key: str | None,
 # ---- the operations ---------------------------------------------------------------------------------------------
 
 
-async def _single_wallet_op(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, kind: str, amount: Decimal,
-                            description: str | None) -> tuple[Operation, Party]:
+async def _single_wallet_op(
+    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, kind: str, amount: Decimal, description: str | None
+) -> tuple[Operation, Party]:
     if kind == "DEPOSIT" and not rt.settings.allow_self_deposit:
         raise errors.Forbidden("Self-service deposits are turned off on this server.")
     async with rt.transaction() as conn:
@@ -352,20 +418,29 @@ async def _single_wallet_op(rt: Runtime, principal: Principal, wallet_id: uuid.U
     return Operation(kind, minor, wallet.currency, source, destination, description, params), wallet
 
 
-async def deposit(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal,
-                  description: str | None, key: str | None) -> Outcome:
+async def deposit(
+    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal, description: str | None, key: str | None
+) -> Outcome:
     op, _ = await _single_wallet_op(rt, principal, wallet_id, "DEPOSIT", amount, description)
     return await run(rt, principal, op, key)
 
 
-async def withdraw(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal,
-                   description: str | None, key: str | None) -> Outcome:
+async def withdraw(
+    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal, description: str | None, key: str | None
+) -> Outcome:
     op, _ = await _single_wallet_op(rt, principal, wallet_id, "WITHDRAWAL", amount, description)
     return await run(rt, principal, op, key)
 
 
-async def operation(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, operation_type: str, amount: Decimal,
-                    description: str | None, key: str | None) -> dict[str, Any]:
+async def operation(
+    rt: Runtime,
+    principal: Principal,
+    wallet_id: uuid.UUID,
+    operation_type: str,
+    amount: Decimal,
+    description: str | None,
+    key: str | None,
+) -> dict[str, Any]:
     """The compatibility endpoint: a deposit or withdrawal answered with the updated wallet."""
     kind = "DEPOSIT" if operation_type == "DEPOSIT" else "WITHDRAWAL"
     op, wallet = await _single_wallet_op(rt, principal, wallet_id, kind, amount, description)
@@ -377,8 +452,15 @@ async def operation(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, ope
     return {"wallet": rendered, "replayed": outcome.replayed}
 
 
-async def transfer(rt: Runtime, principal: Principal, from_wallet_id: uuid.UUID, recipient: Mapping[str, Any],
-                   amount: Decimal, description: str | None, key: str | None) -> Outcome:
+async def transfer(
+    rt: Runtime,
+    principal: Principal,
+    from_wallet_id: uuid.UUID,
+    recipient: Mapping[str, Any],
+    amount: Decimal,
+    description: str | None,
+    key: str | None,
+) -> Outcome:
     async with rt.transaction() as conn:
         source = await _own_wallet(conn, principal, from_wallet_id)
         destination = await _recipient(conn, recipient, source.currency)
@@ -386,16 +468,23 @@ async def transfer(rt: Runtime, principal: Principal, from_wallet_id: uuid.UUID,
         raise errors.SameWallet()
     if destination.currency != source.currency:
         raise errors.CurrencyMismatch(
-            f"The source wallet holds {source.currency} and the recipient wallet {destination.currency}.")
+            f"The source wallet holds {source.currency} and the recipient wallet {destination.currency}."
+        )
     minor = to_minor(amount, source.currency)
-    params = {"op": "TRANSFER", "wallet": source.wallet_id, "recipient": dict(recipient), "amount": minor,
-              "description": description}
+    params = {
+        "op": "TRANSFER",
+        "wallet": source.wallet_id,
+        "recipient": dict(recipient),
+        "amount": minor,
+        "description": description,
+    }
     op = Operation("TRANSFER", minor, source.currency, source, destination, description, params)
     return await run(rt, principal, op, key)
 
 
-async def admin_deposit(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal,
-                        description: str | None, key: str | None) -> Outcome:
+async def admin_deposit(
+    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal, description: str | None, key: str | None
+) -> Outcome:
     """An admin credits any user wallet; the admin is kept on the row as its initiator."""
     async with rt.transaction() as conn:
         wallet = await _any_user_wallet(conn, wallet_id)
@@ -414,10 +503,15 @@ async def recover_interrupted(rt: Runtime) -> int:
     async with rt.transaction() as conn:
         result = await conn.execute(
             update(T)
-            .where(T.c.status == "PENDING",
-                   T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout))
-            .values(status="FAILED", failure_code="INTERRUPTED",
-                    failure_reason="The operation was interrupted before it completed.", completed_at=func.now())
+            .where(
+                T.c.status == "PENDING", T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout)
+            )
+            .values(
+                status="FAILED",
+                failure_code="INTERRUPTED",
+                failure_reason="The operation was interrupted before it completed.",
+                completed_at=func.now(),
+            )
         )
     return result.rowcount
 
@@ -447,22 +541,38 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         bad_wallets = (await conn.execute(_AUDIT_WALLETS)).all()
         bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
     mismatches = [
-        {"kind": "wallet_balance", "wallet_id": str(r.id), "currency": r.currency,
-         "balance": format_minor(r.balance, r.currency), "entries_total": format_minor(int(r.entries_total), r.currency)}
+        {
+            "kind": "wallet_balance",
+            "wallet_id": str(r.id),
+            "currency": r.currency,
+            "balance": format_minor(r.balance, r.currency),
+            "entries_total": format_minor(int(r.entries_total), r.currency),
+        }
         for r in bad_wallets
     ] + [
-        {"kind": "transaction_entries", "transaction_id": str(r.id), "status": r.status, "entries": r.entries,
-         "entries_total_minor": int(r.total)}
+        {
+            "kind": "transaction_entries",
+            "transaction_id": str(r.id),
+            "status": r.status,
+            "entries": r.entries,
+            "entries_total_minor": int(r.total),
+        }
         for r in bad_transactions
     ]
-    return {"ok": not mismatches, "wallets_checked": wallets_checked, "transactions_checked": transactions_checked,
-            "mismatches": mismatches}
+    return {
+        "ok": not mismatches,
+        "wallets_checked": wallets_checked,
+        "transactions_checked": transactions_checked,
+        "mismatches": mismatches,
+    }
 
 
 def format_audit(report: Mapping[str, Any]) -> str:
-    lines = [f"ledger audit: {'OK' if report['ok'] else 'MISMATCHES FOUND'}",
-             f"  wallets checked:      {report['wallets_checked']}",
-             f"  transactions checked: {report['transactions_checked']}"]
+    lines = [
+        f"ledger audit: {'OK' if report['ok'] else 'MISMATCHES FOUND'}",
+        f"  wallets checked:      {report['wallets_checked']}",
+        f"  transactions checked: {report['transactions_checked']}",
+    ]
     for m in report["mismatches"]:
         lines.append("  MISMATCH " + ", ".join(f"{k}={v}" for k, v in m.items()))
     return "\n".join(lines)

@@ -40,7 +40,7 @@ def parse_decimal(raw: object, field: str = "amount") -> Decimal:
     except (InvalidOperation, ValueError):
         value = None
     if value is None or not value.is_finite():
-        raise ValidationError({field: ["Must be a finite decimal number such as \"10.50\"."]})
+        raise ValidationError({field: ['Must be a finite decimal number such as "10.50".']})
     if value <= 0:
         raise ValidationError({field: ["Must be greater than zero."]})
     if value > MAX_MAJOR_UNITS:

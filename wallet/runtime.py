@@ -30,7 +30,11 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         assert settings.database_url, "the server resolves DATABASE_URL before building the runtime"
-        return cls(settings, create_engine(settings.database_url, settings.db_pool_size), create_store(settings.redis_url))
+        return cls(
+            settings,
+            create_engine(settings.database_url, settings.db_pool_size),
+            create_store(settings.redis_url, settings.redis_prefix),
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:

