@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -22,8 +23,12 @@ from wallet.errors import (
 from wallet.runtime import Runtime
 
 ALGORITHM = "HS256"
-# Verified against when the user does not exist, so both failures cost the same time.
-_DUMMY_HASH = bcrypt.hashpw(b"not-a-real-password", bcrypt.gensalt(4))
+
+
+@functools.cache
+def _dummy_hash(rounds: int) -> bytes:
+    """Verified against when the user does not exist, so both failures cost the same time."""
+    return bcrypt.hashpw(b"not-a-real-password", bcrypt.gensalt(rounds))
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,13 @@ async def hash_password(rt: Runtime, password: str) -> str:
     return hashed.decode()
 
 
+def _check_password(password: str, password_hash: str | None, rounds: int) -> bool:
+    candidate = password_hash.encode() if password_hash else _dummy_hash(rounds)
+    return bcrypt.checkpw(password.encode(), candidate) and password_hash is not None
+
+
 async def verify_password(rt: Runtime, password: str, password_hash: str | None) -> bool:
-    matches = await rt.run_cpu(bcrypt.checkpw, password.encode(), (password_hash or "").encode() or _DUMMY_HASH)
-    return bool(matches) and password_hash is not None
+    return await rt.run_cpu(_check_password, password, password_hash, rt.settings.bcrypt_rounds)
 
 
 def _encode(rt: Runtime, claims: dict[str, object]) -> str:
