@@ -128,7 +128,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> Server:
+    def start(self, timeout: float = 30, probe: str = "/ready") -> Server:
         env = {**os.environ, **self.env, "PORT": str(self.port)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -139,7 +139,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{probe}", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -251,6 +251,16 @@ def make_user(server: Server, currency: str = "USD", **extra: Any) -> User:
 @pytest.fixture
 def user(server: Server) -> User:
     return make_user(server)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is the contract's error shape with this status and code; returns its body."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["error"], str) and body["error"], body
+    assert set(body) <= {"error", "code", "details", "transaction_id"}, body
+    return body
 
 
 def fund(server: Server, user: User, amount: str, wallet_id: str | None = None) -> None:
