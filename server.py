@@ -7,11 +7,12 @@ import asyncio
 import dataclasses
 import getpass
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
-from tornado import netutil, process, web
+from tornado import netutil, web
 from tornado.httpserver import HTTPServer
 
 from handlers import auth, base, money, ops, users, wallets
@@ -80,12 +81,53 @@ async def _serve(settings: Settings, sockets: list[Any]) -> None:
     log.info("stopped")
 
 
+def _fork_workers(count: int) -> bool:
+    """Fork `count` workers that share the bound sockets; True in a worker. The parent passes SIGTERM/SIGINT on to
+    every worker (tornado's fork_processes does not, and leaves them serving as orphans), restarts a worker that
+    crashed, and returns False once all have stopped."""
+    workers: set[int] = set()
+    stopping = False
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            os.kill(pid, signum)
+
+    def spawn() -> bool:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            return True
+        workers.add(pid)
+        return False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(count):
+        if spawn():
+            return True
+    restarts = 0
+    while workers:
+        pid, status = os.wait()
+        workers.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping or code == 0:
+            continue
+        restarts += 1
+        log.warning("worker died; starting another", extra={"pid": pid, "exit_code": code, "restarts": restarts})
+        if restarts <= 100 and spawn():
+            return True
+    return False
+
+
 def serve(settings: Settings) -> None:
     settings = resolve_database(settings)
     migrate(settings.database_url)
     sockets = netutil.bind_sockets(settings.port, settings.host)
-    if settings.processes > 1:
-        process.fork_processes(settings.processes, max_restarts=100)
+    if settings.processes > 1 and not _fork_workers(settings.processes):
+        return
     asyncio.run(_serve(settings, sockets))
 
 
