@@ -150,7 +150,7 @@ class BaseHandler(web.RequestHandler):
             return {}
         try:
             data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
+        except (ValueError, ArithmeticError, RecursionError):  # decimal.InvalidOperation is an ArithmeticError
             raise errors.InvalidJson() from None
         if not isinstance(data, dict):
             raise errors.InvalidJson("The request body must be a JSON object.")

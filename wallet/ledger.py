@@ -157,7 +157,7 @@ def _request_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
 
 
-def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, now: dt.datetime) -> dict[str, Any]:
+def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.datetime) -> dict[str, Any]:
     """The transaction's rendered columns, built from what we already know (saves a read)."""
     src, dst = op.source, op.destination
     return {
@@ -179,13 +179,13 @@ def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, now: dt.datetime
         "description": op.description,
         "failure_code": None,
         "failure_reason": None,
-        "created_at": now,
+        "created_at": created_at,
         "completed_at": None,
     }
 
 
-async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[uuid.UUID, str, Any]:
-    """Step 1. Returns (id, reference, None) for a new row, or (id, reference, existing row) for a known key."""
+async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[Any, Any]:
+    """Step 1. Returns (the new row's id, reference and created_at, None), or (None, the row already under the key)."""
     tx_id, reference = uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
     request_hash = _request_hash(op.params)
     values = {
@@ -209,9 +209,9 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         statement = insert(T).values(values)
         if key is not None:
             statement = statement.on_conflict_do_nothing(index_elements=[T.c.initiator_id, T.c.idempotency_key])
-        inserted = (await conn.execute(statement.returning(T.c.id))).first()
+        inserted = (await conn.execute(statement.returning(T.c.id, T.c.reference, T.c.created_at))).first()
         if inserted is not None:
-            return tx_id, reference, None
+            return inserted, None
         existing = (
             await conn.execute(
                 select(T.c.id, T.c.reference, T.c.status, T.c.request_hash).where(
@@ -223,7 +223,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         raise errors.IdempotencyMismatch()
     if existing.status == "PENDING":
         raise errors.IdempotencyInProgress()
-    return existing.id, existing.reference, existing
+    return None, existing
 
 
 async def _locked_parties(conn: AsyncConnection, op: Operation) -> dict[uuid.UUID, Any]:
@@ -379,11 +379,12 @@ async def run(
 ) -> Outcome:
     """Record, execute, and fail or complete one money operation; idempotent per (caller, key)."""
     viewer = viewer or principal.user_id
-    now = dt.datetime.now(dt.UTC)
-    tx_id, reference, existing = await _record(rt, principal, op, key)
+    inserted, existing = await _record(rt, principal, op, key)
     if existing is not None:
         return await _replay(rt, principal, op, existing, viewer)
-    row = _known_row(op, tx_id, reference, now)
+    tx_id = inserted.id
+    # created_at comes from the database, as a replay will read it.
+    row = _known_row(op, tx_id, inserted.reference, inserted.created_at)
     try:
         completed_at, source_after, destination_after = await _execute(rt, op, tx_id)
     except errors.WalletError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 from functools import cache
 
@@ -11,6 +12,9 @@ from wallet.errors import ValidationError
 
 # No single amount may exceed this many major units; keeps sums far from BIGINT overflow.
 MAX_MAJOR_UNITS = Decimal(10) ** 12
+
+# A plain ASCII decimal; Decimal() alone would also take "1_000", "NaN" and non-ASCII digits.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?")
 
 
 @cache
@@ -36,7 +40,7 @@ def parse_decimal(raw: object, field: str = "amount") -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
         raise ValidationError({field: ["Must be a decimal string or a number."]})
     try:
-        value = Decimal(raw) if not isinstance(raw, str) or raw == raw.strip() else None
+        value = Decimal(raw) if not isinstance(raw, str) or _DECIMAL_TEXT.fullmatch(raw) else None
     except (InvalidOperation, ValueError):
         value = None
     if value is None or not value.is_finite():
@@ -52,10 +56,12 @@ def to_minor(value: Decimal, currency: str, field: str = "amount") -> int:
     """Decimal major units -> integer minor units, refusing more decimal places than the currency has."""
     exponent = currency_exponent(currency)
     assert exponent is not None
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    # Counted from the exact digits: scaleb() would round to the context's 28 digits and accept 0.1000...01.
+    _, digits, power = value.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if -(int(power) + trailing_zeros) > exponent:
         raise ValidationError({field: [f"{currency} allows at most {exponent} decimal places."]})
-    return int(minor)
+    return int(value.scaleb(exponent))
 
 
 def format_minor(minor: int, currency: str) -> str:
