@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: setup run stop test migrate lint format bench clean
+.PHONY: setup run stop test migrate lint format bench postman fuzz clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,7 +13,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-setup: $(STAMP) ## install everything into .venv
+# newman and swagger-ui-dist (served at /docs), pinned by package-lock.json; node_modules/ is not committed.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+setup: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP)) ## install into .venv (and, where npm is, node_modules)
 
 run: setup ## serve on PORT (8000); embedded PostgreSQL under var/ unless DATABASE_URL is set
 	@mkdir -p var
@@ -36,4 +42,10 @@ format: setup
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache node_modules
+
+postman: setup $(NODE_STAMP) ## run the Postman collection with newman against a fresh server and database
+	$(PY) scripts/with_server.py scripts/postman.sh
+
+fuzz: setup ## schemathesis against /openapi.json of a fresh server, as a user with funded wallets (FUZZ_SECONDS)
+	$(PY) scripts/with_server.py $(PY) scripts/fuzz.py

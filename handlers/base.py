@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -44,9 +45,54 @@ HTTP_CODES = {400: "VALIDATION_ERROR", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWE
 _inflight = 0
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 
 Verb = Callable[..., Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Api:
+    """What one verb accepts and answers: the handler loads and renders with it, the OpenAPI spec documents it."""
+
+    responses: dict[int, marshmallow.Schema | dict[str, Any] | None]
+    body: marshmallow.Schema | None = None
+    query: marshmallow.Schema | None = None
+    errors: tuple[int, ...] = ()
+    idempotent: bool = False
+    path: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    media: str = "application/json"
+
+
+def api(
+    responses: dict[int, type[marshmallow.Schema] | dict[str, Any] | None],
+    *,
+    body: type[marshmallow.Schema] | None = None,
+    query: type[marshmallow.Schema] | None = None,
+    errors: tuple[int, ...] = (),
+    idempotent: bool = False,
+    path: dict[str, dict[str, Any]] | None = None,
+    media: str = "application/json",
+) -> Callable[[Verb], Verb]:
+    """Declare a verb: success responses (schema class, or a JSON Schema for what no schema renders) by status,
+    body, query, extra error statuses, Idempotency-Key, path parameters that are not UUIDs, response media type.
+
+    Error statuses that follow from the declaration (400 for input, 401/403 for access, 404 for a path id,
+    409/422 for idempotency, 413 for a body) are documented without being listed in `errors`.
+    """
+
+    def declare(method: Verb) -> Verb:
+        method.api = Api(  # type: ignore[attr-defined]
+            {status: schema() if isinstance(schema, type) else schema for status, schema in responses.items()},
+            body() if body else None,
+            query() if query else None,
+            errors,
+            idempotent,
+            path or {},
+            media,
+        )
+        return method
+
+    return declare
 
 
 def status_of(error: errors.WalletError) -> int:
@@ -156,29 +202,37 @@ class BaseHandler(web.RequestHandler):
             raise errors.InvalidJson("The request body must be a JSON object.")
         return data
 
-    def load(self, schema: marshmallow.Schema, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate the JSON body (or given data) with a schema; unknown fields are refused."""
+    @property
+    def declared(self) -> Api:
+        """The Api declared by @api on the verb being served."""
+        return getattr(self, self.request.method.lower()).api
+
+    def load(self, schema: marshmallow.Schema | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate the JSON body (or given data) with a schema (default: the declared body); unknown fields fail."""
         try:
-            return schema.load(self.json_body() if data is None else data)
+            return (schema or self.declared.body).load(self.json_body() if data is None else data)
         except marshmallow.ValidationError as error:
             raise errors.ValidationError(error.normalized_messages()) from None
 
-    def query(self, schema: marshmallow.Schema) -> dict[str, Any]:
+    def query(self, schema: marshmallow.Schema | None = None) -> dict[str, Any]:
+        """Validate the query string with a schema, by default the declared query."""
         args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
-        return self.load(schema, args)
+        return self.load(schema or self.declared.query, args)
 
     def idempotency_key(self) -> str | None:
         key = self.request.headers.get("Idempotency-Key")
-        if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        if key is not None and not IDEMPOTENCY_KEY.match(key):
             raise errors.ValidationError({"Idempotency-Key": ["Must be 1 to 255 printable ASCII characters."]})
         return key
 
     def respond(self, body: Any, status: int = 200, schema: marshmallow.Schema | None = None) -> None:
+        """Answer with a status, rendering the body with the schema declared for that status (or the given one)."""
+        schema = schema or self.declared.responses[status]
         self.set_status(status)
-        if status == 204:
+        if schema is None:
             self.finish()
             return
-        self.finish(orjson.dumps(schema.dump(body) if schema else body))
+        self.finish(orjson.dumps(schema.dump(body)))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.base import BaseHandler, authenticated, parse_uuid
+from handlers.base import BaseHandler, api, authenticated, parse_uuid
 from handlers.schemas import (
     MoneySchema,
     OperationSchema,
@@ -30,9 +30,11 @@ class MoneyHandler(BaseHandler):
 
 
 class DepositHandler(MoneyHandler):
+    @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @authenticated
     async def post(self, wallet_id: str) -> None:
-        data = self.load(MoneySchema())
+        """Deposit into one of the caller's wallets (when the server allows self-service deposits)."""
+        data = self.load()
         outcome = await ledger.deposit(
             self.rt,
             self.principal,
@@ -45,9 +47,11 @@ class DepositHandler(MoneyHandler):
 
 
 class WithdrawHandler(MoneyHandler):
+    @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @authenticated
     async def post(self, wallet_id: str) -> None:
-        data = self.load(MoneySchema())
+        """Withdraw from one of the caller's wallets, within the daily limit."""
+        data = self.load()
         outcome = await ledger.withdraw(
             self.rt,
             self.principal,
@@ -60,9 +64,11 @@ class WithdrawHandler(MoneyHandler):
 
 
 class OperationHandler(MoneyHandler):
+    @api({200: WalletSchema}, body=OperationSchema, idempotent=True, errors=(403,))
     @authenticated
     async def post(self, wallet_id: str) -> None:
-        data = self.load(OperationSchema())
+        """Deposit or withdraw and answer with the updated wallet (a common wallet-service API)."""
+        data = self.load()
         result = await ledger.operation(
             self.rt,
             self.principal,
@@ -74,13 +80,15 @@ class OperationHandler(MoneyHandler):
         )
         if result["replayed"]:
             self.set_header("Idempotent-Replayed", "true")
-        self.respond(result["wallet"], 200, WalletSchema())
+        self.respond(result["wallet"], 200)
 
 
 class TransferHandler(MoneyHandler):
+    @api({201: TransactionSchema}, body=TransferSchema, idempotent=True, errors=(403, 404))
     @authenticated
     async def post(self) -> None:
-        data = self.load(TransferSchema())
+        """Send money to a wallet (by id or number), a username or a phone, in the source currency."""
+        data = self.load()
         recipient = {k: v for k, v in data.items() if k.startswith("to_")}
         outcome = await ledger.transfer(
             self.rt,
@@ -95,21 +103,23 @@ class TransferHandler(MoneyHandler):
 
 
 class TransactionListHandler(BaseHandler):
+    @api({200: TransactionListSchema}, query=TransactionQuery)
     @authenticated
     async def get(self) -> None:
-        filters = self.query(TransactionQuery())
-        self.respond(
-            await history.list_transactions(self.rt, self.principal.user_id, **filters), 200, TransactionListSchema()
-        )
+        """The transactions touching the caller's wallets, newest first, with optional filters."""
+        filters = self.query()
+        self.respond(await history.list_transactions(self.rt, self.principal.user_id, **filters), 200)
 
 
 class TransactionHandler(BaseHandler):
+    @api({200: TransactionSchema})
     @authenticated
     async def get(self, transaction_id: str) -> None:
+        """One transaction touching the caller's wallets."""
         transaction = await history.get_transaction(
             self.rt, self.principal, parse_uuid(transaction_id, "transaction_id")
         )
-        self.respond(transaction, 200, TransactionSchema())
+        self.respond(transaction, 200)
 
 
 routes = [

@@ -95,6 +95,11 @@ def _exactly_one(data: dict[str, Any], names: tuple[str, ...]) -> None:
         raise ValidationError(f"Give exactly one of {', '.join(names)}.", "_schema")
 
 
+def one_of_required(names: tuple[str, ...]) -> dict[str, Any]:
+    """_exactly_one as JSON Schema, for a schema's `json_schema` (which the OpenAPI spec merges in)."""
+    return {"oneOf": [{"required": [name]} for name in names]}
+
+
 # ---- requests -------------------------------------------------------------------------------------------
 
 
@@ -107,6 +112,9 @@ class RegisterSchema(Schema):
 
 
 class LoginSchema(Schema):
+    IDENTIFIERS = ("username", "email", "phone")
+    json_schema = one_of_required(IDENTIFIERS)
+
     username = Text(validate=validate.Length(max=254))
     email = Text(validate=validate.Length(max=254))
     phone = Text(validate=validate.Length(max=32))
@@ -114,7 +122,7 @@ class LoginSchema(Schema):
 
     @validates_schema
     def one_identifier(self, data: dict[str, Any], **kwargs: Any) -> None:
-        _exactly_one(data, ("username", "email", "phone"))
+        _exactly_one(data, self.IDENTIFIERS)
 
 
 class RefreshSchema(Schema):
@@ -122,6 +130,8 @@ class RefreshSchema(Schema):
 
 
 class UserUpdateSchema(Schema):
+    json_schema = {"minProperties": 1, "dependentRequired": {"password": ["current_password"]}}
+
     email = Email(allow_none=True, validate=validate.Length(max=254))
     phone = Phone(allow_none=True)
     password = Text(validate=validate.Length(max=1024))
@@ -150,6 +160,9 @@ class OperationSchema(MoneySchema):
 
 
 class TransferSchema(MoneySchema):
+    RECIPIENTS = ("to_wallet_id", "to_wallet_number", "to_username", "to_phone")
+    json_schema = one_of_required(RECIPIENTS)
+
     from_wallet_id = fields.UUID(required=True)
     to_wallet_id = fields.UUID()
     to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
@@ -158,7 +171,7 @@ class TransferSchema(MoneySchema):
 
     @validates_schema
     def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
-        _exactly_one(data, ("to_wallet_id", "to_wallet_number", "to_username", "to_phone"))
+        _exactly_one(data, self.RECIPIENTS)
 
 
 class PageQuery(Schema):
@@ -184,8 +197,15 @@ class TransactionQuery(PageQuery):
 
 # ---- responses ------------------------------------------------------------------------------------------
 
+DECIMAL = validate.Regexp(r"^[0-9]+(\.[0-9]+)?$")
+CURRENCY = validate.Regexp(r"^[A-Z]{3}$")
 
-class UserSchema(Schema):
+
+class Output(Schema):
+    """A response body: every field is always rendered (the OpenAPI spec marks them all required)."""
+
+
+class UserSchema(Output):
     id = fields.UUID()
     username = fields.String()
     email = fields.String(allow_none=True)
@@ -195,60 +215,60 @@ class UserSchema(Schema):
     created_at = UtcDateTime()
 
 
-class WalletSchema(Schema):
+class WalletSchema(Output):
     id = fields.UUID()
-    number = fields.String()
+    number = fields.String(validate=validate.Regexp(r"^[0-9]{10}$"))
     name = fields.String(allow_none=True)
-    currency = fields.String()
-    balance = fields.String()
+    currency = fields.String(validate=CURRENCY)
+    balance = fields.String(validate=DECIMAL)
     status = fields.String()
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
 
 
-class RegisteredSchema(Schema):
+class RegisteredSchema(Output):
     user = fields.Nested(UserSchema)
     wallet = fields.Nested(WalletSchema)
 
 
-class TokenPairSchema(Schema):
+class TokenPairSchema(Output):
     access_token = fields.String()
     refresh_token = fields.String()
-    token_type = fields.String()
+    token_type = fields.String(validate=validate.OneOf(["Bearer"]))
     expires_in = fields.Integer()
 
 
-class TotalSchema(Schema):
-    currency = fields.String()
-    balance = fields.String()
+class TotalSchema(Output):
+    currency = fields.String(validate=CURRENCY)
+    balance = fields.String(validate=DECIMAL)
 
 
-class WalletListSchema(Schema):
+class WalletListSchema(Output):
     items = fields.List(fields.Nested(WalletSchema))
     totals = fields.List(fields.Nested(TotalSchema))
 
 
-class BalanceSchema(Schema):
+class BalanceSchema(Output):
     wallet_id = fields.UUID()
-    currency = fields.String()
-    balance = fields.String()
+    currency = fields.String(validate=CURRENCY)
+    balance = fields.String(validate=DECIMAL)
 
 
-class CounterpartySchema(Schema):
+class CounterpartySchema(Output):
     username = fields.String()
     wallet_number = fields.String()
 
 
-class TransactionSchema(Schema):
+class TransactionSchema(Output):
     id = fields.UUID()
     reference = fields.String()
-    type = fields.String()
-    status = fields.String()
-    amount = fields.String()
-    currency = fields.String()
+    type = fields.String(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
+    status = fields.String(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
+    amount = fields.String(validate=DECIMAL)
+    currency = fields.String(validate=CURRENCY)
     source_wallet_id = fields.UUID(allow_none=True)
     destination_wallet_id = fields.UUID(allow_none=True)
-    direction = fields.String()
+    direction = fields.String(validate=validate.OneOf(["in", "out", "internal"]))
     counterparty = fields.Nested(CounterpartySchema, allow_none=True)
     description = fields.String(allow_none=True)
     failure_code = fields.String(allow_none=True)
@@ -257,13 +277,13 @@ class TransactionSchema(Schema):
     completed_at = UtcDateTime(allow_none=True)
 
 
-class TransactionListSchema(Schema):
+class TransactionListSchema(Output):
     items = fields.List(fields.Nested(TransactionSchema))
     next_cursor = fields.String(allow_none=True)
 
 
-class HealthSchema(Schema):
-    status = fields.String()
+class HealthSchema(Output):
+    status = fields.String(validate=validate.OneOf(["ok"]))
 
 
 class ErrorSchema(Schema):

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from handlers.base import BaseHandler, authenticated
+from handlers.base import BaseHandler, api, authenticated
 from handlers.schemas import UserSchema, UserUpdateSchema
 from wallet import accounts
 
 
 class MeHandler(BaseHandler):
+    @api({200: UserSchema})
     @authenticated
     async def get(self) -> None:
-        self.respond(await accounts.get_me(self.rt, self.principal), 200, UserSchema())
+        """The caller's account."""
+        self.respond(await accounts.get_me(self.rt, self.principal), 200)
 
+    @api({200: UserSchema}, body=UserUpdateSchema, errors=(409,))
     @authenticated
     async def patch(self) -> None:
-        changes = self.load(UserUpdateSchema())
-        self.respond(await accounts.update_me(self.rt, self.principal, changes), 200, UserSchema())
+        """Change email, phone, or the password (with current_password; other sessions end)."""
+        changes = self.load()
+        self.respond(await accounts.update_me(self.rt, self.principal, changes), 200)
 
+    @api({204: None})
     @authenticated
     async def delete(self) -> None:
+        """Deactivate the account: its tokens stop working and login is refused; the ledger stays."""
         await accounts.deactivate_me(self.rt, self.principal)
         self.respond(None, 204)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.base import BaseHandler, authenticated, parse_uuid
+from handlers.base import BaseHandler, api, authenticated, parse_uuid
 from handlers.schemas import (
     BalanceSchema,
     PageQuery,
@@ -15,40 +15,48 @@ from wallet import history, wallets
 
 
 class WalletListHandler(BaseHandler):
+    @api({200: WalletListSchema})
     @authenticated
     async def get(self) -> None:
-        self.respond(await wallets.list_wallets(self.rt, self.principal), 200, WalletListSchema())
+        """Every wallet of the caller, and the total balance per currency."""
+        self.respond(await wallets.list_wallets(self.rt, self.principal), 200)
 
+    @api({201: WalletSchema}, body=WalletCreateSchema)
     @authenticated
     async def post(self) -> None:
-        data = self.load(WalletCreateSchema())
-        self.respond(
-            await wallets.create_wallet(self.rt, self.principal, data["currency"], data["name"]), 201, WalletSchema()
-        )
+        """Open a wallet in a currency."""
+        data = self.load()
+        self.respond(await wallets.create_wallet(self.rt, self.principal, data["currency"], data["name"]), 201)
 
 
 class WalletHandler(BaseHandler):
+    @api({200: WalletSchema})
     @authenticated
     async def get(self, wallet_id: str) -> None:
+        """One of the caller's wallets."""
         wallet = await wallets.get_wallet(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"))
-        self.respond(wallet, 200, WalletSchema())
+        self.respond(wallet, 200)
 
 
 class WalletBalanceHandler(BaseHandler):
+    @api({200: BalanceSchema})
     @authenticated
     async def get(self, wallet_id: str) -> None:
+        """A wallet's balance."""
         balance = await wallets.get_balance(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"))
-        self.respond(balance, 200, BalanceSchema())
+        self.respond(balance, 200)
 
 
 class WalletTransactionsHandler(BaseHandler):
+    @api({200: TransactionListSchema}, query=PageQuery)
     @authenticated
     async def get(self, wallet_id: str) -> None:
-        page = self.query(PageQuery())
+        """The transactions touching a wallet, newest first, with their direction."""
+        page = self.query()
         listing = await history.list_transactions(
             self.rt, self.principal.user_id, wallet_id=parse_uuid(wallet_id, "wallet_id"), **page
         )
-        self.respond(listing, 200, TransactionListSchema())
+        self.respond(listing, 200)
 
 
 routes = [

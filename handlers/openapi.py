@@ -1,0 +1,191 @@
+"""The OpenAPI 3.1 document, built from the routes the application serves and the schemas their verbs declare."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
+from apispec.ext.marshmallow.common import resolve_schema_instance
+from tornado import web
+
+from handlers.base import IDEMPOTENCY_KEY, Api, BaseHandler
+from handlers.schemas import Amount, Currency, ErrorSchema, Output
+
+DESCRIPTION = """\
+A multi-currency wallet: register, log in with JWTs, open wallets, deposit, withdraw, transfer, read history.
+
+Amounts are decimal strings with exactly the currency's minor digits (`"10.50"` USD); requests also accept a
+JSON number. Every error has the shape `{"error", "code", "details"?, "transaction_id"?}`. Money-moving POSTs
+accept an `Idempotency-Key`: a repeat with the same key and parameters returns the first answer with
+`Idempotent-Replayed: true`. Use "Authorize" with the `access_token` from `POST /api/v1/auth/login`.
+"""
+
+VERBS = ("get", "post", "put", "patch", "delete")
+_GROUP = re.compile(r"\((?:[^()\\]|\\.)*\)")
+_HEADERS = {
+    "X-Request-ID": {
+        "description": "The request's id (echoed when the client sent a valid one).",
+        "schema": {"type": "string"},
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the same Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+    "WWW-Authenticate": {"description": "The Bearer challenge.", "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}},
+}
+
+
+class _Converter(OpenAPIConverter):
+    """Marks every field of an Output required, and merges a schema's `json_schema` (rules across fields)."""
+
+    def schema2jsonschema(self, schema: Any) -> dict[str, Any]:
+        jsonschema = super().schema2jsonschema(schema)
+        instance = resolve_schema_instance(schema)
+        if isinstance(instance, Output):
+            jsonschema["required"] = list(jsonschema["properties"])
+        return {**jsonschema, **getattr(instance, "json_schema", {})}
+
+
+def _ecma_pattern(self: Any, field: Any, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """JSON Schema patterns are ECMA-262: Python's end anchor \\Z is written $ there."""
+    return {"pattern": ret["pattern"].replace(r"\Z", "$")} if "pattern" in ret else {}
+
+
+class _Plugin(MarshmallowPlugin):
+    Converter = _Converter
+
+
+def verbs_of(handler: type[web.RequestHandler]) -> dict[str, Any]:
+    """The verbs a handler class implements (Tornado's defaults answer 405)."""
+    return {v: getattr(handler, v) for v in VERBS if getattr(handler, v) is not getattr(web.RequestHandler, v)}
+
+
+def openapi_path(pattern: str, verb: Any) -> tuple[str, list[str]]:
+    """'/api/v1/wallets/([^/]+)/balance$' and get(self, wallet_id) -> '/api/v1/wallets/{wallet_id}/balance'."""
+    names = list(inspect.signature(verb).parameters)[1:]
+    literals = _GROUP.split(pattern.removesuffix("$"))
+    if len(literals) - 1 != len(names):
+        raise ValueError(f"{pattern}: {len(literals) - 1} path groups but verb parameters {names}")
+    parts = [re.sub(r"\\(.)", r"\1", literals[0])]
+    for name, literal in zip(names, literals[1:], strict=True):
+        parts += ["{" + name + "}", re.sub(r"\\(.)", r"\1", literal)]
+    return "".join(parts), names
+
+
+def _error_statuses(declared: Api, access: str | None, path_params: list[str]) -> set[int]:
+    statuses = set(declared.errors)
+    uuids = [name for name in path_params if name not in declared.path]  # parsed with parse_uuid: 400 when not one
+    if declared.body or declared.query or uuids or declared.idempotent:
+        statuses.add(400)
+    if declared.body:
+        statuses.add(413)
+    if access:
+        statuses.add(401)
+    if access == "admin":
+        statuses.add(403)
+    if path_params:
+        statuses.add(404)
+    if declared.idempotent:
+        statuses |= {409, 422}
+    return statuses
+
+
+def _response(status: int, content: dict[str, Any] | None, idempotent: bool) -> dict[str, Any]:
+    headers = ["X-Request-ID"]  # names of components.headers, which apispec turns into $refs
+    if idempotent and status not in (409, 422):
+        headers.append("Idempotent-Replayed")
+    if status == 401:
+        headers.append("WWW-Authenticate")
+    if status == 429:
+        headers.append("Retry-After")
+    response: dict[str, Any] = {"description": HTTPStatus(status).phrase, "headers": {h: h for h in headers}}
+    if content is not None:
+        response["content"] = content
+    return response
+
+
+def _operation(handler: type[web.RequestHandler], verb: Any, path_params: list[str]) -> dict[str, Any]:
+    declared: Api = verb.api
+    access = getattr(verb, "access", None)
+    doc = inspect.getdoc(verb) or ""
+    operation: dict[str, Any] = {
+        "operationId": f"{handler.__name__}.{verb.__name__}",
+        "summary": doc.split("\n", 1)[0],
+        "tags": [handler.__module__.rsplit(".", 1)[-1].capitalize()],
+        "security": [{"bearerAuth": []}] if access else [],
+        "parameters": [
+            {
+                "in": "path",
+                "name": name,
+                "required": True,
+                "schema": declared.path.get(name, {"type": "string", "format": "uuid"}),
+            }
+            for name in path_params
+        ],
+        "responses": {},
+    }
+    if "\n" in doc:
+        operation["description"] = doc.split("\n", 1)[1].strip()
+    if declared.query:
+        operation["parameters"].append({"in": "query", "schema": declared.query})
+    if declared.idempotent:
+        operation["parameters"].append("Idempotency-Key")  # the components.parameters entry
+    if declared.body:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": declared.body}}}
+    for status, schema in declared.responses.items():
+        content = None if schema is None else {declared.media: {"schema": schema}}
+        operation["responses"][str(status)] = _response(status, content, declared.idempotent)
+    for status in sorted(_error_statuses(declared, access, path_params)):
+        content = {"application/json": {"schema": ErrorSchema}}
+        operation["responses"][str(status)] = _response(status, content, declared.idempotent)
+    return operation
+
+
+def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[str, Any]:
+    """The OpenAPI document of these (pattern, handler) routes; every verb they implement must be declared with @api."""
+    plugin = _Plugin()
+    spec = APISpec(
+        title="Wallet API",
+        version="1.0.0",
+        openapi_version="3.1.0",
+        plugins=[plugin],
+        info={"description": DESCRIPTION},
+    )
+    plugin.map_to_openapi_type(Amount, ["string", "number"], None)
+    plugin.map_to_openapi_type(Currency, "string", None)
+    plugin.converter.add_attribute_function(_ecma_pattern)
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    spec.components.schema("Error", schema=ErrorSchema)
+    for name, header in _HEADERS.items():
+        spec.components.header(name, header)
+    spec.components.parameter(
+        "Idempotency-Key",
+        "header",
+        {
+            "required": False,
+            "description": "Makes a money-moving request safe to retry; scoped to the caller, kept at least 24 h.",
+            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern},
+        },
+    )
+    for pattern, handler in routes:
+        operations: dict[str, Any] = {}
+        path = ""
+        for name, verb in verbs_of(handler).items():
+            if not hasattr(verb, "api"):
+                raise TypeError(f"{handler.__name__}.{name} has no @api declaration")
+            path, params = openapi_path(pattern, verb)
+            operations[name] = _operation(handler, verb, params)
+        if operations:
+            spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+def app_routes(app: web.Application) -> list[tuple[str, type[BaseHandler]]]:
+    """The (pattern, handler) pairs an application serves."""
+    return [(rule.matcher.regex.pattern, rule.target) for rule in app.wildcard_router.rules]
