@@ -49,3 +49,7 @@ postman: setup $(NODE_STAMP) ## run the Postman collection with newman against a
 
 fuzz: setup ## schemathesis against /openapi.json of a fresh server, as a user with funded wallets (FUZZ_SECONDS)
 	$(PY) scripts/with_server.py $(PY) scripts/fuzz.py
+
+bench: setup ## load-test the server (1 and 2 processes) against a fresh database beside pgbench; prints one table
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(PY) -m bench.run

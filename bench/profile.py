@@ -1,0 +1,107 @@
+"""Where a transfer's time goes: py-spy samples of the server, summed by function and by package, and the CPU
+that the server, its database backends and the rest of the machine used meanwhile."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg2
+
+from bench.seed import dsn
+
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+_OURS = ("wallet", "handlers", "models", "server.py", "settings.py")
+
+
+def _package(path: str) -> str:
+    """py-spy names files relative to their sys.path entry: the first part is the package (or a stdlib module)."""
+    top = path.split("/", 1)[0]
+    if top in _OURS:
+        return f"ours: {top}"
+    return top if "/" in path else "stdlib modules"
+
+
+def _ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def _machine_ticks() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # busy (all but idle and iowait), all
+
+
+def _backends(database_url: str) -> list[int]:
+    conn = psycopg2.connect(dsn(database_url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [pid for (pid,) in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def summarize(raw: str, top: int = 15) -> str:
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = []
+        for frame in stack.split(";"):
+            match = _FRAME.match(frame)
+            if match:
+                frames.append((f"{match['function']} ({match['file']})", match["file"]))
+        if not frames:
+            continue
+        n = int(count)
+        total += n
+        own[frames[-1][0]] += n
+        packages[_package(frames[-1][1])] += n
+        for name in {name for name, _ in frames}:
+            inclusive[name] += n
+    pct = lambda n: f"{100 * n / max(total, 1):5.1f}%"  # noqa: E731
+    lines = [f"py-spy: {total} samples of the busy server (idle time in epoll not sampled)", "self time by package:"]
+    lines += [f"  {pct(n)}  {name}" for name, n in packages.most_common()]
+    lines += ["top frames by self time:"] + [f"  {pct(n)}  {name}" for name, n in own.most_common(top)]
+    lines += ["top frames by inclusive time:"] + [f"  {pct(n)}  {name}" for name, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+def record(pid: int, database_url: str, seconds: float, out: Path) -> str:
+    """Sample the server `pid` for `seconds` while load runs into `out` (py-spy's raw collapsed stacks); return the
+    CPU split and the summary."""
+    time.sleep(1)  # let the load reach its steady state
+    backends = _backends(database_url)
+    before = (_ticks([pid]), _ticks(backends), _machine_ticks())
+    spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "200"]
+    spy += ["--duration", str(int(seconds)), "--format", "raw", "--nonblocking", "--output", str(out)]
+    subprocess.run(spy, check=True, capture_output=True)
+    server, backend, (busy, everything) = _ticks([pid]), _ticks(backends), _machine_ticks()
+    hz, cores = os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
+    wall = (everything - before[2][1]) / cores / hz
+    cpu = lambda ticks: f"{100 * ticks / hz / wall:.0f}%"  # noqa: E731
+    busy_ticks = busy - before[2][0]
+    split = (
+        f"CPU over {wall:.1f} s (100% = one core, {cores} cores): server process {cpu(server - before[0])}, "
+        f"its {len(backends)} PostgreSQL backends {cpu(backend - before[1])}, everything else (wrk, redis, "
+        f"other work on the machine) {cpu(busy_ticks - (server - before[0]) - (backend - before[1]))}"
+    )
+    return split + "\n" + summarize(out.read_text())

