@@ -1,8 +1,9 @@
 """SQLAlchemy 2 declarative tables of the wallet server; nothing else lives here."""
 
+from models.admin import AdminAction
 from models.base import Base
 from models.ledger import DailyUsage, Entry, Transaction
 from models.users import Session, User
 from models.wallets import Wallet
 
-__all__ = ["Base", "DailyUsage", "Entry", "Session", "Transaction", "User", "Wallet"]
+__all__ = ["AdminAction", "Base", "DailyUsage", "Entry", "Session", "Transaction", "User", "Wallet"]

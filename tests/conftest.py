@@ -253,6 +253,60 @@ def user(server: Server) -> User:
     return make_user(server)
 
 
+def log_in(server: Server, username: str, password: str = PASSWORD) -> User:
+    """A fresh login of an existing account, with its first wallet."""
+    with server.client() as client:
+        r = client.post("/auth/login", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        tokens = r.json()
+    with server.client(tokens["access_token"]) as client:
+        me, wallets = client.get("/users/me").json(), client.get("/wallets").json()
+    wallet = wallets["items"][0]
+    return User(
+        username, password, me["id"], wallet["id"], wallet["number"], tokens["access_token"], tokens["refresh_token"]
+    )
+
+
+def create_admin(database_url: str, username: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
+    """Run `server.py create-admin USERNAME` as an operator would, the password in WALLET_ADMIN_PASSWORD."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": JWT_SECRET,
+        "WALLET_ADMIN_PASSWORD": password,
+        "BCRYPT_ROUNDS": "4",
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "create-admin", username],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def make_admin(server: Server, database_url: str, username: str | None = None) -> User:
+    """An admin made with create-admin (a new account, or USERNAME promoted), logged in."""
+    username = username or unique_name("admin")
+    result = create_admin(database_url, username)
+    assert result.returncode == 0, result.stderr
+    return log_in(server, username)
+
+
+@pytest.fixture(scope="session")
+def admin_username(server: Server, database_url: str) -> str:
+    return make_admin(server, database_url).username
+
+
+@pytest.fixture
+def admin(server: Server, admin_username: str) -> User:
+    """The session's admin with a fresh token (tokens expire; the account is made once)."""
+    return log_in(server, admin_username)
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The response is the contract's error shape with this status and code; returns its body."""
     assert response.status_code == status, response.text

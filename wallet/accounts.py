@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import User
 from wallet.auth import Principal, hash_password, revoke_user_sessions, verify_password
@@ -87,12 +88,16 @@ async def create_admin(rt: Runtime, username: str, password: str) -> dict[str, A
     return render_user(row)
 
 
-async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
+async def get_user(rt: Runtime, user_id: uuid.UUID) -> dict[str, Any]:
     async with rt.transaction() as conn:
-        row = (await conn.execute(select(*USER_COLUMNS).where(User.id == principal.user_id))).first()
+        row = (await conn.execute(select(*USER_COLUMNS).where(User.id == user_id))).first()
     if row is None:
         raise NotFound("User not found.")
     return render_user(row)
+
+
+async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
+    return await get_user(rt, principal.user_id)
 
 
 async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
@@ -123,17 +128,23 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
     return render_user(row)
 
 
+async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -> Any:
+    """Set a user's status inside the caller's transaction; the user's row, or None when there is no such user.
+    The caller ends the user's logins after the commit when the status is 'inactive'."""
+    return (
+        await conn.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(status=status, updated_at=dt.datetime.now(dt.UTC))
+            .returning(*USER_COLUMNS)
+        )
+    ).first()
+
+
 async def set_status(rt: Runtime, user_id: uuid.UUID, status: str) -> dict[str, Any]:
     """Set a user's status; deactivation also ends every login of that user at once."""
     async with rt.transaction() as conn:
-        row = (
-            await conn.execute(
-                update(User)
-                .where(User.id == user_id)
-                .values(status=status, updated_at=dt.datetime.now(dt.UTC))
-                .returning(*USER_COLUMNS)
-            )
-        ).first()
+        row = await write_status(conn, user_id, status)
     if row is None:
         raise NotFound("User not found.")
     if status == "inactive":

@@ -70,12 +70,15 @@ async def create_wallet(rt: Runtime, principal: Principal, currency: str, name: 
 
 
 async def list_wallets(rt: Runtime, principal: Principal) -> dict[str, Any]:
+    return await list_user_wallets(rt, principal.user_id)
+
+
+async def list_user_wallets(rt: Runtime, user_id: uuid.UUID) -> dict[str, Any]:
+    """Every wallet of a user, oldest first, and the total balance per currency."""
     async with rt.transaction() as conn:
         rows = (
             await conn.execute(
-                select(*WALLET_COLUMNS)
-                .where(Wallet.user_id == principal.user_id)
-                .order_by(Wallet.created_at, Wallet.id)
+                select(*WALLET_COLUMNS).where(Wallet.user_id == user_id).order_by(Wallet.created_at, Wallet.id)
             )
         ).all()
     totals: dict[str, int] = {}

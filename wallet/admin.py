@@ -1,0 +1,219 @@
+"""Admin services: find users, change their status, credit wallets, read any history; each change is logged."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+
+from models import AdminAction, User
+from models.admin import ACTIONS as ACTIONS
+from wallet import accounts, errors, history, ledger, wallets
+from wallet.auth import Principal, revoke_user_sessions
+from wallet.money import format_minor
+from wallet.runtime import Runtime
+
+# action -> (the statuses it may start from, the status it sets). Repeating an action is allowed (and logged);
+# a deactivated account is brought back only by `activate`, and a frozen one only by `unfreeze`.
+TRANSITIONS = {
+    "freeze": ({"active", "frozen"}, "frozen"),
+    "unfreeze": ({"frozen", "active"}, "active"),
+    "deactivate": ({"active", "frozen", "inactive"}, "inactive"),
+    "activate": ({"inactive", "active"}, "active"),
+}
+
+_ACTION_COLUMNS = (
+    AdminAction.id,
+    AdminAction.admin_id,
+    AdminAction.action,
+    AdminAction.target_user_id,
+    AdminAction.target_wallet_id,
+    AdminAction.transaction_id,
+    AdminAction.reason,
+    AdminAction.details,
+    AdminAction.created_at,
+)
+
+
+# ---- keyset pages over (created_at, id), newest first ---------------------------------------------------------
+
+
+def _encode_cursor(created_at: dt.datetime, row_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"v1|{created_at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        version, created_at, row_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        if version != "v1":
+            raise ValueError
+        return dt.datetime.fromisoformat(created_at), uuid.UUID(row_id)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.ValidationError({"cursor": ["Not a valid cursor."]}) from None
+
+
+async def _page(
+    rt: Runtime, query: Select, table: Any, limit: int, cursor: str | None, render: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    if cursor is not None:
+        query = query.where(tuple_(table.created_at, table.id) < tuple_(*_decode_cursor(cursor)))
+    query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
+    async with rt.transaction() as conn:
+        rows = (await conn.execute(query)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [render(r) for r in rows],
+        "next_cursor": _encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+    }
+
+
+# ---- users -------------------------------------------------------------------------------------------------------
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, with LIKE's own wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def list_users(rt: Runtime, *, q: str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
+    """Users newest first; `q` matches a part of the username, e-mail or phone, ignoring case."""
+    query = select(*accounts.USER_COLUMNS)
+    if q:
+        pattern = _contains(q)
+        query = query.where(
+            or_(*(column.ilike(pattern, escape="\\") for column in (User.username, User.email, User.phone)))
+        )
+    return await _page(rt, query, User, limit, cursor, accounts.render_user)
+
+
+async def user_wallets(rt: Runtime, user_id: uuid.UUID) -> dict[str, Any]:
+    """A user's wallets and totals, so an admin can find the wallet to credit."""
+    await accounts.get_user(rt, user_id)  # an unknown user is a 404, not an empty list
+    return await wallets.list_user_wallets(rt, user_id)
+
+
+async def user_transactions(rt: Runtime, user_id: uuid.UUID, **filters: Any) -> dict[str, Any]:
+    """A user's history from their side, with the same filters and paging as their own listing."""
+    await accounts.get_user(rt, user_id)  # an unknown user is a 404, not an empty list
+    return await history.list_transactions(rt, user_id, **filters)
+
+
+async def change_status(
+    rt: Runtime, principal: Principal, user_id: uuid.UUID, action: str, reason: str | None
+) -> dict[str, Any]:
+    """Freeze, unfreeze, activate or deactivate a user; the change and its log entry commit together."""
+    if user_id == principal.user_id:
+        # Not even unfreeze/activate: a frozen admin must not lift another admin's decision about them.
+        raise errors.ValidationError(
+            {"user_id": ["An admin cannot change their own status."]}, "An admin cannot change their own status."
+        )
+    allowed_from, status = TRANSITIONS[action]
+    async with rt.transaction() as conn:
+        current = (await conn.execute(select(User.status).where(User.id == user_id).with_for_update())).scalar()
+        if current is None:
+            raise errors.NotFound("User not found.")
+        if current not in allowed_from:
+            remedy = "activate" if current == "inactive" else "unfreeze"
+            raise errors.InvalidRequest(f"The account is {current}; use {remedy} instead.")
+        row = await accounts.write_status(conn, user_id, status)
+        await conn.execute(
+            insert(AdminAction).values(
+                admin_id=principal.user_id,
+                action=action,
+                target_user_id=user_id,
+                reason=reason,
+                details={"from": current, "to": status},
+            )
+        )
+    if status == "inactive":
+        await revoke_user_sessions(rt, user_id)
+    return accounts.render_user(row)
+
+
+# ---- money -------------------------------------------------------------------------------------------------------
+
+
+async def _log_credit(rt: Runtime, principal: Principal, transaction_id: uuid.UUID, reason: str | None) -> None:
+    """Log a credit once per transaction. The ledger commits the money first, so a crash in between leaves the
+    entry missing; the client's retry with the same Idempotency-Key writes it then."""
+    async with rt.transaction() as conn:
+        tx = await history.load_transaction(conn, transaction_id)
+        details = {
+            "amount": format_minor(tx["amount"], tx["currency"]),
+            "currency": tx["currency"],
+            "status": tx["status"],
+            "failure_code": tx["failure_code"],
+        }
+        logged = (
+            await conn.execute(
+                insert(AdminAction)
+                .values(
+                    admin_id=principal.user_id,
+                    action="credit",
+                    target_user_id=tx["destination_user_id"],
+                    target_wallet_id=tx["destination_wallet_id"],
+                    transaction_id=transaction_id,
+                    reason=reason,
+                    details=details,
+                )
+                .on_conflict_do_nothing(index_elements=[AdminAction.transaction_id])
+                .returning(AdminAction.id)
+            )
+        ).first()
+        if logged is None:
+            first_reason = (
+                await conn.execute(select(AdminAction.reason).where(AdminAction.transaction_id == transaction_id))
+            ).scalar()
+            if first_reason != reason:
+                raise errors.IdempotencyMismatch("This Idempotency-Key was used with a different reason.")
+
+
+async def credit(
+    rt: Runtime,
+    principal: Principal,
+    wallet_id: uuid.UUID,
+    amount: Decimal,
+    description: str | None,
+    reason: str | None,
+    key: str | None,
+) -> ledger.Outcome:
+    """Credit any user wallet as a DEPOSIT initiated by the admin; a refused credit is logged too."""
+    try:
+        outcome = await ledger.admin_deposit(rt, principal, wallet_id, amount, description, key)
+    except errors.WalletError as error:
+        if error.transaction_id is not None:  # recorded, then FAILED (e.g. the account is frozen)
+            await _log_credit(rt, principal, uuid.UUID(error.transaction_id), reason)
+        raise
+    await _log_credit(rt, principal, outcome.transaction["id"], reason)
+    return outcome
+
+
+# ---- the log -----------------------------------------------------------------------------------------------------
+
+
+def _render_action(row: Any) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in _ACTION_COLUMNS}
+
+
+async def list_actions(
+    rt: Runtime,
+    *,
+    target_user_id: uuid.UUID | None = None,
+    action: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The admin action log, newest first."""
+    query = select(*_ACTION_COLUMNS)
+    if target_user_id is not None:
+        query = query.where(AdminAction.target_user_id == target_user_id)
+    if action is not None:
+        query = query.where(AdminAction.action == action)
+    return await _page(rt, query, AdminAction, limit, cursor, _render_action)
