@@ -15,7 +15,7 @@ from typing import Any
 from tornado import netutil, web
 from tornado.httpserver import HTTPServer
 
-from handlers import admin, auth, base, money, ops, users, wallets
+from handlers import admin, auth, base, docs, money, ops, users, wallets
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet.db import migrate
@@ -24,7 +24,7 @@ from wallet.runtime import Runtime
 
 log = logging.getLogger("wallet.server")
 
-ROUTES = [*ops.routes, *auth.routes, *users.routes, *wallets.routes, *money.routes, *admin.routes]
+ROUTES = [*ops.routes, *docs.routes, *auth.routes, *users.routes, *wallets.routes, *money.routes, *admin.routes]
 
 
 def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:

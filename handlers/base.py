@@ -48,6 +48,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 
 Verb = Callable[..., Awaitable[None]]
+VERBS = ("get", "post", "put", "patch", "delete")
+
+
+def implemented_verbs(handler: type[web.RequestHandler]) -> dict[str, Verb]:
+    """The verbs a handler class implements (Tornado's own answer 405)."""
+    return {v: getattr(handler, v) for v in VERBS if getattr(handler, v) is not getattr(web.RequestHandler, v)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +254,8 @@ class BaseHandler(web.RequestHandler):
             if isinstance(error, errors.RateLimited):
                 self.set_header("Retry-After", str(error.retry_after))
         elif isinstance(error, web.HTTPError) and status_code in HTTP_CODES:
+            if status_code == 405:  # RFC 9110: say which methods would work
+                self.set_header("Allow", ", ".join(v.upper() for v in implemented_verbs(type(self))))
             body = {"error": error.log_message or HTTPStatus(status_code).phrase, "code": HTTP_CODES[status_code]}
         elif status_code in HTTP_CODES:
             body = {"error": HTTPStatus(status_code).phrase, "code": HTTP_CODES[status_code]}

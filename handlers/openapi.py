@@ -13,8 +13,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from apispec.ext.marshmallow.common import resolve_schema_instance
 from tornado import web
 
-from handlers.base import IDEMPOTENCY_KEY, Api, BaseHandler
-from handlers.schemas import Amount, Currency, ErrorSchema, Output
+from handlers.base import IDEMPOTENCY_KEY, Api, BaseHandler, implemented_verbs
+from handlers.schemas import ErrorSchema, Output
 
 DESCRIPTION = """\
 A multi-currency wallet: register, log in with JWTs, open wallets, deposit, withdraw, transfer, read history.
@@ -25,7 +25,6 @@ accept an `Idempotency-Key`: a repeat with the same key and parameters returns t
 `Idempotent-Replayed: true`. Use "Authorize" with the `access_token` from `POST /api/v1/auth/login`.
 """
 
-VERBS = ("get", "post", "put", "patch", "delete")
 _GROUP = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _HEADERS = {
     "X-Request-ID": {
@@ -52,6 +51,14 @@ class _Converter(OpenAPIConverter):
         return {**jsonschema, **getattr(instance, "json_schema", {})}
 
 
+def _field_json_schema(self: Any, field: Any, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """A custom field class's `json_schema` (what its _deserialize accepts), with null when the field allows None."""
+    extra = dict(getattr(field, "json_schema", {}))
+    if "type" in extra and field.allow_none:
+        extra["type"] = [*(extra["type"] if isinstance(extra["type"], list) else [extra["type"]]), "null"]
+    return extra
+
+
 def _ecma_pattern(self: Any, field: Any, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """JSON Schema patterns are ECMA-262: Python's end anchor \\Z is written $ there."""
     return {"pattern": ret["pattern"].replace(r"\Z", "$")} if "pattern" in ret else {}
@@ -59,11 +66,6 @@ def _ecma_pattern(self: Any, field: Any, ret: dict[str, Any], **kwargs: Any) -> 
 
 class _Plugin(MarshmallowPlugin):
     Converter = _Converter
-
-
-def verbs_of(handler: type[web.RequestHandler]) -> dict[str, Any]:
-    """The verbs a handler class implements (Tornado's defaults answer 405)."""
-    return {v: getattr(handler, v) for v in VERBS if getattr(handler, v) is not getattr(web.RequestHandler, v)}
 
 
 def openapi_path(pattern: str, verb: Any) -> tuple[str, list[str]]:
@@ -157,8 +159,7 @@ def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[s
         plugins=[plugin],
         info={"description": DESCRIPTION},
     )
-    plugin.map_to_openapi_type(Amount, ["string", "number"], None)
-    plugin.map_to_openapi_type(Currency, "string", None)
+    plugin.converter.add_attribute_function(_field_json_schema)
     plugin.converter.add_attribute_function(_ecma_pattern)
     spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("Error", schema=ErrorSchema)
@@ -176,7 +177,7 @@ def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[s
     for pattern, handler in routes:
         operations: dict[str, Any] = {}
         path = ""
-        for name, verb in verbs_of(handler).items():
+        for name, verb in implemented_verbs(handler).items():
             if not hasattr(verb, "api"):
                 raise TypeError(f"{handler.__name__}.{name} has no @api declaration")
             path, params = openapi_path(pattern, verb)

@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from wallet import errors
-from wallet.money import normalize_currency, parse_decimal
+from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 
@@ -37,6 +37,16 @@ def _domain(fn: Any, value: Any) -> Any:
 class Amount(fields.Field):
     """A positive decimal amount given as a string or JSON number, parsed exactly."""
 
+    # What _deserialize accepts, for the OpenAPI spec (json_schema on a field class is merged into its property).
+    json_schema = {
+        "type": ["string", "number"],
+        "pattern": f"^{DECIMAL_TEXT.pattern}$",
+        "exclusiveMinimum": 0,
+        "maximum": int(MAX_MAJOR_UNITS),
+        "description": "A positive amount with at most the currency's minor digits; best sent as a string.",
+        "examples": ["10.50"],
+    }
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         return _domain(parse_decimal, value)
 
@@ -44,11 +54,20 @@ class Amount(fields.Field):
 class Currency(fields.Field):
     """An ISO 4217 currency code."""
 
+    json_schema = {
+        "type": "string",
+        "pattern": r"^\s*[A-Za-z]{3}\s*$",
+        "description": "An ISO 4217 currency code (any case).",
+        "examples": ["USD"],
+    }
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         return _domain(normalize_currency, value)
 
 
 class Email(Text):
+    json_schema = {"format": "email"}
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
@@ -59,6 +78,13 @@ class Email(Text):
 
 class Phone(Text):
     """A phone number in E.164 form, such as +15551234567."""
+
+    json_schema = {
+        "pattern": r"^\+",
+        "maxLength": 20,
+        "description": "E.164, such as +15551234567 (spaces and dashes are ignored).",
+        "examples": ["+15551234567"],
+    }
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)

@@ -14,7 +14,7 @@ from wallet.errors import ValidationError
 MAX_MAJOR_UNITS = Decimal(10) ** 12
 
 # A plain ASCII decimal; Decimal() alone would also take "1_000", "NaN" and non-ASCII digits.
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?")
+DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?")
 
 
 @cache
@@ -40,7 +40,7 @@ def parse_decimal(raw: object, field: str = "amount") -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
         raise ValidationError({field: ["Must be a decimal string or a number."]})
     try:
-        value = Decimal(raw) if not isinstance(raw, str) or _DECIMAL_TEXT.fullmatch(raw) else None
+        value = Decimal(raw) if not isinstance(raw, str) or DECIMAL_TEXT.fullmatch(raw) else None
     except (InvalidOperation, ValueError):
         value = None
     if value is None or not value.is_finite():
