@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from wallet import errors
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
 
-USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")  # \Z: "$" would let a final newline in
 
 
 class Text(fields.String):
@@ -143,7 +143,7 @@ class LoginSchema(Schema):
 
     username = Text(validate=validate.Length(max=254))
     email = Text(validate=validate.Length(max=254))
-    phone = Text(validate=validate.Length(max=32))
+    phone = Phone()
     password = Text(required=True, validate=validate.Length(max=1024))
 
     @validates_schema

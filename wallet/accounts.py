@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import User
-from wallet.auth import Principal, hash_password, revoke_user_sessions, verify_password
-from wallet.errors import AlreadyExists, InvalidCredentials, NotFound, ValidationError
+from wallet.auth import Principal, check_password_of, hash_password, revoke_user_sessions
+from wallet.errors import AlreadyExists, NotFound, ValidationError
 from wallet.runtime import Runtime
 from wallet.wallets import open_wallet, render_wallet
 
@@ -109,8 +109,7 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
             current = (
                 await conn.execute(select(User.username, User.password_hash).where(User.id == principal.user_id))
             ).one()
-        if not await verify_password(rt, changes.get("current_password") or "", current.password_hash):
-            raise InvalidCredentials("The current password is wrong.")
+        await check_password_of(rt, principal.user_id, changes.get("current_password") or "", current.password_hash)
         check_password_policy(new_password, current.username)
         values["password_hash"] = await hash_password(rt, new_password)
     values["updated_at"] = dt.datetime.now(dt.UTC)

@@ -53,8 +53,11 @@ async def hash_password(rt: Runtime, password: str) -> str:
 
 
 def _check_password(password: str, password_hash: str | None, rounds: int) -> bool:
-    candidate = password_hash.encode() if password_hash else _dummy_hash(rounds)
-    return bcrypt.checkpw(password.encode(), candidate) and password_hash is not None
+    secret = password.encode()
+    # bcrypt refuses more than 72 bytes, and no stored password is longer: such a guess is simply wrong.
+    usable = password_hash is not None and len(secret) <= 72
+    candidate = password_hash.encode() if usable else _dummy_hash(rounds)
+    return bcrypt.checkpw(secret[:72], candidate) and usable
 
 
 async def verify_password(rt: Runtime, password: str, password_hash: str | None) -> bool:
@@ -122,32 +125,51 @@ async def authenticate(rt: Runtime, token: str) -> Principal:
     return Principal(uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"])), str(role))
 
 
-async def _throttle_check(rt: Runtime, keys: list[tuple[str, int]]) -> None:
-    for key, limit in keys:
-        count, ttl = await rt.store.count(key)
-        if count >= limit:
-            raise RateLimited(ttl, "Too many failed logins; try again later.")
+async def _throttle_check(rt: Runtime, key: str, limit: int) -> None:
+    count, ttl = await rt.store.count(key)
+    if count >= limit:
+        raise RateLimited(ttl, "Too many failed logins; try again later.")
+
+
+async def _reserve_attempt(rt: Runtime, key: str, limit: int) -> None:
+    """Count a password attempt before checking it, so concurrent guesses cannot run past the limit."""
+    if await rt.store.hit(key, rt.settings.login_window) > limit:
+        _, ttl = await rt.store.count(key)
+        raise RateLimited(ttl, "Too many failed logins; try again later.")
+
+
+def _account_key(account: uuid.UUID | str) -> str:
+    return f"login-fail:account:{account}"
+
+
+async def check_password_of(rt: Runtime, user_id: uuid.UUID, password: str, password_hash: str) -> None:
+    """Verify a known user's password, throttled per account like logins are."""
+    await _reserve_attempt(rt, _account_key(user_id), rt.settings.login_max_failures)
+    if not await verify_password(rt, password, password_hash):
+        raise InvalidCredentials("The current password is wrong.")
+    await rt.store.clear(_account_key(user_id))
 
 
 async def login(rt: Runtime, *, field: str, identifier: str, password: str, client_ip: str) -> dict:
     """Exchange credentials for a token pair; wrong user and wrong password look the same."""
     s = rt.settings
-    account_key = f"login-fail:account:{field}:{identifier.lower()}"
     address_key = f"login-fail:address:{client_ip}"
-    await _throttle_check(rt, [(account_key, s.login_max_failures), (address_key, s.login_ip_max_failures)])
+    await _throttle_check(rt, address_key, s.login_ip_max_failures)
 
     column = {"username": User.username, "email": User.email, "phone": User.phone}[field]
     lookup = column == identifier if field == "phone" else func.lower(column) == identifier.lower()
     async with rt.transaction() as conn:
         row = (await conn.execute(select(User.id, User.password_hash, User.role, User.status).where(lookup))).first()
 
+    # Failures count per account whichever identifier names it; an unknown identifier counts on its own.
+    account_key = _account_key(row.id if row else f"{field}:{identifier.lower()}")
+    await _reserve_attempt(rt, account_key, s.login_max_failures)
     if not await verify_password(rt, password, row.password_hash if row else None) or row is None:
-        await rt.store.hit(account_key, s.login_window)
         await rt.store.hit(address_key, s.login_window)
         raise InvalidCredentials()
+    await rt.store.clear(account_key)
     if row.status == "inactive":
         raise AccountInactive("This account has been deactivated.")
-    await rt.store.clear(account_key)
 
     session_id, refresh_jti = uuid.uuid4(), uuid.uuid4()
     async with rt.transaction() as conn:
