@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import re
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -140,7 +141,7 @@ def admin_only(method: Verb) -> Verb:
 @web.stream_request_body
 class BaseHandler(web.RequestHandler):
     principal: Principal | None = None
-    _auth_error: errors.AuthError | None = None
+    _auth_error: Exception | None = None
 
     @property
     def rt(self) -> Runtime:
@@ -149,6 +150,7 @@ class BaseHandler(web.RequestHandler):
     def initialize(self) -> None:
         global _inflight
         _inflight += 1
+        self._counted = True
         self._chunks: list[bytes] = []
         self._body_size = 0
         self.request_id = ""
@@ -172,7 +174,8 @@ class BaseHandler(web.RequestHandler):
             if declared.isdigit():
                 raise web.HTTPError(413, f"The request body must not exceed {limit} bytes.")
             raise web.HTTPError(400, "Invalid Content-Length.")
-        self.request.connection.set_max_body_size(limit)
+        # data_received enforces the limit with a 413; Tornado's own check drops a chunked body without an answer.
+        self.request.connection.set_max_body_size(sys.maxsize)
 
         header = self.request.headers.get("Authorization")
         if header is not None:
@@ -181,13 +184,18 @@ class BaseHandler(web.RequestHandler):
                 if scheme.lower() != "bearer" or not token.strip():
                     raise errors.InvalidToken("Use 'Authorization: Bearer <access token>'.")
                 self.principal = await authenticate(self.rt, token.strip())
-            except errors.AuthError as error:
+            except Exception as error:  # raised by a verb that needs it, once the body is in (e.g. Redis is down)
                 self._auth_error = error
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
-        if self._body_size <= self.rt.settings.max_body_size:
+        limit = self.rt.settings.max_body_size
+        if self._body_size <= limit:
             self._chunks.append(chunk)
+        elif not self._finished:
+            # Answer now; Tornado then reads no further, closes the connection and never runs the verb.
+            too_large = web.HTTPError(413, f"The request body must not exceed {limit} bytes.")
+            self.send_error(413, exc_info=(web.HTTPError, too_large, None))
 
     def require_principal(self) -> Principal:
         if self.principal is None:
@@ -202,6 +210,8 @@ class BaseHandler(web.RequestHandler):
             return {}
         try:
             data = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+            if b"\\u" in raw:  # an escaped lone surrogate parses, but can be neither stored nor echoed as UTF-8
+                json.dumps(data, ensure_ascii=False, default=str).encode()
         except (ValueError, ArithmeticError, RecursionError):  # decimal.InvalidOperation is an ArithmeticError
             raise errors.InvalidJson() from None
         if not isinstance(data, dict):
@@ -269,6 +279,9 @@ class BaseHandler(web.RequestHandler):
         self.clear_header("Content-Type")
         self.set_default_headers()
         self.set_header("X-Request-ID", self.request_id or uuid.uuid4().hex)
+        if not self.request._body_future.done():
+            # Answered before the body was read: Tornado closes the connection, so keep clients from reusing it.
+            self.set_header("Connection", "close")
         self.set_status(status_code)
         self.finish(orjson.dumps(body))
 
@@ -278,8 +291,18 @@ class BaseHandler(web.RequestHandler):
         log.error("unhandled error", exc_info=(typ, value, tb))
 
     def on_finish(self) -> None:
+        self._leave()
+
+    def on_connection_close(self) -> None:
+        if not self.request._body_future.done():
+            self._leave()  # the client left before its body was read: neither the verb nor on_finish will run
+        super().on_connection_close()
+
+    def _leave(self) -> None:
         global _inflight
-        _inflight -= 1
+        if self._counted:
+            self._counted = False
+            _inflight -= 1
 
 
 class NotFoundHandler(BaseHandler):
