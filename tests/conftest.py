@@ -226,6 +226,11 @@ def unique_name(prefix: str = "u") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+def unique_phone() -> str:
+    """A fresh E.164 phone number (+1 555 and seven random digits)."""
+    return f"+1555{uuid.uuid4().int % 10**7:07d}"
+
+
 def make_user(server: Server, currency: str = "USD", **extra: Any) -> User:
     username = extra.pop("username", unique_name())
     with server.client() as client:

@@ -1,0 +1,173 @@
+"""The caller's account over HTTP: GET/PATCH/DELETE /users/me and the uniqueness of usernames, e-mails, phones."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from conftest import PASSWORD, assert_error, make_user, unique_name, unique_phone
+
+USER_KEYS = {"id", "username", "email", "phone", "role", "status", "created_at"}
+NEW_PASSWORD = "battery-staple-42"
+
+
+def login(api: httpx.Client, username: str, password: str = PASSWORD) -> httpx.Response:
+    return api.post("/auth/login", json={"username": username, "password": password})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def count(db, sql: str, *args: object) -> int:
+    cur = db.cursor()
+    cur.execute(sql, args)
+    return cur.fetchone()[0]
+
+
+def test_get_me(api, user):
+    r = api.get("/users/me", headers=user.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == USER_KEYS
+    assert (body["id"], body["username"], body["email"], body["phone"]) == (user.id, user.username, None, None)
+    assert (body["role"], body["status"]) == ("user", "active")
+    assert body["created_at"].endswith("Z")
+
+
+def test_me_needs_a_token(api):
+    r = api.get("/users/me")
+    assert_error(r, 401, "AUTHENTICATION_REQUIRED")
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_patch_email_and_phone(api, user, db):
+    name = unique_name()
+    phone = unique_phone()
+    r = api.patch("/users/me", headers=user.headers, json={"email": f"{name}@EXAMPLE.com", "phone": phone})
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == USER_KEYS
+    assert (r.json()["email"], r.json()["phone"]) == (f"{name}@example.com", phone)
+    cur = db.cursor()
+    cur.execute("SELECT email, phone FROM users WHERE id = %s", (user.id,))
+    assert cur.fetchone() == (f"{name}@example.com", phone)
+
+    r = api.patch("/users/me", headers=user.headers, json={"email": None})
+    assert r.status_code == 200, r.text
+    assert (r.json()["email"], r.json()["phone"]) == (None, phone)
+    assert api.get("/users/me", headers=user.headers).json()["email"] is None
+
+
+def test_patch_needs_something_to_change(api, user):
+    body = assert_error(api.patch("/users/me", headers=user.headers, json={}), 400, "VALIDATION_ERROR")
+    assert body["details"]
+
+
+def test_username_and_role_cannot_be_patched(api, user, db):
+    for field, value in (("username", unique_name()), ("role", "admin"), ("status", "active"), ("id", user.id)):
+        body = assert_error(api.patch("/users/me", headers=user.headers, json={field: value}), 400, "VALIDATION_ERROR")
+        assert field in body["details"]
+    assert count(db, "SELECT count(*) FROM users WHERE id = %s AND role = 'user'", user.id) == 1
+
+
+def test_password_change_needs_the_current_password(api, user):
+    body = assert_error(
+        api.patch("/users/me", headers=user.headers, json={"password": NEW_PASSWORD}), 400, "VALIDATION_ERROR"
+    )
+    assert "current_password" in body["details"]
+    r = api.patch(
+        "/users/me", headers=user.headers, json={"password": NEW_PASSWORD, "current_password": "wrong-password-1"}
+    )
+    assert_error(r, 401, "INVALID_CREDENTIALS")
+    assert login(api, user.username).status_code == 200
+    assert_error(login(api, user.username, NEW_PASSWORD), 401, "INVALID_CREDENTIALS")
+
+
+@pytest.mark.parametrize("weak", ["short1", "1234567890", "<USERNAME>", "x" * 73, "é" * 37])
+def test_password_change_keeps_the_policy(api, user, weak):
+    weak = weak.replace("<USERNAME>", user.username.upper())
+    r = api.patch("/users/me", headers=user.headers, json={"password": weak, "current_password": PASSWORD})
+    body = assert_error(r, 400, "VALIDATION_ERROR")
+    assert "password" in body["details"]
+    assert login(api, user.username).status_code == 200
+
+
+def test_password_change_ends_the_other_sessions_but_not_this_one(api, server, user):
+    other = make_user(server)  # a bystander keeps their session
+    second = login(api, user.username).json()
+    r = api.patch("/users/me", headers=user.headers, json={"password": NEW_PASSWORD, "current_password": PASSWORD})
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == USER_KEYS
+
+    assert api.get("/users/me", headers=user.headers).status_code == 200
+    rotated = api.post("/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert rotated.status_code == 200, rotated.text
+    assert_error(api.get("/users/me", headers=bearer(second["access_token"])), 401, "TOKEN_REVOKED")
+    assert_error(api.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}), 401, "TOKEN_REVOKED")
+    assert api.get("/users/me", headers=other.headers).status_code == 200
+
+    assert_error(login(api, user.username), 401, "INVALID_CREDENTIALS")
+    assert login(api, user.username, NEW_PASSWORD).status_code == 200
+
+
+def test_delete_me_deactivates_the_account(api, user, db):
+    second = login(api, user.username).json()
+    fund_r = api.post(f"/wallets/{user.wallet_id}/deposit", headers=user.headers, json={"amount": "5.00"})
+    assert fund_r.status_code == 201, fund_r.text
+
+    r = api.delete("/users/me", headers=user.headers)
+    assert r.status_code == 204 and r.content == b""
+
+    for token in (user.token, second["access_token"]):
+        assert_error(api.get("/users/me", headers=bearer(token)), 401, "TOKEN_REVOKED")
+    for token in (user.refresh_token, second["refresh_token"]):
+        assert_error(api.post("/auth/refresh", json={"refresh_token": token}), 401, "TOKEN_REVOKED")
+    assert_error(login(api, user.username), 403, "ACCOUNT_INACTIVE")
+    # A wrong password on a deactivated account says nothing about the account.
+    assert_error(login(api, user.username, "wrong-password-1"), 401, "INVALID_CREDENTIALS")
+
+    # Deactivated, not erased: the user, the wallet and its ledger stay.
+    assert count(db, "SELECT count(*) FROM users WHERE id = %s AND status = 'inactive'", user.id) == 1
+    assert count(db, "SELECT count(*) FROM wallets WHERE id = %s AND balance = 500", user.wallet_id) == 1
+    assert count(db, "SELECT count(*) FROM entries WHERE wallet_id = %s", user.wallet_id) == 1
+    # The username stays taken.
+    r = api.post("/auth/register", json={"username": user.username, "password": PASSWORD})
+    assert_error(r, 409, "ALREADY_EXISTS")
+
+
+# ---- uniqueness ----------------------------------------------------------------------------------------------
+
+
+def test_duplicate_username_email_and_phone_are_409(api, db):
+    name = unique_name("Dup")
+    phone = unique_phone()
+    email = f"{name}@example.com"
+    r = api.post("/auth/register", json={"username": name, "password": PASSWORD, "email": email, "phone": phone})
+    assert r.status_code == 201, r.text
+    users_before = count(db, "SELECT count(*) FROM users")
+    wallets_before = count(db, "SELECT count(*) FROM wallets")
+    national = f"{phone[:2]} ({phone[2:5]}) {phone[5:8]}-{phone[8:]}"
+    for field, fields in (
+        ("username", {"username": name.upper()}),
+        ("username", {"username": name.lower()}),
+        ("email", {"username": unique_name(), "email": email.upper()}),
+        ("phone", {"username": unique_name(), "phone": phone}),
+        ("phone", {"username": unique_name(), "phone": national}),
+    ):
+        body = assert_error(api.post("/auth/register", json={"password": PASSWORD, **fields}), 409, "ALREADY_EXISTS")
+        assert list(body["details"]) == [field], body
+        assert field in body["error"]
+    assert count(db, "SELECT count(*) FROM users") == users_before
+    assert count(db, "SELECT count(*) FROM wallets") == wallets_before
+
+
+def test_patch_to_a_taken_email_or_phone_is_409(api, server, db):
+    taken_email = f"{unique_name()}@example.com"
+    taken_phone = unique_phone()
+    make_user(server, email=taken_email, phone=taken_phone)
+    user = make_user(server)
+    for field, value in (("email", taken_email.upper()), ("phone", taken_phone)):
+        body = assert_error(api.patch("/users/me", headers=user.headers, json={field: value}), 409, "ALREADY_EXISTS")
+        assert list(body["details"]) == [field]
+    cur = db.cursor()
+    cur.execute("SELECT email, phone FROM users WHERE id = %s", (user.id,))
+    assert cur.fetchone() == (None, None)
