@@ -234,7 +234,9 @@ async def _locked_parties(conn: AsyncConnection, op: Operation) -> dict[uuid.UUI
             .join(User, User.id == Wallet.user_id)
             .where(Wallet.id.in_(ids))
             .order_by(Wallet.id)
-            .with_for_update(of=Wallet)
+            # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not
+            # queue behind these locks, or recording and executing deadlock each other.
+            .with_for_update(of=Wallet, key_share=True)
         )
     ).all()
     return {r.id: r for r in rows}

@@ -1,0 +1,162 @@
+"""Money under concurrency: the bank invariant, no deadlocks, idempotency and daily limits with racing clients."""
+
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import balance, fund, make_user, run_audit, unique_name
+
+CLIENTS = 16
+WALLETS = 20
+OPERATIONS = 2000
+
+
+def in_parallel(count, task):
+    """Run task(i) for i in range(count) on `count` threads released together; returns their results."""
+    start = threading.Barrier(count)
+
+    def run(i):
+        start.wait()
+        return task(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def scalar(db, sql, params):
+    with db.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def test_bank_invariant(server, database_url, db):
+    users = [make_user(server) for _ in range(WALLETS)]
+    for u in users:
+        fund(server, u, "50.00")
+    wallet_ids = tuple(u.wallet_id for u in users)
+    per_client = OPERATIONS // CLIENTS
+
+    def client_run(i):
+        rng = random.Random(i)
+        outcomes = Counter()
+        with server.client() as client:
+            for _ in range(per_client):
+                me = rng.choice(users)
+                amount = f"{rng.randint(1, 4000) / 100:.2f}"
+                kind = rng.choices(["transfer", "deposit", "withdraw"], weights=[6, 2, 2])[0]
+                if kind == "transfer":
+                    to = rng.choice([u for u in users if u is not me])
+                    path, body = "/transfers", {"from_wallet_id": me.wallet_id, "to_wallet_id": to.wallet_id}
+                else:
+                    path, body = f"/wallets/{me.wallet_id}/{kind}", {}
+                r = client.post(path, json={**body, "amount": amount}, headers=me.headers)
+                outcomes[(kind, r.status_code, r.json().get("code"))] += 1
+        return outcomes
+
+    started = time.monotonic()
+    outcomes = sum(in_parallel(CLIENTS, client_run), Counter())
+    elapsed = time.monotonic() - started
+    print(
+        f"\nbank invariant: {CLIENTS} clients, {per_client * CLIENTS} operations among {WALLETS} wallets "
+        f"in {elapsed:.1f}s ({per_client * CLIENTS / elapsed:.0f}/s): {dict(outcomes)}"
+    )
+
+    assert {(status, code) for _, status, code in outcomes} <= {(201, None), (400, "INSUFFICIENT_FUNDS")}
+    completed = sum(n for (_, status, _), n in outcomes.items() if status == 201)
+    refused = sum(n for (_, status, _), n in outcomes.items() if status == 400)
+    assert completed > OPERATIONS // 2 and refused > 0  # a real mix, some failing for funds
+
+    mine = {"w": wallet_ids}
+    touching = "(source_wallet_id IN %(w)s OR destination_wallet_id IN %(w)s)"
+
+    def count(condition):
+        return scalar(db, f"SELECT COUNT(*) FROM transactions t WHERE {touching} AND {condition}", mine)
+
+    def completed_total(kind):
+        sql = f"SELECT SUM(amount) FROM transactions t WHERE {touching} AND type = %(k)s AND status = 'COMPLETED'"
+        return scalar(db, sql, {**mine, "k": kind})
+
+    money_in = completed_total("DEPOSIT") - completed_total("WITHDRAWAL")
+    assert scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %(w)s", mine) == money_in
+    assert scalar(db, "SELECT MIN(balance) FROM wallets WHERE id IN %(w)s", mine) >= 0
+    # Every success a client saw is one COMPLETED row, every refusal one FAILED row (besides the fundings).
+    assert count("status = 'COMPLETED'") == completed + WALLETS
+    assert count("status = 'FAILED'") == refused
+    assert count("status = 'PENDING'") == 0
+    entries = "FROM entries e WHERE e.transaction_id = t.id"
+    assert count(f"status = 'COMPLETED' AND (SELECT COUNT(*) <> 2 OR SUM(e.amount) <> 0 {entries})") == 0
+    assert count(f"status = 'FAILED' AND EXISTS (SELECT 1 {entries})") == 0
+    # Each wallet's stored balance is what its own entries add up to.
+    own_entries = "(SELECT COALESCE(SUM(amount), 0) FROM entries WHERE wallet_id = w.id)"
+    assert scalar(db, f"SELECT COUNT(*) FROM wallets w WHERE id IN %(w)s AND balance <> {own_entries}", mine) == 0
+    audit = run_audit(database_url)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "ledger audit: OK" in audit.stdout
+
+
+def test_opposite_transfers_do_not_deadlock(server, db):
+    a, b = make_user(server), make_user(server)
+    fund(server, a, "1000")
+    fund(server, b, "1000")
+    rounds = 40
+
+    def hammer(i):
+        me, other = (a, b) if i % 2 else (b, a)
+        statuses = Counter()
+        with server.client(me.token) as client:
+            for _ in range(rounds):
+                r = client.post(
+                    "/transfers",
+                    json={"from_wallet_id": me.wallet_id, "to_wallet_id": other.wallet_id, "amount": "1.00"},
+                )
+                statuses[r.status_code] += 1
+        return statuses
+
+    started = time.monotonic()
+    statuses = sum(in_parallel(CLIENTS, hammer), Counter())
+    assert statuses == {201: CLIENTS * rounds}
+    assert time.monotonic() - started < 60
+    assert (balance(server, a), balance(server, b)) == ("1000.00", "1000.00")  # as many each way
+
+
+def test_one_key_moves_money_once(server, db):
+    sender, recipient = make_user(server), make_user(server)
+    fund(server, sender, "100")
+    key = unique_name("race")
+    body = {"from_wallet_id": sender.wallet_id, "to_wallet_id": recipient.wallet_id, "amount": "10.00"}
+
+    def send(_):
+        with server.client(sender.token) as client:
+            r = client.post("/transfers", json=body, headers={"Idempotency-Key": key})
+        return r.status_code, r.headers.get("Idempotent-Replayed"), r.json()
+
+    results = in_parallel(20, send)
+    first = [body for status, replayed, body in results if status == 201 and replayed is None]
+    assert len(first) == 1
+    for status, replayed, answer in results:
+        assert (status, replayed, answer) in ((201, None, first[0]), (201, "true", first[0])) or (
+            status == 409 and answer["code"] == "IDEMPOTENCY_IN_PROGRESS"
+        ), (status, answer)
+    assert (balance(server, sender), balance(server, recipient)) == ("90.00", "10.00")
+    assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE idempotency_key = %s", (key,)) == 1
+
+
+def test_concurrent_withdrawals_never_exceed_the_daily_limit(start_server, db):
+    limited = start_server(DAILY_WITHDRAW_LIMIT="100.00")
+    user = make_user(limited)
+    fund(limited, user, "1000")
+
+    def withdraw(_):
+        with limited.client(user.token) as client:
+            r = client.post(f"/wallets/{user.wallet_id}/withdraw", json={"amount": "7.00"})
+        return r.status_code, r.json().get("code")
+
+    results = Counter(in_parallel(20, withdraw))
+    # 14 x 7.00 = 98.00 fits in 100.00; a 15th would not, and refusals use none of the allowance.
+    assert results == {(201, None): 14, (400, "DAILY_LIMIT_EXCEEDED"): 6}
+    assert balance(limited, user) == "902.00"
+    assert (
+        scalar(db, "SELECT SUM(amount) FROM daily_usage WHERE user_id = %s AND kind = 'WITHDRAWAL'", (user.id,)) == 9800
+    )
