@@ -27,7 +27,8 @@ def _package(path: str) -> str:
     return top if "/" in path else "stdlib modules"
 
 
-def _ticks(pids: list[int]) -> int:
+def cpu_ticks(pids: list[int]) -> int:
+    """User and system CPU the processes used so far, in clock ticks."""
     total = 0
     for pid in pids:
         try:
@@ -38,12 +39,19 @@ def _ticks(pids: list[int]) -> int:
     return total
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its children (the workers of `server.py --processes N`)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(child) for child in children)]
+
+
 def _machine_ticks() -> tuple[int, int]:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return sum(values) - values[3] - values[4], sum(values)  # busy (all but idle and iowait), all
 
 
-def _backends(database_url: str) -> list[int]:
+def backends(database_url: str) -> list[int]:
+    """The PostgreSQL backends serving the bench database now."""
     conn = psycopg2.connect(dsn(database_url))
     try:
         with conn.cursor() as cur:
@@ -89,19 +97,19 @@ def record(pid: int, database_url: str, seconds: float, out: Path) -> str:
     """Sample the server `pid` for `seconds` while load runs into `out` (py-spy's raw collapsed stacks); return the
     CPU split and the summary."""
     time.sleep(1)  # let the load reach its steady state
-    backends = _backends(database_url)
-    before = (_ticks([pid]), _ticks(backends), _machine_ticks())
+    db = backends(database_url)
+    before = (cpu_ticks([pid]), cpu_ticks(db), _machine_ticks())
     spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "200"]
     spy += ["--duration", str(int(seconds)), "--format", "raw", "--nonblocking", "--output", str(out)]
     subprocess.run(spy, check=True, capture_output=True)
-    server, backend, (busy, everything) = _ticks([pid]), _ticks(backends), _machine_ticks()
+    server, backend, (busy, everything) = cpu_ticks([pid]), cpu_ticks(db), _machine_ticks()
     hz, cores = os.sysconf("SC_CLK_TCK"), os.cpu_count() or 1
     wall = (everything - before[2][1]) / cores / hz
     cpu = lambda ticks: f"{100 * ticks / hz / wall:.0f}%"  # noqa: E731
     busy_ticks = busy - before[2][0]
     split = (
         f"CPU over {wall:.1f} s (100% = one core, {cores} cores): server process {cpu(server - before[0])}, "
-        f"its {len(backends)} PostgreSQL backends {cpu(backend - before[1])}, everything else (wrk, redis, "
+        f"its {len(db)} PostgreSQL backends {cpu(backend - before[1])}, everything else (wrk, redis, "
         f"other work on the machine) {cpu(busy_ticks - (server - before[0]) - (backend - before[1]))}"
     )
     return split + "\n" + summarize(out.read_text())
