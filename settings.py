@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -95,8 +96,15 @@ def _currency(raw: str) -> str:
 
 def _url(name: str, schemes: tuple[str, ...]) -> Callable[[str], str]:
     def parse(raw: str) -> str:
+        # A URL may carry a password: say what is wrong without echoing it.
         if not raw.startswith(schemes):
-            raise SettingsError(f"{name} must start with one of {', '.join(schemes)}, got {raw!r}")
+            raise SettingsError(f"{name} must start with one of {', '.join(schemes)}")
+        try:
+            port = urlsplit(raw).port
+        except ValueError:
+            port = -1  # not a number, or out of range
+        if port == -1:
+            raise SettingsError(f"{name} is not a valid URL (check its host and port)")
         return raw
 
     return parse
@@ -147,12 +155,26 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
 def _persistent_secret(var_dir: Path) -> str:
     """A random per-install JWT secret, generated once and kept under var/."""
     path = var_dir / "jwt_secret"
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    try:
+        if not path.exists():
+            var_dir.mkdir(parents=True, exist_ok=True)
+            draft = var_dir / f".jwt_secret.{secrets.token_hex(8)}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            try:
+                # Appears whole or not at all, and never replaces another's: processes starting together agree.
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        secret = path.read_text().strip()
+    except OSError as error:
+        raise SettingsError(f"JWT_SECRET is unset and {path} cannot be kept: {error.strerror}") from None
+    if len(secret) < 32:
+        raise SettingsError(f"JWT_SECRET is unset and {path} holds no usable secret; delete it to make a new one")
+    return secret
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
