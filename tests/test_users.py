@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 from conftest import PASSWORD, assert_error, make_user, unique_name, unique_phone
@@ -171,3 +173,21 @@ def test_patch_to_a_taken_email_or_phone_is_409(api, server, db):
     cur = db.cursor()
     cur.execute("SELECT email, phone FROM users WHERE id = %s", (user.id,))
     assert cur.fetchone() == (None, None)
+
+
+def test_concurrent_registrations_of_one_name_make_one_user(server, db):
+    name = unique_name("Race")
+
+    def register(i: int) -> httpx.Response:
+        with server.client() as api:
+            return api.post("/auth/register", json={"username": name if i % 2 else name.upper(), "password": PASSWORD})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(register, range(8)))
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 7, [r.text for r in answers]
+    for r in answers:
+        if r.status_code == 409:
+            assert list(assert_error(r, 409, "ALREADY_EXISTS")["details"]) == ["username"]
+    assert count(db, "SELECT count(*) FROM users WHERE lower(username) = lower(%s)", name) == 1
+    wallets = "SELECT count(*) FROM wallets w JOIN users u ON u.id = w.user_id WHERE lower(u.username) = lower(%s)"
+    assert count(db, wallets, name) == 1

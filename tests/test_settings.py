@@ -1,0 +1,142 @@
+"""Settings: a bad value stops start-up with one line naming the variable; the JWT secret is made once per install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import JWT_SECRET, ROOT, free_port
+
+from settings import SettingsError, load_settings
+
+SECRET = {"JWT_SECRET": JWT_SECRET}
+
+BAD = [
+    ("ACCESS_TOKEN_TTL", "abc"),
+    ("ACCESS_TOKEN_TTL", "0"),
+    ("ACCESS_TOKEN_TTL", "1.5"),
+    ("REFRESH_TOKEN_TTL", "-5"),
+    ("PORT", "70000"),
+    ("PORT", "http"),
+    ("PROCESSES", "0"),
+    ("BCRYPT_ROUNDS", "3"),
+    ("BCRYPT_ROUNDS", "40"),
+    ("MAX_BODY_SIZE", "1e6"),
+    ("DEFAULT_CURRENCY", "XYZ"),
+    ("DEFAULT_CURRENCY", "dollars"),
+    ("DATABASE_URL", "mysql://root:hunter2@db/wallet"),
+    ("DATABASE_URL", "postgresql://root:hunter2@db:notaport/wallet"),
+    ("REDIS_URL", "http://cache:6379"),
+    ("REDIS_URL", "redis://cache:notaport/0"),
+    ("JWT_SECRET", "too-short"),
+    ("ALLOW_SELF_DEPOSIT", "maybe"),
+    ("DAILY_WITHDRAW_LIMIT", "NaN"),
+    ("DAILY_TRANSFER_LIMIT", "-1"),
+    ("DAILY_TRANSFER_LIMIT", "lots"),
+    ("LOGIN_MAX_FAILURES", "0"),
+    ("LOG_LEVEL", "LOUD"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), BAD)
+def test_invalid_values_name_the_variable(variable, value):
+    with pytest.raises(SettingsError) as raised:
+        load_settings({**SECRET, variable: value})
+    message = str(raised.value)
+    assert variable in message and "\n" not in message
+    assert "hunter2" not in message  # a URL's password is never echoed
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "command"),
+    [
+        ("ACCESS_TOKEN_TTL", "abc", []),
+        ("DATABASE_URL", "postgresql://root:hunter2@db:notaport/wallet", ["create-admin", "someone"]),
+    ],
+)
+def test_server_refuses_to_start_with_one_line(database_url, variable, value, command):
+    env = {**os.environ, "DATABASE_URL": database_url, **SECRET, "PORT": str(free_port()), variable: value}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_good_values_are_parsed(tmp_path):
+    settings = load_settings(
+        {
+            **SECRET,
+            "ACCESS_TOKEN_TTL": "30",
+            "DEFAULT_CURRENCY": "jpy",
+            "ALLOW_SELF_DEPOSIT": "off",
+            "DAILY_WITHDRAW_LIMIT": "250.50",
+            "PORT": "0",
+            "VAR_DIR": str(tmp_path),
+        }
+    )
+    assert settings.access_token_ttl == 30
+    assert settings.default_currency == "JPY"
+    assert settings.allow_self_deposit is False
+    assert str(settings.daily_withdraw_limit) == "250.50"
+    assert settings.port == 0
+    assert settings.jwt_secret == JWT_SECRET
+    assert list(tmp_path.iterdir()) == []  # a configured secret writes nothing
+
+
+def test_defaults(tmp_path):
+    settings = load_settings({**SECRET, "VAR_DIR": str(tmp_path)})
+    assert (settings.access_token_ttl, settings.default_currency, settings.port, settings.bcrypt_rounds) == (
+        900,
+        "USD",
+        8000,
+        12,
+    )
+    assert settings.database_url is None and settings.redis_url is None
+
+
+def test_unset_jwt_secret_is_generated_once_per_install(tmp_path):
+    first = load_settings({"VAR_DIR": str(tmp_path)})
+    path = tmp_path / "jwt_secret"
+    assert len(first.jwt_secret) >= 32 and path.read_text().strip() == first.jwt_secret
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_settings({"VAR_DIR": str(tmp_path)}).jwt_secret == first.jwt_secret
+    other = load_settings({"VAR_DIR": str(tmp_path / "elsewhere")})
+    assert other.jwt_secret != first.jwt_secret
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "jwt_secret"]
+
+
+def _load_secret_together(var_dir: Path, barrier: threading.Barrier) -> str:
+    barrier.wait()
+    return load_settings({"VAR_DIR": str(var_dir)}).jwt_secret
+
+
+def test_processes_starting_together_agree_on_one_secret(tmp_path):
+    for attempt in range(20):
+        var_dir = tmp_path / str(attempt)
+        barrier = threading.Barrier(6)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            secrets = list(pool.map(_load_secret_together, [var_dir] * 6, [barrier] * 6))
+        assert len(set(secrets)) == 1 and len(secrets[0]) >= 32, secrets
+        assert [p.name for p in var_dir.iterdir()] == ["jwt_secret"]
+
+
+@pytest.mark.parametrize("content", ["", "\n", "short"])
+def test_an_unusable_secret_file_is_refused_not_used(tmp_path, content):
+    (tmp_path / "jwt_secret").write_text(content)
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"VAR_DIR": str(tmp_path)})
+    assert "JWT_SECRET" in str(raised.value) and str(tmp_path / "jwt_secret") in str(raised.value)
