@@ -23,19 +23,31 @@ VALUES (gen_random_uuid(), 'TX' || upper(substr(md5(random()::text), 1, 16)), 'T
 ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
 RETURNING id AS tx \gset
 COMMIT;
--- 2. Execute: lock both wallets in id order, charge the daily usage, move the balances, append the entries and
--- mark the row COMPLETED, in one durable commit.
+-- 2. Execute: lock both wallets in id order, then one statement charges the daily usage, moves the balances,
+-- appends the entries and marks the row COMPLETED; one durable commit.
 BEGIN;
 SELECT w.id, w.balance, u.status FROM wallets w JOIN users u ON u.id = w.user_id
- WHERE w.id IN (bench_wallet(:a), bench_wallet(:b)) ORDER BY w.id FOR UPDATE OF w;
-INSERT INTO daily_usage (user_id, currency, kind, day, amount)
-VALUES (bench_user(:a), 'USD', 'TRANSFER', CAST(timezone('UTC', now()) AS DATE), 1)
-ON CONFLICT (user_id, currency, kind, day) DO UPDATE SET amount = daily_usage.amount + excluded.amount
-RETURNING amount;
-UPDATE wallets SET balance = balance - 1, updated_at = now() WHERE id = bench_wallet(:a) RETURNING balance AS source_after \gset
-UPDATE wallets SET balance = balance + 1, updated_at = now() WHERE id = bench_wallet(:b) RETURNING balance AS destination_after \gset
-INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
-VALUES (:tx, bench_wallet(:a), -1, 'USD', :source_after), (:tx, bench_wallet(:b), 1, 'USD', :destination_after);
-UPDATE transactions SET status = 'COMPLETED', completed_at = now() WHERE id = :tx AND status = 'PENDING'
-RETURNING completed_at;
+ WHERE w.id IN (bench_wallet(:a), bench_wallet(:b)) ORDER BY w.id FOR NO KEY UPDATE OF w;
+WITH usage AS (
+    INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
+    SELECT bench_user(:a), 'USD', 'TRANSFER', CAST(timezone('UTC', now()) AS date), CAST(1 AS bigint)
+    WHERE bench_user(:a) IS NOT NULL
+    ON CONFLICT (user_id, currency, kind, day) DO UPDATE SET amount = d.amount + excluded.amount
+    RETURNING d.amount
+), moved AS (
+    UPDATE wallets AS w SET balance = w.balance + m.delta, updated_at = now()
+    FROM (VALUES (bench_wallet(:a), -CAST(1 AS bigint)), (bench_wallet(:b), CAST(1 AS bigint))) AS m (id, delta)
+    WHERE w.id = m.id
+    RETURNING w.id, w.balance
+), legs AS (
+    INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
+    SELECT CAST(:tx AS uuid), l.wallet_id, l.amount, 'USD', moved.balance
+    FROM (VALUES (bench_wallet(:a), -CAST(1 AS bigint)), (bench_wallet(:b), CAST(1 AS bigint))) AS l (wallet_id, amount)
+    LEFT JOIN moved ON moved.id = l.wallet_id
+)
+UPDATE transactions SET status = 'COMPLETED', completed_at = now()
+WHERE id = CAST(:tx AS uuid) AND status = 'PENDING'
+RETURNING completed_at, (SELECT amount FROM usage) AS used,
+    (SELECT balance FROM moved WHERE id = bench_wallet(:a)) AS source_after,
+    (SELECT balance FROM moved WHERE id = bench_wallet(:b)) AS destination_after;
 COMMIT;

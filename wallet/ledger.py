@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models import DailyUsage, Entry, Transaction, User, Wallet
+from models import Entry, Transaction, User, Wallet
 from wallet import errors
 from wallet.auth import Principal
 from wallet.history import load_transaction, render_transaction
@@ -247,30 +247,44 @@ def _limit_for(rt: Runtime, op: Operation) -> int:
     return int(major.scaleb(currency_exponent(op.currency) or 0))
 
 
-async def _charge_daily_usage(conn: AsyncConnection, rt: Runtime, op: Operation) -> None:
-    """Add to today's usage under its row lock; concurrent requests queue here, so the limit holds."""
-    limit = _limit_for(rt, op)
-    if limit == 0 or op.source is None:
-        return
-    usage = DailyUsage.__table__
-    statement = insert(usage).values(
-        user_id=op.source.user_id,
-        currency=op.currency,
-        kind=op.type,
-        day=func.timezone("UTC", func.now()).cast(DailyUsage.day.type),
-        amount=op.amount,
+def _over_daily_limit(op: Operation, limit: int, used: int) -> errors.DailyLimitExceeded:
+    remaining = limit - (used - op.amount)
+    return errors.DailyLimitExceeded(
+        f"This would exceed the daily {op.type.lower()} limit of {format_minor(limit, op.currency)} "
+        f"{op.currency}; {format_minor(max(remaining, 0), op.currency)} remains today."
     )
-    statement = statement.on_conflict_do_update(
-        index_elements=[usage.c.user_id, usage.c.currency, usage.c.kind, usage.c.day],
-        set_={"amount": usage.c.amount + statement.excluded.amount},
-    ).returning(usage.c.amount)
-    used = (await conn.execute(statement)).scalar_one()
-    if used > limit:
-        remaining = limit - (used - op.amount)
-        raise errors.DailyLimitExceeded(
-            f"This would exceed the daily {op.type.lower()} limit of {format_minor(limit, op.currency)} "
-            f"{op.currency}; {format_minor(max(remaining, 0), op.currency)} remains today."
-        )
+
+
+# Step 2's writes in one round trip: today's usage, added under its row lock so concurrent requests queue there and
+# the limit holds (when :charged_user is set); both user balances (the system account keeps none); the two entries
+# with the balances after them; and the COMPLETED mark, which returns no row when the transaction is no longer
+# PENDING. Every wallet written is already locked by _locked_parties, so the order of these writes cannot deadlock.
+_MOVE = text("""
+WITH usage AS (
+    INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
+    SELECT CAST(:charged_user AS uuid), :currency, :type, CAST(timezone('UTC', now()) AS date), CAST(:amount AS bigint)
+    WHERE CAST(:charged_user AS uuid) IS NOT NULL
+    ON CONFLICT (user_id, currency, kind, day) DO UPDATE SET amount = d.amount + excluded.amount
+    RETURNING d.amount
+), moved AS (
+    UPDATE wallets AS w SET balance = w.balance + m.delta, updated_at = now()
+    FROM (VALUES (CAST(:source AS uuid), -CAST(:amount AS bigint)),
+                 (CAST(:destination AS uuid), CAST(:amount AS bigint))) AS m (id, delta)
+    WHERE w.id = m.id
+    RETURNING w.id, w.balance
+), legs AS (
+    INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
+    SELECT CAST(:tx AS uuid), l.wallet_id, l.amount, :currency, moved.balance
+    FROM (VALUES (CAST(:source_leg AS uuid), -CAST(:amount AS bigint)),
+                 (CAST(:destination_leg AS uuid), CAST(:amount AS bigint))) AS l (wallet_id, amount)
+    LEFT JOIN moved ON moved.id = l.wallet_id
+)
+UPDATE transactions SET status = 'COMPLETED', completed_at = now()
+WHERE id = CAST(:tx AS uuid) AND status = 'PENDING'
+RETURNING completed_at, (SELECT amount FROM usage) AS used,
+    (SELECT balance FROM moved WHERE id = CAST(:source AS uuid)) AS source_after,
+    (SELECT balance FROM moved WHERE id = CAST(:destination AS uuid)) AS destination_after
+""")
 
 
 def _check_status(status: str, whose: str) -> None:
@@ -298,51 +312,28 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
             )
         if op.destination is not None and locked[op.destination.wallet_id].balance + op.amount > MAX_BALANCE:
             raise errors.BalanceLimitExceeded()
-        await _charge_daily_usage(conn, rt, op)
-
-        balances: dict[uuid.UUID, int | None] = {}
-        for party, delta in ((op.source, -op.amount), (op.destination, op.amount)):
-            if party is not None:
-                balances[party.wallet_id] = (
-                    await conn.execute(
-                        update(Wallet)
-                        .where(Wallet.id == party.wallet_id)
-                        .values(balance=Wallet.balance + delta, updated_at=func.now())
-                        .returning(Wallet.balance)
-                    )
-                ).scalar_one()
-        source_id = op.source.wallet_id if op.source else system_id
-        destination_id = op.destination.wallet_id if op.destination else system_id
-        await conn.execute(
-            Entry.__table__.insert(),
-            [
+        limit = _limit_for(rt, op) if op.source is not None else 0
+        moved = (
+            await conn.execute(
+                _MOVE,
                 {
-                    "transaction_id": tx_id,
-                    "wallet_id": source_id,
-                    "amount": -op.amount,
-                    "currency": op.currency,
-                    "balance_after": balances.get(source_id),
-                },
-                {
-                    "transaction_id": tx_id,
-                    "wallet_id": destination_id,
+                    "tx": tx_id,
+                    "type": op.type,
                     "amount": op.amount,
                     "currency": op.currency,
-                    "balance_after": balances.get(destination_id),
+                    "charged_user": op.source.user_id if limit else None,
+                    "source": op.source.wallet_id if op.source else None,
+                    "destination": op.destination.wallet_id if op.destination else None,
+                    "source_leg": op.source.wallet_id if op.source else system_id,
+                    "destination_leg": op.destination.wallet_id if op.destination else system_id,
                 },
-            ],
-        )
-        completed_at = (
-            await conn.execute(
-                update(T)
-                .where(T.c.id == tx_id, T.c.status == "PENDING")
-                .values(status="COMPLETED", completed_at=func.now())
-                .returning(T.c.completed_at)
             )
-        ).scalar()
-        if completed_at is None:
+        ).first()
+        if moved is None:
             raise errors.WalletError("The operation was interrupted before it completed.")
-    return completed_at, balances.get(source_id), balances.get(destination_id)
+        if limit and moved.used > limit:
+            raise _over_daily_limit(op, limit, moved.used)
+    return moved.completed_at, moved.source_after, moved.destination_after
 
 
 async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) -> None:
