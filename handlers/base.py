@@ -232,7 +232,8 @@ class BaseHandler(web.RequestHandler):
 
     def query(self, schema: marshmallow.Schema | None = None) -> dict[str, Any]:
         """Validate the query string with a schema, by default the declared query."""
-        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        # As sent (the last of repeats): get_query_argument would quietly turn control characters into spaces.
+        args = {k: self.decode_argument(v[-1], name=k) for k, v in self.request.query_arguments.items()}
         return self.load(schema or self.declared.query, args)
 
     def idempotency_key(self) -> str | None:

@@ -103,10 +103,10 @@ class TransferHandler(MoneyHandler):
 
 
 class TransactionListHandler(BaseHandler):
-    @api({200: TransactionListSchema}, query=TransactionQuery)
+    @api({200: TransactionListSchema}, query=TransactionQuery, errors=(404,))
     @authenticated
     async def get(self) -> None:
-        """The transactions touching the caller's wallets, newest first, with optional filters."""
+        """The caller's transactions, newest first, filtered by wallet (404 if not yours), type, status, time."""
         filters = self.query()
         self.respond(await history.list_transactions(self.rt, self.principal.user_id, **filters), 200)
 

@@ -54,6 +54,8 @@ class _Converter(OpenAPIConverter):
 def _field_json_schema(self: Any, field: Any, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """A custom field class's `json_schema` (what its _deserialize accepts), with null when the field allows None."""
     extra = dict(getattr(field, "json_schema", {}))
+    if "pattern" in ret:  # the field's own Regexp validator is the stricter rule (Text's no-NUL holds within it)
+        extra.pop("pattern", None)
     if "type" in extra and field.allow_none:
         extra["type"] = [*(extra["type"] if isinstance(extra["type"], list) else [extra["type"]]), "null"]
     return extra

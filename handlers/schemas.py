@@ -19,6 +19,8 @@ USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")  # \Z: "$" would let a final n
 class Text(fields.String):
     """A string PostgreSQL can store: no NUL characters."""
 
+    json_schema = {"pattern": "^[^\\x00]*$"}
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         if "\x00" in text:

@@ -14,7 +14,7 @@ class MeHandler(BaseHandler):
         """The caller's account."""
         self.respond(await accounts.get_me(self.rt, self.principal), 200)
 
-    @api({200: UserSchema}, body=UserUpdateSchema, errors=(409,))
+    @api({200: UserSchema}, body=UserUpdateSchema, errors=(409, 429))
     @authenticated
     async def patch(self) -> None:
         """Change email, phone, or the password (with current_password; other sessions end)."""

@@ -1,0 +1,181 @@
+"""Swagger UI at /docs: served from local files, and rendered by a real headless Chromium (Debian's package),
+driven over the DevTools protocol: the page shows the API, and "Authorize" with a Bearer token makes
+"Try it out" work."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from tornado.websocket import websocket_connect
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+ASSETS = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+}
+
+
+def test_swagger_ui_is_served_from_local_files(server):
+    page = httpx.get(f"{server.url}/docs")
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "<title>Wallet API - Swagger UI</title>" in page.text
+    # Every script, style and the spec come from this server: no CDN, and no call to the online validator.
+    references = re.findall(r'(?:src|href|url)\s*[=:]\s*"([^"]+)"', page.text)
+    assert sorted(references) == sorted(
+        ["docs/swagger-ui.css", "docs/favicon-32x32.png", "docs/swagger-ui-bundle.js", "openapi.json"]
+    )
+    assert "validatorUrl: null" in page.text
+    for name, content_type in ASSETS.items():
+        asset = httpx.get(f"{server.url}/docs/{name}")
+        assert asset.status_code == 200, name
+        assert asset.headers["Content-Type"].startswith(content_type), name
+    assert len(httpx.get(f"{server.url}/docs/swagger-ui-bundle.js").content) > 500_000
+    assert httpx.get(f"{server.url}/docs/package.json").status_code == 404
+
+
+class Browser:
+    """Headless Chromium with a fresh profile, and one page driven over the DevTools protocol."""
+
+    def __init__(self, executable: str, profile: Path) -> None:
+        self.proc = subprocess.Popen(
+            [executable, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.profile = profile
+        self.ws = None
+        self.last_id = 0
+
+    async def open(self) -> None:
+        port_file = self.profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert time.monotonic() < deadline, "chromium did not start its DevTools endpoint"
+            await asyncio.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        pages = httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+        self.ws = await websocket_connect(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
+        await self.call(
+            "Emulation.setDeviceMetricsOverride", width=1280, height=1400, deviceScaleFactor=1, mobile=False
+        )
+
+    async def call(self, method: str, **params: object) -> dict:
+        self.last_id += 1
+        await self.ws.write_message(json.dumps({"id": self.last_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(await self.ws.read_message())
+            if message.get("id") == self.last_id:
+                assert "error" not in message, message
+                return message["result"]
+
+    async def js(self, expression: str) -> object:
+        result = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 30) -> object:
+        deadline = time.monotonic() + timeout
+        # An element found is reported as true: the protocol cannot return a DOM node by value.
+        while not (value := await self.js(f"(v => v instanceof Node || v)({expression})")):
+            assert time.monotonic() < deadline, f"timed out waiting for: {expression}"
+            await asyncio.sleep(0.1)
+        return value
+
+    async def screenshot(self, path: Path) -> bytes:
+        png = base64.b64decode((await self.call("Page.captureScreenshot", format="png"))["data"])
+        path.write_bytes(png)
+        return png
+
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+async def browser(tmp_path):
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    browser = Browser(executable, tmp_path / "profile")
+    try:
+        await browser.open()
+        yield browser
+    finally:
+        browser.close()
+
+
+# The operation block of one method and path (Swagger UI puts zero-width spaces into long paths).
+OPBLOCK = """[...document.querySelectorAll('.opblock')].find(b =>
+    b.querySelector('.opblock-summary-method')?.textContent === '{method}' &&
+    b.querySelector('.opblock-summary-path')?.textContent.replace(/\\u200b/g, '') === '{path}')"""
+
+
+async def test_docs_render_in_headless_chromium(server, browser, tmp_path):
+    await browser.call("Page.navigate", url=f"{server.url}/docs")
+    title = await browser.wait_for("document.querySelector('.information-container .title')?.textContent")
+    assert title.startswith("Wallet API")
+    assert await browser.js("document.title") == "Wallet API - Swagger UI"
+    assert await browser.js(OPBLOCK.format(method="POST", path="/api/v1/transfers") + " !== undefined")
+    assert await browser.js("document.querySelector('.auth-wrapper .authorize') !== null")
+    png = await browser.screenshot(tmp_path / "docs.png")
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+async def test_authorize_with_a_bearer_token_then_try_it_out(server, browser, user, tmp_path):
+    await browser.call("Page.navigate", url=f"{server.url}/docs")
+    await browser.wait_for("document.querySelector('.auth-wrapper .authorize')")
+    await browser.js("document.querySelector('.auth-wrapper .authorize').click()")
+    await browser.wait_for("document.querySelector('.modal-ux input')")
+    # Type the token the way React sees typing: the native value setter, then an input event.
+    await browser.js(
+        f"""(() => {{
+            const input = document.querySelector('.modal-ux input');
+            const setValue = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+            setValue.call(input, {json.dumps(user.token)});
+            input.dispatchEvent(new Event('input', {{bubbles: true}}));
+            document.querySelector('.modal-ux .auth-btn-wrapper .authorize').click();
+        }})()"""
+    )
+    await browser.wait_for("document.querySelector('.modal-ux .auth-btn-wrapper .btn-done')")
+    await browser.js("document.querySelector('.modal-ux .auth-btn-wrapper .btn-done').click()")
+
+    me = OPBLOCK.format(method="GET", path="/api/v1/users/me")
+    await browser.js(f"{me}.querySelector('.opblock-summary-control').click()")
+    await browser.wait_for(f"{me}.querySelector('.try-out__btn')")
+    await browser.js(f"{me}.querySelector('.try-out__btn').click()")
+    await browser.wait_for(f"{me}.querySelector('.execute')")
+    await browser.js(f"{me}.querySelector('.execute').click()")
+    status = await browser.wait_for(
+        f"{me}.querySelector('.live-responses-table tbody .response-col_status')?.textContent"
+    )
+    assert status.strip() == "200"
+    body = await browser.js(f"{me}.querySelector('.live-responses-table tbody .highlight-code code').textContent")
+    assert json.loads(body)["username"] == user.username
+    curl = await browser.js(f"{me}.querySelector('.curl-command')?.textContent")
+    assert f"Authorization: Bearer {user.token}" in curl
+    await browser.screenshot(tmp_path / "authorized.png")
