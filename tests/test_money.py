@@ -1,7 +1,10 @@
 """Money over HTTP: deposits, withdrawals, the operation endpoint, transfers, every refusal, and idempotency."""
 
+import threading
+import time
 import uuid
 
+import psycopg2
 import pytest
 from conftest import assert_error, balance, fund, make_user, unique_name
 
@@ -370,6 +373,32 @@ def test_replay_of_the_operation_endpoint(server, user):
     assert again.json() == first.json() and again.json()["balance"] == "3.00"
     assert again.headers["Idempotent-Replayed"] == "true"
     assert balance(server, user) == "4.00"
+
+
+def test_key_in_flight_is_409(server, user, db):
+    key = unique_name("key")
+    path = f"/wallets/{user.wallet_id}/deposit"
+    # Hold the wallet's row lock the way an execution does, so the first request stays PENDING mid-execution.
+    blocker = psycopg2.connect(db.dsn)
+    blocker.cursor().execute("SELECT 1 FROM wallets WHERE id = %s FOR NO KEY UPDATE", (user.wallet_id,))
+    first = []
+    sender = threading.Thread(target=lambda: first.append(post(server, user, path, {"amount": "5"}, key)))
+    sender.start()
+    try:
+        deadline = time.monotonic() + 10
+        while initiated(db, user) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        again = post(server, user, path, {"amount": "5"}, key)
+        assert_refused(again, 409, "IDEMPOTENCY_IN_PROGRESS")
+        assert "Idempotent-Replayed" not in again.headers
+    finally:
+        blocker.rollback()
+        blocker.close()
+        sender.join(30)
+    assert first[0].status_code == 201
+    later = post(server, user, path, {"amount": "5"}, key)
+    assert (later.status_code, later.json(), later.headers["Idempotent-Replayed"]) == (201, first[0].json(), "true")
+    assert balance(server, user) == "5.00"
 
 
 def test_key_reused_with_different_parameters(server, funded, recipient):

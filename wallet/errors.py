@@ -18,6 +18,13 @@ class WalletError(Exception):
         self.transaction_id = transaction_id
 
 
+class Interrupted(WalletError):
+    """The operation outlived the pending timeout and was failed by recovery; nothing moved."""
+
+    code = "INTERRUPTED"
+    message = "The operation was interrupted before it completed."
+
+
 # 400: invalid input or a business rule refused
 class InvalidRequest(WalletError):
     code = "VALIDATION_ERROR"
@@ -159,6 +166,7 @@ def recorded_failure(code: str | None, reason: str | None, transaction_id: str) 
         Forbidden,
         NotFound,
         InvalidRequest,
+        Interrupted,
     ]
     cls = next((c for c in classes if c.code == code), WalletError)
     error = cls(reason)

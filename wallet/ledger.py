@@ -330,7 +330,7 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
             )
         ).first()
         if moved is None:
-            raise errors.WalletError("The operation was interrupted before it completed.")
+            raise errors.Interrupted()  # recovery failed the row meanwhile; this rollback keeps it that way
         if limit and moved.used > limit:
             raise _over_daily_limit(op, limit, moved.used)
     return moved.completed_at, moved.source_after, moved.destination_after
@@ -502,8 +502,8 @@ async def recover_interrupted(rt: Runtime) -> int:
             )
             .values(
                 status="FAILED",
-                failure_code="INTERRUPTED",
-                failure_reason="The operation was interrupted before it completed.",
+                failure_code=errors.Interrupted.code,
+                failure_reason=errors.Interrupted.message,
                 completed_at=func.now(),
             )
         )
