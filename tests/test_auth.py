@@ -251,6 +251,7 @@ def _b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # the HS512 forgery below
 def test_bad_tokens_are_401(api, user):
     header, payload, signature = user.token.split(".")
     claims = jwt.decode(user.token, JWT_SECRET, algorithms=["HS256"])
