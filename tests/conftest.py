@@ -139,7 +139,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                if httpx.get(f"{self.url}{probe}", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{probe}", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -162,7 +162,8 @@ class Server:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60)
+        # Plain HTTP to this machine: verify=False skips loading the CA bundle, about 90 ms for every client.
+        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60, verify=False)
 
 
 @pytest.fixture(scope="session")
