@@ -336,6 +336,24 @@ def balance(server: Server, user: User, wallet_id: str | None = None) -> str:
         return r.json()["balance"]
 
 
+def scalar(db: Any, sql: str, params: Any = None) -> Any:
+    """The single value a query answers, through the `db` fixture's connection."""
+    with db.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def recorded(db: Any, transaction_id: str) -> tuple[str, str | None, int, int]:
+    """(status, failure_code, number of ledger entries, their sum) of one transaction row."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT t.status, t.failure_code, COUNT(e.id), COALESCE(SUM(e.amount), 0) FROM transactions t "
+            "LEFT JOIN entries e ON e.transaction_id = t.id WHERE t.id = %s GROUP BY t.id",
+            (transaction_id,),
+        )
+        return cur.fetchone()
+
+
 def run_audit(database_url: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING"}
     return subprocess.run(

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import balance, fund, make_user, run_audit, unique_name
+from conftest import balance, fund, make_user, run_audit, scalar, unique_name
 
 CLIENTS = 16
 WALLETS = 20
@@ -23,12 +23,6 @@ def in_parallel(count, task):
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
-
-
-def scalar(db, sql, params):
-    with db.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
 
 
 def test_bank_invariant(server, database_url, db):
@@ -100,7 +94,7 @@ def test_opposite_transfers_do_not_deadlock(server, db):
     a, b = make_user(server), make_user(server)
     fund(server, a, "1000")
     fund(server, b, "1000")
-    rounds = 40
+    rounds = 20
 
     def hammer(i):
         me, other = (a, b) if i % 2 else (b, a)

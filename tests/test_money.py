@@ -6,24 +6,11 @@ import uuid
 
 import psycopg2
 import pytest
-from conftest import assert_error, balance, fund, make_user, unique_name
-
-
-def recorded(db, transaction_id):
-    """(status, failure_code, number of entries, sum of entries) of a transaction row."""
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT t.status, t.failure_code, COUNT(e.id), COALESCE(SUM(e.amount), 0) FROM transactions t "
-            "LEFT JOIN entries e ON e.transaction_id = t.id WHERE t.id = %s GROUP BY t.id",
-            (transaction_id,),
-        )
-        return cur.fetchone()
+from conftest import assert_error, balance, fund, make_user, recorded, scalar, unique_name, unique_phone
 
 
 def initiated(db, user):
-    with db.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM transactions WHERE initiator_id = %s", (user.id,))
-        return cur.fetchone()[0]
+    return scalar(db, "SELECT COUNT(*) FROM transactions WHERE initiator_id = %s", (user.id,))
 
 
 def set_status(db, user, status):
@@ -62,7 +49,7 @@ def funded(server, user):
 
 @pytest.fixture
 def recipient(server):
-    return make_user(server, phone=f"+1555{uuid.uuid4().int % 10**7:07d}")
+    return make_user(server, phone=unique_phone())
 
 
 # ---- deposits, withdrawals, operation -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import assert_error, balance, fund, make_user
+from conftest import assert_error, balance, fund, make_user, scalar
 
 BAD_AMOUNTS = [
     "10.001",  # more decimal places than USD has
@@ -77,9 +77,7 @@ def recipient(server):
 
 
 def transactions_of(db, user):
-    with db.cursor() as cur:
-        cur.execute("SELECT COUNT(*) FROM transactions WHERE initiator_id = %s", (user.id,))
-        return cur.fetchone()[0]
+    return scalar(db, "SELECT COUNT(*) FROM transactions WHERE initiator_id = %s", (user.id,))
 
 
 def money_requests(user, other_wallet_id):

@@ -76,7 +76,14 @@ def test_other_users_wallet_is_not_found(server, user):
 
 def test_unknown_currency_or_bad_name_is_400(server, user):
     with server.client(user.token) as client:
-        for body in ({"currency": "XXQ"}, {"currency": "US"}, {"currency": 840}, {}, {"currency": None}):
+        for body in (
+            {"currency": "XXQ"},
+            {"currency": "XAU"},
+            {"currency": "HRK"},
+            {"currency": 840},
+            {},
+            {"currency": None},
+        ):
             r = client.post("/wallets", json=body)
             assert r.status_code == 400, body
             assert r.json()["code"] == "VALIDATION_ERROR"
