@@ -117,6 +117,18 @@ class UtcDateTime(fields.DateTime):
         return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
 
 
+class UtcDateTimeUntil(UtcDateTime):
+    """An exclusive upper bound; a bare date includes that whole day (to=2024-01-31 covers January 31)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            return moment
+        return moment + dt.timedelta(days=1)
+
+
 def _exactly_one(data: dict[str, Any], names: tuple[str, ...]) -> None:
     given = [n for n in names if data.get(n) is not None]
     if len(given) != 1:
@@ -211,8 +223,8 @@ class TransactionQuery(PageQuery):
     wallet_id = fields.UUID()
     type = Text(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
     status = Text(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
-    from_ = UtcDateTime(data_key="from")
-    to = UtcDateTime()
+    from_ = UtcDateTime(data_key="from", metadata={"description": "Created at or after (a date means its 00:00 UTC)."})
+    to = UtcDateTimeUntil(metadata={"description": "Created before this time; a date includes that whole day."})
 
     @post_load
     def rename(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

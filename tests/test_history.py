@@ -123,9 +123,15 @@ def test_filter_by_time(server, story):
     assert since[-1] == tx["out"]["id"]  # from is inclusive
     assert tx["out"]["id"] not in until  # to is exclusive
     assert sorted(since + until) == sorted(ids({"items": everything}))
-    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
-    assert transactions(server, alice, **{"from": tomorrow})["items"] == []
-    assert len(transactions(server, alice, **{"from": "2000-01-01", "to": tomorrow})["items"]) == 6
+
+
+def test_filter_by_dates_covers_whole_days(server, story):
+    alice = story[0]
+    days = sorted(dt.date.fromisoformat(t["created_at"][:10]) for t in transactions(server, alice)["items"])
+    first, last, one = days[0], days[-1], dt.timedelta(days=1)
+    assert len(transactions(server, alice, **{"from": first.isoformat(), "to": last.isoformat()})["items"]) == 6
+    assert transactions(server, alice, to=(first - one).isoformat())["items"] == []
+    assert transactions(server, alice, **{"from": (last + one).isoformat()})["items"] == []
 
 
 def test_one_transaction_is_for_its_parties_only(server, story):

@@ -186,15 +186,21 @@ def test_malformed_transaction_id_in_the_path(server, funded):
 
 
 @pytest.mark.parametrize(
-    "content", ["", "{", "[]", '"10"', "null", '{"amount": 1, "amount": "x"', "\xff", '{"amount": 1}' * 2]
+    "content",
+    [b"{", b"[]", b'"10"', b"null", b'{"amount": 1, "amount": "x"', b"\xff", b'{"amount": 1}' * 2, b"{" * 5000],
 )
 def test_bodies_that_are_not_a_json_object(server, funded, content):
     with server.client(funded.token) as client:
         r = client.post(
             f"/wallets/{funded.wallet_id}/deposit", content=content, headers={"Content-Type": "application/json"}
         )
-    assert r.status_code == 400, r.text
-    assert r.json()["code"] in ("INVALID_JSON", "VALIDATION_ERROR")
+    assert_error(r, 400, "INVALID_JSON")
+
+
+def test_empty_body_misses_the_amount(server, funded):
+    with server.client(funded.token) as client:
+        r = client.post(f"/wallets/{funded.wallet_id}/deposit")
+    assert "amount" in assert_error(r, 400, "VALIDATION_ERROR")["details"]
 
 
 @pytest.mark.parametrize(
