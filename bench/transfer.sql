@@ -5,24 +5,21 @@
 \if :b >= :a
 \set b :b + 1
 \endif
--- Read the two parties: the caller's own wallet, then the recipient's.
-BEGIN;
+-- Read the two parties, each statement on its own (no BEGIN/COMMIT): the caller's own wallet, then the recipient's.
 SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
  WHERE w.id = bench_wallet(:a) AND w.user_id = bench_user(:a);
 SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
  WHERE w.id = bench_wallet(:b);
-COMMIT;
--- 1. Record the PENDING row, committed without waiting for the disk.
-BEGIN;
-SET LOCAL synchronous_commit = off;
+-- 1. Record the PENDING row in one statement whose commit does not wait for the disk.
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
 INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
     source_user_id, destination_user_id, initiator_id, idempotency_key, request_hash, description)
-VALUES (gen_random_uuid(), 'TX' || upper(substr(md5(random()::text), 1, 16)), 'TRANSFER', 1, 'USD',
+SELECT gen_random_uuid(), 'TX' || upper(substr(md5(random()::text), 1, 16)), 'TRANSFER', 1, 'USD',
     bench_wallet(:a), bench_wallet(:b), bench_user(:a), bench_user(:b), bench_user(:a),
-    'pgbench-' || gen_random_uuid(), md5(random()::text) || md5(random()::text), NULL)
+    'pgbench-' || gen_random_uuid(), md5(random()::text) || md5(random()::text), NULL
+FROM relaxed
 ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
-RETURNING id AS tx \gset
-COMMIT;
+RETURNING id AS tx, reference, created_at \gset
 -- 2. Execute: lock both wallets in id order, then one statement charges the daily usage, moves the balances,
 -- appends the entries and marks the row COMPLETED; one durable commit.
 BEGIN;

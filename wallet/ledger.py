@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -72,6 +71,8 @@ class Outcome:
 
 
 # ---- reading the parties (before anything is recorded) ----------------------------------------------------
+# Each read is a statement of its own (Runtime.autocommit, no BEGIN/COMMIT round trips): nothing here needs one
+# snapshot, and step 2 re-checks under the row locks whatever could have changed since.
 
 _PARTY_COLUMNS = (Wallet.id, Wallet.user_id, User.username, Wallet.number, Wallet.currency)
 
@@ -184,6 +185,22 @@ def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.d
     }
 
 
+# Step 1 in one round trip: in autocommit mode the INSERT is a transaction of its own, and set_config(..., true)
+# makes its commit skip the wait for the disk as SET LOCAL synchronous_commit = off would (a lost PENDING row is
+# repaired by recovery). A key already recorded by this caller inserts nothing.
+_RECORD = text("""
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
+    source_user_id, destination_user_id, initiator_id, idempotency_key, request_hash, description)
+SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
+    CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
+    CAST(:initiator_id AS uuid), :idempotency_key, :request_hash, :description
+FROM relaxed
+ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
+RETURNING id, reference, created_at
+""")
+
+
 async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[Any, Any]:
     """Step 1. Returns (the new row's id, reference and created_at, None), or (None, the row already under the key)."""
     tx_id, reference = uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
@@ -203,13 +220,8 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         "request_hash": request_hash,
         "description": op.description,
     }
-    async with rt.transaction() as conn:
-        # A lost PENDING row is repaired by recovery, so this commit need not wait for the disk.
-        await conn.execute(text("SET LOCAL synchronous_commit = off"))
-        statement = insert(T).values(values)
-        if key is not None:
-            statement = statement.on_conflict_do_nothing(index_elements=[T.c.initiator_id, T.c.idempotency_key])
-        inserted = (await conn.execute(statement.returning(T.c.id, T.c.reference, T.c.created_at))).first()
+    async with rt.autocommit() as conn:
+        inserted = (await conn.execute(_RECORD, values)).first()
         if inserted is not None:
             return inserted, None
         existing = (
@@ -404,7 +416,7 @@ async def _single_wallet_op(
 ) -> tuple[Operation, Party]:
     if kind == "DEPOSIT" and not rt.settings.allow_self_deposit:
         raise errors.Forbidden("Self-service deposits are turned off on this server.")
-    async with rt.transaction() as conn:
+    async with rt.autocommit() as conn:
         wallet = await _own_wallet(conn, principal, wallet_id)
     minor = to_minor(amount, wallet.currency)
     params = {"op": kind, "wallet": wallet.wallet_id, "amount": minor, "description": description}
@@ -455,7 +467,7 @@ async def transfer(
     description: str | None,
     key: str | None,
 ) -> Outcome:
-    async with rt.transaction() as conn:
+    async with rt.autocommit() as conn:
         source = await _own_wallet(conn, principal, from_wallet_id)
         destination = await _recipient(conn, recipient, source.currency)
     if destination.wallet_id == source.wallet_id:
@@ -480,7 +492,7 @@ async def admin_deposit(
     rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal, description: str | None, key: str | None
 ) -> Outcome:
     """An admin credits any user wallet; the admin is kept on the row as its initiator."""
-    async with rt.transaction() as conn:
+    async with rt.autocommit() as conn:
         wallet = await _any_user_wallet(conn, wallet_id)
     minor = to_minor(amount, wallet.currency)
     params = {"op": "ADMIN_DEPOSIT", "wallet": wallet.wallet_id, "amount": minor, "description": description}
