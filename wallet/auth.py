@@ -159,7 +159,7 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
     column = {"username": User.username, "email": User.email, "phone": User.phone}[field]
     lookup = column == identifier if field == "phone" else func.lower(column) == identifier.lower()
     async with rt.transaction() as conn:
-        row = (await conn.execute(select(User.id, User.password_hash, User.role, User.status).where(lookup))).first()
+        row = (await conn.execute(select(User.id, User.password_hash).where(lookup))).first()
 
     # Failures count per account whichever identifier names it; an unknown identifier counts on its own.
     account_key = _account_key(row.id if row else f"{field}:{identifier.lower()}")
@@ -168,11 +168,16 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
         await rt.store.hit(address_key, s.login_window)
         raise InvalidCredentials()
     await rt.store.clear(account_key)
-    if row.status == "inactive":
-        raise AccountInactive("This account has been deactivated.")
 
     session_id, refresh_jti = uuid.uuid4(), uuid.uuid4()
     async with rt.transaction() as conn:
+        # Re-read the status under a share lock: a deactivation either commits first (and is seen here) or
+        # waits for this session to exist, so its revocation sweep cannot miss it.
+        user = (
+            await conn.execute(select(User.role, User.status).where(User.id == row.id).with_for_update(read=True))
+        ).one()
+        if user.status == "inactive":
+            raise AccountInactive("This account has been deactivated.")
         await conn.execute(
             Session.__table__.insert().values(
                 id=session_id,
@@ -181,7 +186,7 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
                 expires_at=_now() + dt.timedelta(seconds=s.refresh_token_ttl),
             )
         )
-    return _token_pair(rt, row.id, row.role, session_id, refresh_jti)
+    return _token_pair(rt, row.id, user.role, session_id, refresh_jti)
 
 
 async def refresh(rt: Runtime, refresh_token: str) -> dict:
