@@ -205,7 +205,7 @@ class TransferSchema(MoneySchema):
 
     from_wallet_id = fields.UUID(required=True)
     to_wallet_id = fields.UUID()
-    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}\Z", error="Must be 10 digits."))
+    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
     to_username = Text(validate=validate.Regexp(USERNAME, error="Not a valid username."))
     to_phone = Phone()
 
@@ -257,7 +257,7 @@ class UserSchema(Output):
 
 class WalletSchema(Output):
     id = fields.UUID()
-    number = fields.String(validate=validate.Regexp(r"^[0-9]{10}\Z"))
+    number = fields.String(validate=validate.Regexp(r"^[0-9]{10}$"))
     name = fields.String(allow_none=True)
     currency = fields.String(validate=CURRENCY)
     balance = fields.String(validate=DECIMAL)
