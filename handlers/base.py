@@ -102,6 +102,13 @@ def api(
     return declare
 
 
+def _validate(schema: marshmallow.Schema, data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except marshmallow.ValidationError as error:
+        raise errors.ValidationError(error.normalized_messages()) from None
+
+
 def status_of(error: errors.WalletError) -> int:
     for cls in type(error).__mro__:
         if cls in STATUS:
@@ -223,18 +230,15 @@ class BaseHandler(web.RequestHandler):
         """The Api declared by @api on the verb being served."""
         return getattr(self, self.request.method.lower()).api
 
-    def load(self, schema: marshmallow.Schema | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate the JSON body (or given data) with a schema (default: the declared body); unknown fields fail."""
-        try:
-            return (schema or self.declared.body).load(self.json_body() if data is None else data)
-        except marshmallow.ValidationError as error:
-            raise errors.ValidationError(error.normalized_messages()) from None
+    def load(self) -> dict[str, Any]:
+        """The JSON body, validated with the declared body schema (unknown fields are refused)."""
+        return _validate(self.declared.body, self.json_body())
 
-    def query(self, schema: marshmallow.Schema | None = None) -> dict[str, Any]:
-        """Validate the query string with a schema, by default the declared query."""
+    def query(self) -> dict[str, Any]:
+        """The query string, validated with the declared query schema (unknown parameters are refused)."""
         # As sent (the last of repeats): get_query_argument would quietly turn control characters into spaces.
         args = {k: self.decode_argument(v[-1], name=k) for k, v in self.request.query_arguments.items()}
-        return self.load(schema or self.declared.query, args)
+        return _validate(self.declared.query, args)
 
     def idempotency_key(self) -> str | None:
         key = self.request.headers.get("Idempotency-Key")
@@ -242,9 +246,9 @@ class BaseHandler(web.RequestHandler):
             raise errors.ValidationError({"Idempotency-Key": ["Must be 1 to 255 printable ASCII characters."]})
         return key
 
-    def respond(self, body: Any, status: int = 200, schema: marshmallow.Schema | None = None) -> None:
-        """Answer with a status, rendering the body with the schema declared for that status (or the given one)."""
-        schema = schema or self.declared.responses[status]
+    def respond(self, body: Any, status: int = 200) -> None:
+        """Answer with a status, rendering the body with the schema declared for that status."""
+        schema = self.declared.responses[status]
         self.set_status(status)
         if schema is None:
             self.finish()

@@ -21,7 +21,7 @@ class MoneyHandler(BaseHandler):
     def respond_outcome(self, outcome: ledger.Outcome) -> None:
         if outcome.replayed:
             self.set_header("Idempotent-Replayed", "true")
-        self.respond(outcome.transaction, 201, TransactionSchema())
+        self.respond(outcome.transaction, 201)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if getattr(kwargs.get("exc_info", (None, None))[1], "replayed", False):
