@@ -31,6 +31,8 @@ class User(Base):
         Index("uq_users_username_lower", func.lower(username), unique=True),
         Index("uq_users_email_lower", func.lower(email), unique=True),
         Index("uq_users_phone", phone, unique=True),
+        # The admin user list pages newest first on (created_at, id).
+        Index("ix_users_created_at_id", created_at, id),
     )
 
 

@@ -34,6 +34,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_admin_actions')),
     sa.UniqueConstraint('transaction_id', name=op.f('uq_admin_actions_transaction_id'))
     )
+    op.create_index('ix_users_created_at_id', 'users', ['created_at', 'id'], unique=False)
     op.create_index('ix_admin_actions_created_at_id', 'admin_actions', ['created_at', 'id'], unique=False)
     op.create_index('ix_admin_actions_target_user_created_at_id', 'admin_actions', ['target_user_id', 'created_at', 'id'], unique=False)
 
@@ -58,4 +59,5 @@ def downgrade() -> None:
     """)
     op.drop_index('ix_admin_actions_target_user_created_at_id', table_name='admin_actions')
     op.drop_index('ix_admin_actions_created_at_id', table_name='admin_actions')
+    op.drop_index('ix_users_created_at_id', table_name='users')
     op.drop_table('admin_actions')
