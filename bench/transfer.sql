@@ -5,11 +5,9 @@
 \if :b >= :a
 \set b :b + 1
 \endif
--- Read the two parties, each statement on its own (no BEGIN/COMMIT): the caller's own wallet, then the recipient's.
+-- Read the two parties (the caller's wallet and the recipient's) in one statement, outside a transaction.
 SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
- WHERE w.id = bench_wallet(:a) AND w.user_id = bench_user(:a);
-SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
- WHERE w.id = bench_wallet(:b);
+ WHERE w.id IN (bench_wallet(:a), bench_wallet(:b));
 -- 1. Record the PENDING row in one statement whose commit does not wait for the disk.
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
 INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,

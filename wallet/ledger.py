@@ -103,12 +103,25 @@ async def _any_user_wallet(conn: AsyncConnection, wallet_id: uuid.UUID) -> Party
     return _party(row)
 
 
+async def _own_and_recipient_wallets(
+    conn: AsyncConnection, principal: Principal, wallet_id: uuid.UUID, to_wallet_id: uuid.UUID
+) -> tuple[Party, Party]:
+    """The caller's wallet and the recipient's, both named by id, in one read (the common transfer)."""
+    ids = [wallet_id, to_wallet_id]
+    query = select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id).where(Wallet.id.in_(ids))
+    found = {row.id: row for row in (await conn.execute(query)).all()}
+    own = found.get(wallet_id)
+    if own is None or own.user_id != principal.user_id:
+        raise errors.NotFound("Wallet not found.")
+    if to_wallet_id not in found:
+        raise errors.NotFound("Recipient wallet not found.")
+    return _party(own), _party(found[to_wallet_id])
+
+
 async def _recipient(conn: AsyncConnection, recipient: Mapping[str, Any], currency: str) -> Party:
-    """Resolve to_wallet_id / to_wallet_number / to_username / to_phone to one user wallet."""
+    """Resolve to_wallet_number / to_username / to_phone to one user wallet."""
     query = select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id)
-    if "to_wallet_id" in recipient:
-        query = query.where(Wallet.id == recipient["to_wallet_id"])
-    elif "to_wallet_number" in recipient:
+    if "to_wallet_number" in recipient:
         query = query.where(Wallet.number == recipient["to_wallet_number"])
     else:
         if "to_username" in recipient:
@@ -468,8 +481,13 @@ async def transfer(
     key: str | None,
 ) -> Outcome:
     async with rt.autocommit() as conn:
-        source = await _own_wallet(conn, principal, from_wallet_id)
-        destination = await _recipient(conn, recipient, source.currency)
+        if "to_wallet_id" in recipient:
+            source, destination = await _own_and_recipient_wallets(
+                conn, principal, from_wallet_id, recipient["to_wallet_id"]
+            )
+        else:
+            source = await _own_wallet(conn, principal, from_wallet_id)
+            destination = await _recipient(conn, recipient, source.currency)
     if destination.wallet_id == source.wallet_id:
         raise errors.SameWallet()
     if destination.currency != source.currency:
