@@ -142,10 +142,13 @@ def one_of_required(names: tuple[str, ...]) -> dict[str, Any]:
 
 # ---- requests -------------------------------------------------------------------------------------------
 
+# The policy wallet/accounts.py checks (JSON Schema cannot count UTF-8 bytes), for the OpenAPI spec.
+NEW_PASSWORD = {"description": "8 to 72 bytes of UTF-8, not all digits, not the username."}
+
 
 class RegisterSchema(Schema):
     username = Text(required=True, validate=validate.Regexp(USERNAME, error="3 to 32 of A-Z a-z 0-9 _ . -"))
-    password = Text(required=True, validate=validate.Length(max=1024))
+    password = Text(required=True, validate=validate.Length(max=1024), metadata=NEW_PASSWORD)
     email = Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
     phone = Phone(load_default=None, allow_none=True)
     currency = Currency(load_default=None, allow_none=True)
@@ -174,7 +177,7 @@ class UserUpdateSchema(Schema):
 
     email = Email(allow_none=True, validate=validate.Length(max=254))
     phone = Phone(allow_none=True)
-    password = Text(validate=validate.Length(max=1024))
+    password = Text(validate=validate.Length(max=1024), metadata=NEW_PASSWORD)
     current_password = Text(validate=validate.Length(max=1024))
 
     @validates_schema
