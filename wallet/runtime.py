@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -25,15 +26,19 @@ class Runtime:
     engine: AsyncEngine
     store: Store
     # bcrypt and other CPU-bound work; never on the event loop.
-    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=4))
+    executor: ThreadPoolExecutor
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         assert settings.database_url, "the server resolves DATABASE_URL before building the runtime"
+        # The CPU pools of all processes together leave one core to the event loops and the database, so a burst
+        # of logins (bcrypt, ~0.3 s of CPU each) cannot starve every other request.
+        cpu_workers = max(1, ((os.cpu_count() or 2) - 1) // settings.processes)
         return cls(
             settings,
             create_engine(settings.database_url, settings.db_pool_size),
             create_store(settings.redis_url, settings.redis_prefix),
+            ThreadPoolExecutor(max_workers=cpu_workers),
         )
 
     @asynccontextmanager
