@@ -22,7 +22,7 @@ RETURNING id AS tx, reference, created_at \gset
 -- appends the entries and marks the row COMPLETED; one durable commit.
 BEGIN;
 SELECT w.id, w.balance, u.status FROM wallets w JOIN users u ON u.id = w.user_id
- WHERE w.id IN (bench_wallet(:a), bench_wallet(:b)) ORDER BY w.id FOR NO KEY UPDATE OF w;
+ WHERE w.id = ANY(ARRAY[bench_wallet(:a), bench_wallet(:b)]) ORDER BY w.id FOR NO KEY UPDATE OF w;
 WITH usage AS (
     INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
     SELECT bench_user(:a), 'USD', 'TRANSFER', CAST(timezone('UTC', now()) AS date), CAST(1 AS bigint)

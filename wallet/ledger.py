@@ -103,13 +103,20 @@ async def _any_user_wallet(conn: AsyncConnection, wallet_id: uuid.UUID) -> Party
     return _party(row)
 
 
+# The hot path's statements are plain SQL: building Core statements per call (cache keys, IN-list expansion) was a
+# visible share of a transfer's Python time in the profile (bench/RESULTS.md).
+_TWO_PARTIES = text("""
+SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+WHERE w.id IN (CAST(:wallet AS uuid), CAST(:to_wallet AS uuid))
+""")
+
+
 async def _own_and_recipient_wallets(
     conn: AsyncConnection, principal: Principal, wallet_id: uuid.UUID, to_wallet_id: uuid.UUID
 ) -> tuple[Party, Party]:
     """The caller's wallet and the recipient's, both named by id, in one read (the common transfer)."""
-    ids = [wallet_id, to_wallet_id]
-    query = select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id).where(Wallet.id.in_(ids))
-    found = {row.id: row for row in (await conn.execute(query)).all()}
+    rows = (await conn.execute(_TWO_PARTIES, {"wallet": wallet_id, "to_wallet": to_wallet_id})).all()
+    found = {row.id: row for row in rows}
     own = found.get(wallet_id)
     if own is None or own.user_id != principal.user_id:
         raise errors.NotFound("Wallet not found.")
@@ -251,20 +258,17 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
     return None, existing
 
 
+# FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
+# these locks, or recording and executing deadlock each other.
+_LOCK = text("""
+SELECT w.id, w.balance, u.status FROM wallets w JOIN users u ON u.id = w.user_id
+WHERE w.id = ANY(CAST(:ids AS uuid[])) ORDER BY w.id FOR NO KEY UPDATE OF w
+""")
+
+
 async def _locked_parties(conn: AsyncConnection, op: Operation) -> dict[uuid.UUID, Any]:
-    ids = sorted({p.wallet_id for p in (op.source, op.destination) if p is not None})
-    rows = (
-        await conn.execute(
-            select(Wallet.id, Wallet.balance, User.status)
-            .join(User, User.id == Wallet.user_id)
-            .where(Wallet.id.in_(ids))
-            .order_by(Wallet.id)
-            # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not
-            # queue behind these locks, or recording and executing deadlock each other.
-            .with_for_update(of=Wallet, key_share=True)
-        )
-    ).all()
-    return {r.id: r for r in rows}
+    ids = [p.wallet_id for p in (op.source, op.destination) if p is not None]
+    return {r.id: r for r in (await conn.execute(_LOCK, {"ids": ids})).all()}
 
 
 def _limit_for(rt: Runtime, op: Operation) -> int:
