@@ -89,7 +89,8 @@ def summarize(raw: str, top: int = 15) -> str:
     lines = [f"py-spy: {total} samples of the busy server (idle time in epoll not sampled)", "self time by package:"]
     lines += [f"  {pct(n)}  {name}" for name, n in packages.most_common()]
     lines += ["top frames by self time:"] + [f"  {pct(n)}  {name}" for name, n in own.most_common(top)]
-    lines += ["top frames by inclusive time:"] + [f"  {pct(n)}  {name}" for name, n in inclusive.most_common(top)]
+    ours = [(name, n) for name, n in inclusive.most_common() if name.split("(", 1)[1].startswith(_OURS[:2])]
+    lines += ["our functions by inclusive time:"] + [f"  {pct(n)}  {name}" for name, n in ours[:top]]
     return "\n".join(lines)
 
 
