@@ -29,38 +29,41 @@ class MoneyHandler(BaseHandler):
         super().write_error(status_code, **kwargs)
 
 
-class DepositHandler(MoneyHandler):
+class OwnWalletMoneyHandler(MoneyHandler):
+    kind: str  # DEPOSIT or WITHDRAWAL
+
+    async def move(self, wallet_id: str) -> None:
+        data = self.load()
+        outcome = await ledger.own_wallet_operation(
+            self.rt,
+            self.principal,
+            parse_uuid(wallet_id, "wallet_id"),
+            self.kind,
+            data["amount"],
+            data["description"],
+            self.idempotency_key(),
+        )
+        self.respond_outcome(outcome)
+
+
+class DepositHandler(OwnWalletMoneyHandler):
+    kind = "DEPOSIT"
+
     @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @authenticated
     async def post(self, wallet_id: str) -> None:
         """Deposit into one of the caller's wallets (when the server allows self-service deposits)."""
-        data = self.load()
-        outcome = await ledger.deposit(
-            self.rt,
-            self.principal,
-            parse_uuid(wallet_id, "wallet_id"),
-            data["amount"],
-            data["description"],
-            self.idempotency_key(),
-        )
-        self.respond_outcome(outcome)
+        await self.move(wallet_id)
 
 
-class WithdrawHandler(MoneyHandler):
+class WithdrawHandler(OwnWalletMoneyHandler):
+    kind = "WITHDRAWAL"
+
     @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @authenticated
     async def post(self, wallet_id: str) -> None:
         """Withdraw from one of the caller's wallets, within the daily limit."""
-        data = self.load()
-        outcome = await ledger.withdraw(
-            self.rt,
-            self.principal,
-            parse_uuid(wallet_id, "wallet_id"),
-            data["amount"],
-            data["description"],
-            self.idempotency_key(),
-        )
-        self.respond_outcome(outcome)
+        await self.move(wallet_id)
 
 
 class OperationHandler(MoneyHandler):

@@ -441,17 +441,17 @@ async def _single_wallet_op(
     return Operation(kind, minor, wallet.currency, source, destination, description, params), wallet
 
 
-async def deposit(
-    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal, description: str | None, key: str | None
+async def own_wallet_operation(
+    rt: Runtime,
+    principal: Principal,
+    wallet_id: uuid.UUID,
+    kind: str,
+    amount: Decimal,
+    description: str | None,
+    key: str | None,
 ) -> Outcome:
-    op, _ = await _single_wallet_op(rt, principal, wallet_id, "DEPOSIT", amount, description)
-    return await run(rt, principal, op, key)
-
-
-async def withdraw(
-    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal, description: str | None, key: str | None
-) -> Outcome:
-    op, _ = await _single_wallet_op(rt, principal, wallet_id, "WITHDRAWAL", amount, description)
+    """A DEPOSIT into, or a WITHDRAWAL from, one of the caller's wallets."""
+    op, _ = await _single_wallet_op(rt, principal, wallet_id, kind, amount, description)
     return await run(rt, principal, op, key)
 
 
