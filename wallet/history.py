@@ -133,7 +133,7 @@ async def list_transactions(
     if until is not None:
         filters.append(T.c.created_at < until)
 
-    async with rt.transaction() as conn:
+    async with rt.autocommit() as conn:
         if wallet_id is not None:
             owner = (await conn.execute(select(Wallet.user_id).where(Wallet.id == wallet_id))).scalar()
             if owner != user_id:

@@ -92,7 +92,7 @@ async def list_user_wallets(rt: Runtime, user_id: uuid.UUID) -> dict[str, Any]:
 
 async def get_wallet(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) -> dict[str, Any]:
     """The caller's wallet; another user's wallet is reported as not found, never as forbidden."""
-    async with rt.transaction() as conn:
+    async with rt.autocommit() as conn:
         row = (
             await conn.execute(
                 select(*WALLET_COLUMNS).where(Wallet.id == wallet_id, Wallet.user_id == principal.user_id)
