@@ -171,13 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("audit", help="verify the ledger; exit code 0 only when it balances")
     args = parser.parse_args(argv)
 
+    overrides = {k: str(v) for k, v in (("PORT", args.port), ("PROCESSES", args.processes)) if v is not None}
     try:
-        settings = load_settings()
+        settings = load_settings(overrides=overrides)
     except SettingsError as error:
         print(f"invalid setting: {error}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in (("port", args.port), ("processes", args.processes)) if v is not None}
-    settings = dataclasses.replace(settings, **overrides)
     setup_logging(settings.log_level)
 
     if args.command == "migrate":

@@ -177,16 +177,21 @@ def _persistent_secret(var_dir: Path) -> str:
     return secret
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from .env (if present) overlaid by the process environment."""
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from .env (if present) overlaid by the process environment, then by `overrides`
+    (the command line's, named like the variables)."""
     if environ is None:
         environ = {**{k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}, **os.environ}
+    environ = {**environ, **(overrides or {})}
     values: dict[str, object] = {}
     for variable, (field, parse) in _PARSERS.items():
         raw = environ.get(variable)
         if raw is not None and raw != "":
             values[field] = parse(raw)
     settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.processes > 1 and not settings.redis_url:
+        # Without Redis each process would keep its own revocations and login counters.
+        raise SettingsError("PROCESSES above 1 needs REDIS_URL, so that every process shares logouts and throttling")
     if not settings.jwt_secret:
         settings = Settings(**{**values, "jwt_secret": _persistent_secret(settings.var_dir)})  # type: ignore[arg-type]
     return settings

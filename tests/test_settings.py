@@ -67,6 +67,23 @@ def test_server_refuses_to_start_with_one_line(database_url):
     )
 
 
+def test_several_processes_need_redis(database_url):
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        load_settings({**SECRET, "PROCESSES": "2"})
+    assert load_settings({**SECRET, "PROCESSES": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}).processes == 2
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update({"DATABASE_URL": database_url, **SECRET, "PORT": str(free_port())})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--processes", "2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line_naming(done, "PROCESSES")
+
+
 def test_commands_refuse_to_start_with_one_line():
     assert_one_line_naming(create_admin("postgresql://root:hunter2@db:notaport/wallet", "someone"), "DATABASE_URL")
 
