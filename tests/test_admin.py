@@ -6,7 +6,7 @@ import uuid
 
 import psycopg2
 import pytest
-from conftest import assert_error, balance, fund, log_in, make_admin, make_user, unique_name
+from conftest import assert_error, balance, fund, log_in, make_admin, make_user, recorded, unique_name
 from tornado import web
 
 from server import ROUTES
@@ -111,17 +111,6 @@ def set_status(server, admin, target, action, reason=None):
     r = call(server, admin, "POST", f"/admin/users/{target.id}/{action}", {"reason": reason} if reason else None)
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def recorded(db, transaction_id):
-    """(status, failure_code, number of ledger entries) of a transaction row."""
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT t.status, t.failure_code, COUNT(e.id) FROM transactions t "
-            "LEFT JOIN entries e ON e.transaction_id = t.id WHERE t.id = %s GROUP BY t.id",
-            (transaction_id,),
-        )
-        return cur.fetchone()
 
 
 def actions(server, admin, **params):
@@ -234,7 +223,7 @@ def test_freeze_blocks_every_money_operation_in_and_out_and_unfreeze_restores_th
     ]
     for caller, path, body in attempts:
         refused = assert_error(call(server, caller, "POST", path, body), 403, "ACCOUNT_FROZEN")
-        assert recorded(db, refused["transaction_id"]) == ("FAILED", "ACCOUNT_FROZEN", 0), path
+        assert recorded(db, refused["transaction_id"]) == ("FAILED", "ACCOUNT_FROZEN", 0, 0), path
     assert (balance(server, frozen), balance(server, other)) == ("50.00", "50.00")
     with server.client(frozen.token) as client:  # frozen is not logged out: reading still works
         assert client.get("/users/me").json()["status"] == "frozen"
@@ -262,7 +251,7 @@ def test_deactivate_ends_every_login_and_refuses_login_until_activated(server, a
         assert_error(r, 403, "ACCOUNT_INACTIVE")
     incoming = {"from_wallet_id": other.wallet_id, "to_wallet_id": target.wallet_id, "amount": "1"}
     refused = assert_error(call(server, other, "POST", "/transfers", incoming), 403, "ACCOUNT_INACTIVE")
-    assert recorded(db, refused["transaction_id"]) == ("FAILED", "ACCOUNT_INACTIVE", 0)
+    assert recorded(db, refused["transaction_id"]) == ("FAILED", "ACCOUNT_INACTIVE", 0, 0)
 
     # A deactivated account comes back only through activate.
     for action in ("freeze", "unfreeze"):
@@ -339,7 +328,7 @@ def test_admin_credit_is_a_deposit_by_that_admin_and_idempotent(server, admin, u
     with db.cursor() as cur:
         cur.execute("SELECT initiator_id, type FROM transactions WHERE id = %s", (tx["id"],))
         assert cur.fetchone() == (admin.id, "DEPOSIT")
-    assert recorded(db, tx["id"]) == ("COMPLETED", None, 2)
+    assert recorded(db, tx["id"]) == ("COMPLETED", None, 2, 0)
 
     replay = call(server, admin, "POST", path, body, key)
     assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
