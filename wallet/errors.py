@@ -167,6 +167,7 @@ def recorded_failure(code: str | None, reason: str | None, transaction_id: str) 
         NotFound,
         InvalidRequest,
         Interrupted,
+        ServiceUnavailable,
     ]
     cls = next((c for c in classes if c.code == code), WalletError)
     error = cls(reason)

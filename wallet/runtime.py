@@ -5,19 +5,35 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from settings import Settings
 from wallet.db import create_engine
+from wallet.errors import ServiceUnavailable
 from wallet.store import Store, create_store
 
 T = TypeVar("T")
+
+
+@contextmanager
+def _database_outage() -> Iterator[None]:
+    """A database that cannot be reached, or drops the connection, is a dependency outage (503), not our fault."""
+    try:
+        yield
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        raise ServiceUnavailable("The database is not answering; try again shortly.") from None
+    except (OSError, PoolTimeout):
+        raise ServiceUnavailable("The database is not answering; try again shortly.") from None
 
 
 @dataclass
@@ -44,15 +60,17 @@ class Runtime:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One unit of work: commits when the block ends, rolls back when it raises."""
-        async with self.engine.begin() as conn:
-            yield conn
+        with _database_outage():
+            async with self.engine.begin() as conn:
+                yield conn
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """Each statement commits on its own, without the BEGIN and COMMIT round trips: for single-statement work."""
-        async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            yield conn
+        with _database_outage():
+            async with self.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
 
     async def run_cpu(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))

@@ -1,0 +1,101 @@
+"""The database going away at run time: 503 SERVICE_UNAVAILABLE (never a 500 or a hang), and service resumes when
+it is back. The server reaches PostgreSQL through a TCP relay that the test cuts and restores."""
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import PASSWORD, assert_error, unique_name
+from sqlalchemy.engine import make_url
+
+from scripts.local_services import free_port
+
+
+class Relay:
+    """Forwards 127.0.0.1:port to PostgreSQL (TCP, or the Unix socket of an embedded server) until cut."""
+
+    def __init__(self, database_url: str) -> None:
+        url = make_url(database_url)
+        if url.host:
+            self.upstream: tuple = (socket.AF_INET, (url.host, url.port or 5432))
+        else:  # the embedded server listens on a Unix socket in the folder named by ?host=
+            self.upstream = (socket.AF_UNIX, f"{url.query['host']}/.s.PGSQL.{url.port or 5432}")
+        self.port = free_port()
+        self.url = url.set(host="127.0.0.1", port=self.port, query={}).render_as_string(hide_password=False)
+        self.sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # cut
+            family, address = self.upstream
+            server = socket.socket(family, socket.SOCK_STREAM)
+            server.connect(address)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        # shutdown() wakes the thread blocked in accept() (close() alone would not) and ends every relayed connection.
+        for s in (self.listener, *self.sockets):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.sockets.clear()
+
+
+@pytest.fixture
+def relay(database_url: str) -> Iterator[Relay]:
+    relay = Relay(database_url)
+    relay.start()
+    yield relay
+    relay.cut()
+
+
+def test_database_outage_is_503_and_service_resumes(start_server, relay):
+    server = start_server(DATABASE_URL=relay.url, DB_POOL_SIZE="2")
+    username = unique_name()
+    with server.client() as api:
+        assert api.post("/auth/register", json={"username": username, "password": PASSWORD}).status_code == 201
+        token = api.post("/auth/login", json={"username": username, "password": PASSWORD}).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    relay.cut()
+    with server.client(token) as api:
+        assert_error(api.get("/users/me"), 503, "SERVICE_UNAVAILABLE")
+        assert_error(api.get("/wallets"), 503, "SERVICE_UNAVAILABLE")
+        r = api.post("/auth/register", json={"username": unique_name(), "password": PASSWORD})
+        assert_error(r, 503, "SERVICE_UNAVAILABLE")
+        assert "postgres" not in r.text.lower() and "Traceback" not in r.text
+    assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+
+    relay.start()  # the database is back on the same address
+    with server.client(token) as api:
+        wallets = api.get("/wallets")
+        assert wallets.status_code == 200, wallets.text
+        wallet_id = wallets.json()["items"][0]["id"]
+        r = api.post(f"/wallets/{wallet_id}/deposit", json={"amount": "5.00"}, headers=headers)
+        assert r.status_code == 201 and r.json()["status"] == "COMPLETED", r.text
+    assert httpx.get(f"{server.url}/ready").status_code == 200
