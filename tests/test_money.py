@@ -429,3 +429,24 @@ def test_longest_idempotency_key(server, user):
     again = post(server, user, f"/wallets/{user.wallet_id}/deposit", {"amount": "1"}, key)
     assert (first.status_code, again.status_code, again.headers["Idempotent-Replayed"]) == (201, 201, "true")
     assert balance(server, user) == "1.00"
+
+
+def test_the_database_itself_guards_the_ledger(server, user, db):
+    """Even SQL that bypasses the server cannot edit history, unbalance a transaction or overdraw a wallet."""
+    fund(server, user, "10.00")
+    tx = scalar(db, "SELECT id FROM transactions WHERE destination_wallet_id = %s", (user.wallet_id,))
+    for statement, message in (
+        ("UPDATE entries SET amount = amount * 2 WHERE transaction_id = %(tx)s", "append-only"),
+        ("DELETE FROM entries WHERE transaction_id = %(tx)s", "append-only"),
+        ("TRUNCATE entries CASCADE", "append-only"),
+        ("UPDATE transactions SET amount = 1 WHERE id = %(tx)s", "cannot change"),
+        (
+            "INSERT INTO entries (transaction_id, wallet_id, amount, currency) VALUES (%(tx)s, %(wallet)s, 5, 'USD')",
+            "do not sum to zero",
+        ),
+        ("UPDATE wallets SET balance = -1 WHERE id = %(wallet)s", "balance_not_negative"),
+    ):
+        with pytest.raises(psycopg2.Error, match=message), db.cursor() as cur:
+            cur.execute(statement, {"tx": tx, "wallet": user.wallet_id})
+    assert recorded(db, tx) == ("COMPLETED", None, 2, 0)
+    assert balance(server, user) == "10.00"

@@ -129,12 +129,14 @@ def upgrade() -> None:
     # The ledger guards itself: entries are append-only and each transaction's entries sum to zero per
     # currency at commit; a finished transaction row never changes again.
     op.execute("""
-        CREATE FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION append_only() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            RAISE EXCEPTION 'ledger entries are append-only';
+            RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
         END $$;
         CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
-            FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+            FOR EACH ROW EXECUTE FUNCTION append_only();
+        CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
+            FOR EACH STATEMENT EXECUTE FUNCTION append_only();
 
         CREATE FUNCTION ledger_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -165,8 +167,9 @@ def downgrade() -> None:
         DROP FUNCTION ledger_final_transaction();
         DROP TRIGGER entries_balanced ON entries;
         DROP FUNCTION ledger_entries_balanced();
+        DROP TRIGGER entries_no_truncate ON entries;
         DROP TRIGGER entries_append_only ON entries;
-        DROP FUNCTION ledger_append_only();
+        DROP FUNCTION append_only();
     """)
     op.drop_index(op.f('ix_entries_wallet_id'), table_name='entries')
     op.drop_index(op.f('ix_entries_transaction_id'), table_name='entries')

@@ -39,15 +39,12 @@ def upgrade() -> None:
     op.create_index('ix_admin_actions_target_user_created_at_id', 'admin_actions', ['target_user_id', 'created_at', 'id'], unique=False)
 
     # The action log is evidence: rows are only ever added, never changed, deleted or truncated.
+    # append_only() comes from 0001, where it guards the ledger entries the same way.
     op.execute("""
-        CREATE FUNCTION admin_actions_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION 'the admin action log is append-only';
-        END $$;
         CREATE TRIGGER admin_actions_append_only BEFORE UPDATE OR DELETE ON admin_actions
-            FOR EACH ROW EXECUTE FUNCTION admin_actions_append_only();
+            FOR EACH ROW EXECUTE FUNCTION append_only();
         CREATE TRIGGER admin_actions_no_truncate BEFORE TRUNCATE ON admin_actions
-            FOR EACH STATEMENT EXECUTE FUNCTION admin_actions_append_only();
+            FOR EACH STATEMENT EXECUTE FUNCTION append_only();
     """)
 
 
@@ -55,7 +52,6 @@ def downgrade() -> None:
     op.execute("""
         DROP TRIGGER admin_actions_no_truncate ON admin_actions;
         DROP TRIGGER admin_actions_append_only ON admin_actions;
-        DROP FUNCTION admin_actions_append_only();
     """)
     op.drop_index('ix_admin_actions_target_user_created_at_id', table_name='admin_actions')
     op.drop_index('ix_admin_actions_created_at_id', table_name='admin_actions')
