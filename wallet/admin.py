@@ -151,28 +151,19 @@ async def _log_credit(rt: Runtime, principal: Principal, transaction_id: uuid.UU
             "status": tx["status"],
             "failure_code": tx["failure_code"],
         }
-        logged = (
-            await conn.execute(
-                insert(AdminAction)
-                .values(
-                    admin_id=principal.user_id,
-                    action="credit",
-                    target_user_id=tx["destination_user_id"],
-                    target_wallet_id=tx["destination_wallet_id"],
-                    transaction_id=transaction_id,
-                    reason=reason,
-                    details=details,
-                )
-                .on_conflict_do_nothing(index_elements=[AdminAction.transaction_id])
-                .returning(AdminAction.id)
+        await conn.execute(
+            insert(AdminAction)
+            .values(
+                admin_id=principal.user_id,
+                action="credit",
+                target_user_id=tx["destination_user_id"],
+                target_wallet_id=tx["destination_wallet_id"],
+                transaction_id=transaction_id,
+                reason=reason,
+                details=details,
             )
-        ).first()
-        if logged is None:
-            first_reason = (
-                await conn.execute(select(AdminAction.reason).where(AdminAction.transaction_id == transaction_id))
-            ).scalar()
-            if first_reason != reason:
-                raise errors.IdempotencyMismatch("This Idempotency-Key was used with a different reason.")
+            .on_conflict_do_nothing(index_elements=[AdminAction.transaction_id])
+        )
 
 
 async def credit(
@@ -186,7 +177,7 @@ async def credit(
 ) -> ledger.Outcome:
     """Credit any user wallet as a DEPOSIT initiated by the admin; a refused credit is logged too."""
     try:
-        outcome = await ledger.admin_deposit(rt, principal, wallet_id, amount, description, key)
+        outcome = await ledger.admin_deposit(rt, principal, wallet_id, amount, description, reason, key)
     except errors.WalletError as error:
         if error.transaction_id is not None:  # recorded, then FAILED (e.g. the account is frozen)
             await _log_credit(rt, principal, uuid.UUID(error.transaction_id), reason)

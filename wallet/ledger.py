@@ -511,13 +511,26 @@ async def transfer(
 
 
 async def admin_deposit(
-    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, amount: Decimal, description: str | None, key: str | None
+    rt: Runtime,
+    principal: Principal,
+    wallet_id: uuid.UUID,
+    amount: Decimal,
+    description: str | None,
+    reason: str | None,
+    key: str | None,
 ) -> Outcome:
-    """An admin credits any user wallet; the admin is kept on the row as its initiator."""
+    """An admin credits any user wallet; the admin is kept on the row as its initiator. The logged reason is part
+    of the request, so reusing a key with another reason is a mismatch like any other changed parameter."""
     async with rt.autocommit() as conn:
         wallet = await _any_user_wallet(conn, wallet_id)
     minor = to_minor(amount, wallet.currency)
-    params = {"op": "ADMIN_DEPOSIT", "wallet": wallet.wallet_id, "amount": minor, "description": description}
+    params = {
+        "op": "ADMIN_DEPOSIT",
+        "wallet": wallet.wallet_id,
+        "amount": minor,
+        "description": description,
+        "reason": reason,
+    }
     op = Operation("DEPOSIT", minor, wallet.currency, None, wallet, description, params)
     return await run(rt, principal, op, key, viewer=wallet.user_id)
 
