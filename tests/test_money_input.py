@@ -214,6 +214,9 @@ def test_empty_body_misses_the_amount(server, funded):
         {"cursor": "garbage!"},
         {"cursor": "djE6"},
         {"cursor": "x" * 300},
+        {"cursor": "djF8OTk5OTk5OTk5OTk5OTk5OTk5OTk"},  # v1|99999999999999999999: wider than BIGINT
+        {"cursor": "djF8LTU"},  # v1|-5
+        {"cursor": "djF8MXwy"},  # v1|1|2: a key of the wrong length
         {"wallet_id": "nope"},
         {"type": "REFUND"},
         {"status": "DONE"},

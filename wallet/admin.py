@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from models.admin import ACTIONS as ACTIONS
 from wallet import accounts, errors, history, ledger, wallets
 from wallet.auth import Principal, revoke_user_sessions
 from wallet.money import format_minor
+from wallet.paging import decode_cursor, encode_cursor
 from wallet.runtime import Runtime
 
 # action -> (the statuses it may start from, the status it sets). Repeating an action is allowed (and logged);
@@ -44,25 +44,13 @@ _ACTION_COLUMNS = (
 # ---- keyset pages over (created_at, id), newest first ---------------------------------------------------------
 
 
-def _encode_cursor(created_at: dt.datetime, row_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"v1|{created_at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        version, created_at, row_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
-        if version != "v1":
-            raise ValueError
-        return dt.datetime.fromisoformat(created_at), uuid.UUID(row_id)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.ValidationError({"cursor": ["Not a valid cursor."]}) from None
-
-
 async def _page(
     rt: Runtime, query: Select, table: Any, limit: int, cursor: str | None, render: Callable[[Any], dict[str, Any]]
 ) -> dict[str, Any]:
     if cursor is not None:
-        query = query.where(tuple_(table.created_at, table.id) < tuple_(*_decode_cursor(cursor)))
+        query = query.where(
+            tuple_(table.created_at, table.id) < tuple_(*decode_cursor(cursor, dt.datetime.fromisoformat, uuid.UUID))
+        )
     query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
     async with rt.transaction() as conn:
         rows = (await conn.execute(query)).all()
@@ -70,7 +58,7 @@ async def _page(
     rows = rows[:limit]
     return {
         "items": [render(r) for r in rows],
-        "next_cursor": _encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
+        "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None,
     }
 
 

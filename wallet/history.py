@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 from collections.abc import Mapping
@@ -13,8 +12,9 @@ from sqlalchemy.orm import aliased
 
 from models import Transaction, User, Wallet
 from wallet.auth import Principal
-from wallet.errors import NotFound, ValidationError
+from wallet.errors import NotFound
 from wallet.money import format_minor
+from wallet.paging import bigint, decode_cursor, encode_cursor
 from wallet.runtime import Runtime
 
 T = Transaction.__table__
@@ -90,20 +90,6 @@ async def get_transaction(rt: Runtime, principal: Principal, transaction_id: uui
     return render_transaction(row, principal.user_id)
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        version, _, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition(":")
-        if version != "v1" or not seq.isdigit():
-            raise ValueError
-        return int(seq)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationError({"cursor": ["Not a valid cursor."]}) from None
-
-
 async def list_transactions(
     rt: Runtime,
     user_id: uuid.UUID,
@@ -123,7 +109,7 @@ async def list_transactions(
     """
     filters = []
     if cursor is not None:
-        filters.append(T.c.seq < decode_cursor(cursor))
+        filters.append(T.c.seq < decode_cursor(cursor, bigint)[0])
     if type is not None:
         filters.append(T.c.type == type)
     if status is not None:

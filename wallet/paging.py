@@ -1,0 +1,35 @@
+"""Opaque keyset cursors: the sort key of a page's last row, versioned and base64url-encoded."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from wallet.errors import ValidationError
+
+_VERSION = "v1"
+
+
+def encode_cursor(*key: object) -> str:
+    text = "|".join([_VERSION, *(str(part) for part in key)])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *parsers: Callable[[str], Any]) -> tuple[Any, ...]:
+    """The key parts, each read by its parser; anything else is a 400 on `cursor`."""
+    try:
+        version, *parts = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        if version != _VERSION or len(parts) != len(parsers):
+            raise ValueError
+        return tuple(parse(part) for parse, part in zip(parsers, parts, strict=True))
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError({"cursor": ["Not a valid cursor."]}) from None
+
+
+def bigint(text: str) -> int:
+    """A parser for a BIGINT key part (the database would refuse anything wider)."""
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise ValueError(text)
+    return value
