@@ -15,16 +15,26 @@ from typing import Any
 from tornado import netutil, web
 from tornado.httpserver import HTTPServer
 
-from handlers import admin, auth, base, docs, money, ops, users, wallets
+from handlers import admin, auth, base, deposits, docs, money, ops, users, wallets
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
+from wallet import deposits as provider_deposits
 from wallet.db import migrate
 from wallet.logs import setup_logging
 from wallet.runtime import Runtime
 
 log = logging.getLogger("wallet.server")
 
-ROUTES = [*ops.routes, *docs.routes, *auth.routes, *users.routes, *wallets.routes, *money.routes, *admin.routes]
+ROUTES = [
+    *ops.routes,
+    *docs.routes,
+    *auth.routes,
+    *users.routes,
+    *wallets.routes,
+    *money.routes,
+    *deposits.routes,
+    *admin.routes,
+]
 
 
 def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
@@ -53,6 +63,9 @@ async def _recovery_loop(rt: Runtime) -> None:
             failed = await ledger.recover_interrupted(rt)
             if failed:
                 log.warning("interrupted transactions failed", extra={"count": failed})
+            expired = await provider_deposits.sweep(rt)
+            if expired:
+                log.warning("unpaid provider deposits expired", extra={"count": expired})
         except Exception:
             log.exception("recovery sweep failed")
         await asyncio.sleep(rt.settings.recovery_interval)

@@ -44,6 +44,10 @@ class Settings:
     db_pool_size: int = 20
     log_level: str = "INFO"
     admin_password: str | None = None
+    paystack_secret_key: str | None = None
+    paystack_base_url: str = "https://api.paystack.co"
+    paystack_callback_url: str | None = None
+    paystack_pending_timeout: int = 24 * 3600
     var_dir: Path = ROOT / "var"
 
 
@@ -149,6 +153,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "LOG_LEVEL": ("log_level", _log_level),
     "VAR_DIR": ("var_dir", Path),
     "WALLET_ADMIN_PASSWORD": ("admin_password", str),
+    "PAYSTACK_SECRET_KEY": ("paystack_secret_key", str),
+    "PAYSTACK_BASE_URL": ("paystack_base_url", _url("PAYSTACK_BASE_URL", ("https://", "http://"))),
+    "PAYSTACK_CALLBACK_URL": ("paystack_callback_url", _url("PAYSTACK_CALLBACK_URL", ("https://", "http://"))),
+    "PAYSTACK_PENDING_TIMEOUT": ("paystack_pending_timeout", _int("PAYSTACK_PENDING_TIMEOUT", 1, 30 * 24 * 3600)),
 }
 
 

@@ -30,12 +30,14 @@ log = logging.getLogger("wallet.http")
 STATUS: dict[type[errors.WalletError], int] = {
     errors.InvalidRequest: 400,
     errors.AuthError: 401,
+    errors.InvalidSignature: 401,
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
     errors.IdempotencyInProgress: 409,
     errors.IdempotencyMismatch: 422,
     errors.RateLimited: 429,
+    errors.ProviderError: 502,
     errors.ServiceUnavailable: 503,
 }
 
@@ -209,10 +211,14 @@ class BaseHandler(web.RequestHandler):
             raise self._auth_error or errors.AuthError()
         return self.principal
 
-    def json_body(self) -> dict[str, Any]:
+    def raw_body(self) -> bytes:
+        """The body exactly as received (what a webhook signature covers)."""
         if self._body_size > self.rt.settings.max_body_size:
             raise web.HTTPError(413, "The request body is too large.")
-        raw = b"".join(self._chunks)
+        return b"".join(self._chunks)
+
+    def json_body(self) -> dict[str, Any]:
+        raw = self.raw_body()
         if not raw.strip():
             return {}
         try:

@@ -217,6 +217,18 @@ class TransferSchema(MoneySchema):
         _exactly_one(data, self.RECIPIENTS)
 
 
+class PaystackDepositSchema(Schema):
+    amount = Amount(required=True)
+    callback_url = fields.Url(
+        load_default=None,
+        allow_none=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=1024),
+        metadata={"description": "Where Paystack sends the payer after paying (default: PAYSTACK_CALLBACK_URL)."},
+    )
+
+
 class PageQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = Text(load_default=None, validate=validate.Length(max=200))
@@ -316,6 +328,8 @@ class TransactionSchema(Output):
     description = fields.String(allow_none=True)
     failure_code = fields.String(allow_none=True)
     failure_reason = fields.String(allow_none=True)
+    provider = fields.String(allow_none=True, validate=validate.OneOf(["paystack"]))
+    provider_reference = fields.String(allow_none=True)
     created_at = UtcDateTime()
     completed_at = UtcDateTime(allow_none=True)
 
@@ -323,6 +337,12 @@ class TransactionSchema(Output):
 class TransactionListSchema(Output):
     items = fields.List(fields.Nested(TransactionSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class CheckoutSchema(Output):
+    transaction = fields.Nested(TransactionSchema)
+    reference = fields.String(metadata={"description": "The deposit's reference at Paystack (ours)."})
+    authorization_url = fields.String(metadata={"description": "Paystack's page where the payer pays."})
 
 
 class HealthSchema(Output):

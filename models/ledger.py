@@ -37,9 +37,15 @@ class Transaction(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = timestamp_now()
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # A deposit paid through a payment provider: its name, the reference it knows the payment by, and the checkout
+    # page it gave us (stored so a replay of the request answers with the same page).
+    provider: Mapped[str | None] = mapped_column(String(16))
+    provider_reference: Mapped[str | None] = mapped_column(String(64))
+    authorization_url: Mapped[str | None] = mapped_column(String(1024))
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("(provider IS NULL) = (provider_reference IS NULL)", name="provider_reference"),
         CheckConstraint("type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER')", name="type"),
         CheckConstraint("status IN ('PENDING', 'COMPLETED', 'FAILED')", name="status"),
         Index("uq_transactions_initiator_idempotency_key", "initiator_id", "idempotency_key", unique=True),
@@ -48,6 +54,7 @@ class Transaction(Base):
         Index("ix_transactions_source_user_seq", "source_user_id", "seq"),
         Index("ix_transactions_destination_user_seq", "destination_user_id", "seq"),
         Index("ix_transactions_pending", "created_at", postgresql_where=text("status = 'PENDING'")),
+        Index("uq_transactions_provider_reference", "provider", "provider_reference", unique=True),
     )
 
 

@@ -77,6 +77,9 @@ def test_every_served_route_and_verb_is_documented_and_nothing_else(spec):
         ("/api/v1/admin/wallets/{wallet_id}/deposit", "post"),
         ("/api/v1/admin/users/{user_id}/transactions", "get"),
         ("/api/v1/admin/audit", "get"),
+        ("/api/v1/wallets/{wallet_id}/deposits/paystack", "post"),
+        ("/api/v1/deposits/{reference}", "get"),
+        ("/api/v1/webhooks/paystack", "post"),
     }
     assert contract <= documented, contract - documented
     actions = spec["paths"]["/api/v1/admin/users/{user_id}/{action}"]["post"]["parameters"][1]["schema"]["enum"]
@@ -108,6 +111,7 @@ def test_money_moving_posts_take_an_idempotency_key(spec):
         ("/api/v1/wallets/{wallet_id}/operation", "post"),
         ("/api/v1/transfers", "post"),
         ("/api/v1/admin/wallets/{wallet_id}/deposit", "post"),
+        ("/api/v1/wallets/{wallet_id}/deposits/paystack", "post"),
     }
     for path, method in idempotent:
         responses = spec["paths"][path][method]["responses"]

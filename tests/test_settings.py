@@ -40,6 +40,9 @@ BAD = [
     ("DAILY_TRANSFER_LIMIT", "lots"),
     ("LOGIN_MAX_FAILURES", "0"),
     ("LOG_LEVEL", "LOUD"),
+    ("PAYSTACK_BASE_URL", "ftp://api.paystack.co"),
+    ("PAYSTACK_CALLBACK_URL", "javascript:alert(1)"),
+    ("PAYSTACK_PENDING_TIMEOUT", "0"),
 ]
 
 

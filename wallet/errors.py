@@ -72,7 +72,19 @@ class BalanceLimitExceeded(BusinessRuleError):
     message = "The resulting balance would exceed the maximum a wallet may hold."
 
 
+class CurrencyNotSupported(InvalidRequest):
+    code = "CURRENCY_NOT_SUPPORTED"
+    message = "The payment provider does not take this currency."
+
+
 # 401
+class InvalidSignature(WalletError):
+    """An incoming webhook whose signature does not verify (not a Bearer credential, so no challenge)."""
+
+    code = "INVALID_SIGNATURE"
+    message = "The signature is missing or invalid."
+
+
 class AuthError(WalletError):
     code = "AUTHENTICATION_REQUIRED"
     message = "Authentication is required."
@@ -147,10 +159,23 @@ class RateLimited(WalletError):
         self.retry_after = retry_after
 
 
+# 502
+class ProviderError(WalletError):
+    """The payment provider is down, timed out or refused; the operation was recorded as FAILED."""
+
+    code = "PROVIDER_ERROR"
+    message = "The payment provider did not accept the payment."
+
+
 # 503
 class ServiceUnavailable(WalletError):
     code = "SERVICE_UNAVAILABLE"
     message = "A dependency is unavailable."
+
+
+class ProviderNotConfigured(ServiceUnavailable):
+    code = "PROVIDER_NOT_CONFIGURED"
+    message = "The payment provider is not configured on this server."
 
 
 def recorded_failure(code: str | None, reason: str | None, transaction_id: str) -> WalletError:
@@ -167,6 +192,7 @@ def recorded_failure(code: str | None, reason: str | None, transaction_id: str) 
         NotFound,
         InvalidRequest,
         Interrupted,
+        ProviderError,
         ServiceUnavailable,
     ]
     cls = next((c for c in classes if c.code == code), WalletError)

@@ -50,6 +50,8 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         "description": row["description"],
         "failure_code": row["failure_code"],
         "failure_reason": row["failure_reason"],
+        "provider": row["provider"],
+        "provider_reference": row["provider_reference"],
         "created_at": row["created_at"],
         "completed_at": row["completed_at"],
     }

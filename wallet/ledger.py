@@ -60,6 +60,7 @@ class Operation:
     destination: Party | None
     description: str | None
     params: Mapping[str, Any]  # the normalised request, hashed for idempotency
+    provider: str | None = None  # a payment provider confirms it later (wallet/deposits.py); else it runs at once
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,8 @@ def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.d
         "source_username": src.username if src else None,
         "destination_username": dst.username if dst else None,
         "description": op.description,
+        "provider": op.provider,
+        "provider_reference": reference if op.provider else None,
         "failure_code": None,
         "failure_reason": None,
         "created_at": created_at,
@@ -211,10 +214,11 @@ def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.d
 _RECORD = text("""
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
 INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
-    source_user_id, destination_user_id, initiator_id, idempotency_key, request_hash, description)
+    source_user_id, destination_user_id, initiator_id, idempotency_key, request_hash, description, provider,
+    provider_reference)
 SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
     CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
-    CAST(:initiator_id AS uuid), :idempotency_key, :request_hash, :description
+    CAST(:initiator_id AS uuid), :idempotency_key, :request_hash, :description, :provider, :provider_reference
 FROM relaxed
 ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
 RETURNING id, reference, created_at
@@ -239,6 +243,8 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         "idempotency_key": key,
         "request_hash": request_hash,
         "description": op.description,
+        "provider": op.provider,
+        "provider_reference": reference if op.provider else None,
     }
     async with rt.autocommit() as conn:
         inserted = (await conn.execute(_RECORD, values)).first()
@@ -540,12 +546,15 @@ async def admin_deposit(
 
 async def recover_interrupted(rt: Runtime) -> int:
     """Step 4: fail rows PENDING longer than the timeout. Their execution never committed (or it would not be
-    PENDING), so no balance was touched; the status guard makes this safe against a late commit."""
+    PENDING), so no balance was touched; the status guard makes this safe against a late commit. A provider deposit
+    handed to the payer (it has a checkout page) waits for the provider instead: wallet/deposits.py sweeps those."""
     async with rt.transaction() as conn:
         result = await conn.execute(
             update(T)
             .where(
-                T.c.status == "PENDING", T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout)
+                T.c.status == "PENDING",
+                T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout),
+                T.c.authorization_url.is_(None),
             )
             .values(
                 status="FAILED",

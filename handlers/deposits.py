@@ -1,0 +1,62 @@
+"""Provider deposits: start a Paystack checkout, read a deposit by its reference, and Paystack's webhook."""
+
+from __future__ import annotations
+
+from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.money import MoneyHandler
+from handlers.schemas import CheckoutSchema, HealthSchema, PaystackDepositSchema, TransactionSchema
+from wallet import deposits
+
+REFERENCE = {"type": "string", "maxLength": 64, "description": "The `reference` its checkout answered."}
+
+
+class PaystackDepositHandler(MoneyHandler):
+    @api({201: CheckoutSchema}, body=PaystackDepositSchema, idempotent=True, errors=(502, 503))
+    @authenticated
+    async def post(self, wallet_id: str) -> None:
+        """Start a deposit paid through Paystack: answers the checkout page to send the payer to.
+
+        The deposit stays PENDING until Paystack confirms the payment (webhook, or a verify); 503
+        PROVIDER_NOT_CONFIGURED without PAYSTACK_SECRET_KEY, 502 PROVIDER_ERROR (the deposit FAILED) when Paystack
+        is down or refuses, 400 CURRENCY_NOT_SUPPORTED for a currency Paystack does not take.
+        """
+        data = self.load()
+        checkout = await deposits.initialize(
+            self.rt,
+            self.principal,
+            parse_uuid(wallet_id, "wallet_id"),
+            data["amount"],
+            data["callback_url"],
+            self.idempotency_key(),
+        )
+        if checkout["replayed"]:
+            self.set_header("Idempotent-Replayed", "true")
+        self.respond(checkout, 201)
+
+
+class ProviderDepositHandler(BaseHandler):
+    @api({200: TransactionSchema}, path={"reference": REFERENCE})
+    @authenticated
+    async def get(self, reference: str) -> None:
+        """One of the caller's provider deposits; while PENDING, Paystack is asked first and its answer applied."""
+        self.respond(await deposits.get_deposit(self.rt, self.principal, reference), 200)
+
+
+class PaystackWebhookHandler(BaseHandler):
+    @api({200: HealthSchema}, errors=(400, 401, 413, 503))
+    async def post(self) -> None:
+        """Paystack's events, authenticated by `x-paystack-signature` (HMAC-SHA512 of the raw body) alone.
+
+        Any correctly signed event answers 200 {"status": "ok"}; `charge.success` for a PENDING deposit with the same
+        amount and currency credits it once. 401 INVALID_SIGNATURE when the signature is missing or wrong, 400 when a
+        signed body is not a JSON object or a `charge.success` lacks its reference, amount or currency.
+        """
+        await deposits.receive_event(self.rt, self.raw_body(), self.request.headers.get("x-paystack-signature"))
+        self.respond({"status": "ok"}, 200)
+
+
+routes = [
+    (r"/api/v1/wallets/([^/]+)/deposits/paystack", PaystackDepositHandler),
+    (r"/api/v1/deposits/([^/]+)", ProviderDepositHandler),
+    (r"/api/v1/webhooks/paystack", PaystackWebhookHandler),
+]

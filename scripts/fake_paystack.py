@@ -1,0 +1,235 @@
+"""A fake Paystack: a real local HTTP server speaking the part of Paystack's API the wallet uses, for tests and demos.
+
+    python -m scripts.fake_paystack --port 8100 --secret-key sk_test_local \\
+        --webhook-url http://127.0.0.1:8000/api/v1/webhooks/paystack
+
+Paystack's side: POST /transaction/initialize and GET /transaction/verify/{reference} (Bearer secret key), and the
+checkout page GET /pay/{reference} whose "Pay" button (POST /pay/{reference}) marks the payment successful and sends
+the signed `charge.success` webhook. Switches, to simulate what goes wrong: GET /_fake/config shows them and
+POST /_fake/config {...} sets them (every switch not named goes back to its default):
+
+    initialize_status  answer initialize with this HTTP status and {"status": false} (0: work normally)
+    verify_status      the same for verify
+    delay              seconds to wait before answering initialize and verify (longer than the client's timeout
+                       simulates a timeout)
+    webhook            send the webhook when paid (false: it is lost; verify still tells the truth)
+    duplicates         how many copies of the webhook to send, all at once
+    webhook_delay      seconds between the payment and the webhook
+    amount_delta       added to the amount Paystack reports (webhook and verify): a wrong amount
+    currency           a currency to report instead of the one asked for
+    webhook_url        where webhooks go
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import secrets
+import signal
+from typing import Any
+
+from tornado import httpclient, web
+from tornado.httpserver import HTTPServer
+
+from wallet.providers.paystack import sign
+
+DEFAULTS: dict[str, Any] = {
+    "initialize_status": 0,
+    "verify_status": 0,
+    "delay": 0.0,
+    "webhook": True,
+    "duplicates": 1,
+    "webhook_delay": 0.0,
+    "amount_delta": 0,
+    "currency": None,
+    "webhook_url": None,
+}
+
+
+class State:
+    def __init__(self, secret_key: str, webhook_url: str | None) -> None:
+        self.secret_key = secret_key
+        self.config = {**DEFAULTS, "webhook_url": webhook_url}
+        self.transactions: dict[str, dict[str, Any]] = {}
+
+    def reported(self, tx: dict[str, Any]) -> dict[str, Any]:
+        """A transaction as Paystack reports it in verify and webhooks (with the configured distortions)."""
+        return {
+            "id": tx["id"],
+            "domain": "test",
+            "status": tx["status"],
+            "reference": tx["reference"],
+            "amount": tx["amount"] + self.config["amount_delta"],
+            "currency": self.config["currency"] or tx["currency"],
+            "gateway_response": "Successful" if tx["status"] == "success" else "The transaction was not completed",
+            "paid_at": tx.get("paid_at"),
+            "channel": "card",
+            "customer": {"email": tx["email"]},
+        }
+
+
+class Handler(web.RequestHandler):
+    def initialize(self, state: State) -> None:
+        self.state = state
+
+    def answer(self, status: int, body: dict[str, Any]) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def refuse(self, status: int, message: str) -> None:
+        self.answer(status, {"status": False, "message": message})
+
+    async def authorized(self) -> bool:
+        if self.request.headers.get("Authorization") != f"Bearer {self.state.secret_key}":
+            self.refuse(401, "Invalid key")
+            return False
+        await asyncio.sleep(self.state.config["delay"])
+        return True
+
+
+class InitializeHandler(Handler):
+    async def post(self) -> None:
+        if not await self.authorized():
+            return
+        if self.state.config["initialize_status"]:
+            self.refuse(self.state.config["initialize_status"], "Simulated failure")
+            return
+        try:
+            body = json.loads(self.request.body)
+            amount, email, reference = int(body["amount"]), str(body["email"]), str(body["reference"])
+        except (ValueError, KeyError, TypeError):
+            self.refuse(400, "amount, email and reference are required")
+            return
+        if reference in self.state.transactions:
+            self.refuse(400, "Duplicate Transaction Reference")
+            return
+        self.state.transactions[reference] = {
+            "id": len(self.state.transactions) + 1,
+            "reference": reference,
+            "amount": amount,
+            "currency": body.get("currency", "NGN"),
+            "email": email,
+            "callback_url": body.get("callback_url"),
+            "status": "abandoned",  # what Paystack reports until the customer pays
+        }
+        access_code = secrets.token_hex(8)
+        url = f"{self.request.protocol}://{self.request.host}/pay/{reference}"
+        self.answer(
+            200,
+            {
+                "status": True,
+                "message": "Authorization URL created",
+                "data": {"authorization_url": url, "access_code": access_code, "reference": reference},
+            },
+        )
+
+
+class VerifyHandler(Handler):
+    async def get(self, reference: str) -> None:
+        if not await self.authorized():
+            return
+        if self.state.config["verify_status"]:
+            self.refuse(self.state.config["verify_status"], "Simulated failure")
+            return
+        tx = self.state.transactions.get(reference)
+        if tx is None:
+            self.refuse(400, "Transaction reference not found")
+            return
+        self.answer(200, {"status": True, "message": "Verification successful", "data": self.state.reported(tx)})
+
+
+class PayHandler(Handler):
+    def get(self, reference: str) -> None:
+        tx = self.state.transactions.get(reference)
+        if tx is None:
+            raise web.HTTPError(404)
+        ref = html.escape(reference)
+        self.finish(
+            f"<!doctype html><title>Fake Paystack</title><h1>Pay {tx['amount']} (minor units) {tx['currency']}</h1>"
+            f'<form method="post" action="/pay/{ref}"><button>Pay</button></form>'
+            f'<form method="post" action="/pay/{ref}?outcome=failed"><button>Decline</button></form>'
+        )
+
+    async def post(self, reference: str) -> None:
+        """Pay (or with ?outcome=failed, decline); answers what the webhook deliveries got back."""
+        tx = self.state.transactions.get(reference)
+        if tx is None:
+            self.refuse(404, "Transaction reference not found")
+            return
+        tx["status"] = self.get_query_argument("outcome", "success")
+        tx["paid_at"] = "2026-01-01T00:00:00.000Z"
+        deliveries: list[int] = []
+        if tx["status"] == "success" and self.state.config["webhook"] and self.state.config["webhook_url"]:
+            await asyncio.sleep(self.state.config["webhook_delay"])
+            body = json.dumps({"event": "charge.success", "data": self.state.reported(tx)}).encode()
+            copies = [self.deliver(body) for _ in range(self.state.config["duplicates"])]
+            deliveries = list(await asyncio.gather(*copies))
+        if tx.get("callback_url") and "text/html" in self.request.headers.get("Accept", ""):
+            self.redirect(f"{tx['callback_url']}?reference={reference}")
+            return
+        self.answer(200, {"status": tx["status"], "reference": reference, "webhook_statuses": deliveries})
+
+    async def deliver(self, body: bytes) -> int:
+        request = httpclient.HTTPRequest(
+            self.state.config["webhook_url"],
+            method="POST",
+            body=body,
+            headers={"Content-Type": "application/json", "x-paystack-signature": sign(self.state.secret_key, body)},
+            request_timeout=30,
+        )
+        response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        return response.code
+
+
+class ConfigHandler(Handler):
+    def get(self) -> None:
+        self.answer(200, self.state.config)
+
+    def post(self) -> None:
+        changes = json.loads(self.request.body or b"{}")
+        unknown = set(changes) - set(DEFAULTS)
+        if unknown:
+            self.refuse(400, f"unknown switches: {', '.join(sorted(unknown))}")
+            return
+        self.state.config = {**DEFAULTS, "webhook_url": self.state.config["webhook_url"], **changes}
+        self.answer(200, self.state.config)
+
+
+def make_app(state: State) -> web.Application:
+    args = {"state": state}
+    return web.Application(
+        [
+            (r"/transaction/initialize", InitializeHandler, args),
+            (r"/transaction/verify/([^/]+)", VerifyHandler, args),
+            (r"/pay/([^/]+)", PayHandler, args),
+            (r"/_fake/config", ConfigHandler, args),
+        ]
+    )
+
+
+async def serve(host: str, port: int, state: State) -> None:
+    server = HTTPServer(make_app(state))
+    server.listen(port, host)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    print(f"fake Paystack on http://{host}:{port}", flush=True)
+    await stop.wait()
+    server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--secret-key", default="sk_test_local", help="the key the wallet sends and signs with")
+    parser.add_argument("--webhook-url", help="where to send webhooks (the wallet's /api/v1/webhooks/paystack)")
+    args = parser.parse_args()
+    asyncio.run(serve(args.host, args.port, State(args.secret_key, args.webhook_url)))
+
+
+if __name__ == "__main__":
+    main()

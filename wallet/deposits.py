@@ -1,0 +1,267 @@
+"""Deposits paid through Paystack: start a checkout, then apply Paystack's word on the payment exactly once.
+
+The row is recorded PENDING by the ledger (provider 'paystack', provider_reference = our reference) before Paystack
+is called, with no lock held. Paystack's word arrives three ways: the signed webhook, a verify when the owner reads
+the deposit, and the sweep of deposits whose webhook never came. All three go through apply(), which credits under
+the wallet row lock with the ledger's status guard, so duplicates and races credit once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, update
+
+from models import Transaction, User, Wallet
+from wallet import errors, ledger
+from wallet.auth import Principal
+from wallet.history import load_transaction, render_transaction
+from wallet.money import format_minor, to_minor
+from wallet.providers import paystack
+from wallet.runtime import Runtime
+
+log = logging.getLogger("wallet.deposits")
+
+T = Transaction.__table__
+PROVIDER = "paystack"
+# Paystack statuses that end a payment without money; any other non-success status may still turn into a payment.
+DECLINED = frozenset({"failed", "reversed"})
+# Deposits the sweep verifies per round, oldest first.
+SWEEP_BATCH = 100
+# A provider reference as we make them (ledger: TX + 16 hex digits), with room for other providers' forms.
+REFERENCE = re.compile(r"^[A-Za-z0-9._=-]{1,64}\Z")
+
+
+def _client(rt: Runtime) -> paystack.Paystack:
+    if not rt.settings.paystack_secret_key:
+        raise errors.ProviderNotConfigured()
+    return paystack.Paystack(rt.settings.paystack_secret_key, rt.settings.paystack_base_url)
+
+
+def _checkout(row: Any, viewer: uuid.UUID) -> dict[str, Any]:
+    return {
+        "transaction": render_transaction(row, viewer),
+        "reference": row["provider_reference"],
+        "authorization_url": row["authorization_url"],
+    }
+
+
+async def _replay(rt: Runtime, principal: Principal, key: str) -> dict[str, Any]:
+    """The first answer to this key: the checkout once Paystack gave one (whatever became of the payment since),
+    the recorded failure when initialize failed, or 409 while the first request is still talking to Paystack."""
+    async with rt.autocommit() as conn:
+        tx_id = (
+            await conn.execute(select(T.c.id).where(T.c.initiator_id == principal.user_id, T.c.idempotency_key == key))
+        ).scalar_one()
+        row = await load_transaction(conn, tx_id)
+    if row["authorization_url"] is not None:
+        return {**_checkout(row, principal.user_id), "replayed": True}
+    if row["status"] == "FAILED":
+        error = errors.recorded_failure(row["failure_code"], row["failure_reason"], str(row["id"]))
+        error.replayed = True  # type: ignore[attr-defined]
+        raise error
+    raise errors.IdempotencyInProgress()
+
+
+async def initialize(
+    rt: Runtime,
+    principal: Principal,
+    wallet_id: uuid.UUID,
+    amount: Decimal,
+    callback_url: str | None,
+    key: str | None,
+) -> dict[str, Any]:
+    """Record a PENDING deposit into the caller's wallet and open Paystack's checkout for it."""
+    client = _client(rt)
+    async with rt.autocommit() as conn:
+        wallet = await ledger._own_wallet(conn, principal, wallet_id)
+        email = (await conn.execute(select(User.email).where(User.id == principal.user_id))).scalar()
+    if wallet.currency not in paystack.CURRENCIES:
+        raise errors.CurrencyNotSupported(
+            f"Paystack takes {', '.join(sorted(paystack.CURRENCIES))}; this wallet holds {wallet.currency}."
+        )
+    if email is None:
+        # Paystack sends the receipt there; a made-up address would be accepted and then bounce.
+        raise errors.ValidationError(
+            {"email": ["Paystack needs the payer's e-mail address: set one with PATCH /api/v1/users/me first."]}
+        )
+    minor = to_minor(amount, wallet.currency)
+    callback_url = callback_url or rt.settings.paystack_callback_url
+    params = {"op": "PAYSTACK_DEPOSIT", "wallet": wallet.wallet_id, "amount": minor, "callback_url": callback_url}
+    op = ledger.Operation("DEPOSIT", minor, wallet.currency, None, wallet, None, params, provider=PROVIDER)
+    try:
+        inserted, _ = await ledger._record(rt, principal, op, key)
+    except errors.IdempotencyInProgress:
+        inserted = None  # PENDING under this key: still initializing, or waiting for the payment
+    if inserted is None:
+        return await _replay(rt, principal, key)  # type: ignore[arg-type]  # only a key finds an earlier row
+
+    try:
+        url = await client.initialize(
+            email=email, amount=minor, currency=wallet.currency, reference=inserted.reference, callback_url=callback_url
+        )
+    except paystack.PaystackError as error:
+        log.warning("paystack initialize failed", extra={"transaction_id": str(inserted.id), "reason": str(error)})
+        await ledger._mark_failed(rt, inserted.id, errors.ProviderError.code, str(error))
+        raise errors.ProviderError(str(error), transaction_id=str(inserted.id)) from None
+    # A durable commit (also of the PENDING row before it) before the payer is sent to pay.
+    async with rt.transaction() as conn:
+        stored = update(T).where(T.c.id == inserted.id, T.c.status == "PENDING").values(authorization_url=url)
+        await conn.execute(stored)
+        row = await load_transaction(conn, inserted.id)
+    if row["authorization_url"] is None:  # failed meanwhile (only a PENDING_TIMEOUT below Paystack's timeout can)
+        raise errors.recorded_failure(row["failure_code"], row["failure_reason"], str(row["id"]))
+    return {**_checkout(row, principal.user_id), "replayed": False}
+
+
+_BY_REFERENCE = (
+    select(T.c.id, T.c.status, T.c.amount, T.c.currency, T.c.destination_wallet_id, T.c.destination_user_id)
+    .add_columns(Wallet.number, User.username)
+    .join(Wallet, Wallet.id == T.c.destination_wallet_id)
+    .join(User, User.id == T.c.destination_user_id)
+)
+
+
+async def apply(rt: Runtime, reference: str, status: str, amount: int, currency: str) -> None:
+    """Paystack's word on the payment `reference` (from the webhook, a verify or the sweep): a matching success is
+    credited exactly once, a mismatch or a decline fails the deposit; anything else leaves it waiting."""
+    async with rt.autocommit() as conn:
+        row = (
+            await conn.execute(_BY_REFERENCE.where(T.c.provider == PROVIDER, T.c.provider_reference == reference))
+        ).first()
+    if row is None or row.status == "COMPLETED":
+        return  # not ours, or credited already: a duplicate delivery changes nothing
+    context = {"transaction_id": str(row.id), "reference": reference, "paystack_status": status}
+    if row.status == "FAILED":
+        if status == "success":  # paid after we gave it up (expired): the money is at Paystack, not in the wallet
+            log.error("paystack confirmed a deposit that had failed; refund or credit it by hand", extra=context)
+        return
+    if status in DECLINED:
+        await ledger._mark_failed(rt, row.id, "PROVIDER_DECLINED", f"Paystack reports the payment {status}.")
+        return
+    if status != "success":
+        return
+    if (amount, currency) != (row.amount, row.currency):
+        reported = f"{format_minor(amount, row.currency)} {currency}" if currency == row.currency else currency
+        log.error(
+            "paystack reported another amount or currency; not credited, an operator must look",
+            extra={**context, "expected_minor": row.amount, "reported_minor": amount, "reported_currency": currency},
+        )
+        await ledger._mark_failed(
+            rt,
+            row.id,
+            "PROVIDER_MISMATCH",
+            f"Paystack reported {reported}, but {format_minor(row.amount, row.currency)} {row.currency} was asked for.",
+        )
+        return
+    wallet = ledger.Party(row.destination_wallet_id, row.destination_user_id, row.username, row.number, row.currency)
+    op = ledger.Operation("DEPOSIT", row.amount, row.currency, None, wallet, None, {}, provider=PROVIDER)
+    try:
+        await ledger._execute(rt, op, row.id)
+    except errors.Interrupted:
+        return  # another delivery or a verify completed it first (the status guard refused this one)
+    except errors.WalletError as error:
+        # Paid, but the account is frozen or inactive now: keep it PENDING so the sweep credits it once allowed.
+        log.error("paid deposit cannot be credited yet; kept PENDING", extra={**context, "code": error.code})
+        return
+    log.info("paystack deposit credited", extra=context)
+
+
+async def _verify(rt: Runtime, client: paystack.Paystack, reference: str) -> paystack.Verified | None:
+    """Ask Paystack and apply its answer; None when Paystack knows no such payment. Raises PaystackError."""
+    verified = await client.verify(reference)
+    if verified is not None:
+        await apply(rt, reference, verified.status, verified.amount, verified.currency)
+    return verified
+
+
+async def get_deposit(rt: Runtime, principal: Principal, reference: str) -> dict[str, Any]:
+    """The caller's deposit by its reference; while it waits for the payment, Paystack is asked first."""
+    if not REFERENCE.match(reference):
+        raise errors.NotFound("Deposit not found.")
+    query = select(T.c.id, T.c.status, T.c.authorization_url).where(
+        T.c.provider == PROVIDER, T.c.provider_reference == reference, T.c.destination_user_id == principal.user_id
+    )
+    async with rt.autocommit() as conn:
+        found = (await conn.execute(query)).first()
+    if found is None:
+        raise errors.NotFound("Deposit not found.")
+    if found.status == "PENDING" and found.authorization_url is not None and rt.settings.paystack_secret_key:
+        try:
+            await _verify(rt, _client(rt), reference)
+        except paystack.PaystackError as error:  # answer what we know; the sweep asks again later
+            log.warning("paystack verify failed", extra={"reference": reference, "reason": str(error)})
+    async with rt.autocommit() as conn:
+        row = await load_transaction(conn, found.id)
+    return render_transaction(row, principal.user_id)
+
+
+async def sweep(rt: Runtime) -> int:
+    """Verify deposits whose webhook is late (lost), and fail those Paystack has not confirmed by the expiry.
+    A deposit is only given up after Paystack was asked and did not say success, so confirmed money is never lost.
+    Returns how many were given up."""
+    if not rt.settings.paystack_secret_key:
+        return 0
+    client = _client(rt)
+    expiry = func.now() - dt.timedelta(seconds=rt.settings.paystack_pending_timeout)
+    async with rt.autocommit() as conn:
+        rows = (
+            await conn.execute(
+                select(T.c.id, T.c.provider_reference, (T.c.created_at < expiry).label("expired"))
+                .where(
+                    T.c.status == "PENDING",
+                    T.c.provider == PROVIDER,
+                    T.c.authorization_url.is_not(None),
+                    T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout),
+                )
+                .order_by(T.c.created_at)
+                .limit(SWEEP_BATCH)
+            )
+        ).all()
+    given_up = 0
+    for row in rows:
+        try:
+            verified = await _verify(rt, client, row.provider_reference)
+        except paystack.PaystackError as error:
+            log.warning("paystack verify failed; the sweep retries", extra={"reason": str(error)})
+            break  # Paystack is down: the next round tries again, nothing is given up meanwhile
+        if row.expired and (verified is None or verified.status != "success"):
+            await ledger._mark_failed(rt, row.id, "PROVIDER_EXPIRED", "The payment was not completed in time.")
+            given_up += 1
+    return given_up
+
+
+async def receive_event(rt: Runtime, body: bytes, signature: str | None) -> None:
+    """A Paystack webhook: the signature is checked on the raw bytes before anything is parsed; a signed
+    `charge.success` is applied, every other signed event is acknowledged and ignored."""
+    if not rt.settings.paystack_secret_key:
+        raise errors.ProviderNotConfigured()
+    if not paystack.signature_valid(rt.settings.paystack_secret_key, body, signature):
+        raise errors.InvalidSignature()
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise errors.InvalidJson() from None
+    if not isinstance(event, dict):
+        raise errors.InvalidJson("The event must be a JSON object.")
+    if event.get("event") != "charge.success":
+        return
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {}
+    reference, amount, currency = data.get("reference"), data.get("amount"), data.get("currency")
+    problems = {}
+    if not isinstance(reference, str) or not REFERENCE.match(reference):
+        problems["data.reference"] = ["A reference string is required."]
+    if type(amount) is not int or amount <= 0:
+        problems["data.amount"] = ["A positive integer amount in minor units is required."]
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+        problems["data.currency"] = ["A three-letter currency code is required."]
+    if problems:
+        raise errors.ValidationError(problems, "The charge.success event is malformed.")
+    await apply(rt, reference, "success", amount, currency.upper())
