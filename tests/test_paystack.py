@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -353,6 +354,13 @@ def test_declined_payment_fails_on_verify(pserver, fake, db):
     assert deposit_row(db, reference) == ("FAILED", "PROVIDER_DECLINED", 0, 0)
 
 
+def test_a_frozen_account_cannot_start_one(pserver, db):
+    user = payer(pserver)
+    db.cursor().execute("UPDATE users SET status = 'frozen' WHERE id = %s", (user.id,))
+    assert_error(initialize(pserver, user), 403, "ACCOUNT_FROZEN")
+    assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE initiator_id = %s", (user.id,)) == 0
+
+
 def test_a_paid_deposit_to_a_frozen_account_waits_and_is_credited_once_unfrozen(pserver, fake, db):
     user = payer(pserver)
     reference = started(pserver, user, "8.00")["reference"]
@@ -406,3 +414,15 @@ def test_unpaid_deposits_expire_but_paid_ones_never_do(start_server, fake, db):
         assert balance(short, user) == "2.00"
     finally:
         short.stop()
+
+
+def test_readme_walkthrough_runs_as_printed(pserver):
+    section = (ROOT / "README.md").read_text().split("## Paystack deposits", 1)[1]
+    script = re.findall(r"```sh\n(.*?)```", section, re.S)[1]
+    carol = unique_name("carol")
+    script = script.replace("http://127.0.0.1:8000", pserver.url).replace("carol", carol)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '"status":"PENDING"' in result.stdout and '"provider":"paystack"' in result.stdout
+    assert '"status":"COMPLETED"' in result.stdout
+    assert result.stdout.rstrip().endswith('"balance":"2500.00"}')

@@ -81,7 +81,10 @@ async def initialize(
     client = _client(rt)
     async with rt.autocommit() as conn:
         wallet = await ledger._own_wallet(conn, principal, wallet_id)
-        email = (await conn.execute(select(User.email).where(User.id == principal.user_id))).scalar()
+        owner = (await conn.execute(select(User.email, User.status).where(User.id == principal.user_id))).one()
+    # Refused before the payer is sent to pay: money taken for a blocked account could only wait at Paystack.
+    ledger._check_status(owner.status, "wallet owner's")
+    email = owner.email
     if wallet.currency not in paystack.CURRENCIES:
         raise errors.CurrencyNotSupported(
             f"Paystack takes {', '.join(sorted(paystack.CURRENCIES))}; this wallet holds {wallet.currency}."
