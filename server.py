@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado import netutil, web
@@ -57,17 +58,15 @@ def resolve_database(settings: Settings) -> Settings:
     return dataclasses.replace(settings, database_url=start_embedded_postgres(settings.var_dir))
 
 
-async def _recovery_loop(rt: Runtime) -> None:
+async def _recovery_loop(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: str) -> None:
+    """Run one recovery sweep every RECOVERY_INTERVAL; each has its own loop, so a slow provider delays no other."""
     while True:
         try:
-            failed = await ledger.recover_interrupted(rt)
+            failed = await sweep(rt)
             if failed:
-                log.warning("interrupted transactions failed", extra={"count": failed})
-            expired = await provider_deposits.sweep(rt)
-            if expired:
-                log.warning("unpaid provider deposits expired", extra={"count": expired})
+                log.warning(f"{what} failed", extra={"count": failed})
         except Exception:
-            log.exception("recovery sweep failed")
+            log.exception(f"recovery sweep of {what} failed")
         await asyncio.sleep(rt.settings.recovery_interval)
 
 
@@ -76,7 +75,10 @@ async def _serve(settings: Settings, sockets: list[Any]) -> None:
     app = make_app(settings, rt)
     server = HTTPServer(app, max_body_size=settings.max_body_size, idle_connection_timeout=60)
     server.add_sockets(sockets)
-    recovery = asyncio.create_task(_recovery_loop(rt))
+    recovery = [
+        asyncio.create_task(_recovery_loop(rt, ledger.recover_interrupted, "interrupted transactions")),
+        asyncio.create_task(_recovery_loop(rt, provider_deposits.sweep, "provider deposits")),
+    ]
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,7 +91,8 @@ async def _serve(settings: Settings, sockets: list[Any]) -> None:
     server.stop()
     await base.wait_for_inflight(timeout=10)
     await server.close_all_connections()
-    recovery.cancel()
+    for task in recovery:
+        task.cancel()
     await rt.close()
     log.info("stopped")
 

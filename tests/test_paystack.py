@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -382,7 +383,22 @@ def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(start
     doomed = start_server(**paystack_env(fake))
     user = payer(doomed)
     reference = started(doomed, user, "12.00")["reference"]
+    # A second deposit is mid-initialize (Paystack slow) when the server dies: the payer never gets a page.
+    fake.configure(delay=30)
+
+    def cut_off_initialize() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server dies under it
+            initialize(doomed, user, "13.00")
+
+    threading.Thread(target=cut_off_initialize, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while scalar(db, "SELECT COUNT(*) FROM transactions WHERE initiator_id = %s", (user.id,)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     doomed.kill()
+    fake.configure()
+    cut_off = scalar(db, "SELECT id::text FROM transactions WHERE initiator_id = %s AND amount = 1300", (user.id,))
+
     restarted = start_server(**paystack_env(fake))
     time.sleep(3)  # past PENDING_TIMEOUT: recovery must leave the deposit waiting for Paystack
     assert deposit_row(db, reference) == ("PENDING", None, 0, 0)
@@ -390,6 +406,11 @@ def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(start
     assert fake.pay(reference)["webhook_statuses"] == [200] * 3
     assert deposit_row(db, reference) == ("COMPLETED", None, 2, 0)
     assert balance(restarted, user) == "12.00"
+    # The cut-off one is failed once PENDING_TIMEOUT and Paystack's 10 s timeout have both passed.
+    deadline = time.monotonic() + 30
+    while recorded(db, cut_off)[0] == "PENDING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert recorded(db, cut_off) == ("FAILED", "INTERRUPTED", 0, 0)
     restarted.stop()
 
 

@@ -209,28 +209,37 @@ async def sweep(rt: Runtime) -> int:
     """Verify deposits whose webhook is late (lost), and fail those Paystack has not confirmed by the expiry.
     A deposit is only given up after Paystack was asked and did not say success, so confirmed money is never lost.
     Returns how many were given up."""
-    if not rt.settings.paystack_secret_key:
-        return 0
-    client = _client(rt)
-    expiry = func.now() - dt.timedelta(seconds=rt.settings.paystack_pending_timeout)
+    waited = func.now() - dt.timedelta(seconds=rt.settings.pending_timeout)
+    expired = func.now() - dt.timedelta(seconds=rt.settings.paystack_pending_timeout)
+    # Initialize outlives PENDING_TIMEOUT by at most Paystack's timeout: a row still without its checkout page after
+    # both was left by a server that died mid-call, and no payer ever saw it.
+    stalled = waited - dt.timedelta(seconds=paystack.TIMEOUT)
     async with rt.autocommit() as conn:
         rows = (
             await conn.execute(
-                select(T.c.id, T.c.provider_reference, (T.c.created_at < expiry).label("expired"))
-                .where(
-                    T.c.status == "PENDING",
-                    T.c.provider == PROVIDER,
-                    T.c.authorization_url.is_not(None),
-                    T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout),
+                select(
+                    T.c.id,
+                    T.c.provider_reference,
+                    T.c.authorization_url,
+                    (T.c.created_at < expired).label("expired"),
+                    (T.c.created_at < stalled).label("stalled"),
                 )
+                .where(T.c.status == "PENDING", T.c.provider == PROVIDER, T.c.created_at < waited)
                 .order_by(T.c.created_at)
                 .limit(SWEEP_BATCH)
             )
         ).all()
     given_up = 0
     for row in rows:
+        if row.authorization_url is None:
+            if row.stalled:
+                await ledger._mark_failed(rt, row.id, errors.Interrupted.code, errors.Interrupted.message)
+                given_up += 1
+            continue
+        if not rt.settings.paystack_secret_key:
+            continue  # Paystack was turned off: the deposits wait until it is back
         try:
-            verified = await _verify(rt, client, row.provider_reference)
+            verified = await _verify(rt, _client(rt), row.provider_reference)
         except paystack.PaystackError as error:
             log.warning("paystack verify failed; the sweep retries", extra={"reason": str(error)})
             break  # Paystack is down: the next round tries again, nothing is given up meanwhile

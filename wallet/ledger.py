@@ -547,14 +547,14 @@ async def admin_deposit(
 async def recover_interrupted(rt: Runtime) -> int:
     """Step 4: fail rows PENDING longer than the timeout. Their execution never committed (or it would not be
     PENDING), so no balance was touched; the status guard makes this safe against a late commit. A provider deposit
-    handed to the payer (it has a checkout page) waits for the provider instead: wallet/deposits.py sweeps those."""
+    waits for its provider instead: wallet/deposits.py sweeps those."""
     async with rt.transaction() as conn:
         result = await conn.execute(
             update(T)
             .where(
                 T.c.status == "PENDING",
                 T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout),
-                T.c.authorization_url.is_(None),
+                T.c.provider.is_(None),
             )
             .values(
                 status="FAILED",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -11,8 +12,8 @@ import httpx
 
 # What Paystack settles (https://paystack.com/docs/api/#supported-currency); each has two minor digits, as ours.
 CURRENCIES = frozenset({"NGN", "GHS", "ZAR", "KES", "USD"})
-# Well under PENDING_TIMEOUT, so the recovery sweep never meets a row whose initialize call is still running.
-TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# The longest one call may take, all told (connecting, sending, waiting for the answer).
+TIMEOUT = 10.0
 
 
 class PaystackError(Exception):
@@ -44,9 +45,12 @@ class Paystack:
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         try:
-            async with httpx.AsyncClient(base_url=self._base_url, headers=self._headers, timeout=TIMEOUT) as client:
+            async with (
+                asyncio.timeout(TIMEOUT),
+                httpx.AsyncClient(base_url=self._base_url, headers=self._headers, timeout=TIMEOUT) as client,
+            ):
                 return await client.request(method, path, json=body)
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise PaystackError("Paystack did not answer in time.") from None
         except httpx.HTTPError as error:
             raise PaystackError(f"Paystack could not be reached ({type(error).__name__}).") from None
