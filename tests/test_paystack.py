@@ -183,6 +183,19 @@ def test_initialize_replay_answers_the_same_checkout(pserver, fake, db):
     assert balance(pserver, user) == "10.00"
 
 
+def test_a_replay_while_paystack_is_still_answering_is_409(pserver, fake):
+    fake.configure(webhook_url=f"{pserver.url}/api/v1/webhooks/paystack", delay=2)
+    user, key = payer(pserver), f"slow-{uuid.uuid4()}"
+    first: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: first.append(initialize(pserver, user, "1.00", key)))
+    thread.start()
+    time.sleep(1)
+    assert_error(initialize(pserver, user, "1.00", key), 409, "IDEMPOTENCY_IN_PROGRESS")
+    thread.join(30)
+    assert first[0].status_code == 201
+    assert initialize(pserver, user, "1.00", key).json() == first[0].json()
+
+
 def test_owner_only_and_unknown_references(pserver):
     user, other = payer(pserver), payer(pserver)
     reference = started(pserver, user)["reference"]
