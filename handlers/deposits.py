@@ -11,7 +11,7 @@ REFERENCE = {"type": "string", "maxLength": 64, "description": "The `reference` 
 
 
 class PaystackDepositHandler(MoneyHandler):
-    @api({201: CheckoutSchema}, body=PaystackDepositSchema, idempotent=True, errors=(502, 503))
+    @api({201: CheckoutSchema}, body=PaystackDepositSchema, idempotent=True, errors=(403, 502, 503))
     @authenticated
     async def post(self, wallet_id: str) -> None:
         """Start a deposit paid through Paystack: answers the checkout page to send the payer to.

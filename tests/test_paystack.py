@@ -183,13 +183,14 @@ def test_initialize_replay_answers_the_same_checkout(pserver, fake, db):
     assert balance(pserver, user) == "10.00"
 
 
-def test_a_replay_while_paystack_is_still_answering_is_409(pserver, fake):
-    fake.configure(webhook_url=f"{pserver.url}/api/v1/webhooks/paystack", delay=2)
+def test_a_replay_while_paystack_is_still_answering_is_409(pserver, fake, db):
+    fake.configure(webhook_url=f"{pserver.url}/api/v1/webhooks/paystack", delay=3)
     user, key = payer(pserver), f"slow-{uuid.uuid4()}"
     first: list[httpx.Response] = []
     thread = threading.Thread(target=lambda: first.append(initialize(pserver, user, "1.00", key)))
     thread.start()
-    time.sleep(1)
+    while not scalar(db, "SELECT COUNT(*) FROM transactions WHERE initiator_id = %s", (user.id,)):
+        time.sleep(0.05)  # recorded; now waiting for Paystack
     assert_error(initialize(pserver, user, "1.00", key), 409, "IDEMPOTENCY_IN_PROGRESS")
     thread.join(30)
     assert first[0].status_code == 201
@@ -441,7 +442,7 @@ def test_unpaid_deposits_expire_but_paid_ones_never_do(start_server, fake, db):
         assert deposit_row(db, unpaid) == ("PENDING", None, 0, 0)
         fake.configure(webhook=False)
         deadline = time.monotonic() + 20
-        while deposit_row(db, unpaid)[0] == "PENDING" and time.monotonic() < deadline:
+        while "PENDING" in (deposit_row(db, unpaid)[0], deposit_row(db, paid)[0]) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert deposit_row(db, unpaid) == ("FAILED", "PROVIDER_EXPIRED", 0, 0)
         assert deposit_row(db, paid) == ("COMPLETED", None, 2, 0)
