@@ -13,7 +13,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# newman and swagger-ui-dist (served at /docs), pinned by package-lock.json; node_modules/ is not committed.
+# newman (make postman), pinned by package-lock.json; node_modules/ is not committed.
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)

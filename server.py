@@ -39,7 +39,7 @@ ROUTES = [
 
 
 def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
-    return web.Application(
+    return base.Application(
         ROUTES,
         runtime=runtime or Runtime.create(settings),
         default_handler_class=base.NotFoundHandler,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(Exception):
@@ -48,6 +51,8 @@ class Settings:
     paystack_base_url: str = "https://api.paystack.co"
     paystack_callback_url: str | None = None
     paystack_pending_timeout: int = 24 * 3600
+    trusted_proxies: tuple[Network, ...] = ()
+    cors_origins: frozenset[str] = frozenset()
     var_dir: Path = ROOT / "var"
 
 
@@ -127,6 +132,27 @@ def _secret(raw: str) -> str:
     return raw
 
 
+def _networks(raw: str) -> tuple[Network, ...]:
+    networks = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(f"TRUSTED_PROXIES must be addresses or CIDRs, comma-separated; got {item!r}") from None
+    return tuple(networks)
+
+
+def _origins(raw: str) -> frozenset[str]:
+    origins = set()
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        # An origin is exactly scheme://host[:port] as a browser sends it: no path, no wildcard, no trailing slash.
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc or item != f"{parts.scheme}://{parts.netloc}":
+            raise SettingsError(f"CORS_ORIGINS must be exact origins like https://app.example.com; got {item!r}")
+        origins.add(item)
+    return frozenset(origins)
+
+
 # environment variable -> (Settings field, parser)
 _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DATABASE_URL": ("database_url", _url("DATABASE_URL", ("postgresql://", "postgres://", "postgresql+"))),
@@ -157,6 +183,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PAYSTACK_BASE_URL": ("paystack_base_url", _url("PAYSTACK_BASE_URL", ("https://", "http://"))),
     "PAYSTACK_CALLBACK_URL": ("paystack_callback_url", _url("PAYSTACK_CALLBACK_URL", ("https://", "http://"))),
     "PAYSTACK_PENDING_TIMEOUT": ("paystack_pending_timeout", _int("PAYSTACK_PENDING_TIMEOUT", 1, 30 * 24 * 3600)),
+    "TRUSTED_PROXIES": ("trusted_proxies", _networks),
+    "CORS_ORIGINS": ("cors_origins", _origins),
 }
 
 

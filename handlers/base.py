@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import ipaddress
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ import marshmallow
 import orjson
 from tornado import web
 
+from settings import Network
 from wallet import errors
 from wallet.auth import Principal, authenticate
 from wallet.logs import request_id_var
@@ -50,6 +52,11 @@ _inflight = 0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 
+# What a browser on an allowed origin may send and read (CORS_ORIGINS).
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-API-Key, X-Request-ID"
+CORS_EXPOSE_HEADERS = "X-Request-ID, Idempotent-Replayed, Retry-After"
+CORS_MAX_AGE = "600"
+
 Verb = Callable[..., Awaitable[None]]
 VERBS = ("get", "post", "put", "patch", "delete")
 
@@ -57,6 +64,46 @@ VERBS = ("get", "post", "put", "patch", "delete")
 def implemented_verbs(handler: type[web.RequestHandler]) -> dict[str, Verb]:
     """The verbs a handler class implements (Tornado's own answer 405)."""
     return {v: getattr(handler, v) for v in VERBS if getattr(handler, v) is not getattr(web.RequestHandler, v)}
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    ip = _ip(address)
+    return ip is not None and any(ip in network for network in trusted)
+
+
+def client_address(peer: str, forwarded_for: str, trusted: tuple[Network, ...]) -> str:
+    """The client's address: the peer unless it is a trusted proxy; then, walking X-Forwarded-For from the right,
+    the first address that is not a trusted proxy (a client can prepend anything, but not forge what our proxies
+    appended). A malformed entry ends the walk at the last trusted hop."""
+    address = peer
+    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    while hops and _is_trusted(address, trusted):
+        hop = hops.pop()
+        if _ip(hop) is None:
+            break
+        address = hop
+    return address
+
+
+class Application(web.Application):
+    """Believes X-Forwarded-For / X-Forwarded-Proto only from a peer in TRUSTED_PROXIES (Tornado's xheaders trusts
+    anyone), before any handler or the request log sees the request."""
+
+    def find_handler(self, request: Any, **kwargs: Any) -> Any:
+        trusted = self.settings["runtime"].settings.trusted_proxies
+        if trusted and _is_trusted(request.remote_ip, trusted):
+            request.remote_ip = client_address(request.remote_ip, request.headers.get("X-Forwarded-For", ""), trusted)
+            proto = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+            if proto in ("http", "https"):
+                request.protocol = proto
+        return super().find_handler(request, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +217,25 @@ class BaseHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
+        origins = self.rt.settings.cors_origins
+        if origins:
+            self.set_header("Vary", "Origin")  # caches must not hand one origin's answer to another
+            origin = self.request.headers.get("Origin")
+            if origin in origins:  # echoed, never "*"; tokens travel in headers, so no credentials mode is needed
+                self.set_header("Access-Control-Allow-Origin", origin)
+                self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+
+    async def options(self, *args: str) -> None:
+        """A CORS preflight (or a plain OPTIONS): the methods this path serves and, to an allowed origin, what a
+        browser may send. Not an API operation, so it has no @api declaration and is not in the OpenAPI spec."""
+        allowed = ", ".join([*(verb.upper() for verb in implemented_verbs(type(self))), "OPTIONS"])
+        self.set_header("Allow", allowed)
+        if self._headers.get("Access-Control-Allow-Origin") and "Access-Control-Request-Method" in self.request.headers:
+            self.set_header("Access-Control-Allow-Methods", allowed)
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", CORS_MAX_AGE)
+        self.set_status(204)
+        self.finish()
 
     async def prepare(self) -> None:
         sent = self.request.headers.get("X-Request-ID", "")
@@ -259,7 +325,7 @@ class BaseHandler(web.RequestHandler):
         if schema is None:
             self.finish()
             return
-        self.finish(orjson.dumps(schema.dump(body)))
+        self.finish(orjson.dumps(schema.dump(body)) + b"\n")  # a newline, so curl's output ends its line
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -294,7 +360,7 @@ class BaseHandler(web.RequestHandler):
             # Answered before the body was read: Tornado closes the connection, so keep clients from reusing it.
             self.set_header("Connection", "close")
         self.set_status(status_code)
-        self.finish(orjson.dumps(body))
+        self.finish(orjson.dumps(body) + b"\n")
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
         if isinstance(value, (errors.WalletError, web.HTTPError)):

@@ -1,20 +1,17 @@
-"""API documentation: the OpenAPI document and Swagger UI, served from the vendored swagger-ui-dist files."""
+"""API documentation: the OpenAPI document and Swagger UI, whose files come from the swagger-ui-bundle-v2 wheel."""
 
 from __future__ import annotations
 
 import functools
-import mimetypes
-from pathlib import Path
 
 import orjson
+from swagger_ui_bundle import swagger_ui_path
 from tornado import web
 
 from handlers.base import BaseHandler, api
 from handlers.openapi import app_routes, build_spec
-from wallet import errors
 
-# Put here by `make setup` (npm ci); never committed.
-SWAGGER_UI = Path(__file__).resolve().parent.parent / "node_modules" / "swagger-ui-dist"
+# The only files of the bundle the page uses; any other path under /docs/ is a JSON 404 like every unknown path.
 ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png")
 
 # Relative URLs, so the page also works behind a path prefix; validatorUrl null keeps it from calling out.
@@ -45,13 +42,7 @@ PAGE = b"""<!doctype html>
 
 @functools.cache
 def _spec_json(app: web.Application) -> bytes:
-    return orjson.dumps(build_spec(app_routes(app)))
-
-
-@functools.cache
-def _asset(name: str) -> bytes | None:
-    path = SWAGGER_UI / name
-    return path.read_bytes() if path.is_file() else None
+    return orjson.dumps(build_spec(app_routes(app))) + b"\n"
 
 
 class OpenApiHandler(BaseHandler):
@@ -69,22 +60,23 @@ class DocsHandler(BaseHandler):
         self.finish(PAGE)
 
 
-class DocsAssetHandler(BaseHandler):
-    @api(
-        {200: {"type": "string"}}, path={"asset": {"type": "string", "enum": list(ASSETS)}}, media="*/*", errors=(503,)
-    )
-    async def get(self, asset: str) -> None:
-        """A static file of Swagger UI."""
-        content = _asset(asset)
-        if content is None:
-            raise errors.ServiceUnavailable("Swagger UI is not installed here; run `make setup`.")
-        self.set_header("Content-Type", mimetypes.guess_type(asset)[0] or "application/octet-stream")
-        self.set_header("Cache-Control", "public, max-age=86400")
-        self.finish(content)
+class DocsAssetHandler(web.StaticFileHandler):
+    """Swagger UI's static files (with ETag and Last-Modified); not an API operation, so not in the OpenAPI spec."""
+
+    CACHE_MAX_AGE = 86400
+
+    def get_cache_time(self, path: str, modified: object, mime_type: str) -> int:
+        return self.CACHE_MAX_AGE
 
 
 routes = [
+    (r"/", web.RedirectHandler, {"url": "docs", "permanent": False}),  # until a web wallet lives here
     (r"/openapi\.json", OpenApiHandler),
     (r"/docs", DocsHandler),
-    (r"/docs/(" + "|".join(a.replace(".", r"\.") for a in ASSETS) + ")", DocsAssetHandler),
+    (r"/docs/", web.RedirectHandler, {"url": "../docs"}),
+    (
+        r"/docs/(" + "|".join(a.replace(".", r"\.") for a in ASSETS) + ")",
+        DocsAssetHandler,
+        {"path": str(swagger_ui_path)},
+    ),
 ]

@@ -189,6 +189,12 @@ def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[s
     return spec.to_dict()
 
 
+def api_routes(routes: Iterable[tuple[str, Any]]) -> list[tuple[str, type[BaseHandler]]]:
+    """The API's (pattern, handler) pairs: BaseHandler's. Static files and redirects (Tornado's own handlers) are not
+    operations of the API."""
+    return [(pattern, handler) for pattern, handler in routes if issubclass(handler, BaseHandler)]
+
+
 def app_routes(app: web.Application) -> list[tuple[str, type[BaseHandler]]]:
-    """The (pattern, handler) pairs an application serves."""
-    return [(rule.matcher.regex.pattern, rule.target) for rule in app.wildcard_router.rules]
+    """The API's (pattern, handler) pairs an application serves."""
+    return api_routes((rule.matcher.regex.pattern, rule.target) for rule in app.wildcard_router.rules)

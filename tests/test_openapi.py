@@ -11,7 +11,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
 import server as app_module
 from handlers.base import implemented_verbs
-from handlers.openapi import openapi_path
+from handlers.openapi import api_routes, openapi_path
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
@@ -43,7 +43,7 @@ def test_is_a_valid_openapi_31_document(spec):
 
 def test_every_served_route_and_verb_is_documented_and_nothing_else(spec):
     served = set()
-    for pattern, handler in app_module.ROUTES:
+    for pattern, handler in api_routes(route[:2] for route in app_module.ROUTES):
         for name, verb in implemented_verbs(handler).items():
             served.add((openapi_path(pattern, verb)[0], name))
     documented = {(path, method) for path, method, _ in operations(spec)}
@@ -185,3 +185,8 @@ def test_405_says_which_methods_are_allowed(server):
     assert r.status_code == 405
     assert r.json()["code"] == "METHOD_NOT_ALLOWED"
     assert r.headers["Allow"] == "GET, POST"
+
+
+def test_static_files_redirects_and_options_are_not_operations(spec):
+    assert not [path for path in spec["paths"] if path.startswith("/docs/") or path == "/"]
+    assert not [(path, method) for path, method, _ in operations(spec) if method in ("options", "head")]
