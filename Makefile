@@ -18,7 +18,7 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-setup: $(STAMP) $(if $(shell command -v npm),$(NODE_STAMP)) ## install into .venv (and, where npm is, node_modules)
+setup: $(STAMP) ## install into .venv
 
 run: setup ## serve on PORT (8000); embedded PostgreSQL under var/ unless DATABASE_URL is set
 	@mkdir -p var

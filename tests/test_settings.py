@@ -43,6 +43,11 @@ BAD = [
     ("PAYSTACK_BASE_URL", "ftp://api.paystack.co"),
     ("PAYSTACK_CALLBACK_URL", "javascript:alert(1)"),
     ("PAYSTACK_PENDING_TIMEOUT", "0"),
+    ("TRUSTED_PROXIES", "10.0.0.0/33"),
+    ("TRUSTED_PROXIES", "proxy.internal"),
+    ("CORS_ORIGINS", "*"),
+    ("CORS_ORIGINS", "https://app.example.com/"),
+    ("CORS_ORIGINS", "app.example.com"),
 ]
 
 
@@ -155,3 +160,12 @@ def test_an_unusable_secret_file_is_refused_not_used(tmp_path, content):
     with pytest.raises(SettingsError) as raised:
         load_settings({"VAR_DIR": str(tmp_path)})
     assert "JWT_SECRET" in str(raised.value) and str(tmp_path / "jwt_secret") in str(raised.value)
+
+
+def test_trusted_proxies_and_cors_origins_parse_into_sets():
+    settings = load_settings(
+        {**SECRET, "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1,::1", "CORS_ORIGINS": "https://a.io,"}
+    )
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert settings.cors_origins == {"https://a.io"}
+    assert load_settings(SECRET).trusted_proxies == () and not load_settings(SECRET).cors_origins

