@@ -404,6 +404,7 @@ def log_request(handler: web.RequestHandler) -> None:
             "request_id": getattr(handler, "request_id", None),
             "user_id": str(principal.user_id) if principal else None,
             "remote_ip": request.remote_ip,
+            "scheme": request.protocol,  # as the client used it: https behind a TLS proxy in TRUSTED_PROXIES
         },
     )
 
