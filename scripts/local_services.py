@@ -56,15 +56,16 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new database on that server, migrated to head; dropped when the block ends."""
+def fresh_database(server_url: str, migrated: bool = True) -> Iterator[str]:
+    """A new database on that server, migrated to head (or empty); dropped when the block ends."""
     name = f"wallet_{secrets.token_hex(6)}"
     admin = psycopg2.connect(libpq_url(server_url))
     admin.autocommit = True
     try:
         admin.cursor().execute(f"CREATE DATABASE {name}")
         url = make_url(libpq_url(server_url)).set(database=name).render_as_string(hide_password=False)
-        migrate(url)
+        if migrated:
+            migrate(url)
         yield url
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

