@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-ROOT = Path(__file__).resolve().parent
+# var/ and .env are the working directory's: the checkout under `make run`, the service's own directory when the
+# package is installed (never inside site-packages).
+WORKDIR = Path.cwd()
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,7 +55,7 @@ class Settings:
     paystack_pending_timeout: int = 24 * 3600
     trusted_proxies: tuple[Network, ...] = ()
     cors_origins: frozenset[str] = frozenset()
-    var_dir: Path = ROOT / "var"
+    var_dir: Path = WORKDIR / "var"
 
 
 def _int(name: str, low: int, high: int) -> Callable[[str], int]:
@@ -217,7 +219,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     """Build Settings from .env (if present) overlaid by the process environment, then by `overrides`
     (the command line's, named like the variables)."""
     if environ is None:
-        environ = {**{k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}, **os.environ}
+        environ = {**{k: v for k, v in dotenv_values(WORKDIR / ".env").items() if v is not None}, **os.environ}
     environ = {**environ, **(overrides or {})}
     values: dict[str, object] = {}
     for variable, (field, parse) in _PARSERS.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from alembic.script import ScriptDirectory
-from conftest import JWT_SECRET, ROOT
+from conftest import ROOT
 
 from scripts.local_services import fresh_database, libpq_url
 
@@ -81,8 +81,9 @@ def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, pos
         capture_output=True,
         timeout=120,
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PYTHONPATH")}
-    env |= {"JWT_SECRET": JWT_SECRET, "VAR_DIR": str(tmp_path / "var"), "LOG_LEVEL": "WARNING"}
+    unset = ("DATABASE_URL", "REDIS_URL", "JWT_SECRET", "VAR_DIR", "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["LOG_LEVEL"] = "WARNING"
 
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -107,3 +108,6 @@ def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, pos
             cur.execute("SELECT version_num FROM alembic_version")
             head = cur.fetchone()[0]
     assert head == ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+    # Without JWT_SECRET the generated one is kept in the working directory's var/, not inside the installation.
+    assert (tmp_path / "var" / "jwt_secret").is_file()
+    assert not list(site.glob("var"))
