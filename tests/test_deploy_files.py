@@ -3,6 +3,7 @@ setting and its value is valid, the command they run exists, and the ports agree
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, free_port
 
 from settings import _PARSERS, load_settings
 
@@ -45,10 +46,18 @@ def test_dockerfile(subcommands):
     assert users and users[-1] not in ("root", "0")
     assert dict(instructions)["ENTRYPOINT"] == '["wallet-server"]'
     assert set(yaml.safe_load(dict(instructions)["CMD"])) <= subcommands
-    assert "/ready" in dict(instructions)["HEALTHCHECK"] and "PORT" in dict(instructions)["HEALTHCHECK"]
     assert "requirements-dev" not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "var", ".env", "tests"} <= set(ignored)
+
+
+def test_the_dockerfile_healthcheck_passes_only_when_the_server_is_ready(server):
+    healthcheck = (ROOT / "Dockerfile").read_text().split("\nHEALTHCHECK", 1)[1].replace("\\\n", " ")
+    command = json.loads(healthcheck.split("CMD", 1)[1].splitlines()[0])
+    assert command[0] == "python" and "/ready" in command[-1]
+    check = [sys.executable, *command[1:]]
+    assert subprocess.run(check, env={"PORT": str(server.port)}, capture_output=True, timeout=30).returncode == 0
+    assert subprocess.run(check, env={"PORT": str(free_port())}, capture_output=True, timeout=30).returncode != 0
 
 
 def test_compose(subcommands):
