@@ -16,7 +16,7 @@ from typing import Any
 from tornado import netutil, web
 from tornado.httpserver import HTTPServer
 
-from handlers import admin, auth, base, deposits, docs, money, ops, users, wallets
+from handlers import admin, auth, base, deposits, docs, keys, money, ops, users, wallets
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet import deposits as provider_deposits
@@ -34,6 +34,7 @@ ROUTES = [
     *wallets.routes,
     *money.routes,
     *deposits.routes,
+    *keys.routes,
     *admin.routes,
 ]
 

@@ -21,7 +21,7 @@ import orjson
 from tornado import web
 
 from settings import Network
-from wallet import errors
+from wallet import errors, keys
 from wallet.auth import Principal, authenticate
 from wallet.logs import request_id_var
 from wallet.runtime import Runtime
@@ -36,6 +36,8 @@ STATUS: dict[type[errors.WalletError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
+    errors.LimitReached: 409,
+    errors.ApiKeyRevoked: 409,
     errors.IdempotencyInProgress: 409,
     errors.IdempotencyMismatch: 422,
     errors.RateLimited: 429,
@@ -169,29 +171,38 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
 
 
-def authenticated(method: Verb) -> Verb:
-    """The verb needs a valid access token."""
+def _guard(access: str, scopes: tuple[str, ...] = ()) -> Callable[[Verb], Verb]:
+    """Who may call a verb: `user` and `admin` need a login session; `key` also takes an API key with one of
+    `scopes` (a session has them all). The OpenAPI spec documents `access` and `scopes`."""
 
-    @functools.wraps(method)
-    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
-        self.require_principal()
-        await method(self, *args, **kwargs)
+    def decorate(method: Verb) -> Verb:
+        @functools.wraps(method)
+        async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
+            principal = self.require_principal()
+            if principal.api_key_id is not None and not set(scopes) & principal.scopes:
+                raise errors.Forbidden(
+                    f"This API key may not call this route (it needs one of: {', '.join(scopes)})."
+                    if scopes
+                    else "API keys cannot be used here; use a Bearer token."
+                )
+            if access == "admin" and not principal.is_admin:
+                raise errors.Forbidden("Admins only.")
+            await method(self, *args, **kwargs)
 
-    wrapper.access = "user"  # type: ignore[attr-defined]
-    return wrapper
+        wrapper.access = access  # type: ignore[attr-defined]
+        wrapper.scopes = scopes  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
 
 
-def admin_only(method: Verb) -> Verb:
-    """The verb needs a valid access token of an admin."""
+authenticated = _guard("user")  # a login session (Bearer token); API keys are refused with 403
+admin_only = _guard("admin")  # an admin's login session
 
-    @functools.wraps(method)
-    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> None:
-        if not self.require_principal().is_admin:
-            raise errors.Forbidden("Admins only.")
-        await method(self, *args, **kwargs)
 
-    wrapper.access = "admin"  # type: ignore[attr-defined]
-    return wrapper
+def requires(*scopes: str) -> Callable[[Verb], Verb]:
+    """A login session, or an API key with one of these scopes."""
+    return _guard("user", scopes)
 
 
 @web.stream_request_body
@@ -253,14 +264,19 @@ class BaseHandler(web.RequestHandler):
         self.request.connection.set_max_body_size(sys.maxsize)
 
         header = self.request.headers.get("Authorization")
-        if header is not None:
-            scheme, _, token = header.partition(" ")
-            try:
+        key = self.request.headers.get("X-API-Key")
+        try:
+            if header is not None and key is not None:
+                raise errors.InvalidRequest("Send either 'Authorization' or 'X-API-Key', not both.")
+            if header is not None:
+                scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token.strip():
                     raise errors.InvalidToken("Use 'Authorization: Bearer <access token>'.")
                 self.principal = await authenticate(self.rt, token.strip())
-            except Exception as error:  # raised by a verb that needs it, once the body is in (e.g. Redis is down)
-                self._auth_error = error
+            elif key is not None:
+                self.principal = await keys.authenticate(self.rt, key)
+        except Exception as error:  # raised by a verb that needs it, once the body is in (e.g. Redis is down)
+            self._auth_error = error
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)

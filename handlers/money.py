@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.base import BaseHandler, api, parse_uuid, requires
 from handlers.schemas import (
     MoneySchema,
     OperationSchema,
@@ -50,7 +50,7 @@ class DepositHandler(OwnWalletMoneyHandler):
     kind = "DEPOSIT"
 
     @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
-    @authenticated
+    @requires("deposit")
     async def post(self, wallet_id: str) -> None:
         """Deposit into one of the caller's wallets (when the server allows self-service deposits)."""
         await self.move(wallet_id)
@@ -60,7 +60,7 @@ class WithdrawHandler(OwnWalletMoneyHandler):
     kind = "WITHDRAWAL"
 
     @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
-    @authenticated
+    @requires("withdraw")
     async def post(self, wallet_id: str) -> None:
         """Withdraw from one of the caller's wallets, within the daily limit."""
         await self.move(wallet_id)
@@ -68,10 +68,14 @@ class WithdrawHandler(OwnWalletMoneyHandler):
 
 class OperationHandler(MoneyHandler):
     @api({200: WalletSchema}, body=OperationSchema, idempotent=True, errors=(403,))
-    @authenticated
+    @requires("deposit", "withdraw")
     async def post(self, wallet_id: str) -> None:
-        """Deposit or withdraw and answer with the updated wallet (a common wallet-service API)."""
+        """Deposit or withdraw and answer with the updated wallet (a common wallet-service API).
+
+        An API key needs the scope of the operation_type: deposit or withdraw.
+        """
         data = self.load()
+        self.principal.require("deposit" if data["operation_type"] == "DEPOSIT" else "withdraw")
         result = await ledger.operation(
             self.rt,
             self.principal,
@@ -88,7 +92,7 @@ class OperationHandler(MoneyHandler):
 
 class TransferHandler(MoneyHandler):
     @api({201: TransactionSchema}, body=TransferSchema, idempotent=True, errors=(403, 404))
-    @authenticated
+    @requires("transfer")
     async def post(self) -> None:
         """Send money to a wallet (by id or number), a username or a phone, in the source currency."""
         data = self.load()
@@ -107,7 +111,7 @@ class TransferHandler(MoneyHandler):
 
 class TransactionListHandler(BaseHandler):
     @api({200: TransactionListSchema}, query=TransactionQuery, errors=(404,))
-    @authenticated
+    @requires("read")
     async def get(self) -> None:
         """The caller's transactions, newest first, filtered by wallet (404 if not yours), type, status, time."""
         filters = self.query()
@@ -116,7 +120,7 @@ class TransactionListHandler(BaseHandler):
 
 class TransactionHandler(BaseHandler):
     @api({200: TransactionSchema})
-    @authenticated
+    @requires("read")
     async def get(self, transaction_id: str) -> None:
         """One transaction touching the caller's wallets."""
         transaction = await history.get_transaction(

@@ -22,7 +22,8 @@ A multi-currency wallet: register, log in with JWTs, open wallets, deposit, with
 Amounts are decimal strings with exactly the currency's minor digits (`"10.50"` USD); requests also accept a
 JSON number. Every error has the shape `{"error", "code", "details"?, "transaction_id"?}`. Money-moving POSTs
 accept an `Idempotency-Key`: a repeat with the same key and parameters returns the first answer with
-`Idempotent-Replayed: true`. Use "Authorize" with the `access_token` from `POST /api/v1/auth/login`.
+`Idempotent-Replayed: true`. Use "Authorize" with the `access_token` from `POST /api/v1/auth/login`, or with
+an API key (`X-API-Key`) on the operations that list it.
 """
 
 _GROUP = re.compile(r"\((?:[^()\\]|\\.)*\)")
@@ -90,14 +91,19 @@ def _error_statuses(declared: Api, access: str | None, path_params: list[str]) -
     if declared.body:
         statuses.add(413)
     if access:
-        statuses.add(401)
-    if access == "admin":
-        statuses.add(403)
+        statuses |= {401, 403}  # 403: an admin route, or an API key where keys (or its scopes) are not allowed
     if path_params:
         statuses.add(404)
     if declared.idempotent:
         statuses |= {409, 422}
     return statuses
+
+
+def _security(access: str | None, scopes: tuple[str, ...]) -> list[dict[str, list[str]]]:
+    """Bearer wherever a login is needed; an API key too where a scope allows (the key needs one of them)."""
+    if not access:
+        return []
+    return [{"bearerAuth": []}, {"apiKey": list(scopes)}] if scopes else [{"bearerAuth": []}]
 
 
 def _response(status: int, content: dict[str, Any] | None, idempotent: bool) -> dict[str, Any]:
@@ -122,7 +128,7 @@ def _operation(handler: type[web.RequestHandler], verb: Any, path_params: list[s
         "operationId": f"{handler.__name__}.{verb.__name__}",
         "summary": doc.split("\n", 1)[0],
         "tags": [handler.__module__.rsplit(".", 1)[-1].capitalize()],
-        "security": [{"bearerAuth": []}] if access else [],
+        "security": _security(access, getattr(verb, "scopes", ())),
         "parameters": [
             {
                 "in": "path",
@@ -164,6 +170,15 @@ def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[s
     plugin.converter.add_attribute_function(_field_json_schema)
     plugin.converter.add_attribute_function(_ecma_pattern)
     spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    spec.components.security_scheme(
+        "apiKey",
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "An API key (`wk_...`) from POST /api/v1/keys; the operation lists the scopes it accepts.",
+        },
+    )
     spec.components.schema("Error", schema=ErrorSchema)
     for name, header in _HEADERS.items():
         spec.components.header(name, header)

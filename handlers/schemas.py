@@ -11,6 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from wallet import errors
+from wallet.keys import LIFETIMES, SCOPES
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")  # \Z: "$" would let a final newline in
@@ -229,6 +230,17 @@ class PaystackDepositSchema(Schema):
     )
 
 
+class KeyCreateSchema(Schema):
+    name = Text(required=True, validate=validate.Length(min=1, max=64))
+    scopes = fields.List(Text(), required=True, validate=[validate.Length(min=1), validate.ContainsOnly(SCOPES)])
+    expires_in = Text(required=True, validate=validate.OneOf(list(LIFETIMES)))
+
+
+class KeyRolloverSchema(Schema):
+    expires_in = Text(load_default=None, validate=validate.OneOf(list(LIFETIMES)))
+    grace_seconds = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0, max=86400))
+
+
 class PageQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = Text(load_default=None, validate=validate.Length(max=200))
@@ -330,8 +342,32 @@ class TransactionSchema(Output):
     failure_reason = fields.String(allow_none=True)
     provider = fields.String(allow_none=True, validate=validate.OneOf(["paystack"]))
     provider_reference = fields.String(allow_none=True)
+    api_key_id = fields.UUID(allow_none=True, metadata={"description": "The caller's API key that initiated it."})
     created_at = UtcDateTime()
     completed_at = UtcDateTime(allow_none=True)
+
+
+class ApiKeySchema(Output):
+    id = fields.UUID()
+    name = fields.String()
+    prefix = fields.String(metadata={"description": "The secret's first characters, to recognise it by."})
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)))
+    status = fields.String(validate=validate.OneOf(["active", "expired", "revoked"]))
+    expires_at = UtcDateTime()
+    last_used_at = UtcDateTime(allow_none=True, metadata={"description": "Updated at most once a minute."})
+    created_at = UtcDateTime()
+    revoked_at = UtcDateTime(
+        allow_none=True, metadata={"description": "When it stopped, or (during a rollover's grace) will stop."}
+    )
+
+
+class NewApiKeySchema(ApiKeySchema):
+    key = fields.String(metadata={"description": "The secret (`wk_...`), shown only in this answer."})
+
+
+class ApiKeyListSchema(Output):
+    items = fields.List(fields.Nested(ApiKeySchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class TransactionListSchema(Output):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.base import BaseHandler, api, authenticated, parse_uuid, requires
 from handlers.schemas import (
     BalanceSchema,
     PageQuery,
@@ -16,7 +16,7 @@ from wallet import history, wallets
 
 class WalletListHandler(BaseHandler):
     @api({200: WalletListSchema})
-    @authenticated
+    @requires("read")
     async def get(self) -> None:
         """Every wallet of the caller, and the total balance per currency."""
         self.respond(await wallets.list_wallets(self.rt, self.principal), 200)
@@ -31,7 +31,7 @@ class WalletListHandler(BaseHandler):
 
 class WalletHandler(BaseHandler):
     @api({200: WalletSchema})
-    @authenticated
+    @requires("read")
     async def get(self, wallet_id: str) -> None:
         """One of the caller's wallets."""
         wallet = await wallets.get_wallet(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"))
@@ -40,7 +40,7 @@ class WalletHandler(BaseHandler):
 
 class WalletBalanceHandler(BaseHandler):
     @api({200: BalanceSchema})
-    @authenticated
+    @requires("read")
     async def get(self, wallet_id: str) -> None:
         """A wallet's balance."""
         balance = await wallets.get_balance(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"))
@@ -49,7 +49,7 @@ class WalletBalanceHandler(BaseHandler):
 
 class WalletTransactionsHandler(BaseHandler):
     @api({200: TransactionListSchema}, query=PageQuery)
-    @authenticated
+    @requires("read")
     async def get(self, wallet_id: str) -> None:
         """The transactions touching a wallet, newest first, with their direction."""
         page = self.query()

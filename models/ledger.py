@@ -31,6 +31,8 @@ class Transaction(Base):
     # Who asked for it (the owner, or the admin who credited); idempotency keys are scoped to them.
     initiator_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), nullable=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # The API key the initiator used, if any (who initiated it, for the owner's history).
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("api_keys.id"))
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     description: Mapped[str | None] = mapped_column(String(255))
     failure_code: Mapped[str | None] = mapped_column(String(64))

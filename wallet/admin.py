@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, or_, select, tuple_
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 
 from models import AdminAction, User
@@ -16,7 +14,7 @@ from models.admin import ACTIONS as ACTIONS
 from wallet import accounts, errors, history, ledger, wallets
 from wallet.auth import Principal, revoke_user_sessions
 from wallet.money import format_minor
-from wallet.paging import decode_cursor, encode_cursor
+from wallet.paging import created_page
 from wallet.runtime import Runtime
 
 # action -> (the statuses it may start from, the status it sets). Repeating an action is allowed (and logged);
@@ -41,27 +39,6 @@ _ACTION_COLUMNS = (
 )
 
 
-# ---- keyset pages over (created_at, id), newest first ---------------------------------------------------------
-
-
-async def _page(
-    rt: Runtime, query: Select, table: Any, limit: int, cursor: str | None, render: Callable[[Any], dict[str, Any]]
-) -> dict[str, Any]:
-    if cursor is not None:
-        query = query.where(
-            tuple_(table.created_at, table.id) < tuple_(*decode_cursor(cursor, dt.datetime.fromisoformat, uuid.UUID))
-        )
-    query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
-    async with rt.transaction() as conn:
-        rows = (await conn.execute(query)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": [render(r) for r in rows],
-        "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None,
-    }
-
-
 # ---- users -------------------------------------------------------------------------------------------------------
 
 
@@ -78,7 +55,7 @@ async def list_users(rt: Runtime, *, q: str | None = None, limit: int = 50, curs
         query = query.where(
             or_(*(column.ilike(pattern, escape="\\") for column in (User.username, User.email, User.phone)))
         )
-    return await _page(rt, query, User, limit, cursor, accounts.render_user)
+    return await created_page(rt, query, User, limit, cursor, accounts.render_user)
 
 
 async def user_wallets(rt: Runtime, user_id: uuid.UUID) -> dict[str, Any]:
@@ -195,4 +172,4 @@ async def list_actions(
         query = query.where(AdminAction.target_user_id == target_user_id)
     if action is not None:
         query = query.where(AdminAction.action == action)
-    return await _page(rt, query, AdminAction, limit, cursor, _render_action)
+    return await created_page(rt, query, AdminAction, limit, cursor, _render_action)

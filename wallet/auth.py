@@ -12,8 +12,10 @@ import jwt
 from sqlalchemy import func, select, update
 
 from models import Session, User
+from models.keys import SCOPES
 from wallet.errors import (
     AccountInactive,
+    Forbidden,
     InvalidCredentials,
     InvalidToken,
     RateLimited,
@@ -33,13 +35,21 @@ def _dummy_hash(rounds: int) -> bytes:
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: a user through a login session (every scope) or through one of their API keys."""
+
     user_id: uuid.UUID
-    session_id: uuid.UUID
+    session_id: uuid.UUID | None
     role: str
+    api_key_id: uuid.UUID | None = None
+    scopes: frozenset[str] = frozenset(SCOPES)
 
     @property
     def is_admin(self) -> bool:
-        return self.role == "admin"
+        return self.role == "admin" and self.api_key_id is None
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"This API key lacks the '{scope}' scope.")
 
 
 def _now() -> dt.datetime:

@@ -110,6 +110,11 @@ class InvalidCredentials(AuthError):
     message = "Invalid credentials."
 
 
+class InvalidApiKey(AuthError):
+    code = "INVALID_API_KEY"
+    message = "The API key is unknown, expired or revoked."
+
+
 # 403
 class Forbidden(WalletError):
     code = "FORBIDDEN"
@@ -136,6 +141,16 @@ class NotFound(WalletError):
 class AlreadyExists(WalletError):
     code = "ALREADY_EXISTS"
     message = "Already exists."
+
+
+class LimitReached(WalletError):
+    code = "LIMIT_REACHED"
+    message = "A limit has been reached."
+
+
+class ApiKeyRevoked(WalletError):
+    code = "API_KEY_REVOKED"
+    message = "This API key is revoked or already rolled over."
 
 
 class IdempotencyInProgress(WalletError):

@@ -179,7 +179,9 @@ def _request_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
 
 
-def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.datetime) -> dict[str, Any]:
+def _known_row(
+    principal: Principal, op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.datetime
+) -> dict[str, Any]:
     """The transaction's rendered columns, built from what we already know (saves a read)."""
     src, dst = op.source, op.destination
     return {
@@ -194,6 +196,8 @@ def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.d
         "destination_wallet_id": dst.wallet_id if dst else None,
         "source_user_id": src.user_id if src else None,
         "destination_user_id": dst.user_id if dst else None,
+        "initiator_id": principal.user_id,
+        "api_key_id": principal.api_key_id,
         "source_number": src.number if src else None,
         "destination_number": dst.number if dst else None,
         "source_username": src.username if src else None,
@@ -214,11 +218,12 @@ def _known_row(op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.d
 _RECORD = text("""
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
 INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
-    source_user_id, destination_user_id, initiator_id, idempotency_key, request_hash, description, provider,
-    provider_reference)
+    source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
+    provider, provider_reference)
 SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
     CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
-    CAST(:initiator_id AS uuid), :idempotency_key, :request_hash, :description, :provider, :provider_reference
+    CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description, :provider,
+    :provider_reference
 FROM relaxed
 ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
 RETURNING id, reference, created_at
@@ -240,6 +245,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         "source_user_id": op.source.user_id if op.source else None,
         "destination_user_id": op.destination.user_id if op.destination else None,
         "initiator_id": principal.user_id,
+        "api_key_id": principal.api_key_id,
         "idempotency_key": key,
         "request_hash": request_hash,
         "description": op.description,
@@ -412,7 +418,7 @@ async def run(
         return await _replay(rt, principal, op, existing, viewer)
     tx_id = inserted.id
     # created_at comes from the database, as a replay will read it.
-    row = _known_row(op, tx_id, inserted.reference, inserted.created_at)
+    row = _known_row(principal, op, tx_id, inserted.reference, inserted.created_at)
     try:
         completed_at, source_after, destination_after = await _execute(rt, op, tx_id)
     except errors.WalletError as error:

@@ -1,12 +1,17 @@
-"""Opaque keyset cursors: the sort key of a page's last row, versioned and base64url-encoded."""
+"""Opaque keyset cursors (the sort key of a page's last row, versioned and base64url-encoded) and pages over them."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import Select, tuple_
+
 from wallet.errors import ValidationError
+from wallet.runtime import Runtime
 
 _VERSION = "v1"
 
@@ -33,3 +38,22 @@ def bigint(text: str) -> int:
     if not 0 <= value < 2**63:
         raise ValueError(text)
     return value
+
+
+async def created_page(
+    rt: Runtime, query: Select, table: Any, limit: int, cursor: str | None, render: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """One page of `query`'s rows newest first, keyset-paged over (created_at, id)."""
+    if cursor is not None:
+        query = query.where(
+            tuple_(table.created_at, table.id) < tuple_(*decode_cursor(cursor, dt.datetime.fromisoformat, uuid.UUID))
+        )
+    query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
+    async with rt.transaction() as conn:
+        rows = (await conn.execute(query)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [render(r) for r in rows],
+        "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None,
+    }

@@ -1,0 +1,57 @@
+"""API key management: create, list, revoke, roll over; only with a login session (a key cannot mint a key)."""
+
+from __future__ import annotations
+
+from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.schemas import (
+    ApiKeyListSchema,
+    ApiKeySchema,
+    KeyCreateSchema,
+    KeyRolloverSchema,
+    NewApiKeySchema,
+    PageQuery,
+)
+from wallet import keys
+
+
+class KeyListHandler(BaseHandler):
+    @api({201: NewApiKeySchema}, body=KeyCreateSchema, errors=(409,))
+    @authenticated
+    async def post(self) -> None:
+        """Create an API key with scopes and a lifetime; the secret is in this answer only. At most 5 active."""
+        data = self.load()
+        self.respond(await keys.create_key(self.rt, self.principal, **data), 201)
+
+    @api({200: ApiKeyListSchema}, query=PageQuery)
+    @authenticated
+    async def get(self) -> None:
+        """The caller's API keys, newest first, with their status and when each was last used."""
+        self.respond(await keys.list_keys(self.rt, self.principal, **self.query()), 200)
+
+
+class KeyRevokeHandler(BaseHandler):
+    @api({200: ApiKeySchema})
+    @authenticated
+    async def post(self, key_id: str) -> None:
+        """Revoke a key at once (also one in its rollover grace); repeating it changes nothing."""
+        self.respond(await keys.revoke_key(self.rt, self.principal, parse_uuid(key_id, "key_id")), 200)
+
+
+class KeyRolloverHandler(BaseHandler):
+    @api({201: NewApiKeySchema}, body=KeyRolloverSchema, errors=(409,))
+    @authenticated
+    async def post(self, key_id: str) -> None:
+        """A new secret with the same name and scopes; the old one stops after grace_seconds (at once by default).
+
+        Without expires_in the new key gets the old one's lifetime. A revoked or already rolled-over key is a 409.
+        """
+        data = self.load()
+        rolled = await keys.rollover_key(self.rt, self.principal, parse_uuid(key_id, "key_id"), **data)
+        self.respond(rolled, 201)
+
+
+routes = [
+    (r"/api/v1/keys", KeyListHandler),
+    (r"/api/v1/keys/([^/]+)/revoke", KeyRevokeHandler),
+    (r"/api/v1/keys/([^/]+)/rollover", KeyRolloverHandler),
+]
