@@ -34,7 +34,14 @@ def requests_of(item: dict) -> list[dict]:
 def test_postman_collection_is_v21_with_a_test_on_every_request():
     collection = json.loads(COLLECTION.read_text())
     assert collection["info"]["schema"].endswith("/v2.1.0/collection.json")
-    assert [folder["name"] for folder in collection["item"]] == ["Auth", "Wallets", "Money", "History", "Admin"]
+    assert [folder["name"] for folder in collection["item"]] == [
+        "Auth",
+        "Wallets",
+        "Money",
+        "History",
+        "API keys",
+        "Admin",
+    ]
     for request in requests_of(collection):
         tests = "\n".join(line for e in request["event"] if e["listen"] == "test" for line in e["script"]["exec"])
         assert re.search(r"to\.have\.status\(\d{3}\)", tests), request["name"]
@@ -47,7 +54,13 @@ def test_postman_collection_covers_the_errors_a_client_must_handle():
     requests = requests_of(json.loads(COLLECTION.read_text()))
     scripts = "\n".join(line for r in requests for e in r["event"] for line in e["script"]["exec"])
     names = [r["name"] for r in requests]
-    for code in ("AUTHENTICATION_REQUIRED", "INVALID_TOKEN", "INSUFFICIENT_FUNDS", "VALIDATION_ERROR"):
+    for code in (
+        "AUTHENTICATION_REQUIRED",
+        "INVALID_TOKEN",
+        "INSUFFICIENT_FUNDS",
+        "VALIDATION_ERROR",
+        "INVALID_API_KEY",
+    ):
         assert f'"{code}"' in scripts, code
     assert "Get someone else's wallet: 404" in names
     assert 'pm.response.headers.get("Idempotent-Replayed")).to.eql("true")' in scripts
