@@ -16,7 +16,7 @@ from typing import Any
 from tornado import netutil, web
 from tornado.httpserver import HTTPServer
 
-from handlers import admin, auth, base, deposits, docs, keys, money, ops, users, wallets
+from handlers import admin, auth, base, deposits, docs, google, keys, money, ops, users, wallets
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet import deposits as provider_deposits
@@ -30,6 +30,7 @@ ROUTES = [
     *ops.routes,
     *docs.routes,
     *auth.routes,
+    *google.routes,
     *users.routes,
     *wallets.routes,
     *money.routes,

@@ -55,6 +55,10 @@ class Settings:
     paystack_pending_timeout: int = 24 * 3600
     trusted_proxies: tuple[Network, ...] = ()
     cors_origins: frozenset[str] = frozenset()
+    google_client_id: str | None = None
+    google_client_secret: str | None = None
+    google_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
+    google_redirect_url: str | None = None
     var_dir: Path = WORKDIR / "var"
 
 
@@ -187,6 +191,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PAYSTACK_PENDING_TIMEOUT": ("paystack_pending_timeout", _int("PAYSTACK_PENDING_TIMEOUT", 1, 30 * 24 * 3600)),
     "TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "CORS_ORIGINS": ("cors_origins", _origins),
+    "GOOGLE_CLIENT_ID": ("google_client_id", str),
+    "GOOGLE_CLIENT_SECRET": ("google_client_secret", str),
+    "GOOGLE_DISCOVERY_URL": ("google_discovery_url", _url("GOOGLE_DISCOVERY_URL", ("https://", "http://"))),
+    "GOOGLE_REDIRECT_URL": ("google_redirect_url", _url("GOOGLE_REDIRECT_URL", ("https://", "http://"))),
 }
 
 
@@ -230,6 +238,14 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     if settings.processes > 1 and not settings.redis_url:
         # Without Redis each process would keep its own revocations and login counters.
         raise SettingsError("PROCESSES above 1 needs REDIS_URL, so that every process shares logouts and throttling")
+    google = {
+        "GOOGLE_CLIENT_ID": settings.google_client_id,
+        "GOOGLE_CLIENT_SECRET": settings.google_client_secret,
+        "GOOGLE_REDIRECT_URL": settings.google_redirect_url,
+    }
+    if any(google.values()) and not all(google.values()):
+        missing = ", ".join(name for name, value in google.items() if not value)
+        raise SettingsError(f"Google sign-in needs {', '.join(google)} together; {missing} unset")
     if not settings.jwt_secret:
         settings = Settings(**{**values, "jwt_secret": _persistent_secret(settings.var_dir)})  # type: ignore[arg-type]
     return settings

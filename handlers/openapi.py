@@ -38,6 +38,7 @@ _HEADERS = {
     },
     "WWW-Authenticate": {"description": "The Bearer challenge.", "schema": {"type": "string"}},
     "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}},
+    "Location": {"description": "Where the redirect leads.", "schema": {"type": "string", "format": "uri"}},
 }
 
 
@@ -114,6 +115,8 @@ def _response(status: int, content: dict[str, Any] | None, idempotent: bool) -> 
         headers.append("WWW-Authenticate")
     if status == 429:
         headers.append("Retry-After")
+    if 300 <= status < 400:
+        headers.append("Location")
     response: dict[str, Any] = {"description": HTTPStatus(status).phrase, "headers": {h: h for h in headers}}
     if content is not None:
         response["content"] = content

@@ -8,7 +8,7 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from wallet import errors
 from wallet.keys import LIFETIMES, SCOPES
@@ -174,19 +174,20 @@ class RefreshSchema(Schema):
 
 
 class UserUpdateSchema(Schema):
-    json_schema = {"minProperties": 1, "dependentRequired": {"password": ["current_password"]}}
+    json_schema = {"minProperties": 1}
 
     email = Email(allow_none=True, validate=validate.Length(max=254))
     phone = Phone(allow_none=True)
     password = Text(validate=validate.Length(max=1024), metadata=NEW_PASSWORD)
-    current_password = Text(validate=validate.Length(max=1024))
+    current_password = Text(
+        validate=validate.Length(max=1024),
+        metadata={"description": "Required with password, unless the account has none yet (made by Google)."},
+    )
 
     @validates_schema
     def consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
         if not data:
             raise ValidationError("Give at least one of email, phone, password.", "_schema")
-        if "password" in data and "current_password" not in data:
-            raise ValidationError("Required to change the password.", "current_password")
 
 
 class WalletCreateSchema(Schema):
@@ -241,6 +242,20 @@ class KeyRolloverSchema(Schema):
     grace_seconds = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0, max=86400))
 
 
+class GoogleCallbackQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the provider adds parameters of its own (scope, authuser, prompt, ...)
+
+    code = Text(load_default=None, validate=validate.Length(min=1, max=2048))
+    state = Text(required=True, validate=validate.Length(min=1, max=256))
+    error = Text(load_default=None, metadata={"description": "Sent by the provider instead of a code (401)."})
+
+
+class GoogleCodeSchema(Schema):
+    code = Text(required=True, validate=validate.Length(min=1, max=2048))
+    state = Text(required=True, validate=validate.Length(min=1, max=256))
+
+
 class PageQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = Text(load_default=None, validate=validate.Length(max=200))
@@ -279,6 +294,7 @@ class UserSchema(Output):
     phone = fields.String(allow_none=True)
     role = fields.String(validate=validate.OneOf(["user", "admin"]))
     status = fields.String(validate=validate.OneOf(["active", "frozen", "inactive"]))
+    auth_providers = fields.List(fields.String(validate=validate.OneOf(["password", "google"])))
     created_at = UtcDateTime()
 
 
@@ -379,6 +395,10 @@ class CheckoutSchema(Output):
     transaction = fields.Nested(TransactionSchema)
     reference = fields.String(metadata={"description": "The deposit's reference at Paystack (ours)."})
     authorization_url = fields.String(metadata={"description": "Paystack's page where the payer pays."})
+
+
+class AuthorizationUrlSchema(Output):
+    authorization_url = fields.String()
 
 
 class HealthSchema(Output):

@@ -4,7 +4,18 @@ from models.admin import AdminAction
 from models.base import Base
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, Transaction
-from models.users import Session, User
+from models.users import Session, User, UserIdentity
 from models.wallets import Wallet
 
-__all__ = ["AdminAction", "ApiKey", "Base", "DailyUsage", "Entry", "Session", "Transaction", "User", "Wallet"]
+__all__ = [
+    "AdminAction",
+    "ApiKey",
+    "Base",
+    "DailyUsage",
+    "Entry",
+    "Session",
+    "Transaction",
+    "User",
+    "UserIdentity",
+    "Wallet",
+]

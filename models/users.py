@@ -1,11 +1,11 @@
-"""Users and their login sessions (one row per login; refresh tokens rotate within it)."""
+"""Users, their login sessions (one row per login; refresh tokens rotate within it), and their external identities."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, func
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -19,7 +19,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(32), nullable=False)
     email: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(16))
-    password_hash: Mapped[str] = mapped_column(String(60), nullable=False)
+    # NULL for an account made by Google sign-in until its owner sets a password.
+    password_hash: Mapped[str | None] = mapped_column(String(60))
     role: Mapped[str] = mapped_column(String(16), nullable=False, server_default="user")
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active")
     created_at: Mapped[dt.datetime] = timestamp_now()
@@ -45,3 +46,18 @@ class Session(Base):
     created_at: Mapped[dt.datetime] = timestamp_now()
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserIdentity(Base):
+    """A sign-in provider's account (Google's `sub`) linked to one of ours; found by the subject, never by e-mail."""
+
+    __tablename__ = "user_identities"
+
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), nullable=False)
+    email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[dt.datetime] = timestamp_now()
+
+    # One account per provider and user.
+    __table_args__ = (UniqueConstraint("user_id", "provider"),)

@@ -23,6 +23,8 @@ PUBLIC = {
     "/api/v1/auth/register",
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
+    "/api/v1/auth/google",
+    "/api/v1/auth/google/callback",
     "/openapi.json",
     "/api/v1/webhooks/paystack",  # authenticated by Paystack's signature of the body, not by a principal
 }
@@ -169,6 +171,7 @@ def test_search_users_by_part_of_username_email_or_phone_ignoring_case(server, a
         "phone": phone,
         "role": "user",
         "status": "active",
+        "auth_providers": ["password"],
         "created_at": r.json()["created_at"],
     }
     assert r.json()["created_at"].endswith("Z")

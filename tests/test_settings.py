@@ -48,6 +48,9 @@ BAD = [
     ("CORS_ORIGINS", "*"),
     ("CORS_ORIGINS", "https://app.example.com/"),
     ("CORS_ORIGINS", "app.example.com"),
+    ("GOOGLE_DISCOVERY_URL", "ftp://accounts.example/.well-known/openid-configuration"),
+    ("GOOGLE_REDIRECT_URL", "javascript:alert(1)"),
+    ("GOOGLE_CLIENT_SECRET", "only-a-secret"),
 ]
 
 

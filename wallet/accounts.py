@@ -6,23 +6,33 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models import User
+from models import User, UserIdentity
 from wallet.auth import Principal, check_password_of, hash_password, revoke_user_sessions
 from wallet.errors import AlreadyExists, NotFound, ValidationError
 from wallet.runtime import Runtime
 from wallet.wallets import open_wallet, render_wallet
 
-USER_COLUMNS = (User.id, User.username, User.email, User.phone, User.role, User.status, User.created_at)
+_PROFILE = (User.id, User.username, User.email, User.phone, User.role, User.status, User.created_at)
+# How the user can sign in, read with the profile (correlated, so UPDATE ... RETURNING can carry it too).
+_HAS_PASSWORD = User.password_hash.is_not(None).label("has_password")
+_HAS_GOOGLE = (
+    exists()
+    .where(UserIdentity.user_id == User.id, UserIdentity.provider == "google")
+    .correlate(User)
+    .label("has_google")
+)
+USER_COLUMNS = (*_PROFILE, _HAS_PASSWORD, _HAS_GOOGLE)
 
 _UNIQUE_FIELDS = {"uq_users_username_lower": "username", "uq_users_email_lower": "email", "uq_users_phone": "phone"}
 
 
 def render_user(row: Any) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in USER_COLUMNS}
+    providers = [name for name, has in (("password", row.has_password), ("google", row.has_google)) if has]
+    return {**{c.key: getattr(row, c.key) for c in _PROFILE}, "auth_providers": providers}
 
 
 def check_password_policy(password: str, username: str) -> None:
@@ -101,7 +111,8 @@ async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
 
 
 async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
-    """Change e-mail, phone and/or password; a password change needs the current one and ends other logins."""
+    """Change e-mail, phone and/or password; a password change needs the current one (unless the account has
+    none yet, as one made by Google sign-in) and ends other logins."""
     values = {k: changes[k] for k in ("email", "phone") if k in changes}
     new_password = changes.get("password")
     if new_password is not None:
@@ -109,7 +120,10 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
             current = (
                 await conn.execute(select(User.username, User.password_hash).where(User.id == principal.user_id))
             ).one()
-        await check_password_of(rt, principal.user_id, changes.get("current_password") or "", current.password_hash)
+        if current.password_hash is not None:
+            if "current_password" not in changes:
+                raise ValidationError({"current_password": ["Required to change the password."]})
+            await check_password_of(rt, principal.user_id, changes["current_password"], current.password_hash)
         check_password_policy(new_password, current.username)
         values["password_hash"] = await hash_password(rt, new_password)
     values["updated_at"] = dt.datetime.now(dt.UTC)

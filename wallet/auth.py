@@ -179,24 +179,29 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
         raise InvalidCredentials()
     await rt.store.clear(account_key)
 
+    return await start_session(rt, row.id)
+
+
+async def start_session(rt: Runtime, user_id: uuid.UUID) -> dict:
+    """A new login of a user whose credentials were checked: a session row and its token pair."""
     session_id, refresh_jti = uuid.uuid4(), uuid.uuid4()
     async with rt.transaction() as conn:
         # Re-read the status under a share lock: a deactivation either commits first (and is seen here) or
         # waits for this session to exist, so its revocation sweep cannot miss it.
         user = (
-            await conn.execute(select(User.role, User.status).where(User.id == row.id).with_for_update(read=True))
+            await conn.execute(select(User.role, User.status).where(User.id == user_id).with_for_update(read=True))
         ).one()
         if user.status == "inactive":
             raise AccountInactive("This account has been deactivated.")
         await conn.execute(
             Session.__table__.insert().values(
                 id=session_id,
-                user_id=row.id,
+                user_id=user_id,
                 refresh_jti=refresh_jti,
-                expires_at=_now() + dt.timedelta(seconds=s.refresh_token_ttl),
+                expires_at=_now() + dt.timedelta(seconds=rt.settings.refresh_token_ttl),
             )
         )
-    return _token_pair(rt, row.id, user.role, session_id, refresh_jti)
+    return _token_pair(rt, user_id, user.role, session_id, refresh_jti)
 
 
 async def refresh(rt: Runtime, refresh_token: str) -> dict:

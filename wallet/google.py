@@ -1,0 +1,177 @@
+"""Google sign-in: start a flow (state, nonce, PKCE), sign in or create the account by the provider's subject,
+and link Google to an account that has a password."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+
+from models import User, UserIdentity
+from wallet import accounts, errors
+from wallet.auth import Principal, start_session
+from wallet.providers import google
+from wallet.runtime import Runtime
+from wallet.wallets import open_wallet
+
+PROVIDER = "google"
+# A flow must come back within this many seconds, and only once.
+STATE_TTL = 600
+_STATE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
+
+
+def _client(rt: Runtime) -> google.Client:
+    s = rt.settings
+    if not (s.google_client_id and s.google_client_secret and s.google_redirect_url):
+        raise errors.ProviderNotConfigured("Google sign-in is not configured on this server.")
+    return google.Client(s.google_client_id, s.google_client_secret, s.google_discovery_url, s.google_redirect_url)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _secret_derived(rt: Runtime, purpose: str, state: str) -> str:
+    key = rt.settings.jwt_secret.encode()
+    return _b64(hmac.new(key, f"google-{purpose}:{state}".encode(), hashlib.sha256).digest())
+
+
+def _state_key(state: str, owner: uuid.UUID | None) -> str:
+    # A link flow's state is bound to the user who started it; a sign-in flow's to nobody.
+    return f"oidc-state:{state}:{owner or ''}"
+
+
+async def start(rt: Runtime, principal: Principal | None) -> str:
+    """The provider's authorization URL for a new flow: sign-in without a principal, linking with one."""
+    client = _client(rt)
+    state = secrets.token_urlsafe(32)
+    await rt.store.set_flag(_state_key(state, principal.user_id if principal else None), STATE_TTL)
+    verifier = _secret_derived(rt, "verifier", state)
+    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+    return await google.authorization_url(client, state, _secret_derived(rt, "nonce", state), challenge)
+
+
+async def _identity(rt: Runtime, code: str | None, state: str, owner: uuid.UUID | None) -> dict[str, Any]:
+    """The verified claims of a flow's ID token; its state works once, for the flow it was issued to."""
+    client = _client(rt)
+    if not code:
+        raise errors.InvalidCredentials("The sign-in was not completed at the provider; start again.")
+    unknown = errors.InvalidCredentials("The sign-in state is unknown, expired or already used; start again.")
+    if not _STATE.match(state) or not await rt.store.has_flag(_state_key(state, owner)):
+        raise unknown
+    if await rt.store.hit(f"oidc-used:{state}", STATE_TTL) != 1:
+        raise unknown
+    verifier = _secret_derived(rt, "verifier", state)
+    return await google.verified_identity(client, code, verifier, _secret_derived(rt, "nonce", state))
+
+
+def _username_base(email: str) -> str:
+    local = re.sub(r"[^A-Za-z0-9_.-]", "", email.split("@", 1)[0])[:24]
+    return local if len(local) >= 3 else f"user{local}"
+
+
+async def _find(conn: Any, subject: str) -> uuid.UUID | None:
+    return (
+        await conn.execute(
+            select(UserIdentity.user_id).where(UserIdentity.provider == PROVIDER, UserIdentity.subject == subject)
+        )
+    ).scalar()
+
+
+async def _create_account(rt: Runtime, claims: dict[str, Any]) -> uuid.UUID:
+    """A new account (no password) with a default wallet and the identity, under a free username."""
+    base = _username_base(claims["email"])
+    for attempt in range(5):
+        username = base if attempt == 0 else f"{base}-{secrets.token_hex(3)}"
+        try:
+            async with rt.transaction() as conn:
+                user_id = (
+                    await conn.execute(
+                        User.__table__.insert()
+                        .values(id=uuid.uuid4(), username=username, email=claims["email"], password_hash=None)
+                        .returning(User.id)
+                    )
+                ).scalar_one()
+                await open_wallet(conn, user_id, rt.settings.default_currency, None)
+                await conn.execute(
+                    UserIdentity.__table__.insert().values(
+                        provider=PROVIDER, subject=claims["sub"], user_id=user_id, email=claims["email"]
+                    )
+                )
+            return user_id
+        except IntegrityError as error:
+            constraint = getattr(getattr(error.orig, "__cause__", None), "constraint_name", "")
+            if constraint in ("pk_user_identities", "uq_users_email_lower"):
+                # The same Google account signing in twice at once made it first (the other transaction has
+                # committed, or this one would still be waiting); otherwise the e-mail is someone else's.
+                async with rt.transaction() as conn:
+                    user_id = await _find(conn, claims["sub"])
+                if user_id is None:
+                    raise _use_your_password() from None
+                return user_id
+            if constraint != "uq_users_username_lower":
+                raise
+    raise errors.AlreadyExists("Could not find a free username; try again.")
+
+
+def _use_your_password() -> errors.AlreadyExists:
+    return errors.AlreadyExists(
+        "An account with this e-mail address already exists. Log in with its password, then link Google with "
+        "GET /api/v1/auth/google?link=1 and POST /api/v1/users/me/google.",
+        details={"email": ["Already taken."]},
+    )
+
+
+async def sign_in(rt: Runtime, code: str | None, state: str) -> dict[str, Any]:
+    """The token pair of the account linked to this Google account, made on the first sign-in.
+
+    An existing account with the same e-mail is never signed into by e-mail alone (our e-mails are not verified,
+    so someone could have registered a victim's address first): its owner links Google from the account.
+    """
+    claims = await _identity(rt, code, state, None)
+    async with rt.transaction() as conn:
+        # One statement, one snapshot: a concurrent first sign-in is seen whole (account and identity) or not at all.
+        found = (
+            await conn.execute(
+                select(
+                    select(UserIdentity.user_id)
+                    .where(UserIdentity.provider == PROVIDER, UserIdentity.subject == claims["sub"])
+                    .scalar_subquery()
+                    .label("linked"),
+                    exists().where(func.lower(User.email) == claims["email"].lower()).label("taken"),
+                )
+            )
+        ).one()
+    user_id = found.linked
+    if user_id is None:
+        if found.taken:
+            raise _use_your_password()
+        user_id = await _create_account(rt, claims)
+    return await start_session(rt, user_id)
+
+
+async def link(rt: Runtime, principal: Principal, code: str, state: str) -> dict[str, Any]:
+    """Link the Google account of a flow this user started (GET /auth/google?link=1) to their account."""
+    claims = await _identity(rt, code, state, principal.user_id)
+    async with rt.transaction() as conn:
+        linked = (
+            await conn.execute(
+                insert(UserIdentity)
+                .values(provider=PROVIDER, subject=claims["sub"], user_id=principal.user_id, email=claims["email"])
+                .on_conflict_do_nothing()
+                .returning(UserIdentity.user_id)
+            )
+        ).first()
+        if linked is None and await _find(conn, claims["sub"]) != principal.user_id:
+            raise errors.AlreadyExists(
+                "This account is already linked to another Google account, or that Google account to another of ours."
+            )
+    return await accounts.get_user(rt, principal.user_id)
