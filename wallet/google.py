@@ -125,7 +125,7 @@ async def _create_account(rt: Runtime, claims: dict[str, Any]) -> uuid.UUID:
 def _use_your_password() -> errors.AlreadyExists:
     return errors.AlreadyExists(
         "An account with this e-mail address already exists. Log in with its password, then link Google with "
-        "GET /api/v1/auth/google?link=1 and POST /api/v1/users/me/google.",
+        "POST /api/v1/users/me/google/start and POST /api/v1/users/me/google.",
         details={"email": ["Already taken."]},
     )
 
@@ -159,7 +159,7 @@ async def sign_in(rt: Runtime, code: str | None, state: str) -> dict[str, Any]:
 
 
 async def link(rt: Runtime, principal: Principal, code: str, state: str) -> dict[str, Any]:
-    """Link the Google account of a flow this user started (GET /auth/google?link=1) to their account."""
+    """Link the Google account of a flow this user started (POST /users/me/google/start) to their account."""
     claims = await _identity(rt, code, state, principal.user_id)
     async with rt.transaction() as conn:
         linked = (
