@@ -92,7 +92,8 @@ def _error_statuses(declared: Api, access: str | None, path_params: list[str]) -
     if declared.body:
         statuses.add(413)
     if access:
-        statuses |= {401, 403}  # 403: an admin route, or an API key where keys (or its scopes) are not allowed
+        # 400: both a Bearer token and an API key; 403: an admin route, or a key where it (or its scope) may not go
+        statuses |= {400, 401, 403}
     if path_params:
         statuses.add(404)
     if declared.idempotent:
