@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.base import BaseHandler, api, parse_uuid, requires
 from handlers.money import MoneyHandler
 from handlers.schemas import CheckoutSchema, HealthSchema, PaystackDepositSchema, TransactionSchema
 from wallet import deposits
@@ -12,7 +12,7 @@ REFERENCE = {"type": "string", "maxLength": 64, "description": "The `reference` 
 
 class PaystackDepositHandler(MoneyHandler):
     @api({201: CheckoutSchema}, body=PaystackDepositSchema, idempotent=True, errors=(403, 502, 503))
-    @authenticated
+    @requires("deposit")
     async def post(self, wallet_id: str) -> None:
         """Start a deposit paid through Paystack: answers the checkout page to send the payer to.
 
@@ -36,7 +36,7 @@ class PaystackDepositHandler(MoneyHandler):
 
 class ProviderDepositHandler(BaseHandler):
     @api({200: TransactionSchema}, path={"reference": REFERENCE})
-    @authenticated
+    @requires("read")
     async def get(self, reference: str) -> None:
         """One of the caller's provider deposits; while PENDING, Paystack is asked first and its answer applied."""
         self.respond(await deposits.get_deposit(self.rt, self.principal, reference), 200)

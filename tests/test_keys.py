@@ -413,6 +413,8 @@ KEY_ROUTES = {
     ("post", "/api/v1/wallets/{wallet_id}/withdraw"): ["withdraw"],
     ("post", "/api/v1/wallets/{wallet_id}/operation"): ["deposit", "withdraw"],
     ("post", "/api/v1/transfers"): ["transfer"],
+    ("post", "/api/v1/wallets/{wallet_id}/deposits/paystack"): ["deposit"],
+    ("get", "/api/v1/deposits/{reference}"): ["read"],
 }
 
 

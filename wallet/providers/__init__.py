@@ -1,1 +1,1 @@
-"""Small clients of third parties (sign-in and payment providers), each with its base URL from settings and a timeout."""
+"""Small clients of third parties (sign-in and payment providers), each with its base URL from settings."""

@@ -1,14 +1,14 @@
 """api keys: scoped credentials for services, and the key that initiated a transaction
 
-Revision ID: 0003_api_keys
-Revises: 0002
+Revision ID: 0004_api_keys
+Revises: 0003_provider_deposits
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_api_keys'
-down_revision = '0002'
+revision = '0004_api_keys'
+down_revision = '0003_provider_deposits'
 branch_labels = None
 depends_on = None
 
