@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,7 +15,7 @@ from models.admin import ACTIONS as ACTIONS
 from wallet import accounts, errors, history, ledger, wallets
 from wallet.auth import Principal, revoke_user_sessions
 from wallet.money import format_minor
-from wallet.paging import decode_cursor, encode_cursor
+from wallet.paging import decode_cursor, encode_cursor, utc_moment
 from wallet.runtime import Runtime
 
 # action -> (the statuses it may start from, the status it sets). Repeating an action is allowed (and logged);
@@ -48,9 +47,7 @@ async def _page(
     rt: Runtime, query: Select, table: Any, limit: int, cursor: str | None, render: Callable[[Any], dict[str, Any]]
 ) -> dict[str, Any]:
     if cursor is not None:
-        query = query.where(
-            tuple_(table.created_at, table.id) < tuple_(*decode_cursor(cursor, dt.datetime.fromisoformat, uuid.UUID))
-        )
+        query = query.where(tuple_(table.created_at, table.id) < tuple_(*decode_cursor(cursor, utc_moment, uuid.UUID)))
     query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
     async with rt.transaction() as conn:
         rows = (await conn.execute(query)).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -33,3 +34,17 @@ def bigint(text: str) -> int:
     if not 0 <= value < 2**63:
         raise ValueError(text)
     return value
+
+
+def utc_moment(text: str, shift: dt.timedelta = dt.timedelta()) -> dt.datetime:
+    """An ISO 8601 date or date-time as an aware UTC datetime (a naive one is UTC), moved by `shift`.
+
+    The one parser of dates from clients (query filters and cursors): a moment that falls outside the years
+    1..9999 once in UTC (`9999-12-31T23:59:59-05:00`, or the day after `9999-12-31`) is a ValueError, not a crash.
+    """
+    parsed = dt.datetime.fromisoformat(text)
+    try:
+        moment = parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+        return moment + shift
+    except OverflowError:
+        raise ValueError(f"{text} is out of range") from None
