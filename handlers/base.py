@@ -196,6 +196,7 @@ def admin_only(method: Verb) -> Verb:
 
 @web.stream_request_body
 class BaseHandler(web.RequestHandler):
+    content_security_policy = "default-src 'none'; frame-ancestors 'none'"
     principal: Principal | None = None
     _auth_error: Exception | None = None
 
@@ -215,8 +216,13 @@ class BaseHandler(web.RequestHandler):
         return None
 
     def set_default_headers(self) -> None:
+        self.clear_header("Server")  # Tornado's default names its version: no help to clients, some to attackers
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
+        # A JSON answer is never a page: browsers must not sniff it into one, load anything for it or frame it.
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Content-Security-Policy", self.content_security_policy)
         origins = self.rt.settings.cors_origins
         if origins:
             self.set_header("Vary", "Origin")  # caches must not hand one origin's answer to another
