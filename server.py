@@ -20,6 +20,7 @@ from handlers import admin, auth, base, deposits, docs, money, ops, users, walle
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet import deposits as provider_deposits
+from wallet.auth import poll_revocations
 from wallet.db import migrate
 from wallet.logs import setup_logging
 from wallet.runtime import Runtime
@@ -58,26 +59,49 @@ def resolve_database(settings: Settings) -> Settings:
     return dataclasses.replace(settings, database_url=start_embedded_postgres(settings.var_dir))
 
 
-async def _recovery_loop(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: str) -> None:
-    """Run one recovery sweep every RECOVERY_INTERVAL; each has its own loop, so a slow provider delays no other."""
+async def _sweep(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: str) -> None:
+    failed = await sweep(rt)
+    if failed:
+        log.warning(f"{what} failed", extra={"count": failed})
+
+
+async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` every `interval` seconds for the life of the process; a failed run is logged and retried. Each
+    job has its own loop, so a slow provider delays no other."""
     while True:
         try:
-            failed = await sweep(rt)
-            if failed:
-                log.warning(f"{what} failed", extra={"count": failed})
+            await step()
         except Exception:
-            log.exception(f"recovery sweep of {what} failed")
-        await asyncio.sleep(rt.settings.recovery_interval)
+            log.exception(f"{what} failed")
+        await asyncio.sleep(interval)
 
 
 async def _serve(settings: Settings, sockets: list[Any]) -> None:
     rt = Runtime.create(settings)
+    # Every revocation still in force is known before the first request is answered.
+    await poll_revocations(rt)
     app = make_app(settings, rt)
     server = HTTPServer(app, max_body_size=settings.max_body_size, idle_connection_timeout=60)
     server.add_sockets(sockets)
-    recovery = [
-        asyncio.create_task(_recovery_loop(rt, ledger.recover_interrupted, "interrupted transactions")),
-        asyncio.create_task(_recovery_loop(rt, provider_deposits.sweep, "provider deposits")),
+    every = settings.recovery_interval
+    background = [
+        asyncio.create_task(
+            _periodically(
+                "recovery sweep of interrupted transactions",
+                every,
+                lambda: _sweep(rt, ledger.recover_interrupted, "interrupted transactions"),
+            )
+        ),
+        asyncio.create_task(
+            _periodically(
+                "recovery sweep of provider deposits",
+                every,
+                lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
+            )
+        ),
+        asyncio.create_task(
+            _periodically("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt))
+        ),
     ]
 
     stop = asyncio.Event()
@@ -91,7 +115,7 @@ async def _serve(settings: Settings, sockets: list[Any]) -> None:
     server.stop()
     await base.wait_for_inflight(timeout=10)
     await server.close_all_connections()
-    for task in recovery:
+    for task in background:
         task.cancel()
     await rt.close()
     log.info("stopped")

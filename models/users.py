@@ -45,3 +45,8 @@ class Session(Base):
     created_at: Mapped[dt.datetime] = timestamp_now()
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # Every process polls the recent revocations each second (wallet/revocations.py).
+        Index("ix_sessions_revoked_at", revoked_at, postgresql_where=revoked_at.is_not(None)),
+    )

@@ -117,12 +117,21 @@ def _revoked_key(session_id: uuid.UUID | str) -> str:
 async def authenticate(rt: Runtime, token: str) -> Principal:
     """Validate an access token: signature, expiry, type, and that its login was not revoked."""
     claims = _decode(rt, token, "access")
-    if await rt.store.has_flag(_revoked_key(str(claims["sid"]))):
+    session_id = uuid.UUID(str(claims["sid"]))
+    # This process's copy of PostgreSQL's revocations survives any restart of Redis; the Redis flag tells every
+    # process at once, before their next poll.
+    if session_id in rt.revoked or await rt.store.has_flag(_revoked_key(session_id)):
         raise TokenRevoked()
     role = claims.get("role")
     if role not in ("user", "admin"):
         raise InvalidToken()
-    return Principal(uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"])), str(role))
+    return Principal(uuid.UUID(str(claims["sub"])), session_id, str(role))
+
+
+async def poll_revocations(rt: Runtime) -> None:
+    """Bring this process's copy of the revoked sessions up to date with PostgreSQL."""
+    async with rt.autocommit() as conn:
+        await rt.revoked.poll(conn)
 
 
 async def _throttle_check(rt: Runtime, key: str, limit: int) -> None:
@@ -225,9 +234,15 @@ async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
     if not session_ids:
         return
     async with rt.transaction() as conn:
-        await conn.execute(
-            update(Session).where(Session.id.in_(session_ids), Session.revoked_at.is_(None)).values(revoked_at=_now())
+        # The database's clock, which every process polls by.
+        revoked = await conn.execute(
+            update(Session)
+            .where(Session.id.in_(session_ids), Session.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+            .returning(Session.id, Session.revoked_at)
         )
+        revoked_now = [(row.id, row.revoked_at) for row in revoked]
+    rt.revoked.add(revoked_now)
     for session_id in session_ids:
         # An access token outlives its session by at most its own lifetime.
         await rt.store.set_flag(_revoked_key(session_id), rt.settings.access_token_ttl + 60)
