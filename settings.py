@@ -46,6 +46,7 @@ class Settings:
     revocation_poll_interval: int = 1
     login_max_failures: int = 5
     login_ip_max_failures: int = 50
+    login_account_max_failures: int = 100
     login_window: int = 900
     db_pool_size: int = 20
     log_level: str = "INFO"
@@ -178,6 +179,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "REVOCATION_POLL_INTERVAL": ("revocation_poll_interval", _int("REVOCATION_POLL_INTERVAL", 1, 60)),
     "LOGIN_MAX_FAILURES": ("login_max_failures", _int("LOGIN_MAX_FAILURES", 1, 1000)),
     "LOGIN_IP_MAX_FAILURES": ("login_ip_max_failures", _int("LOGIN_IP_MAX_FAILURES", 1, 100000)),
+    "LOGIN_ACCOUNT_MAX_FAILURES": ("login_account_max_failures", _int("LOGIN_ACCOUNT_MAX_FAILURES", 1, 100000)),
     "LOGIN_WINDOW": ("login_window", _int("LOGIN_WINDOW", 1, 24 * 3600)),
     "DB_POOL_SIZE": ("db_pool_size", _int("DB_POOL_SIZE", 1, 500)),
     "LOG_LEVEL": ("log_level", _log_level),

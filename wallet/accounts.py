@@ -100,7 +100,7 @@ async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
     return await get_user(rt, principal.user_id)
 
 
-async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
+async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any], client_ip: str) -> dict[str, Any]:
     """Change e-mail, phone and/or password; a password change needs the current one and ends other logins."""
     values = {k: changes[k] for k in ("email", "phone") if k in changes}
     new_password = changes.get("password")
@@ -109,7 +109,9 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
             current = (
                 await conn.execute(select(User.username, User.password_hash).where(User.id == principal.user_id))
             ).one()
-        await check_password_of(rt, principal.user_id, changes.get("current_password") or "", current.password_hash)
+        await check_password_of(
+            rt, principal.user_id, changes.get("current_password") or "", current.password_hash, client_ip
+        )
         check_password_policy(new_password, current.username)
         values["password_hash"] = await hash_password(rt, new_password)
     values["updated_at"] = dt.datetime.now(dt.UTC)

@@ -134,12 +134,6 @@ async def poll_revocations(rt: Runtime) -> None:
         await rt.revoked.poll(conn)
 
 
-async def _throttle_check(rt: Runtime, key: str, limit: int) -> None:
-    count, ttl = await rt.store.count(key)
-    if count >= limit:
-        raise RateLimited(ttl, "Too many failed logins; try again later.")
-
-
 async def _reserve_attempt(rt: Runtime, key: str, limit: int) -> None:
     """Count a password attempt before checking it, so concurrent guesses cannot run past the limit."""
     if await rt.store.hit(key, rt.settings.login_window) > limit:
@@ -147,23 +141,36 @@ async def _reserve_attempt(rt: Runtime, key: str, limit: int) -> None:
         raise RateLimited(ttl, "Too many failed logins; try again later.")
 
 
-def _account_key(account: uuid.UUID | str) -> str:
-    return f"login-fail:account:{account}"
+async def _reserve_password_check(rt: Runtime, account: uuid.UUID | str, client_ip: str) -> tuple[str, str]:
+    """Count a guess at an account's password from this address (the low LOGIN_MAX_FAILURES) and from anywhere
+    (the high LOGIN_ACCOUNT_MAX_FAILURES): a stranger exhausts only their own allowance, not the owner's, unless
+    they guess from very many addresses. The two counters, for clearing once the password proves right."""
+    pair, anywhere = f"login-fail:account:{account}:address:{client_ip}", f"login-fail:account:{account}"
+    await _reserve_attempt(rt, pair, rt.settings.login_max_failures)
+    await _reserve_attempt(rt, anywhere, rt.settings.login_account_max_failures)
+    return pair, anywhere
 
 
-async def check_password_of(rt: Runtime, user_id: uuid.UUID, password: str, password_hash: str) -> None:
-    """Verify a known user's password, throttled per account like logins are."""
-    await _reserve_attempt(rt, _account_key(user_id), rt.settings.login_max_failures)
+async def _clear(rt: Runtime, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        await rt.store.clear(key)
+
+
+async def check_password_of(rt: Runtime, user_id: uuid.UUID, password: str, password_hash: str, client_ip: str) -> None:
+    """Verify a known user's password, throttled like logins are."""
+    counters = await _reserve_password_check(rt, user_id, client_ip)
     if not await verify_password(rt, password, password_hash):
         raise InvalidCredentials("The current password is wrong.")
-    await rt.store.clear(_account_key(user_id))
+    await _clear(rt, counters)
 
 
 async def login(rt: Runtime, *, field: str, identifier: str, password: str, client_ip: str) -> dict:
     """Exchange credentials for a token pair; wrong user and wrong password look the same."""
     s = rt.settings
+    # Every attempt counts against its address before anything is checked (as many guesses may be in flight as
+    # the limit, no more); a right password takes its count back, so the address counts failures only.
     address_key = f"login-fail:address:{client_ip}"
-    await _throttle_check(rt, address_key, s.login_ip_max_failures)
+    await _reserve_attempt(rt, address_key, s.login_ip_max_failures)
 
     column = {"username": User.username, "email": User.email, "phone": User.phone}[field]
     lookup = column == identifier if field == "phone" else func.lower(column) == identifier.lower()
@@ -171,12 +178,11 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
         row = (await conn.execute(select(User.id, User.password_hash).where(lookup))).first()
 
     # Failures count per account whichever identifier names it; an unknown identifier counts on its own.
-    account_key = _account_key(row.id if row else f"{field}:{identifier.lower()}")
-    await _reserve_attempt(rt, account_key, s.login_max_failures)
+    counters = await _reserve_password_check(rt, row.id if row else f"{field}:{identifier.lower()}", client_ip)
     if not await verify_password(rt, password, row.password_hash if row else None) or row is None:
-        await rt.store.hit(address_key, s.login_window)
         raise InvalidCredentials()
-    await rt.store.clear(account_key)
+    await _clear(rt, counters)
+    await rt.store.release(address_key)
 
     session_id, refresh_jti = uuid.uuid4(), uuid.uuid4()
     async with rt.transaction() as conn:
