@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado import netutil, web
-from tornado.httpserver import HTTPServer
 
-from handlers import admin, auth, base, deposits, docs, money, ops, users, wallets
+from handlers import admin, auth, base, connections, deposits, docs, money, ops, users, wallets
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet import deposits as provider_deposits
@@ -76,12 +75,20 @@ async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[N
         await asyncio.sleep(interval)
 
 
-async def _serve(settings: Settings, sockets: list[Any]) -> None:
+async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
     rt = Runtime.create(settings)
     # Every revocation still in force is known before the first request is answered.
     await poll_revocations(rt)
     app = make_app(settings, rt)
-    server = HTTPServer(app, max_body_size=settings.max_body_size, idle_connection_timeout=60)
+    max_connections = connections.connection_cap(settings.max_connections, fd_limit, settings.db_pool_size)
+    server = connections.CappedHTTPServer(
+        app,
+        max_body_size=settings.max_body_size,
+        # Also the time allowed for a request's headers: a client dribbling them is cut off like an idle one.
+        idle_connection_timeout=settings.idle_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=max_connections,
+    )
     server.add_sockets(sockets)
     every = settings.recovery_interval
     background = [
@@ -108,7 +115,15 @@ async def _serve(settings: Settings, sockets: list[Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("listening", extra={"port": sockets[0].getsockname()[1], "host": settings.host})
+    log.info(
+        "listening",
+        extra={
+            "port": sockets[0].getsockname()[1],
+            "host": settings.host,
+            "max_connections": max_connections,
+            "open_files_limit": fd_limit,
+        },
+    )
     await stop.wait()
 
     log.info("shutting down: no new connections, finishing in-flight requests")
@@ -165,10 +180,11 @@ def _fork_workers(count: int) -> bool:
 def serve(settings: Settings) -> None:
     settings = resolve_database(settings)
     migrate(settings.database_url)
+    fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
     sockets = netutil.bind_sockets(settings.port, settings.host)
     if settings.processes > 1 and not _fork_workers(settings.processes):
         return
-    asyncio.run(_serve(settings, sockets))
+    asyncio.run(_serve(settings, sockets, fd_limit))
 
 
 async def _with_runtime(settings: Settings, fn: Any, *args: Any) -> Any:

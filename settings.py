@@ -38,6 +38,9 @@ class Settings:
     processes: int = 1
     bcrypt_rounds: int = 12
     max_body_size: int = 64 * 1024
+    max_connections: int = 10_000
+    idle_timeout: int = 30
+    body_timeout: int = 30
     daily_withdraw_limit: Decimal = Decimal("100.00")
     daily_transfer_limit: Decimal = Decimal("100.00")
     allow_self_deposit: bool = True
@@ -171,6 +174,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PROCESSES": ("processes", _int("PROCESSES", 1, 64)),
     "BCRYPT_ROUNDS": ("bcrypt_rounds", _int("BCRYPT_ROUNDS", 4, 16)),
     "MAX_BODY_SIZE": ("max_body_size", _int("MAX_BODY_SIZE", 1024, 16 * 1024 * 1024)),
+    "MAX_CONNECTIONS": ("max_connections", _int("MAX_CONNECTIONS", 1, 1_000_000)),
+    "IDLE_TIMEOUT": ("idle_timeout", _int("IDLE_TIMEOUT", 1, 3600)),
+    "BODY_TIMEOUT": ("body_timeout", _int("BODY_TIMEOUT", 1, 3600)),
     "DAILY_WITHDRAW_LIMIT": ("daily_withdraw_limit", _limit("DAILY_WITHDRAW_LIMIT")),
     "DAILY_TRANSFER_LIMIT": ("daily_transfer_limit", _limit("DAILY_TRANSFER_LIMIT")),
     "ALLOW_SELF_DEPOSIT": ("allow_self_deposit", _bool("ALLOW_SELF_DEPOSIT")),

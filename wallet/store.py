@@ -15,6 +15,8 @@ from wallet.errors import ServiceUnavailable
 
 R = TypeVar("R")
 
+REDIS_MAX_CONNECTIONS = 64
+
 
 class Store(Protocol):
     async def set_flag(self, key: str, ttl: int) -> None: ...
@@ -44,7 +46,11 @@ class RedisStore:
     """Shared by every server process; keys expire by themselves."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # Bounded, so a burst of requests cannot open a descriptor each (handlers/connections.py reserves these).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=2, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._prefix = prefix
         # DECR of a missing key would make one without an expiry: decrement only a counter that still exists.
         self._release = self._redis.register_script(
