@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from wallet import errors
+from wallet.identifiers import normalize_email
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
 from wallet.paging import utc_moment
 
@@ -72,11 +72,7 @@ class Email(Text):
     json_schema = {"format": "email"}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return validate_email(text, check_deliverability=False).normalized
-        except EmailNotValidError as error:
-            raise ValidationError(str(error)) from None
+        return _domain(normalize_email, super()._deserialize(value, attr, data, **kwargs))
 
 
 class Phone(Text):

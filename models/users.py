@@ -18,6 +18,8 @@ class User(Base):
     id: Mapped[uuid.UUID] = uuid_pk()
     username: Mapped[str] = mapped_column(String(32), nullable=False)
     email: Mapped[str | None] = mapped_column(String(254))
+    # wallet/identifiers.email_key(email): what addresses are compared by (Python's case folding, not lower()).
+    email_key: Mapped[str | None] = mapped_column(String)
     phone: Mapped[str | None] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(60), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False, server_default="user")
@@ -29,7 +31,7 @@ class User(Base):
         CheckConstraint("role IN ('user', 'admin')", name="role"),
         CheckConstraint("status IN ('active', 'frozen', 'inactive')", name="status"),
         Index("uq_users_username_lower", func.lower(username), unique=True),
-        Index("uq_users_email_lower", func.lower(email), unique=True),
+        Index("uq_users_email_key", email_key, unique=True),
         Index("uq_users_phone", phone, unique=True),
         # The admin user list pages newest first on (created_at, id).
         Index("ix_users_created_at_id", created_at, id),

@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from models import User
 from wallet.auth import Principal, check_password_of, hash_password, revoke_user_sessions
 from wallet.errors import AlreadyExists, NotFound, ValidationError
+from wallet.identifiers import email_key
 from wallet.runtime import Runtime
 from wallet.wallets import open_wallet, render_wallet
 
 USER_COLUMNS = (User.id, User.username, User.email, User.phone, User.role, User.status, User.created_at)
 
-_UNIQUE_FIELDS = {"uq_users_username_lower": "username", "uq_users_email_lower": "email", "uq_users_phone": "phone"}
+_UNIQUE_FIELDS = {"uq_users_username_lower": "username", "uq_users_email_key": "email", "uq_users_phone": "phone"}
 
 
 def render_user(row: Any) -> dict[str, Any]:
@@ -37,6 +38,11 @@ def check_password_policy(password: str, username: str) -> None:
         raise ValidationError({"password": problems})
 
 
+def _email(email: str | None) -> dict[str, str | None]:
+    """The e-mail columns of a user: the address as given (normalised) and the key it is unique by."""
+    return {"email": email, "email_key": email_key(email) if email is not None else None}
+
+
 def _already_exists(error: IntegrityError) -> AlreadyExists:
     constraint = getattr(error.orig, "__cause__", None)
     field = _UNIQUE_FIELDS.get(getattr(constraint, "constraint_name", ""), "username")
@@ -53,7 +59,9 @@ async def register(
             user = (
                 await conn.execute(
                     User.__table__.insert()
-                    .values(id=uuid.uuid4(), username=username, email=email, phone=phone, password_hash=password_hash)
+                    .values(
+                        id=uuid.uuid4(), username=username, phone=phone, password_hash=password_hash, **_email(email)
+                    )
                     .returning(*USER_COLUMNS)
                 )
             ).first()
@@ -102,7 +110,9 @@ async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
 
 async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any], client_ip: str) -> dict[str, Any]:
     """Change e-mail, phone and/or password; a password change needs the current one and ends other logins."""
-    values = {k: changes[k] for k in ("email", "phone") if k in changes}
+    values = {"phone": changes["phone"]} if "phone" in changes else {}
+    if "email" in changes:
+        values.update(_email(changes["email"]))
     new_password = changes.get("password")
     if new_password is not None:
         async with rt.transaction() as conn:

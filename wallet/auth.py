@@ -20,6 +20,7 @@ from wallet.errors import (
     TokenExpired,
     TokenRevoked,
 )
+from wallet.identifiers import email_key
 from wallet.runtime import Runtime
 
 ALGORITHM = "HS256"
@@ -172,13 +173,18 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
     address_key = f"login-fail:address:{client_ip}"
     await _reserve_attempt(rt, address_key, s.login_ip_max_failures)
 
-    column = {"username": User.username, "email": User.email, "phone": User.phone}[field]
-    lookup = column == identifier if field == "phone" else func.lower(column) == identifier.lower()
+    # Each identifier is compared the way it is unique in the database (phones are stored in E.164 already).
+    if field == "email":
+        key, column = email_key(identifier), User.email_key
+    elif field == "username":
+        key, column = identifier.lower(), func.lower(User.username)
+    else:
+        key, column = identifier, User.phone
     async with rt.transaction() as conn:
-        row = (await conn.execute(select(User.id, User.password_hash).where(lookup))).first()
+        row = (await conn.execute(select(User.id, User.password_hash).where(column == key))).first()
 
     # Failures count per account whichever identifier names it; an unknown identifier counts on its own.
-    counters = await _reserve_password_check(rt, row.id if row else f"{field}:{identifier.lower()}", client_ip)
+    counters = await _reserve_password_check(rt, row.id if row else f"{field}:{key}", client_ip)
     if not await verify_password(rt, password, row.password_hash if row else None) or row is None:
         raise InvalidCredentials()
     await _clear(rt, counters)
