@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import User
-from wallet.auth import Principal, check_password_of, hash_password, revoke_user_sessions
+from wallet.auth import Principal, Revoked, announce_revoked, check_password_of, end_user_logins, hash_password
 from wallet.errors import AlreadyExists, NotFound, ValidationError
 from wallet.identifiers import email_key
 from wallet.runtime import Runtime
@@ -132,17 +132,17 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any], 
                     update(User).where(User.id == principal.user_id).values(**values).returning(*USER_COLUMNS)
                 )
             ).one()
+            revoked = await end_user_logins(conn, principal.user_id, keep=principal.session_id) if new_password else []
     except IntegrityError as error:
         raise _already_exists(error) from None
-    if new_password is not None:
-        await revoke_user_sessions(rt, principal.user_id, keep=principal.session_id)
+    await announce_revoked(rt, revoked)
     return render_user(row)
 
 
-async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -> Any:
-    """Set a user's status inside the caller's transaction; the user's row, or None when there is no such user.
-    The caller ends the user's logins after the commit when the status is 'inactive'."""
-    return (
+async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -> tuple[Any, Revoked]:
+    """Set a user's status inside the caller's transaction: the user's row (None when there is no such user), and
+    the logins a deactivation ends in the same commit, for the caller to announce_revoked() after it."""
+    row = (
         await conn.execute(
             update(User)
             .where(User.id == user_id)
@@ -150,16 +150,16 @@ async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -
             .returning(*USER_COLUMNS)
         )
     ).first()
+    return row, await end_user_logins(conn, user_id) if row is not None and status == "inactive" else []
 
 
 async def set_status(rt: Runtime, user_id: uuid.UUID, status: str) -> dict[str, Any]:
     """Set a user's status; deactivation also ends every login of that user at once."""
     async with rt.transaction() as conn:
-        row = await write_status(conn, user_id, status)
+        row, revoked = await write_status(conn, user_id, status)
     if row is None:
         raise NotFound("User not found.")
-    if status == "inactive":
-        await revoke_user_sessions(rt, user_id)
+    await announce_revoked(rt, revoked)
     return render_user(row)
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import bcrypt
 import jwt
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Session, User
 from wallet.errors import (
@@ -241,34 +242,39 @@ async def refresh(rt: Runtime, refresh_token: str) -> dict:
     return _token_pair(rt, rotated.user_id, user.role, session_id, new_jti)
 
 
-async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
-    """End logins at once: their refresh tokens stop rotating and every process refuses their access tokens."""
-    if not session_ids:
-        return
-    async with rt.transaction() as conn:
-        # The database's clock, which every process polls by.
-        revoked = await conn.execute(
-            update(Session)
-            .where(Session.id.in_(session_ids), Session.revoked_at.is_(None))
-            .values(revoked_at=func.now())
-            .returning(Session.id, Session.revoked_at)
-        )
-        revoked_now = [(row.id, row.revoked_at) for row in revoked]
-    rt.revoked.add(revoked_now)
-    for session_id in session_ids:
+Revoked = list[tuple[uuid.UUID, dt.datetime]]
+
+
+async def end_logins(conn: AsyncConnection, *where: ColumnElement[bool]) -> Revoked:
+    """Revoke the matching logins inside the caller's transaction, so they end in the same commit as the change
+    that ends them (a deactivation, a password change). Pass the result to announce_revoked() after the commit."""
+    revoked = await conn.execute(
+        update(Session)
+        .where(Session.revoked_at.is_(None), *where)
+        .values(revoked_at=func.now())  # the database's clock, which every process polls by
+        .returning(Session.id, Session.revoked_at)
+    )
+    return [(row.id, row.revoked_at) for row in revoked]
+
+
+async def end_user_logins(conn: AsyncConnection, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> Revoked:
+    """end_logins() for every login of a user, but `keep`."""
+    return await end_logins(conn, Session.user_id == user_id, Session.id != keep if keep else true())
+
+
+async def announce_revoked(rt: Runtime, revoked: Revoked) -> None:
+    """Tell this process at once, and every other through Redis before their next poll of PostgreSQL."""
+    rt.revoked.add(revoked)
+    for session_id, _ in revoked:
         # An access token outlives its session by at most its own lifetime.
         await rt.store.set_flag(_revoked_key(session_id), rt.settings.access_token_ttl + 60)
 
 
-async def revoke_user_sessions(rt: Runtime, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
+async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
+    """End logins at once: their refresh tokens stop rotating and every process refuses their access tokens."""
     async with rt.transaction() as conn:
-        rows = await conn.execute(
-            select(Session.id).where(
-                Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > _now()
-            )
-        )
-        ids = [r.id for r in rows if r.id != keep]
-    await revoke_sessions(rt, ids)
+        revoked = await end_logins(conn, Session.id.in_(session_ids))
+    await announce_revoked(rt, revoked)
 
 
 async def logout(rt: Runtime, principal: Principal) -> None:
