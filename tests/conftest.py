@@ -132,6 +132,22 @@ def start_server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
         server.stop()
 
 
+@pytest.fixture
+def own_server(start_server: Any) -> Iterator[Any]:
+    """Factory like start_server, but the servers stop when the test ends: each holds database connections, and
+    the session's PostgreSQL has room for only so many."""
+    started: list[Server] = []
+
+    def start(nofile: tuple[int, int] | None = None, **env: str) -> Server:
+        server = start_server(nofile, **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def server(start_server: Any) -> Server:
     """The default server (daily limits off, so money tests are not limited by each other)."""

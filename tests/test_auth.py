@@ -367,10 +367,13 @@ def test_failed_logins_from_one_address_are_throttled(start_server):
         assert 0 < int(r.headers["Retry-After"]) <= 900
 
 
-def test_concurrent_failed_logins_from_one_address_cannot_exceed_its_limit(start_server):
+def test_concurrent_failed_logins_from_one_address_cannot_exceed_its_limit(own_server):
     """The address is counted before the password is checked, so guesses in flight cannot run past the limit."""
-    server = start_server(
-        LOGIN_IP_MAX_FAILURES="3", BCRYPT_ROUNDS="10", REDIS_PREFIX=f"wallet-test-{uuid.uuid4().hex[:8]}:"
+    server = own_server(
+        DB_POOL_SIZE="4",
+        LOGIN_IP_MAX_FAILURES="3",
+        BCRYPT_ROUNDS="10",
+        REDIS_PREFIX=f"wallet-test-{uuid.uuid4().hex[:8]}:",
     )
 
     def attempt(_: int) -> int:
@@ -389,10 +392,11 @@ def from_address(server, address: str) -> httpx.Client:
     return httpx.Client(base_url=f"{server.url}/api/v1", transport=transport, timeout=60)
 
 
-def test_a_stranger_cannot_lock_the_owner_out(start_server):
+def test_a_stranger_cannot_lock_the_owner_out(own_server):
     """Wrong guesses count per account and address (low limit) and per account (a much higher ceiling): one
     stranger is stopped without touching the owner; only guesses from many addresses reach the ceiling."""
-    server = start_server(
+    server = own_server(
+        DB_POOL_SIZE="4",
         LOGIN_MAX_FAILURES="3",
         LOGIN_ACCOUNT_MAX_FAILURES="7",
         REDIS_PREFIX=f"wallet-test-{uuid.uuid4().hex[:8]}:",

@@ -23,8 +23,8 @@ def log_lines(server) -> list[dict]:
     return [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
 
 
-def test_idle_sockets_at_a_low_ulimit_leave_new_clients_an_answer_and_the_log_quiet(start_server):
-    server = start_server(nofile=(256, 256), DB_POOL_SIZE="4", LOG_LEVEL="INFO")
+def test_idle_sockets_at_a_low_ulimit_leave_new_clients_an_answer_and_the_log_quiet(own_server):
+    server = own_server(nofile=(256, 256), DB_POOL_SIZE="4", LOG_LEVEL="INFO")
     idle = []
     try:
         for _ in range(400):  # far more than the process could hold
@@ -56,8 +56,8 @@ def test_idle_sockets_at_a_low_ulimit_leave_new_clients_an_answer_and_the_log_qu
     assert warnings[0]["times"] >= 1
 
 
-def test_idle_connections_slow_headers_and_slow_bodies_are_cut_off(start_server):
-    server = start_server(nofile=(300, 1024), IDLE_TIMEOUT="2", BODY_TIMEOUT="2")
+def test_idle_connections_slow_headers_and_slow_bodies_are_cut_off(own_server):
+    server = own_server(nofile=(300, 1024), DB_POOL_SIZE="4", IDLE_TIMEOUT="2", BODY_TIMEOUT="2")
     assert open_files_limit(server.proc.pid) == (1024, 1024)  # raised to the hard limit at start
 
     def closed_within(sock: socket.socket, seconds: float, dribble: bytes = b"") -> bool:

@@ -41,11 +41,13 @@ def assert_revoked(server, ended: dict[str, User], alive: User) -> None:
         assert api.get("/users/me", headers=alive.headers).status_code == 200
 
 
-def test_revocations_survive_redis_restarting_empty_and_a_server_restart_without_redis(start_server, tmp_path):
+def test_revocations_survive_redis_restarting_empty_and_a_server_restart_without_redis(own_server, tmp_path):
     port = free_port()
     redis = start_redis(port, tmp_path)
     try:
-        server = start_server(REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_PREFIX=f"t-{uuid.uuid4().hex[:8]}:")
+        server = own_server(
+            DB_POOL_SIZE="4", REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_PREFIX=f"t-{uuid.uuid4().hex[:8]}:"
+        )
         ended, alive = end_logins_every_way(server), make_user(server)
         assert_revoked(server, ended, alive)
 
@@ -67,10 +69,10 @@ def test_revocations_survive_redis_restarting_empty_and_a_server_restart_without
         redis.wait(10)
 
 
-def test_a_revocation_by_another_process_reaches_this_one_without_redis(start_server):
+def test_a_revocation_by_another_process_reaches_this_one_without_redis(own_server):
     """Two servers without Redis share only PostgreSQL: a logout on one is refused by the other within a poll."""
-    first = start_server(REDIS_URL="")
-    second = start_server(REDIS_URL="")
+    first = own_server(DB_POOL_SIZE="4", REDIS_URL="")
+    second = own_server(DB_POOL_SIZE="4", REDIS_URL="")
     user = make_user(first)
     with second.client() as api:
         assert api.get("/users/me", headers=user.headers).status_code == 200
