@@ -67,6 +67,8 @@ def test_no_answer_names_the_server_software_and_json_is_not_sniffed(server, use
         httpx.get(f"{server.url}/health"),
         httpx.get(f"{server.url}/openapi.json"),
         httpx.get(f"{server.url}/docs/swagger-ui.css"),
+        httpx.get(f"{server.url}/docs/"),  # a redirect
+        httpx.get(f"{server.url}/docs/swagger-ui.css", headers={"If-None-Match": "*"}),
         httpx.get(f"{server.url}/no/such/path"),
         httpx.get(f"{server.url}/api/v1/users/me", headers=user.headers),
         httpx.get(f"{server.url}/api/v1/users/me", headers={"Authorization": "Bearer nope"}),
