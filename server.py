@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tornado import netutil, web
-from tornado.httpserver import HTTPServer
 
-from handlers import admin, auth, base, deposits, docs, google, keys, money, ops, users, wallets
+from handlers import admin, auth, base, connections, deposits, docs, google, keys, money, ops, users, wallets
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet import deposits as provider_deposits
+from wallet.auth import poll_revocations
 from wallet.db import migrate
 from wallet.logs import setup_logging
 from wallet.runtime import Runtime
@@ -60,40 +60,79 @@ def resolve_database(settings: Settings) -> Settings:
     return dataclasses.replace(settings, database_url=start_embedded_postgres(settings.var_dir))
 
 
-async def _recovery_loop(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: str) -> None:
-    """Run one recovery sweep every RECOVERY_INTERVAL; each has its own loop, so a slow provider delays no other."""
+async def _sweep(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: str) -> None:
+    failed = await sweep(rt)
+    if failed:
+        log.warning(f"{what} failed", extra={"count": failed})
+
+
+async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` every `interval` seconds for the life of the process; a failed run is logged and retried. Each
+    job has its own loop, so a slow provider delays no other."""
     while True:
         try:
-            failed = await sweep(rt)
-            if failed:
-                log.warning(f"{what} failed", extra={"count": failed})
+            await step()
         except Exception:
-            log.exception(f"recovery sweep of {what} failed")
-        await asyncio.sleep(rt.settings.recovery_interval)
+            log.exception(f"{what} failed")
+        await asyncio.sleep(interval)
 
 
-async def _serve(settings: Settings, sockets: list[Any]) -> None:
+async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
     rt = Runtime.create(settings)
+    # Every revocation still in force is known before the first request is answered.
+    await poll_revocations(rt)
     app = make_app(settings, rt)
-    server = HTTPServer(app, max_body_size=settings.max_body_size, idle_connection_timeout=60)
+    max_connections = connections.connection_cap(settings.max_connections, fd_limit, settings.db_pool_size)
+    server = connections.CappedHTTPServer(
+        app,
+        max_body_size=settings.max_body_size,
+        # Also the time allowed for a request's headers: a client dribbling them is cut off like an idle one.
+        idle_connection_timeout=settings.idle_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=max_connections,
+    )
     server.add_sockets(sockets)
-    recovery = [
-        asyncio.create_task(_recovery_loop(rt, ledger.recover_interrupted, "interrupted transactions")),
-        asyncio.create_task(_recovery_loop(rt, provider_deposits.sweep, "provider deposits")),
+    every = settings.recovery_interval
+    background = [
+        asyncio.create_task(
+            _periodically(
+                "recovery sweep of interrupted transactions",
+                every,
+                lambda: _sweep(rt, ledger.recover_interrupted, "interrupted transactions"),
+            )
+        ),
+        asyncio.create_task(
+            _periodically(
+                "recovery sweep of provider deposits",
+                every,
+                lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
+            )
+        ),
+        asyncio.create_task(
+            _periodically("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt))
+        ),
     ]
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("listening", extra={"port": sockets[0].getsockname()[1], "host": settings.host})
+    log.info(
+        "listening",
+        extra={
+            "port": sockets[0].getsockname()[1],
+            "host": settings.host,
+            "max_connections": max_connections,
+            "open_files_limit": fd_limit,
+        },
+    )
     await stop.wait()
 
     log.info("shutting down: no new connections, finishing in-flight requests")
     server.stop()
     await base.wait_for_inflight(timeout=10)
     await server.close_all_connections()
-    for task in recovery:
+    for task in background:
         task.cancel()
     await rt.close()
     log.info("stopped")
@@ -143,10 +182,11 @@ def _fork_workers(count: int) -> bool:
 def serve(settings: Settings) -> None:
     settings = resolve_database(settings)
     migrate(settings.database_url)
+    fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
     sockets = netutil.bind_sockets(settings.port, settings.host)
     if settings.processes > 1 and not _fork_workers(settings.processes):
         return
-    asyncio.run(_serve(settings, sockets))
+    asyncio.run(_serve(settings, sockets, fd_limit))
 
 
 async def _with_runtime(settings: Settings, fn: Any, *args: Any) -> Any:

@@ -38,13 +38,18 @@ class Settings:
     processes: int = 1
     bcrypt_rounds: int = 12
     max_body_size: int = 64 * 1024
+    max_connections: int = 10_000
+    idle_timeout: int = 30
+    body_timeout: int = 30
     daily_withdraw_limit: Decimal = Decimal("100.00")
     daily_transfer_limit: Decimal = Decimal("100.00")
     allow_self_deposit: bool = True
     pending_timeout: int = 60
     recovery_interval: int = 30
+    revocation_poll_interval: int = 1
     login_max_failures: int = 5
     login_ip_max_failures: int = 50
+    login_account_max_failures: int = 100
     login_window: int = 900
     db_pool_size: int = 20
     log_level: str = "INFO"
@@ -173,13 +178,18 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PROCESSES": ("processes", _int("PROCESSES", 1, 64)),
     "BCRYPT_ROUNDS": ("bcrypt_rounds", _int("BCRYPT_ROUNDS", 4, 16)),
     "MAX_BODY_SIZE": ("max_body_size", _int("MAX_BODY_SIZE", 1024, 16 * 1024 * 1024)),
+    "MAX_CONNECTIONS": ("max_connections", _int("MAX_CONNECTIONS", 1, 1_000_000)),
+    "IDLE_TIMEOUT": ("idle_timeout", _int("IDLE_TIMEOUT", 1, 3600)),
+    "BODY_TIMEOUT": ("body_timeout", _int("BODY_TIMEOUT", 1, 3600)),
     "DAILY_WITHDRAW_LIMIT": ("daily_withdraw_limit", _limit("DAILY_WITHDRAW_LIMIT")),
     "DAILY_TRANSFER_LIMIT": ("daily_transfer_limit", _limit("DAILY_TRANSFER_LIMIT")),
     "ALLOW_SELF_DEPOSIT": ("allow_self_deposit", _bool("ALLOW_SELF_DEPOSIT")),
     "PENDING_TIMEOUT": ("pending_timeout", _int("PENDING_TIMEOUT", 1, 24 * 3600)),
     "RECOVERY_INTERVAL": ("recovery_interval", _int("RECOVERY_INTERVAL", 1, 3600)),
+    "REVOCATION_POLL_INTERVAL": ("revocation_poll_interval", _int("REVOCATION_POLL_INTERVAL", 1, 60)),
     "LOGIN_MAX_FAILURES": ("login_max_failures", _int("LOGIN_MAX_FAILURES", 1, 1000)),
     "LOGIN_IP_MAX_FAILURES": ("login_ip_max_failures", _int("LOGIN_IP_MAX_FAILURES", 1, 100000)),
+    "LOGIN_ACCOUNT_MAX_FAILURES": ("login_account_max_failures", _int("LOGIN_ACCOUNT_MAX_FAILURES", 1, 100000)),
     "LOGIN_WINDOW": ("login_window", _int("LOGIN_WINDOW", 1, 24 * 3600)),
     "DB_POOL_SIZE": ("db_pool_size", _int("DB_POOL_SIZE", 1, 500)),
     "LOG_LEVEL": ("log_level", _log_level),

@@ -18,7 +18,7 @@ from typing import Any
 
 import marshmallow
 import orjson
-from tornado import web
+from tornado import httputil, web
 
 from settings import Network
 from wallet import errors, keys
@@ -94,9 +94,24 @@ def client_address(peer: str, forwarded_for: str, trusted: tuple[Network, ...]) 
     return address
 
 
+class SecurityHeaders(web.OutputTransform):
+    """On every answer, whichever handler wrote it (static files, redirects and Tornado's own errors too): no
+    `Server` header naming Tornado's version (no help to clients, some to attackers), and `nosniff`."""
+
+    def transform_first_chunk(
+        self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes, finishing: bool
+    ) -> tuple[int, httputil.HTTPHeaders, bytes]:
+        headers.pop("Server", None)
+        headers["X-Content-Type-Options"] = "nosniff"
+        return status_code, headers, chunk
+
+
 class Application(web.Application):
     """Believes X-Forwarded-For / X-Forwarded-Proto only from a peer in TRUSTED_PROXIES (Tornado's xheaders trusts
-    anyone), before any handler or the request log sees the request."""
+    anyone), before any handler or the request log sees the request; adds SecurityHeaders to every answer."""
+
+    def __init__(self, *args: Any, **settings: Any) -> None:
+        super().__init__(*args, transforms=[SecurityHeaders], **settings)
 
     def find_handler(self, request: Any, **kwargs: Any) -> Any:
         trusted = self.settings["runtime"].settings.trusted_proxies
@@ -207,6 +222,7 @@ def requires(*scopes: str) -> Callable[[Verb], Verb]:
 
 @web.stream_request_body
 class BaseHandler(web.RequestHandler):
+    content_security_policy = "default-src 'none'; frame-ancestors 'none'"
     principal: Principal | None = None
     _auth_error: Exception | None = None
 
@@ -228,6 +244,9 @@ class BaseHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
+        # A JSON answer is never a page: browsers must not load anything for it or frame it.
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Content-Security-Policy", self.content_security_policy)
         origins = self.rt.settings.cors_origins
         if origins:
             self.set_header("Vary", "Origin")  # caches must not hand one origin's answer to another

@@ -7,12 +7,13 @@ import re
 from typing import Any
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from wallet import errors
+from wallet.identifiers import normalize_email
 from wallet.keys import LIFETIMES, SCOPES
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
+from wallet.paging import utc_moment
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")  # \Z: "$" would let a final newline in
 
@@ -72,11 +73,7 @@ class Email(Text):
     json_schema = {"format": "email"}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return validate_email(text, check_deliverability=False).normalized
-        except EmailNotValidError as error:
-            raise ValidationError(str(error)) from None
+        return _domain(normalize_email, super()._deserialize(value, attr, data, **kwargs))
 
 
 class Phone(Text):
@@ -112,22 +109,23 @@ class UtcDateTime(fields.DateTime):
         if not isinstance(value, str) or len(value) > 40:
             raise ValidationError("Must be an ISO 8601 date or date-time.")
         try:
-            parsed = dt.datetime.fromisoformat(value)
+            return utc_moment(value, self._shift(value))
         except ValueError:
-            raise ValidationError("Must be an ISO 8601 date or date-time.") from None
-        return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+            raise ValidationError("Must be an ISO 8601 date or date-time between the years 1 and 9999.") from None
+
+    def _shift(self, value: str) -> dt.timedelta:
+        return dt.timedelta()
 
 
 class UtcDateTimeUntil(UtcDateTime):
     """An exclusive upper bound; a bare date includes that whole day (to=2024-01-31 covers January 31)."""
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
-        moment = super()._deserialize(value, attr, data, **kwargs)
+    def _shift(self, value: str) -> dt.timedelta:
         try:
             dt.date.fromisoformat(value)
         except ValueError:
-            return moment
-        return moment + dt.timedelta(days=1)
+            return dt.timedelta()
+        return dt.timedelta(days=1)
 
 
 def _exactly_one(data: dict[str, Any], names: tuple[str, ...]) -> None:

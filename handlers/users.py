@@ -19,7 +19,7 @@ class MeHandler(BaseHandler):
     async def patch(self) -> None:
         """Change email, phone, or the password (with current_password; other sessions end)."""
         changes = self.load()
-        self.respond(await accounts.update_me(self.rt, self.principal, changes), 200)
+        self.respond(await accounts.update_me(self.rt, self.principal, changes, self.request.remote_ip or ""), 200)
 
     @api({204: None})
     @authenticated

@@ -18,6 +18,8 @@ class User(Base):
     id: Mapped[uuid.UUID] = uuid_pk()
     username: Mapped[str] = mapped_column(String(32), nullable=False)
     email: Mapped[str | None] = mapped_column(String(254))
+    # wallet/identifiers.email_key(email): what addresses are compared by (Python's case folding, not lower()).
+    email_key: Mapped[str | None] = mapped_column(String)
     phone: Mapped[str | None] = mapped_column(String(16))
     # NULL for an account made by Google sign-in until its owner sets a password.
     password_hash: Mapped[str | None] = mapped_column(String(60))
@@ -30,7 +32,7 @@ class User(Base):
         CheckConstraint("role IN ('user', 'admin')", name="role"),
         CheckConstraint("status IN ('active', 'frozen', 'inactive')", name="status"),
         Index("uq_users_username_lower", func.lower(username), unique=True),
-        Index("uq_users_email_lower", func.lower(email), unique=True),
+        Index("uq_users_email_key", email_key, unique=True),
         Index("uq_users_phone", phone, unique=True),
         # The admin user list pages newest first on (created_at, id).
         Index("ix_users_created_at_id", created_at, id),
@@ -46,6 +48,11 @@ class Session(Base):
     created_at: Mapped[dt.datetime] = timestamp_now()
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # Every process polls the recent revocations each second (wallet/revocations.py).
+        Index("ix_sessions_revoked_at", revoked_at, postgresql_where=revoked_at.is_not(None)),
+    )
 
 
 class UserIdentity(Base):

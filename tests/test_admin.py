@@ -1,5 +1,6 @@
 """Admin over HTTP: who may call each route, user search, status changes and their effect, credits, audit, the log."""
 
+import base64
 import datetime as dt
 import re
 import uuid
@@ -517,3 +518,23 @@ def test_the_action_log_is_append_only_in_the_database(server, admin, user, db):
         with pytest.raises(psycopg2.Error, match="append-only"), db.cursor() as cur:
             cur.execute(statement, (user.id,))
     assert actions(server, admin, target_user_id=user.id)["items"][0]["reason"] == "to be tampered with"
+
+
+def _cursor(*parts):
+    return base64.urlsafe_b64encode("|".join(["v1", *parts]).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_dates_outside_the_calendar_once_in_utc_are_a_400(server, admin, moment):
+    cursor = _cursor(moment, SOME_ID)
+    for path in ("/admin/users", "/admin/actions"):
+        body = assert_error(call(server, admin, "GET", f"{path}?cursor={cursor}"), 400, "VALIDATION_ERROR")
+        assert set(body["details"]) == {"cursor"}
+    for query in ("to=9999-12-31", f"from={moment}", "to=0001-01-01T00:00:00%2B05:00"):
+        path = f"/admin/users/{admin.id}/transactions?{query.replace('+', '%2B')}"
+        assert_error(call(server, admin, "GET", path), 400, "VALIDATION_ERROR")
+    # The first and last moments themselves are fine.
+    assert (
+        call(server, admin, "GET", f"/admin/users?cursor={_cursor('9999-12-31T23:59:59+00:00', SOME_ID)}").status_code
+        == 200
+    )

@@ -367,6 +367,64 @@ def test_failed_logins_from_one_address_are_throttled(start_server):
         assert 0 < int(r.headers["Retry-After"]) <= 900
 
 
+def test_concurrent_failed_logins_from_one_address_cannot_exceed_its_limit(own_server):
+    """The address is counted before the password is checked, so guesses in flight cannot run past the limit."""
+    server = own_server(
+        DB_POOL_SIZE="4",
+        LOGIN_IP_MAX_FAILURES="3",
+        BCRYPT_ROUNDS="10",
+        REDIS_PREFIX=f"wallet-test-{uuid.uuid4().hex[:8]}:",
+    )
+
+    def attempt(_: int) -> int:
+        with server.client() as api:  # a different account each time: only the address limit applies
+            return login(api, "wrong-password-1", username=unique_name("ghost")).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(attempt, range(16)))
+    assert set(statuses) == {401, 429}, statuses
+    assert statuses.count(401) <= 3, statuses
+
+
+def from_address(server, address: str) -> httpx.Client:
+    """A client whose connections come from another loopback address, as another machine's would."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=f"{server.url}/api/v1", transport=transport, timeout=60)
+
+
+def test_a_stranger_cannot_lock_the_owner_out(own_server):
+    """Wrong guesses count per account and address (low limit) and per account (a much higher ceiling): one
+    stranger is stopped without touching the owner; only guesses from many addresses reach the ceiling."""
+    server = own_server(
+        DB_POOL_SIZE="4",
+        LOGIN_MAX_FAILURES="3",
+        LOGIN_ACCOUNT_MAX_FAILURES="7",
+        REDIS_PREFIX=f"wallet-test-{uuid.uuid4().hex[:8]}:",
+    )
+    owner = make_user(server)
+    with from_address(server, "127.0.0.2") as stranger:
+        for _ in range(3):
+            assert_error(login(stranger, "wrong-password-1", username=owner.username), 401, "INVALID_CREDENTIALS")
+        assert_error(login(stranger, username=owner.username), 429, "RATE_LIMITED")  # even the right password
+    with server.client() as api:
+        assert login(api, username=owner.username).status_code == 200
+        # The owner's own password check (a password change) is not locked either.
+        change = {"password": "a-new-password-7", "current_password": PASSWORD}
+        assert api.patch("/users/me", json=change, headers=owner.headers).status_code == 200
+
+    # Spread over many addresses, guesses meet the per-account ceiling, and then everyone waits.
+    for address, guesses in (("127.0.0.3", 3), ("127.0.0.4", 3), ("127.0.0.5", 1)):
+        with from_address(server, address) as stranger:
+            for _ in range(guesses):
+                assert_error(login(stranger, "wrong-password-1", username=owner.username), 401, "INVALID_CREDENTIALS")
+    with from_address(server, "127.0.0.6") as stranger:
+        assert_error(login(stranger, "wrong-password-1", username=owner.username), 429, "RATE_LIMITED")
+    with server.client() as api:
+        r = login(api, "a-new-password-7", username=owner.username)
+        assert_error(r, 429, "RATE_LIMITED")
+        assert 0 < int(r.headers["Retry-After"]) <= 900
+
+
 # ---- create-admin ------------------------------------------------------------------------------------------
 
 

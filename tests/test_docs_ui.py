@@ -52,6 +52,34 @@ def test_swagger_ui_is_served_from_local_files(server):
     assert httpx.get(f"{server.url}/docs/package.json").status_code == 404
 
 
+def test_docs_cannot_be_sniffed_framed_or_made_to_run_foreign_scripts(server):
+    headers = httpx.get(f"{server.url}/docs").headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    policy = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert policy["script-src"].startswith("'self' 'sha256-") and "unsafe" not in policy["script-src"]
+    assert "Server" not in headers
+
+
+def test_no_answer_names_the_server_software_and_json_is_not_sniffed(server, user):
+    answers = [
+        httpx.get(f"{server.url}/health"),
+        httpx.get(f"{server.url}/openapi.json"),
+        httpx.get(f"{server.url}/docs/swagger-ui.css"),
+        httpx.get(f"{server.url}/docs/"),  # a redirect
+        httpx.get(f"{server.url}/docs/swagger-ui.css", headers={"If-None-Match": "*"}),
+        httpx.get(f"{server.url}/no/such/path"),
+        httpx.get(f"{server.url}/api/v1/users/me", headers=user.headers),
+        httpx.get(f"{server.url}/api/v1/users/me", headers={"Authorization": "Bearer nope"}),
+        httpx.delete(f"{server.url}/health"),
+        httpx.post(f"{server.url}/api/v1/auth/login", content=b"{"),
+    ]
+    for answer in answers:
+        assert "Server" not in answer.headers, (answer.request.url, answer.headers)
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", answer.request.url
+
+
 class Browser:
     """Headless Chromium with a fresh profile, and one page driven over the DevTools protocol."""
 
@@ -76,6 +104,13 @@ class Browser:
         self.ws = await websocket_connect(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
         await self.call(
             "Emulation.setDeviceMetricsOverride", width=1280, height=1400, deviceScaleFactor=1, mobile=False
+        )
+        # Whatever the Content-Security-Policy blocks on a page is collected, for the tests to assert none.
+        await self.call("Page.enable")
+        await self.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            source="window.blocked = []; document.addEventListener('securitypolicyviolation',"
+            " e => window.blocked.push(e.effectiveDirective + ' ' + e.blockedURI));",
         )
 
     async def call(self, method: str, **params: object) -> dict:
@@ -144,6 +179,7 @@ async def test_docs_render_in_headless_chromium(server, browser, tmp_path):
     assert await browser.js("document.querySelector('.auth-wrapper .authorize') !== null")
     png = await browser.screenshot(tmp_path / "docs.png")
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    assert await browser.js("window.blocked") == []
 
 
 async def test_authorize_with_a_bearer_token_then_try_it_out(server, browser, user, tmp_path):
@@ -178,4 +214,5 @@ async def test_authorize_with_a_bearer_token_then_try_it_out(server, browser, us
     assert json.loads(body)["username"] == user.username
     curl = await browser.js(f"{me}.querySelector('.curl-command')?.textContent")
     assert f"Authorization: Bearer {user.token}" in curl
+    assert await browser.js("window.blocked") == []
     await browser.screenshot(tmp_path / "authorized.png")

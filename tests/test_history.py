@@ -188,3 +188,27 @@ def test_cursor_of_the_wallet_listing(server, story):
     rest = transactions(server, alice, path=path, limit=3, cursor=first["next_cursor"])
     assert len(ids(first) + ids(rest)) == 5 and rest["next_cursor"] is None
     assert not set(ids(first)) & set(ids(rest))
+
+
+EDGE_DATES = [
+    {"to": "9999-12-31"},
+    {"from": "9999-12-31T23:59:59-05:00"},
+    {"to": "0001-01-01T00:00:00+05:00"},
+    {"from": "0001-01-01T00:00:00+05:00", "to": "9999-12-31"},
+]
+
+
+@pytest.mark.parametrize("params", EDGE_DATES)
+def test_dates_outside_the_calendar_once_in_utc_are_a_400(server, story, params):
+    alice = story[0]
+    with server.client(alice.token) as client:
+        for path in ("/transactions", f"/wallets/{alice.wallet_id}/transactions"):
+            body = assert_error(client.get(path, params=params), 400, "VALIDATION_ERROR")
+            assert body["details"] and set(body["details"]) <= set(params), body
+
+
+def test_dates_at_the_very_edges_still_work(server, story):
+    alice = story[0]
+    page = transactions(server, alice, **{"from": "0001-01-01T00:00:00Z", "to": "9999-12-30"})
+    assert len(page["items"]) == 6
+    assert transactions(server, alice, **{"from": "9999-12-31T23:59:59Z"})["items"] == []

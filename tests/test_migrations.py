@@ -88,3 +88,23 @@ def test_downgrade_to_base_and_upgrade_again(scratch_database):
         context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()
+
+
+def test_existing_addresses_get_their_comparison_key(scratch_database):
+    """0004 fills users.email_key for the addresses already there, with the key the application compares by."""
+    config = alembic_config(scratch_database)
+    command.upgrade(config, "0004_auth_hardening-1")  # the revision before it
+    engine = create_engine(sync_url(scratch_database), poolclass=pool.NullPool)
+    addresses = {"\u0130lker@example.com": "i\u0307lker@example.com", "Stra\u00dfe@Example.com": "strasse@example.com"}
+    with engine.begin() as conn:
+        for i, address in enumerate([*addresses, None]):
+            conn.execute(
+                text("INSERT INTO users (id, username, email, password_hash) VALUES (:id, :name, :email, 'x')"),
+                {"id": uuid.uuid4(), "name": f"user{i}", "email": address},
+            )
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        keys = dict(conn.execute(text("SELECT email, email_key FROM users WHERE email IS NOT NULL")).all())
+        assert conn.execute(text("SELECT email_key FROM users WHERE email IS NULL")).all() == [(None,)]
+    engine.dispose()
+    assert keys == addresses

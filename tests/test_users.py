@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -191,3 +192,58 @@ def test_concurrent_registrations_of_one_name_make_one_user(server, db):
     assert count(db, "SELECT count(*) FROM users WHERE lower(username) = lower(%s)", name) == 1
     wallets = "SELECT count(*) FROM wallets w JOIN users u ON u.id = w.user_id WHERE lower(u.username) = lower(%s)"
     assert count(db, wallets, name) == 1
+
+
+def full_width(text: str) -> str:
+    """ASCII letters and digits as their full-width forms (U+FF41 for a)."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in text)
+
+
+def test_e_mail_look_alikes_are_the_same_address_or_refused(api, server, db):
+    tag = unique_name("").strip("_")  # hex: Latin letters and digits only
+    taken = {
+        "plain": f"office{tag}@example.com",
+        "ligature source": f"fi{tag}@example.com",
+        "sharp s": f"stra\u00dfe{tag}@example.com",
+    }
+    for address in taken.values():
+        make_user(server, email=address)
+    register = lambda email: api.post(  # noqa: E731
+        "/auth/register", json={"username": unique_name(), "password": PASSWORD, "email": email}
+    )
+    for same in (
+        full_width(f"office{tag}") + "@example.com",  # full-width letters
+        f"o\ufb03ce{tag}@example.com",  # the "ffi" ligature
+        f"\ufb01{tag}@example.com",  # the "fi" ligature
+        f"STRASSE{tag}@example.com",  # ß folds to ss
+        f"office{tag}@EXAMPLE.com",
+    ):
+        body = assert_error(register(same), 409, "ALREADY_EXISTS")
+        assert list(body["details"]) == ["email"], (same, body)
+    for homoglyph in (
+        f"\u043effice{tag}@example.com",  # a Cyrillic o (U+043E) among Latin letters
+        f"office{tag}@ex\u0430mple.com",  # a Cyrillic a (U+0430) in the domain
+    ):
+        body = assert_error(register(homoglyph), 400, "VALIDATION_ERROR")
+        assert list(body["details"]) == ["email"], (homoglyph, body)
+    # One script throughout is an address like any other.
+    cyrillic = f"\u0438\u0432\u0430\u043d{uuid.uuid4().int % 10**12}@example.com"
+    r = register(cyrillic)
+    assert r.status_code == 201, r.text
+    # A change of address meets the same rules.
+    user = make_user(server)
+    change = api.patch("/users/me", headers=user.headers, json={"email": full_width(f"office{tag}") + "@example.com"})
+    assert_error(change, 409, "ALREADY_EXISTS")
+    assert count(db, "SELECT count(*) FROM users WHERE email ILIKE %s", f"%{tag}@example.com") == 3
+
+
+def test_an_address_that_python_and_postgresql_lower_case_differently_logs_in(api, server):
+    tag = unique_name("").strip("_")
+    address = f"\u0130lker{tag}@example.com"  # İ: lower() gives "i̇" in Python, and other things elsewhere
+    user = make_user(server, email=address)
+    with server.client() as api:
+        for spelling in (address, address.lower(), address.casefold(), f"\u0130LKER{tag.upper()}@EXAMPLE.COM"):
+            r = api.post("/auth/login", json={"email": spelling, "password": PASSWORD})
+            assert r.status_code == 200, (spelling, r.text)
+            assert api.get("/users/me", headers=bearer(r.json()["access_token"])).json()["id"] == user.id
+        assert api.get("/users/me", headers=user.headers).json()["email"] == address

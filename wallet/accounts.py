@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import User, UserIdentity
-from wallet.auth import Principal, check_password_of, hash_password, revoke_user_sessions
+from wallet.auth import Principal, Revoked, announce_revoked, check_password_of, end_user_logins, hash_password
 from wallet.errors import AlreadyExists, NotFound, ValidationError
+from wallet.identifiers import email_key
 from wallet.runtime import Runtime
 from wallet.wallets import open_wallet, render_wallet
 
@@ -27,7 +28,7 @@ _HAS_GOOGLE = (
 )
 USER_COLUMNS = (*_PROFILE, _HAS_PASSWORD, _HAS_GOOGLE)
 
-_UNIQUE_FIELDS = {"uq_users_username_lower": "username", "uq_users_email_lower": "email", "uq_users_phone": "phone"}
+_UNIQUE_FIELDS = {"uq_users_username_lower": "username", "uq_users_email_key": "email", "uq_users_phone": "phone"}
 
 
 def render_user(row: Any) -> dict[str, Any]:
@@ -47,6 +48,11 @@ def check_password_policy(password: str, username: str) -> None:
         raise ValidationError({"password": problems})
 
 
+def _email(email: str | None) -> dict[str, str | None]:
+    """The e-mail columns of a user: the address as given (normalised) and the key it is unique by."""
+    return {"email": email, "email_key": email_key(email) if email is not None else None}
+
+
 def _already_exists(error: IntegrityError) -> AlreadyExists:
     constraint = getattr(error.orig, "__cause__", None)
     field = _UNIQUE_FIELDS.get(getattr(constraint, "constraint_name", ""), "username")
@@ -63,7 +69,9 @@ async def register(
             user = (
                 await conn.execute(
                     User.__table__.insert()
-                    .values(id=uuid.uuid4(), username=username, email=email, phone=phone, password_hash=password_hash)
+                    .values(
+                        id=uuid.uuid4(), username=username, phone=phone, password_hash=password_hash, **_email(email)
+                    )
                     .returning(*USER_COLUMNS)
                 )
             ).first()
@@ -110,10 +118,12 @@ async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
     return await get_user(rt, principal.user_id)
 
 
-async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
+async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any], client_ip: str) -> dict[str, Any]:
     """Change e-mail, phone and/or password; a password change needs the current one (unless the account has
     none yet, as one made by Google sign-in) and ends other logins."""
-    values = {k: changes[k] for k in ("email", "phone") if k in changes}
+    values = {"phone": changes["phone"]} if "phone" in changes else {}
+    if "email" in changes:
+        values.update(_email(changes["email"]))
     new_password = changes.get("password")
     if new_password is not None:
         async with rt.transaction() as conn:
@@ -123,7 +133,9 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
         if current.password_hash is not None:
             if "current_password" not in changes:
                 raise ValidationError({"current_password": ["Required to change the password."]})
-            await check_password_of(rt, principal.user_id, changes["current_password"], current.password_hash)
+            await check_password_of(
+                rt, principal.user_id, changes["current_password"], current.password_hash, client_ip
+            )
         check_password_policy(new_password, current.username)
         values["password_hash"] = await hash_password(rt, new_password)
     values["updated_at"] = dt.datetime.now(dt.UTC)
@@ -134,17 +146,17 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any]) 
                     update(User).where(User.id == principal.user_id).values(**values).returning(*USER_COLUMNS)
                 )
             ).one()
+            revoked = await end_user_logins(conn, principal.user_id, keep=principal.session_id) if new_password else []
     except IntegrityError as error:
         raise _already_exists(error) from None
-    if new_password is not None:
-        await revoke_user_sessions(rt, principal.user_id, keep=principal.session_id)
+    await announce_revoked(rt, revoked)
     return render_user(row)
 
 
-async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -> Any:
-    """Set a user's status inside the caller's transaction; the user's row, or None when there is no such user.
-    The caller ends the user's logins after the commit when the status is 'inactive'."""
-    return (
+async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -> tuple[Any, Revoked]:
+    """Set a user's status inside the caller's transaction: the user's row (None when there is no such user), and
+    the logins a deactivation ends in the same commit, for the caller to announce_revoked() after it."""
+    row = (
         await conn.execute(
             update(User)
             .where(User.id == user_id)
@@ -152,16 +164,16 @@ async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -
             .returning(*USER_COLUMNS)
         )
     ).first()
+    return row, await end_user_logins(conn, user_id) if row is not None and status == "inactive" else []
 
 
 async def set_status(rt: Runtime, user_id: uuid.UUID, status: str) -> dict[str, Any]:
     """Set a user's status; deactivation also ends every login of that user at once."""
     async with rt.transaction() as conn:
-        row = await write_status(conn, user_id, status)
+        row, revoked = await write_status(conn, user_id, status)
     if row is None:
         raise NotFound("User not found.")
-    if status == "inactive":
-        await revoke_user_sessions(rt, user_id)
+    await announce_revoked(rt, revoked)
     return render_user(row)
 
 

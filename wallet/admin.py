@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from models import AdminAction, User
 from models.admin import ACTIONS as ACTIONS
 from wallet import accounts, errors, history, ledger, wallets
-from wallet.auth import Principal, revoke_user_sessions
+from wallet.auth import Principal, announce_revoked
 from wallet.money import format_minor
 from wallet.paging import created_page
 from wallet.runtime import Runtime
@@ -87,7 +87,7 @@ async def change_status(
         if current not in allowed_from:
             remedy = "activate" if current == "inactive" else "unfreeze"
             raise errors.InvalidRequest(f"The account is {current}; use {remedy} instead.")
-        row = await accounts.write_status(conn, user_id, status)
+        row, revoked = await accounts.write_status(conn, user_id, status)
         await conn.execute(
             insert(AdminAction).values(
                 admin_id=principal.user_id,
@@ -97,8 +97,7 @@ async def change_status(
                 details={"from": current, "to": status},
             )
         )
-    if status == "inactive":
-        await revoke_user_sessions(rt, user_id)
+    await announce_revoked(rt, revoked)
     return accounts.render_user(row)
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import bcrypt
 import jwt
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Session, User
 from models.keys import SCOPES
@@ -22,6 +23,7 @@ from wallet.errors import (
     TokenExpired,
     TokenRevoked,
 )
+from wallet.identifiers import email_key
 from wallet.runtime import Runtime
 
 ALGORITHM = "HS256"
@@ -127,18 +129,21 @@ def _revoked_key(session_id: uuid.UUID | str) -> str:
 async def authenticate(rt: Runtime, token: str) -> Principal:
     """Validate an access token: signature, expiry, type, and that its login was not revoked."""
     claims = _decode(rt, token, "access")
-    if await rt.store.has_flag(_revoked_key(str(claims["sid"]))):
+    session_id = uuid.UUID(str(claims["sid"]))
+    # This process's copy of PostgreSQL's revocations survives any restart of Redis; the Redis flag tells every
+    # process at once, before their next poll.
+    if session_id in rt.revoked or await rt.store.has_flag(_revoked_key(session_id)):
         raise TokenRevoked()
     role = claims.get("role")
     if role not in ("user", "admin"):
         raise InvalidToken()
-    return Principal(uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"])), str(role))
+    return Principal(uuid.UUID(str(claims["sub"])), session_id, str(role))
 
 
-async def _throttle_check(rt: Runtime, key: str, limit: int) -> None:
-    count, ttl = await rt.store.count(key)
-    if count >= limit:
-        raise RateLimited(ttl, "Too many failed logins; try again later.")
+async def poll_revocations(rt: Runtime) -> None:
+    """Bring this process's copy of the revoked sessions up to date with PostgreSQL."""
+    async with rt.autocommit() as conn:
+        await rt.revoked.poll(conn)
 
 
 async def _reserve_attempt(rt: Runtime, key: str, limit: int) -> None:
@@ -148,36 +153,53 @@ async def _reserve_attempt(rt: Runtime, key: str, limit: int) -> None:
         raise RateLimited(ttl, "Too many failed logins; try again later.")
 
 
-def _account_key(account: uuid.UUID | str) -> str:
-    return f"login-fail:account:{account}"
+async def _reserve_password_check(rt: Runtime, account: uuid.UUID | str, client_ip: str) -> tuple[str, str]:
+    """Count a guess at an account's password from this address (the low LOGIN_MAX_FAILURES) and from anywhere
+    (the high LOGIN_ACCOUNT_MAX_FAILURES): a stranger exhausts only their own allowance, not the owner's, unless
+    they guess from very many addresses. The two counters, for clearing once the password proves right."""
+    pair, anywhere = f"login-fail:account:{account}:address:{client_ip}", f"login-fail:account:{account}"
+    await _reserve_attempt(rt, pair, rt.settings.login_max_failures)
+    await _reserve_attempt(rt, anywhere, rt.settings.login_account_max_failures)
+    return pair, anywhere
 
 
-async def check_password_of(rt: Runtime, user_id: uuid.UUID, password: str, password_hash: str) -> None:
-    """Verify a known user's password, throttled per account like logins are."""
-    await _reserve_attempt(rt, _account_key(user_id), rt.settings.login_max_failures)
+async def _clear(rt: Runtime, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        await rt.store.clear(key)
+
+
+async def check_password_of(rt: Runtime, user_id: uuid.UUID, password: str, password_hash: str, client_ip: str) -> None:
+    """Verify a known user's password, throttled like logins are."""
+    counters = await _reserve_password_check(rt, user_id, client_ip)
     if not await verify_password(rt, password, password_hash):
         raise InvalidCredentials("The current password is wrong.")
-    await rt.store.clear(_account_key(user_id))
+    await _clear(rt, counters)
 
 
 async def login(rt: Runtime, *, field: str, identifier: str, password: str, client_ip: str) -> dict:
     """Exchange credentials for a token pair; wrong user and wrong password look the same."""
     s = rt.settings
+    # Every attempt counts against its address before anything is checked (as many guesses may be in flight as
+    # the limit, no more); a right password takes its count back, so the address counts failures only.
     address_key = f"login-fail:address:{client_ip}"
-    await _throttle_check(rt, address_key, s.login_ip_max_failures)
+    await _reserve_attempt(rt, address_key, s.login_ip_max_failures)
 
-    column = {"username": User.username, "email": User.email, "phone": User.phone}[field]
-    lookup = column == identifier if field == "phone" else func.lower(column) == identifier.lower()
+    # Each identifier is compared the way it is unique in the database (phones are stored in E.164 already).
+    if field == "email":
+        key, column = email_key(identifier), User.email_key
+    elif field == "username":
+        key, column = identifier.lower(), func.lower(User.username)
+    else:
+        key, column = identifier, User.phone
     async with rt.transaction() as conn:
-        row = (await conn.execute(select(User.id, User.password_hash).where(lookup))).first()
+        row = (await conn.execute(select(User.id, User.password_hash).where(column == key))).first()
 
     # Failures count per account whichever identifier names it; an unknown identifier counts on its own.
-    account_key = _account_key(row.id if row else f"{field}:{identifier.lower()}")
-    await _reserve_attempt(rt, account_key, s.login_max_failures)
+    counters = await _reserve_password_check(rt, row.id if row else f"{field}:{key}", client_ip)
     if not await verify_password(rt, password, row.password_hash if row else None) or row is None:
-        await rt.store.hit(address_key, s.login_window)
         raise InvalidCredentials()
-    await rt.store.clear(account_key)
+    await _clear(rt, counters)
+    await rt.store.release(address_key)
 
     return await start_session(rt, row.id)
 
@@ -235,28 +257,39 @@ async def refresh(rt: Runtime, refresh_token: str) -> dict:
     return _token_pair(rt, rotated.user_id, user.role, session_id, new_jti)
 
 
-async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
-    """End logins at once: their refresh tokens stop rotating and every process refuses their access tokens."""
-    if not session_ids:
-        return
-    async with rt.transaction() as conn:
-        await conn.execute(
-            update(Session).where(Session.id.in_(session_ids), Session.revoked_at.is_(None)).values(revoked_at=_now())
-        )
-    for session_id in session_ids:
+Revoked = list[tuple[uuid.UUID, dt.datetime]]
+
+
+async def end_logins(conn: AsyncConnection, *where: ColumnElement[bool]) -> Revoked:
+    """Revoke the matching logins inside the caller's transaction, so they end in the same commit as the change
+    that ends them (a deactivation, a password change). Pass the result to announce_revoked() after the commit."""
+    revoked = await conn.execute(
+        update(Session)
+        .where(Session.revoked_at.is_(None), *where)
+        .values(revoked_at=func.now())  # the database's clock, which every process polls by
+        .returning(Session.id, Session.revoked_at)
+    )
+    return [(row.id, row.revoked_at) for row in revoked]
+
+
+async def end_user_logins(conn: AsyncConnection, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> Revoked:
+    """end_logins() for every login of a user, but `keep`."""
+    return await end_logins(conn, Session.user_id == user_id, Session.id != keep if keep else true())
+
+
+async def announce_revoked(rt: Runtime, revoked: Revoked) -> None:
+    """Tell this process at once, and every other through Redis before their next poll of PostgreSQL."""
+    rt.revoked.add(revoked)
+    for session_id, _ in revoked:
         # An access token outlives its session by at most its own lifetime.
         await rt.store.set_flag(_revoked_key(session_id), rt.settings.access_token_ttl + 60)
 
 
-async def revoke_user_sessions(rt: Runtime, user_id: uuid.UUID, keep: uuid.UUID | None = None) -> None:
+async def revoke_sessions(rt: Runtime, session_ids: list[uuid.UUID]) -> None:
+    """End logins at once: their refresh tokens stop rotating and every process refuses their access tokens."""
     async with rt.transaction() as conn:
-        rows = await conn.execute(
-            select(Session.id).where(
-                Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > _now()
-            )
-        )
-        ids = [r.id for r in rows if r.id != keep]
-    await revoke_sessions(rt, ids)
+        revoked = await end_logins(conn, Session.id.in_(session_ids))
+    await announce_revoked(rt, revoked)
 
 
 async def logout(rt: Runtime, principal: Principal) -> None:

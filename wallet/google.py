@@ -11,13 +11,14 @@ import secrets
 import uuid
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
 from models import User, UserIdentity
 from wallet import accounts, errors
 from wallet.auth import Principal, start_session
+from wallet.identifiers import email_key
 from wallet.providers import google
 from wallet.runtime import Runtime
 from wallet.wallets import open_wallet
@@ -96,7 +97,13 @@ async def _create_account(rt: Runtime, claims: dict[str, Any]) -> uuid.UUID:
                 user_id = (
                     await conn.execute(
                         User.__table__.insert()
-                        .values(id=uuid.uuid4(), username=username, email=claims["email"], password_hash=None)
+                        .values(
+                            id=uuid.uuid4(),
+                            username=username,
+                            email=claims["email"],
+                            email_key=email_key(claims["email"]),
+                            password_hash=None,
+                        )
                         .returning(User.id)
                     )
                 ).scalar_one()
@@ -109,7 +116,7 @@ async def _create_account(rt: Runtime, claims: dict[str, Any]) -> uuid.UUID:
             return user_id
         except IntegrityError as error:
             constraint = getattr(getattr(error.orig, "__cause__", None), "constraint_name", "")
-            if constraint in ("pk_user_identities", "uq_users_email_lower"):
+            if constraint in ("pk_user_identities", "uq_users_email_key"):
                 # The same Google account signing in twice at once made it first (the other transaction has
                 # committed, or this one would still be waiting); otherwise the e-mail is someone else's.
                 async with rt.transaction() as conn:
@@ -146,7 +153,7 @@ async def sign_in(rt: Runtime, code: str | None, state: str) -> dict[str, Any]:
                     .where(UserIdentity.provider == PROVIDER, UserIdentity.subject == claims["sub"])
                     .scalar_subquery()
                     .label("linked"),
-                    exists().where(func.lower(User.email) == claims["email"].lower()).label("taken"),
+                    exists().where(User.email_key == email_key(claims["email"])).label("taken"),
                 )
             )
         ).one()

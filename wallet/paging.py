@@ -45,9 +45,7 @@ async def created_page(
 ) -> dict[str, Any]:
     """One page of `query`'s rows newest first, keyset-paged over (created_at, id)."""
     if cursor is not None:
-        query = query.where(
-            tuple_(table.created_at, table.id) < tuple_(*decode_cursor(cursor, dt.datetime.fromisoformat, uuid.UUID))
-        )
+        query = query.where(tuple_(table.created_at, table.id) < tuple_(*decode_cursor(cursor, utc_moment, uuid.UUID)))
     query = query.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
     async with rt.transaction() as conn:
         rows = (await conn.execute(query)).all()
@@ -57,3 +55,17 @@ async def created_page(
         "items": [render(r) for r in rows],
         "next_cursor": encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id) if more else None,
     }
+
+
+def utc_moment(text: str, shift: dt.timedelta = dt.timedelta()) -> dt.datetime:
+    """An ISO 8601 date or date-time as an aware UTC datetime (a naive one is UTC), moved by `shift`.
+
+    The one parser of dates from clients (query filters and cursors): a moment that falls outside the years
+    1..9999 once in UTC (`9999-12-31T23:59:59-05:00`, or the day after `9999-12-31`) is a ValueError, not a crash.
+    """
+    parsed = dt.datetime.fromisoformat(text)
+    try:
+        moment = parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+        return moment + shift
+    except OverflowError:
+        raise ValueError(f"{text} is out of range") from None

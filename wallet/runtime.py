@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from settings import Settings
 from wallet.db import create_engine
 from wallet.errors import ServiceUnavailable
+from wallet.revocations import RevokedSessions
 from wallet.store import Store, create_store
 
 T = TypeVar("T")
@@ -43,6 +44,7 @@ class Runtime:
     store: Store
     # bcrypt and other CPU-bound work; never on the event loop.
     executor: ThreadPoolExecutor
+    revoked: RevokedSessions
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -55,6 +57,7 @@ class Runtime:
             create_engine(settings.database_url, settings.db_pool_size),
             create_store(settings.redis_url, settings.redis_prefix),
             ThreadPoolExecutor(max_workers=cpu_workers),
+            RevokedSessions(settings.access_token_ttl),
         )
 
     @asynccontextmanager

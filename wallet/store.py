@@ -15,11 +15,14 @@ from wallet.errors import ServiceUnavailable
 
 R = TypeVar("R")
 
+REDIS_MAX_CONNECTIONS = 64
+
 
 class Store(Protocol):
     async def set_flag(self, key: str, ttl: int) -> None: ...
     async def has_flag(self, key: str) -> bool: ...
     async def hit(self, key: str, window: int) -> int: ...
+    async def release(self, key: str) -> None: ...
     async def count(self, key: str) -> tuple[int, int]: ...
     async def clear(self, key: str) -> None: ...
     async def ping(self) -> None: ...
@@ -43,8 +46,16 @@ class RedisStore:
     """Shared by every server process; keys expire by themselves."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # Bounded, so a burst of requests cannot open a descriptor each (handlers/connections.py reserves these).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=2, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._prefix = prefix
+        # DECR of a missing key would make one without an expiry: decrement only a counter that still exists.
+        self._release = self._redis.register_script(
+            "if redis.call('exists', KEYS[1]) == 1 then redis.call('decr', KEYS[1]) end"
+        )
 
     @_unavailable_when_down
     async def set_flag(self, key: str, ttl: int) -> None:
@@ -62,6 +73,11 @@ class RedisStore:
             pipe.incr(self._prefix + key)
             _, count = await pipe.execute()
         return int(count)
+
+    @_unavailable_when_down
+    async def release(self, key: str) -> None:
+        """Take one hit back, keeping the window; nothing when the window has already ended."""
+        await self._release(keys=[self._prefix + key])
 
     @_unavailable_when_down
     async def count(self, key: str) -> tuple[int, int]:
@@ -109,6 +125,11 @@ class MemoryStore:
             for stale in [k for k in self._data if self._data[k][1] <= time.monotonic()]:
                 del self._data[stale]
         return value + 1
+
+    async def release(self, key: str) -> None:
+        item = self._get(key)
+        if item is not None:
+            self._data[key] = (item[0] - 1, item[1])
 
     async def count(self, key: str) -> tuple[int, int]:
         value, expires = self._get(key) or (0, time.monotonic())

@@ -1,14 +1,14 @@
 """api keys: scoped credentials for services, and the key that initiated a transaction
 
-Revision ID: 0004_api_keys
-Revises: 0003_provider_deposits
+Revision ID: 0005_api_keys
+Revises: 0004_auth_hardening
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_api_keys'
-down_revision = '0003_provider_deposits'
+revision = '0005_api_keys'
+down_revision = '0004_auth_hardening'
 branch_labels = None
 depends_on = None
 
