@@ -119,7 +119,8 @@ def server_env(database_url: str, redis_url: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def start_server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Factory: start a server with extra settings; every server started is stopped at the end."""
+    """Factory: start a server with extra settings, stopped at the end of the session; tests and module fixtures
+    use own_server / module_server, so that only the default server lives that long."""
     started: list[Server] = []
 
     def start(nofile: tuple[int, int] | None = None, **env: str) -> Server:
@@ -132,10 +133,9 @@ def start_server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
         server.stop()
 
 
-@pytest.fixture
-def own_server(start_server: Any) -> Iterator[Any]:
-    """Factory like start_server, but the servers stop when the test ends: each holds database connections, and
-    the session's PostgreSQL has room for only so many."""
+def _stopped_after(start_server: Any) -> Iterator[Any]:
+    """A factory like start_server whose servers stop when the fixture's scope ends: each holds database
+    connections, and a PostgreSQL has room for only so many (100 by default)."""
     started: list[Server] = []
 
     def start(nofile: tuple[int, int] | None = None, **env: str) -> Server:
@@ -146,6 +146,18 @@ def own_server(start_server: Any) -> Iterator[Any]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def own_server(start_server: Any) -> Iterator[Any]:
+    """Servers for one test, stopped when it ends."""
+    yield from _stopped_after(start_server)
+
+
+@pytest.fixture(scope="module")
+def module_server(start_server: Any) -> Iterator[Any]:
+    """Servers for one test module, stopped when its last test ends."""
+    yield from _stopped_after(start_server)
 
 
 @pytest.fixture(scope="session")

@@ -56,12 +56,12 @@ def access_claims(user_id: str, **overrides: object) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tuned(start_server):
+def tuned(module_server):
     """One server with non-default settings: 30 s access tokens, EUR, 3 failures per account, real bcrypt cost.
 
     Its own Redis prefix keeps its throttling counters apart from the default server's.
     """
-    return start_server(
+    return module_server(
         ACCESS_TOKEN_TTL="30",
         DEFAULT_CURRENCY="eur",
         LOGIN_MAX_FAILURES="3",
@@ -348,8 +348,8 @@ def test_concurrent_failed_logins_cannot_exceed_the_limit(tuned):
     assert statuses.count(401) <= 3, statuses
 
 
-def test_failed_logins_from_one_address_are_throttled(start_server):
-    server = start_server(
+def test_failed_logins_from_one_address_are_throttled(own_server):
+    server = own_server(
         LOGIN_IP_MAX_FAILURES="3", LOGIN_MAX_FAILURES="100", REDIS_PREFIX=f"wallet-test-{uuid.uuid4().hex[:8]}:"
     )
     victim = make_user(server)

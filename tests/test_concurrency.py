@@ -140,8 +140,8 @@ def test_one_key_moves_money_once(server, db):
     assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE idempotency_key = %s", (key,)) == 1
 
 
-def test_concurrent_withdrawals_never_exceed_the_daily_limit(start_server, db):
-    limited = start_server(DAILY_WITHDRAW_LIMIT="100.00")
+def test_concurrent_withdrawals_never_exceed_the_daily_limit(own_server, db):
+    limited = own_server(DAILY_WITHDRAW_LIMIT="100.00")
     user = make_user(limited)
     fund(limited, user, "1000")
 

@@ -18,8 +18,8 @@ def provider():
 
 
 @pytest.fixture(scope="module")
-def gserver(start_server, provider):
-    return start_server(
+def gserver(module_server, provider):
+    return module_server(
         GOOGLE_CLIENT_ID=CLIENT_ID,
         GOOGLE_CLIENT_SECRET=CLIENT_SECRET,
         GOOGLE_DISCOVERY_URL=provider.discovery_url,

@@ -19,8 +19,8 @@ def names(header: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def cors_server(start_server):
-    return start_server(CORS_ORIGINS=f"{APP}, http://localhost:5173")
+def cors_server(module_server):
+    return module_server(CORS_ORIGINS=f"{APP}, http://localhost:5173")
 
 
 def preflight(server, path: str, origin: str, method: str = "POST") -> httpx.Response:

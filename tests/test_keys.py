@@ -359,9 +359,9 @@ def test_concurrent_idempotent_requests_through_a_key_move_money_once(server, us
     assert run_audit(database_url).returncode == 0
 
 
-def test_kill_9_with_a_key_payment_pending_then_restart(start_server, database_url, db):
+def test_kill_9_with_a_key_payment_pending_then_restart(own_server, database_url, db):
     recovery = {"PENDING_TIMEOUT": "2", "RECOVERY_INTERVAL": "1"}
-    doomed = start_server(**recovery)
+    doomed = own_server(**recovery)
     owner = make_user(doomed)
     key = create(doomed, owner, ["deposit"])
     # Hold the wallet's row lock as an execution would, so the deposit is recorded and then waits mid-way.
@@ -386,7 +386,7 @@ def test_kill_9_with_a_key_payment_pending_then_restart(start_server, database_u
     blocker.close()
     thread.join(10)
 
-    restarted = start_server(**recovery)
+    restarted = own_server(**recovery)
     time.sleep(2 + 1 + 1)  # the pending timeout, one recovery interval, a margin
     assert recorded(db, tx_id)[:3] == ("FAILED", "INTERRUPTED", 0)
     # The key survives the restart (it lives in PostgreSQL), and its retry answers the recorded outcome, once.

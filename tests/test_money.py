@@ -120,8 +120,8 @@ def test_operation_answers_the_updated_wallet(server, user, db):
     assert balance(server, user) == "19.50"
 
 
-def test_self_deposit_can_be_turned_off(start_server, user, db):
-    no_deposits = start_server(ALLOW_SELF_DEPOSIT="false")
+def test_self_deposit_can_be_turned_off(own_server, user, db):
+    no_deposits = own_server(ALLOW_SELF_DEPOSIT="false")
     before = initiated(db, user)
     for path, body in (("deposit", {"amount": "1"}), ("operation", {"operation_type": "DEPOSIT", "amount": "1"})):
         assert_refused(post(no_deposits, user, f"/wallets/{user.wallet_id}/{path}", body), 403, "FORBIDDEN")
@@ -291,8 +291,8 @@ def test_blocked_recipient_is_refused_and_recorded(server, funded, recipient, db
     assert (balance(server, funded), balance(server, recipient)) == ("100.00", "0.00")
 
 
-def test_daily_limits(start_server, db):
-    limited = start_server(DAILY_WITHDRAW_LIMIT="100.00", DAILY_TRANSFER_LIMIT="50.00")
+def test_daily_limits(own_server, db):
+    limited = own_server(DAILY_WITHDRAW_LIMIT="100.00", DAILY_TRANSFER_LIMIT="50.00")
     user, other = make_user(limited), make_user(limited)
     jpy = open_wallet(limited, user, "JPY")
     fund(limited, user, "500")

@@ -73,8 +73,8 @@ def relay(database_url: str) -> Iterator[Relay]:
     relay.cut()
 
 
-def test_database_outage_is_503_and_service_resumes(start_server, relay):
-    server = start_server(DATABASE_URL=relay.url, DB_POOL_SIZE="2")
+def test_database_outage_is_503_and_service_resumes(own_server, relay):
+    server = own_server(DATABASE_URL=relay.url, DB_POOL_SIZE="2")
     username = unique_name()
     with server.client() as api:
         assert api.post("/auth/register", json={"username": username, "password": PASSWORD}).status_code == 201

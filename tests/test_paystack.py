@@ -66,8 +66,8 @@ def paystack_env(fake: Fake, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def pserver(start_server: Any, fake: Fake) -> Server:
-    return start_server(**paystack_env(fake))
+def pserver(module_server: Any, fake: Fake) -> Server:
+    return module_server(**paystack_env(fake))
 
 
 @pytest.fixture(scope="module")
@@ -393,8 +393,8 @@ def test_a_paid_deposit_to_a_frozen_account_waits_and_is_credited_once_unfrozen(
 # ---- crashes and expiry (own servers) --------------------------------------------------------------------------
 
 
-def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(start_server, fake, db):
-    doomed = start_server(**paystack_env(fake))
+def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(own_server, fake, db):
+    doomed = own_server(**paystack_env(fake))
     user = payer(doomed)
     reference = started(doomed, user, "12.00")["reference"]
     # A second deposit is mid-initialize (Paystack slow) when the server dies: the payer never gets a page.
@@ -413,7 +413,7 @@ def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(start
     fake.configure()
     cut_off = scalar(db, "SELECT id::text FROM transactions WHERE initiator_id = %s AND amount = 1300", (user.id,))
 
-    restarted = start_server(**paystack_env(fake))
+    restarted = own_server(**paystack_env(fake))
     time.sleep(3)  # past PENDING_TIMEOUT: recovery must leave the deposit waiting for Paystack
     assert deposit_row(db, reference) == ("PENDING", None, 0, 0)
     fake.configure(webhook_url=f"{restarted.url}/api/v1/webhooks/paystack", duplicates=3)
@@ -428,9 +428,9 @@ def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(start
     restarted.stop()
 
 
-def test_unpaid_deposits_expire_but_paid_ones_never_do(start_server, fake, db):
+def test_unpaid_deposits_expire_but_paid_ones_never_do(own_server, fake, db):
     # Every server's sweep sees every deposit: this one, with its 3 s expiry, runs alone and stops at the end.
-    short = start_server(**paystack_env(fake, PAYSTACK_PENDING_TIMEOUT="3"))
+    short = own_server(**paystack_env(fake, PAYSTACK_PENDING_TIMEOUT="3"))
     try:
         fake.configure(webhook=False)
         user = payer(short)

@@ -24,8 +24,8 @@ def wait_for(check, timeout: float = 20):
     raise AssertionError("timed out")
 
 
-def test_workers_share_the_port_and_stop_with_the_parent(start_server):
-    server = start_server(PROCESSES="2")
+def test_workers_share_the_port_and_stop_with_the_parent(own_server):
+    server = own_server(PROCESSES="2")
     parent = server.proc.pid
     first = wait_for(lambda: workers(parent) if len(workers(parent)) == 2 else None)
 

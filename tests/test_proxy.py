@@ -79,9 +79,9 @@ class Proxy:
 
 
 @pytest.fixture(scope="module")
-def backend(start_server):
+def backend(module_server):
     """Two workers and Redis, trusting only the proxy's address; three failed logins per address are allowed."""
-    return start_server(
+    return module_server(
         PROCESSES="2",
         TRUSTED_PROXIES="127.0.0.1",
         LOGIN_IP_MAX_FAILURES="3",
