@@ -1,30 +1,16 @@
 """Money under concurrency: the bank invariant, no deadlocks, idempotency and daily limits with racing clients."""
 
 import random
-import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
-from conftest import balance, fund, make_user, run_audit, scalar, unique_name
+from conftest import balance, fund, in_parallel, make_user, run_audit, scalar, unique_name
 
 CLIENTS = 16
 WALLETS = 20
 OPERATIONS = 2000
 # Per request: a stuck lock fails the test in seconds instead of hanging it.
 TIMEOUT = 15
-
-
-def in_parallel(count, task):
-    """Run task(i) for i in range(count) on `count` threads released together; returns their results."""
-    start = threading.Barrier(count)
-
-    def run(i):
-        start.wait()
-        return task(i)
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def test_bank_invariant(server, database_url, db):
