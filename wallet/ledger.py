@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -269,7 +270,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
             return inserted, None
         existing = (
             await conn.execute(
-                select(T.c.id, T.c.reference, T.c.status, T.c.request_hash).where(
+                select(T.c.id, T.c.request_hash).where(
                     T.c.initiator_id == principal.user_id, T.c.idempotency_key == key
                 )
             )
@@ -405,15 +406,13 @@ async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) ->
 async def _release(rt: Runtime, tx_id: uuid.UUID) -> None:
     """The database failed this attempt: nothing moved, so let a retry of the key take the row over at once
     (expire the claim) rather than after PENDING_TIMEOUT. Best effort: the claim expires by itself anyway."""
-    try:
+    with contextlib.suppress(errors.ServiceUnavailable):
         async with rt.autocommit() as conn:
             await conn.execute(
                 update(T)
                 .where(T.c.id == tx_id, T.c.status == "PENDING")
                 .values(claimed_at=func.now() - dt.timedelta(seconds=rt.settings.pending_timeout))
             )
-    except errors.ServiceUnavailable:
-        pass
 
 
 async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.UUID, viewer: uuid.UUID) -> Outcome:
@@ -429,7 +428,8 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.
                 )
             ).scalar()
     if row["status"] == "PENDING":
-        raise errors.IdempotencyInProgress(transaction_id=str(tx_id))
+        # No transaction_id here: a PENDING row is not yet on disk, and nothing is answered that is not durable.
+        raise errors.IdempotencyInProgress()
     if row["status"] == "FAILED":
         error = errors.recorded_failure(row["failure_code"], row["failure_reason"], str(row["id"]))
         error.replayed = True  # type: ignore[attr-defined]
