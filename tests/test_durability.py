@@ -178,7 +178,10 @@ def test_a_paused_database_answers_503_in_seconds_and_a_retry_finishes_the_opera
         elapsed = time.monotonic() - started
     finally:
         pg.signal(signal.SIGCONT)
-    print(f"\npaused database: {len(answers)} answers in {elapsed:.1f}s")
+    print(
+        f"\npaused database: {len(answers)} answers in {elapsed:.1f}s",
+        [round(r.elapsed.total_seconds(), 2) for r in answers],
+    )
     for r in answers:
         assert_error(r, 503, "SERVICE_UNAVAILABLE")
         assert r.headers["Retry-After"] == "1"
