@@ -15,8 +15,8 @@ STUCK_CLIENTS = 3
 SUCCESSES_BEFORE_KILL = 60
 
 
-def test_kill_during_transfers_then_restart(start_server, database_url, db):
-    doomed = start_server(**RECOVERY)
+def test_kill_during_transfers_then_restart(own_server, database_url, db):
+    doomed = own_server(**RECOVERY)
     users = [make_user(doomed) for _ in range(USERS)]
     for u in users:
         fund(doomed, u, "100")
@@ -66,7 +66,7 @@ def test_kill_during_transfers_then_restart(start_server, database_url, db):
     assert len(succeeded) >= SUCCESSES_BEFORE_KILL, "the load did not get going before the kill"
     assert pending_at_kill >= STUCK_CLIENTS
 
-    restarted = start_server(**RECOVERY)
+    restarted = own_server(**RECOVERY)
     time.sleep(2 + 1 + 1)  # the timeout, one recovery interval, and a margin
     assert (
         scalar(db, "SELECT COUNT(*) FROM transactions WHERE status = 'PENDING' AND created_at < now() - interval '2 s'")
@@ -94,10 +94,10 @@ def test_kill_during_transfers_then_restart(start_server, database_url, db):
     assert float(balance(restarted, hot)) == float(before) + 1
 
 
-def test_a_slow_execution_without_a_key_failed_by_recovery_moves_no_money(start_server, db):
+def test_a_slow_execution_without_a_key_failed_by_recovery_moves_no_money(own_server, db):
     """An execution without a key that outlives the timeout is failed INTERRUPTED by the sweep (nothing could ever
     retry it); when it resumes it must not move money, and its client gets a definite 409, not a 5xx."""
-    impatient = start_server(PENDING_TIMEOUT="1", RECOVERY_INTERVAL="1")
+    impatient = own_server(PENDING_TIMEOUT="1", RECOVERY_INTERVAL="1")
     user = make_user(impatient)
     blocker = psycopg2.connect(db.dsn)
     blocker.cursor().execute("SELECT 1 FROM wallets WHERE id = %s FOR NO KEY UPDATE", (user.wallet_id,))

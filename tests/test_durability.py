@@ -51,11 +51,11 @@ def definite(send, deadline: float = 30):
         time.sleep(0.2)
 
 
-def test_a_refusal_answered_survives_a_database_crash_and_its_key_never_executes(start_server, private_db, pg):
+def test_a_refusal_answered_survives_a_database_crash_and_its_key_never_executes(own_server, private_db, pg):
     """The refusals' commits reach the disk before their 400s go out: after kill -9 of PostgreSQL right after the
     last 400, every key replays its refusal, even once the wallet could pay. (A commit that did not wait for the
     disk sits in PostgreSQL's WAL buffers for up to wal_writer_delay and dies with them.)"""
-    server = start_server(DATABASE_URL=private_db, DB_POOL_SIZE="8")
+    server = own_server(DATABASE_URL=private_db, DB_POOL_SIZE="8")
     user = make_user(server)
     path = f"/wallets/{user.wallet_id}/withdraw"
     keys = [unique_name("refused") for _ in range(REFUSALS)]
@@ -97,11 +97,11 @@ def _client_backend(database_url: str) -> int:
         return cur.fetchone()[0]
 
 
-def test_no_500_while_postgres_crashes_and_restarts(start_server, private_db, pg):
+def test_no_500_while_postgres_crashes_and_restarts(own_server, private_db, pg):
     """A backend killed -9 (PostgreSQL restarts every backend and replays its log: 'the database system is in
     recovery mode'), then the whole server killed -9 and started again, under a load of reads and keyed deposits:
     every answer is a success or a 503 with Retry-After, and every key, retried until definite, deposits once."""
-    server = start_server(DATABASE_URL=private_db, DB_POOL_SIZE="4", PENDING_TIMEOUT="2")
+    server = own_server(DATABASE_URL=private_db, DB_POOL_SIZE="4", PENDING_TIMEOUT="2")
     users = [make_user(server) for _ in range(4)]
     statuses, deposited, stop = Counter(), Counter(), threading.Event()
 
@@ -146,11 +146,11 @@ def test_no_500_while_postgres_crashes_and_restarts(start_server, private_db, pg
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
-def test_a_paused_database_answers_503_in_seconds_and_a_retry_finishes_the_operation_once(start_server, private_db, pg):
+def test_a_paused_database_answers_503_in_seconds_and_a_retry_finishes_the_operation_once(own_server, private_db, pg):
     """PostgreSQL stopped (kill -STOP of the postmaster and its backends) answers nothing: reads, deposits and the
     requests queued for a pool connection get 503 within the timeouts, and once it resumes the same keys deposit
     exactly once (a row left PENDING by the cut-off attempt is taken over when its claim expires)."""
-    server = start_server(
+    server = own_server(
         DATABASE_URL=private_db,
         DB_POOL_SIZE="2",
         DB_STATEMENT_TIMEOUT="1",

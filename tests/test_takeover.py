@@ -30,9 +30,9 @@ def until_definite(client: httpx.Client, path: str, body: dict, key: str, deadli
 
 
 def test_retries_racing_the_sweep_take_over_operations_cut_off_by_a_server_kill_exactly_once(
-    start_server, database_url, db
+    own_server, database_url, db
 ):
-    doomed = start_server(**RECOVERY)
+    doomed = own_server(**RECOVERY)
     payer, payee = make_user(doomed), make_user(doomed)
     fund(doomed, payer, "100")
     keys = [unique_name("cut") for _ in range(KEYS)]
@@ -68,7 +68,7 @@ def test_retries_racing_the_sweep_take_over_operations_cut_off_by_a_server_kill_
 
     # A new server sweeps every second and counts a claim older than a second as abandoned; several clients retry
     # each key at once, across sweeps, until each gets a definite answer.
-    restarted = start_server(**RECOVERY)
+    restarted = own_server(**RECOVERY)
 
     def retry(i):
         key = keys[i % KEYS]
@@ -96,10 +96,10 @@ def test_retries_racing_the_sweep_take_over_operations_cut_off_by_a_server_kill_
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
-def test_a_slow_attempt_and_the_retry_that_took_it_over_move_money_once(start_server, db):
+def test_a_slow_attempt_and_the_retry_that_took_it_over_move_money_once(own_server, db):
     """The first attempt waits on a lock past the timeout; a retry takes the operation over and waits too. When the
     lock goes, whichever marks the row first moves the money, and the other replays that answer."""
-    impatient = start_server(**RECOVERY)
+    impatient = own_server(**RECOVERY)
     user = make_user(impatient)
     path, key = f"/wallets/{user.wallet_id}/deposit", unique_name("slow")
     blocker = psycopg2.connect(db.dsn)
