@@ -18,7 +18,7 @@ TIMEOUT = 15
 def test_bank_invariant(own_server, database_url, db):
     """Random transfers, deposits and withdrawals from racing clients, each with an Idempotency-Key it resends until
     a definite answer; midway the server is killed -9 and started again. Money is conserved, every key ran once."""
-    server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1")
+    server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1", DB_POOL_SIZE="8")
     users = [make_user(server) for _ in range(WALLETS)]
     for u in users:
         fund(server, u, "50.00")
