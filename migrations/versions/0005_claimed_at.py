@@ -1,14 +1,14 @@
 """claim of a pending transaction: a retry of an abandoned operation takes it over
 
-Revision ID: 0004_claimed_at
-Revises: 0003_provider_deposits
+Revision ID: 0005_claimed_at
+Revises: 0004_auth_hardening
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_claimed_at'
-down_revision = '0003_provider_deposits'
+revision = '0005_claimed_at'
+down_revision = '0004_auth_hardening'
 branch_labels = None
 depends_on = None
 
