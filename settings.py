@@ -52,6 +52,8 @@ class Settings:
     login_account_max_failures: int = 100
     login_window: int = 900
     db_pool_size: int = 20
+    db_statement_timeout: int = 5
+    db_pool_timeout: int = 5
     log_level: str = "INFO"
     admin_password: str | None = None
     paystack_secret_key: str | None = None
@@ -192,6 +194,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "LOGIN_ACCOUNT_MAX_FAILURES": ("login_account_max_failures", _int("LOGIN_ACCOUNT_MAX_FAILURES", 1, 100000)),
     "LOGIN_WINDOW": ("login_window", _int("LOGIN_WINDOW", 1, 24 * 3600)),
     "DB_POOL_SIZE": ("db_pool_size", _int("DB_POOL_SIZE", 1, 500)),
+    "DB_STATEMENT_TIMEOUT": ("db_statement_timeout", _int("DB_STATEMENT_TIMEOUT", 1, 3600)),
+    "DB_POOL_TIMEOUT": ("db_pool_timeout", _int("DB_POOL_TIMEOUT", 1, 300)),
     "LOG_LEVEL": ("log_level", _log_level),
     "VAR_DIR": ("var_dir", Path),
     "WALLET_ADMIN_PASSWORD": ("admin_password", str),

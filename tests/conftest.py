@@ -10,8 +10,10 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,6 +318,18 @@ def recorded(db: Any, transaction_id: str) -> tuple[str, str | None, int, int]:
             (transaction_id,),
         )
         return cur.fetchone()
+
+
+def in_parallel(count: int, task: Any) -> list[Any]:
+    """Run task(i) for i in range(count) on `count` threads released together; returns their results."""
+    start = threading.Barrier(count)
+
+    def run(i: int) -> Any:
+        start.wait()
+        return task(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
 
 
 def run_audit(database_url: str) -> subprocess.CompletedProcess:

@@ -4,9 +4,9 @@ import random
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
-from conftest import balance, fund, make_user, run_audit, scalar, unique_name
+import httpx
+from conftest import balance, fund, in_parallel, make_user, run_audit, scalar, unique_name
 
 CLIENTS = 16
 WALLETS = 20
@@ -15,28 +15,33 @@ OPERATIONS = 2000
 TIMEOUT = 15
 
 
-def in_parallel(count, task):
-    """Run task(i) for i in range(count) on `count` threads released together; returns their results."""
-    start = threading.Barrier(count)
-
-    def run(i):
-        start.wait()
-        return task(i)
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
-
-
-def test_bank_invariant(server, database_url, db):
+def test_bank_invariant(own_server, database_url, db):
+    """Random transfers, deposits and withdrawals from racing clients, each with an Idempotency-Key it resends until
+    a definite answer; midway the server is killed -9 and started again. Money is conserved, every key ran once."""
+    server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1", DB_POOL_SIZE="8")
     users = [make_user(server) for _ in range(WALLETS)]
     for u in users:
         fund(server, u, "50.00")
     wallet_ids = tuple(u.wallet_id for u in users)
     per_client = OPERATIONS // CLIENTS
+    answered, retried = Counter(), Counter()
+
+    def definite(client, path, body, headers):
+        """Resend the same key through the kill and the restart until the answer is not 'try again'."""
+        while True:
+            try:
+                r = client.post(path, json=body, headers=headers, timeout=TIMEOUT)
+            except httpx.TransportError:  # the server is down
+                retried["no answer"] += 1
+            else:
+                if r.status_code not in (409, 503):
+                    return r
+                retried[r.json()["code"]] += 1
+            time.sleep(0.1)
 
     def client_run(i):
         rng = random.Random(i)
-        outcomes = Counter()
+        outcomes, keys = Counter(), []
         with server.client() as client:
             for _ in range(per_client):
                 me = rng.choice(users)
@@ -47,18 +52,33 @@ def test_bank_invariant(server, database_url, db):
                     path, body = "/transfers", {"from_wallet_id": me.wallet_id, "to_wallet_id": to.wallet_id}
                 else:
                     path, body = f"/wallets/{me.wallet_id}/{kind}", {}
-                r = client.post(path, json={**body, "amount": amount}, headers=me.headers, timeout=TIMEOUT)
+                keys.append(unique_name("bank"))
+                r = definite(client, path, {**body, "amount": amount}, {**me.headers, "Idempotency-Key": keys[-1]})
                 outcomes[(kind, r.status_code, r.json().get("code"))] += 1
-        return outcomes
+                answered["all"] += 1
+        return outcomes, keys
 
+    def kill_midway():
+        while answered["all"] < OPERATIONS // 2:
+            time.sleep(0.01)
+        server.kill()
+        server.start()
+
+    killer = threading.Thread(target=kill_midway)
+    killer.start()
     started = time.monotonic()
-    outcomes = sum(in_parallel(CLIENTS, client_run), Counter())
+    results = in_parallel(CLIENTS, client_run)
     elapsed = time.monotonic() - started
+    killer.join(60)
+    outcomes = sum((o for o, _ in results), Counter())
+    keys = [k for _, ks in results for k in ks]
     print(
         f"\nbank invariant: {CLIENTS} clients, {per_client * CLIENTS} operations among {WALLETS} wallets "
-        f"in {elapsed:.1f}s ({per_client * CLIENTS / elapsed:.0f}/s): {dict(outcomes)}"
+        f"in {elapsed:.1f}s with a server kill -9 midway ({per_client * CLIENTS / elapsed:.0f}/s): {dict(outcomes)}; "
+        f"resent: {dict(retried)}"
     )
 
+    assert retried["no answer"] > 0  # the kill did cut clients off
     assert {(status, code) for _, status, code in outcomes} <= {(201, None), (400, "INSUFFICIENT_FUNDS")}
     completed = sum(n for (_, status, _), n in outcomes.items() if status == 201)
     refused = sum(n for (_, status, _), n in outcomes.items() if status == 400)
@@ -77,7 +97,8 @@ def test_bank_invariant(server, database_url, db):
     money_in = completed_total("DEPOSIT") - completed_total("WITHDRAWAL")
     assert scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %(w)s", mine) == money_in
     assert scalar(db, "SELECT MIN(balance) FROM wallets WHERE id IN %(w)s", mine) >= 0
-    # Every success a client saw is one COMPLETED row, every refusal one FAILED row (besides the fundings).
+    # Every key is one row: every success a client saw one COMPLETED row, every refusal one FAILED row.
+    assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE idempotency_key = ANY(%s)", (keys,)) == len(keys)
     assert count("status = 'COMPLETED'") == completed + WALLETS
     assert count("status = 'FAILED'") == refused
     assert count("status = 'PENDING'") == 0

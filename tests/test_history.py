@@ -212,3 +212,26 @@ def test_dates_at_the_very_edges_still_work(server, story):
     page = transactions(server, alice, **{"from": "0001-01-01T00:00:00Z", "to": "9999-12-30"})
     assert len(page["items"]) == 6
     assert transactions(server, alice, **{"from": "9999-12-31T23:59:59Z"})["items"] == []
+
+
+def test_a_refused_deposit_is_readable_by_the_caller_who_got_its_id(server, admin):
+    """A deposit's source is the system account: the caller sees it as the one who asked for it."""
+    user = make_user(server)
+    with server.client(admin.token) as client:
+        assert client.post(f"/admin/users/{user.id}/freeze", json={}).status_code == 200
+    with server.client(user.token) as client:
+        refused = assert_error(
+            client.post(f"/wallets/{user.wallet_id}/deposit", json={"amount": "5"}), 403, "ACCOUNT_FROZEN"
+        )
+        shown = client.get(f"/transactions/{refused['transaction_id']}")
+    assert shown.status_code == 200, shown.text
+    assert (shown.json()["status"], shown.json()["failure_code"], shown.json()["direction"]) == (
+        "FAILED",
+        "ACCOUNT_FROZEN",
+        "in",
+    )
+    assert ids(transactions(server, user, status="FAILED")) == [refused["transaction_id"]]
+    assert ids(transactions(server, user, wallet_id=user.wallet_id, status="FAILED")) == [refused["transaction_id"]]
+    stranger = make_user(server)
+    with server.client(stranger.token) as client:
+        assert_error(client.get(f"/transactions/{refused['transaction_id']}"), 404, "NOT_FOUND")

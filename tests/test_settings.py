@@ -39,6 +39,8 @@ BAD = [
     ("DAILY_TRANSFER_LIMIT", "-1"),
     ("DAILY_TRANSFER_LIMIT", "lots"),
     ("LOGIN_MAX_FAILURES", "0"),
+    ("DB_STATEMENT_TIMEOUT", "0"),
+    ("DB_POOL_TIMEOUT", "30s"),
     ("LOG_LEVEL", "LOUD"),
     ("PAYSTACK_BASE_URL", "ftp://api.paystack.co"),
     ("PAYSTACK_CALLBACK_URL", "javascript:alert(1)"),

@@ -7,6 +7,8 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from settings import Settings
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -19,13 +21,26 @@ def sync_url(database_url: str) -> str:
     return _url(database_url, "psycopg2").render_as_string(hide_password=False)
 
 
-def create_engine(database_url: str, pool_size: int) -> AsyncEngine:
+def create_engine(settings: Settings) -> AsyncEngine:
+    """The pool, with waits that fit an HTTP API: a hung or overloaded database answers 503 within seconds.
+
+    PostgreSQL cancels a statement after DB_STATEMENT_TIMEOUT (a lock wait too), leaving the connection usable; a
+    database that does not answer at all (paused, a dead host) cannot cancel anything, so asyncpg gives up on its
+    own side a second later. Connecting and waiting for a free connection are bounded by DB_POOL_TIMEOUT.
+    """
+    assert settings.database_url
+    statement_timeout = settings.db_statement_timeout
     return create_async_engine(
-        _url(database_url, "asyncpg"),
-        pool_size=pool_size,
+        _url(settings.database_url, "asyncpg"),
+        pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_pre_ping=False,
-        pool_timeout=30,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={
+            "timeout": settings.db_pool_timeout,
+            "command_timeout": statement_timeout + 1,
+            "server_settings": {"statement_timeout": f"{statement_timeout}s"},
+        },
     )
 
 

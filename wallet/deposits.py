@@ -98,11 +98,8 @@ async def initialize(
     callback_url = callback_url or rt.settings.paystack_callback_url
     params = {"op": "PAYSTACK_DEPOSIT", "wallet": wallet.wallet_id, "amount": minor, "callback_url": callback_url}
     op = ledger.Operation("DEPOSIT", minor, wallet.currency, None, wallet, None, params, provider=PROVIDER)
-    try:
-        inserted, _ = await ledger._record(rt, principal, op, key)
-    except errors.IdempotencyInProgress:
-        inserted = None  # PENDING under this key: still initializing, or waiting for the payment
-    if inserted is None:
+    inserted, _ = await ledger._record(rt, principal, op, key)
+    if inserted is None:  # the key's row: still initializing, waiting for the payment, or finished
         return await _replay(rt, principal, key)  # type: ignore[arg-type]  # only a key finds an earlier row
 
     try:
@@ -167,7 +164,7 @@ async def apply(rt: Runtime, reference: str, status: str, amount: int, currency:
     op = ledger.Operation("DEPOSIT", row.amount, row.currency, None, wallet, None, {}, provider=PROVIDER)
     try:
         await ledger._execute(rt, op, row.id)
-    except errors.Interrupted:
+    except ledger.NoLongerPending:
         return  # another delivery or a verify completed it first (the status guard refused this one)
     except errors.WalletError as error:
         # Paid, but the account is frozen or inactive now: keep it PENDING so the sweep credits it once allowed.

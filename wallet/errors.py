@@ -8,6 +8,8 @@ from typing import Any
 class WalletError(Exception):
     code = "INTERNAL_ERROR"
     message = "An unexpected error occurred."
+    # Seconds after which trying again makes sense (the Retry-After header), for errors that pass.
+    retry_after: int | None = None
 
     def __init__(
         self, message: str | None = None, *, details: dict[str, Any] | None = None, transaction_id: str | None = None
@@ -19,10 +21,10 @@ class WalletError(Exception):
 
 
 class Interrupted(WalletError):
-    """The operation outlived the pending timeout and was failed by recovery; nothing moved."""
+    """The operation was abandoned and failed by recovery, so no retry of it can run any more; nothing moved."""
 
     code = "INTERRUPTED"
-    message = "The operation was interrupted before it completed."
+    message = "The operation was interrupted before it completed and nothing moved; send it again as a new request."
 
 
 # 400: invalid input or a business rule refused
@@ -186,6 +188,7 @@ class ProviderError(WalletError):
 class ServiceUnavailable(WalletError):
     code = "SERVICE_UNAVAILABLE"
     message = "A dependency is unavailable."
+    retry_after = 1
 
 
 class ProviderNotConfigured(ServiceUnavailable):

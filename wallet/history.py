@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Select, and_, select, union_all
+from sqlalchemy import Select, and_, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 from models import Transaction, User, Wallet
@@ -83,13 +83,20 @@ async def load_transaction(conn: Any, transaction_id: uuid.UUID) -> Mapping[str,
     return row._mapping if row else None
 
 
+def _visible(row: Mapping[str, Any], user_id: uuid.UUID) -> bool:
+    """A user sees what left their wallets, what reached them, and whatever they asked for (a refused deposit's
+    source is the system account, yet its answer gave the caller the id)."""
+    return (
+        row["source_user_id"] == user_id
+        or row["initiator_id"] == user_id
+        or (row["destination_user_id"] == user_id and row["status"] == "COMPLETED")
+    )
+
+
 async def get_transaction(rt: Runtime, principal: Principal, transaction_id: uuid.UUID) -> dict[str, Any]:
     async with rt.transaction() as conn:
         row = await load_transaction(conn, transaction_id)
-    if row is None or not (
-        row["source_user_id"] == principal.user_id
-        or (row["destination_user_id"] == principal.user_id and row["status"] == "COMPLETED")
-    ):
+    if row is None or not _visible(row, principal.user_id):
         raise NotFound("Transaction not found.")
     return render_transaction(row, principal.user_id)
 
@@ -134,9 +141,9 @@ async def list_transactions(
             out_side = T.c.source_user_id == user_id
             in_side = and_(T.c.destination_user_id == user_id, T.c.source_user_id.is_distinct_from(user_id))
         outgoing = select(T).where(out_side, *filters).order_by(T.c.seq.desc()).limit(limit + 1)
-        incoming = (
-            select(T).where(in_side, T.c.status == "COMPLETED", *filters).order_by(T.c.seq.desc()).limit(limit + 1)
-        )
+        # Incoming and not yet completed (or refused) only when the user asked for it: their own deposits.
+        shown = or_(T.c.status == "COMPLETED", T.c.initiator_id == user_id)
+        incoming = select(T).where(in_side, shown, *filters).order_by(T.c.seq.desc()).limit(limit + 1)
         page = union_all(outgoing, incoming).subquery()
         query = _detailed(page).order_by(page.c.seq.desc()).limit(limit + 1)
         rows = [r._mapping for r in (await conn.execute(query)).all()]

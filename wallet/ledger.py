@@ -2,14 +2,19 @@
 
 1. Record: the operation is inserted PENDING in its own short commit; the idempotency key (unique per caller)
    and a hash of the parameters live on that row, so a duplicate request finds it instead of executing twice.
+   A retry of a key whose attempt was abandoned (claimed longer than PENDING_TIMEOUT ago) claims the row instead.
 2. Execute: one DB transaction locks the user wallets in id order, checks status, funds and daily limit,
-   moves the balances, appends the entries and marks the row COMPLETED, all in one durable commit.
-3. Fail: any refusal or error rolls that back and marks the row FAILED (failure_code, failure_reason).
-4. Recover: rows left PENDING longer than the timeout touched no balance; they are failed as INTERRUPTED.
+   moves the balances, appends the entries and marks the row COMPLETED, all in one durable commit. Only a
+   PENDING row can be marked, so of all the attempts on one row at most one ever moves money.
+3. Fail: a refusal rolls that back and marks the row FAILED (failure_code, failure_reason), durably before the
+   answer. A database outage instead leaves the row PENDING for the client's retry to take over.
+4. Recover: rows PENDING past the timeout touched no balance. Those without a key (nothing can retry them), and
+   keyed ones after the key's retention, are failed as INTERRUPTED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -38,6 +43,8 @@ log = logging.getLogger("wallet.ledger")
 T = Transaction.__table__
 # No wallet may hold more than this many minor units (far below BIGINT's limit).
 MAX_BALANCE = 10**18
+# Idempotency keys are kept at least this long (API.md): until then an abandoned keyed operation waits for a retry.
+KEY_RETENTION = dt.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -213,11 +220,16 @@ def _known_row(
 
 
 # Step 1 in one round trip: in autocommit mode the INSERT is a transaction of its own, and set_config(..., true)
-# makes its commit skip the wait for the disk as SET LOCAL synchronous_commit = off would (a lost PENDING row is
-# repaired by recovery). A key already recorded by this caller inserts nothing.
+# makes its commit skip the wait for the disk as SET LOCAL synchronous_commit = off would. No answer depends on a
+# PENDING row alone (a replay of it answers 409 IN_PROGRESS, "try again"), and the commit that finishes the row
+# waits for the disk, which writes this earlier commit first: the log is flushed in order.
+# A key already recorded by this caller inserts nothing; if that row is PENDING and its claim expired (the attempt
+# died) and it is the same request on the same wallets, this attempt claims it instead. The row lock makes
+# concurrent retries queue here, and each re-checks the claim: exactly one of them takes the row over. A provider
+# deposit is never taken over: it waits for the payment, not for an attempt (wallet/deposits.py).
 _RECORD = text("""
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
+INSERT INTO transactions AS t (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
     source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
     provider, provider_reference)
 SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
@@ -225,13 +237,18 @@ SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency,
     CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description, :provider,
     :provider_reference
 FROM relaxed
-ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
+ON CONFLICT (initiator_id, idempotency_key) DO UPDATE SET claimed_at = now()
+WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAST(:abandoned AS interval)
+    AND t.request_hash = excluded.request_hash
+    AND t.source_wallet_id IS NOT DISTINCT FROM excluded.source_wallet_id
+    AND t.destination_wallet_id IS NOT DISTINCT FROM excluded.destination_wallet_id
 RETURNING id, reference, created_at
 """)
 
 
 async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[Any, Any]:
-    """Step 1. Returns (the new row's id, reference and created_at, None), or (None, the row already under the key)."""
+    """Step 1. Returns (the id, reference and created_at of the row this attempt claimed, new or abandoned, None),
+    or (None, the row already under the key)."""
     tx_id, reference = uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
     request_hash = _request_hash(op.params)
     values = {
@@ -251,6 +268,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         "description": op.description,
         "provider": op.provider,
         "provider_reference": reference if op.provider else None,
+        "abandoned": dt.timedelta(seconds=rt.settings.pending_timeout),
     }
     async with rt.autocommit() as conn:
         inserted = (await conn.execute(_RECORD, values)).first()
@@ -258,15 +276,13 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
             return inserted, None
         existing = (
             await conn.execute(
-                select(T.c.id, T.c.reference, T.c.status, T.c.request_hash).where(
+                select(T.c.id, T.c.request_hash).where(
                     T.c.initiator_id == principal.user_id, T.c.idempotency_key == key
                 )
             )
         ).one()
     if existing.request_hash != request_hash:
         raise errors.IdempotencyMismatch()
-    if existing.status == "PENDING":
-        raise errors.IdempotencyInProgress()
     return None, existing
 
 
@@ -371,16 +387,21 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
             )
         ).first()
         if moved is None:
-            raise errors.Interrupted()  # recovery failed the row meanwhile; this rollback keeps it that way
+            raise NoLongerPending()
         if limit and moved.used > limit:
             raise _over_daily_limit(op, limit, moved.used)
     return moved.completed_at, moved.source_after, moved.destination_after
 
 
+class NoLongerPending(Exception):
+    """The row was no longer PENDING when this attempt went to mark it COMPLETED: another attempt, a provider's
+    confirmation or recovery finished it first (and this attempt's rollback moved nothing)."""
+
+
 async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) -> None:
-    """Step 3, in a fresh session; a lost FAILED mark is redone by recovery."""
-    async with rt.transaction() as conn:
-        await conn.execute(text("SET LOCAL synchronous_commit = off"))
+    """Step 3, one statement in a fresh session. Its commit waits for the disk: the refusal is about to be answered,
+    and a retry of the key after a database crash must replay it, not execute."""
+    async with rt.autocommit() as conn:
         await conn.execute(
             update(T)
             .where(T.c.id == tx_id, T.c.status == "PENDING")
@@ -388,19 +409,33 @@ async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) ->
         )
 
 
-async def _replay(rt: Runtime, principal: Principal, op: Operation, existing: Any, viewer: uuid.UUID) -> Outcome:
+async def _release(rt: Runtime, tx_id: uuid.UUID) -> None:
+    """The database failed this attempt: nothing moved, so let a retry of the key take the row over at once
+    (expire the claim) rather than after PENDING_TIMEOUT. Best effort: the claim expires by itself anyway."""
+    with contextlib.suppress(errors.ServiceUnavailable):
+        async with rt.autocommit() as conn:
+            await conn.execute(
+                update(T)
+                .where(T.c.id == tx_id, T.c.status == "PENDING")
+                .values(claimed_at=func.now() - dt.timedelta(seconds=rt.settings.pending_timeout))
+            )
+
+
+async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.UUID, viewer: uuid.UUID) -> Outcome:
+    """Answer as the attempt that finished the row did; a row still PENDING is another attempt's to finish."""
     async with rt.transaction() as conn:
-        row = await load_transaction(conn, existing.id)
+        row = await load_transaction(conn, tx_id)
         balance = None
         own = op.source if op.source and op.source.user_id == principal.user_id else op.destination
         if row["status"] == "COMPLETED" and own is not None:
             balance = (
                 await conn.execute(
-                    select(Entry.balance_after).where(
-                        Entry.transaction_id == existing.id, Entry.wallet_id == own.wallet_id
-                    )
+                    select(Entry.balance_after).where(Entry.transaction_id == tx_id, Entry.wallet_id == own.wallet_id)
                 )
             ).scalar()
+    if row["status"] == "PENDING":
+        # No transaction_id here: a PENDING row is not yet on disk, and nothing is answered that is not durable.
+        raise errors.IdempotencyInProgress()
     if row["status"] == "FAILED":
         error = errors.recorded_failure(row["failure_code"], row["failure_reason"], str(row["id"]))
         error.replayed = True  # type: ignore[attr-defined]
@@ -415,12 +450,18 @@ async def run(
     viewer = viewer or principal.user_id
     inserted, existing = await _record(rt, principal, op, key)
     if existing is not None:
-        return await _replay(rt, principal, op, existing, viewer)
+        return await _replay(rt, principal, op, existing.id, viewer)
     tx_id = inserted.id
     # created_at comes from the database, as a replay will read it.
     row = _known_row(principal, op, tx_id, inserted.reference, inserted.created_at)
     try:
         completed_at, source_after, destination_after = await _execute(rt, op, tx_id)
+    except NoLongerPending:
+        return await _replay(rt, principal, op, tx_id, viewer)
+    except errors.ServiceUnavailable as error:
+        await _release(rt, tx_id)
+        error.transaction_id = str(tx_id)
+        raise
     except errors.WalletError as error:
         await _mark_failed(rt, tx_id, error.code, error.message)
         error.transaction_id = str(tx_id)
@@ -551,15 +592,18 @@ async def admin_deposit(
 
 
 async def recover_interrupted(rt: Runtime) -> int:
-    """Step 4: fail rows PENDING longer than the timeout. Their execution never committed (or it would not be
-    PENDING), so no balance was touched; the status guard makes this safe against a late commit. A provider deposit
-    waits for its provider instead: wallet/deposits.py sweeps those."""
+    """Step 4: fail rows whose claim is older than the timeout and that no retry can take over any more: those
+    without a key, and keyed ones past the key's retention. Their execution never committed (or they would not be
+    PENDING), so no balance was touched; the status guard makes this safe against a late commit or a claim. A
+    provider deposit waits for its provider instead: wallet/deposits.py sweeps those."""
+    timeout = dt.timedelta(seconds=rt.settings.pending_timeout)
     async with rt.transaction() as conn:
         result = await conn.execute(
             update(T)
             .where(
                 T.c.status == "PENDING",
-                T.c.created_at < func.now() - dt.timedelta(seconds=rt.settings.pending_timeout),
+                T.c.claimed_at < func.now() - timeout,
+                T.c.idempotency_key.is_(None) | (T.c.claimed_at < func.now() - max(timeout, KEY_RETENTION)),
                 T.c.provider.is_(None),
             )
             .values(

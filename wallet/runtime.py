@@ -24,13 +24,22 @@ from wallet.store import Store, create_store
 T = TypeVar("T")
 
 
+# SQLSTATEs of a database that is down, restarting, overloaded or too slow, rather than of a wrong request:
+# 08 connection exceptions; 53 insufficient resources (too many connections); 57P01-57P03 administrator or crash
+# shutdown and "the database system is starting up / in recovery mode / not yet accepting connections";
+# 57014 a statement cancelled by DB_STATEMENT_TIMEOUT.
+_OUTAGE_SQLSTATES = ("08", "53", "57P", "57014")
+
+
 @contextmanager
 def _database_outage() -> Iterator[None]:
-    """A database that cannot be reached, or drops the connection, is a dependency outage (503), not our fault."""
+    """A database that cannot be reached, drops the connection, restarts or hangs is a dependency outage (503), not
+    our fault. OSError covers refused connections and asyncpg's client-side timeouts (TimeoutError)."""
     try:
         yield
     except DBAPIError as error:
-        if not error.connection_invalidated:
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        if not (error.connection_invalidated or sqlstate.startswith(_OUTAGE_SQLSTATES)):
             raise
         raise ServiceUnavailable("The database is not answering; try again shortly.") from None
     except (OSError, PoolTimeout):
@@ -54,7 +63,7 @@ class Runtime:
         cpu_workers = max(1, ((os.cpu_count() or 2) - 1) // settings.processes)
         return cls(
             settings,
-            create_engine(settings.database_url, settings.db_pool_size),
+            create_engine(settings),
             create_store(settings.redis_url, settings.redis_prefix),
             ThreadPoolExecutor(max_workers=cpu_workers),
             RevokedSessions(settings.access_token_ttl),

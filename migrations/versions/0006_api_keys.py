@@ -1,14 +1,14 @@
 """api keys: scoped credentials for services, and the key that initiated a transaction
 
-Revision ID: 0005_api_keys
-Revises: 0004_auth_hardening
+Revision ID: 0006_api_keys
+Revises: 0005_claimed_at
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005_api_keys'
-down_revision = '0004_auth_hardening'
+revision = '0006_api_keys'
+down_revision = '0005_claimed_at'
 branch_labels = None
 depends_on = None
 

@@ -1,14 +1,14 @@
 """user identities: Google sign-in accounts linked to ours; accounts made by it have no password yet
 
-Revision ID: 0006_user_identities
-Revises: 0005_api_keys
+Revision ID: 0007_user_identities
+Revises: 0006_api_keys
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_user_identities'
-down_revision = '0005_api_keys'
+revision = '0007_user_identities'
+down_revision = '0006_api_keys'
 branch_labels = None
 depends_on = None
 
