@@ -320,6 +320,14 @@ def in_parallel(count: int, task: Any) -> list[Any]:
         return list(pool.map(run, range(count)))
 
 
+def assert_one_line_naming(done: subprocess.CompletedProcess, variable: str) -> None:
+    """A command refused to start: exit code not 0, and one line on stderr naming the setting (no traceback)."""
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
 def run_audit(database_url: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING"}
     return subprocess.run(

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Entry, Transaction, User, Wallet
-from wallet import errors
+from wallet import errors, metrics
 from wallet.auth import Principal
 from wallet.history import load_transaction, render_transaction
 from wallet.money import currency_exponent, format_minor, to_minor
@@ -457,16 +457,19 @@ async def run(
         error.transaction_id = str(tx_id)
         raise
     except errors.WalletError as error:
+        metrics.money(op.type, error.code)
         await _mark_failed(rt, tx_id, error.code, error.message)
         error.transaction_id = str(tx_id)
         raise
     except Exception:
+        metrics.money(op.type, "INTERNAL_ERROR")
         log.exception("money operation failed unexpectedly", extra={"transaction_id": str(tx_id)})
         try:
             await _mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.")
         except Exception:
             log.exception("could not mark the transaction FAILED; recovery will", extra={"transaction_id": str(tx_id)})
         raise
+    metrics.money(op.type, "COMPLETED")
     row.update(status="COMPLETED", completed_at=completed_at)
     own_after = source_after if op.source and op.source.user_id == principal.user_id else destination_after
     return Outcome(render_transaction(row, viewer), False, own_after)
