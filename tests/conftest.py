@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -40,6 +42,15 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
     """A brand-new database for this test session, dropped afterwards."""
     with fresh_database(postgres_server_url) as url:
         yield url
+
+
+@pytest.fixture
+def var_dir() -> Iterator[Path]:
+    """A VAR_DIR for an embedded PostgreSQL, outside pytest's temporary base: run as root, the library runs PostgreSQL
+    as another user, and every pytest session that starts resets that base to mode 0700 under its feet."""
+    path = Path(tempfile.mkdtemp(prefix="wallet-var-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

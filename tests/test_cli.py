@@ -166,9 +166,9 @@ def query(database_url: str, sql: str) -> Any:
         return cur.fetchone()[0]
 
 
-def test_one_line_commands_print_one_line_on_the_embedded_database(tmp_path):
+def test_one_line_commands_print_one_line_on_the_embedded_database(var_dir):
     """No INFO chatter of the embedded PostgreSQL or Alembic, no XDG_RUNTIME_DIR warning; the database is kept."""
-    env = {"VAR_DIR": str(tmp_path), "XDG_RUNTIME_DIR": ""}
+    env = {"VAR_DIR": str(var_dir), "XDG_RUNTIME_DIR": ""}
     for command, line in ((["migrate"], "migrated to head"), (["audit"], "ledger audit: OK")):
         done = run(*command, **env)
         assert done.returncode == 0, done.stderr
@@ -176,4 +176,4 @@ def test_one_line_commands_print_one_line_on_the_embedded_database(tmp_path):
         assert done.stdout.splitlines()[0] == line
     done = run("create-admin", "root", WALLET_ADMIN_PASSWORD=PASSWORD, **env)
     assert (done.returncode, done.stderr) == (0, "") and len(done.stdout.splitlines()) == 1
-    assert (tmp_path / "pgdata" / "log").is_file()  # PostgreSQL's own log, where the README says
+    assert (var_dir / "pgdata" / "log").is_file()  # PostgreSQL's own log, where the README says
