@@ -384,6 +384,7 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
             raise NoLongerPending()
         if limit and moved.used > limit:
             raise _over_daily_limit(op, limit, moved.used)
+    metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
     return moved.completed_at, moved.source_after, moved.destination_after
 
 
@@ -396,11 +397,16 @@ async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) ->
     """Step 3, one statement in a fresh session. Its commit waits for the disk: the refusal is about to be answered,
     and a retry of the key after a database crash must replay it, not execute."""
     async with rt.autocommit() as conn:
-        await conn.execute(
-            update(T)
-            .where(T.c.id == tx_id, T.c.status == "PENDING")
-            .values(status="FAILED", failure_code=code, failure_reason=reason[:255], completed_at=func.now())
-        )
+        failed = (
+            await conn.execute(
+                update(T)
+                .where(T.c.id == tx_id, T.c.status == "PENDING")
+                .values(status="FAILED", failure_code=code, failure_reason=reason[:255], completed_at=func.now())
+                .returning(T.c.type)
+            )
+        ).first()
+    if failed:  # not when recovery or another delivery decided the row first
+        metrics.money(failed.type, code)
 
 
 async def _release(rt: Runtime, tx_id: uuid.UUID) -> None:
@@ -457,19 +463,16 @@ async def run(
         error.transaction_id = str(tx_id)
         raise
     except errors.WalletError as error:
-        metrics.money(op.type, error.code)
         await _mark_failed(rt, tx_id, error.code, error.message)
         error.transaction_id = str(tx_id)
         raise
     except Exception:
-        metrics.money(op.type, "INTERNAL_ERROR")
         log.exception("money operation failed unexpectedly", extra={"transaction_id": str(tx_id)})
         try:
             await _mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.")
         except Exception:
             log.exception("could not mark the transaction FAILED; recovery will", extra={"transaction_id": str(tx_id)})
         raise
-    metrics.money(op.type, "COMPLETED")
     row.update(status="COMPLETED", completed_at=completed_at)
     own_after = source_after if op.source and op.source.user_id == principal.user_id else destination_after
     return Outcome(render_transaction(row, viewer), False, own_after)
