@@ -297,7 +297,7 @@ def test_health_and_ready(server):
 def test_without_redis_the_server_is_alive_but_not_ready(server_env, tmp_path, user):
     """Redis gone after start-up: /health 200, /ready 503 naming it, requests that need it 503; and a client that
     leaves mid-body does not hold up the graceful shutdown (it waits up to 10 s for requests in flight)."""
-    server = Server(server_env, tmp_path / "server.log")
+    server = Server({**server_env}, tmp_path / "server.log")  # a copy: the Redis URL set below is this one's alone
     try:
         with redis_server(own=True) as redis_url:
             server.env["REDIS_URL"] = redis_url
