@@ -23,7 +23,7 @@ from tornado import netutil, web
 
 from handlers import admin, auth, base, connections, deposits, docs, money, ops, users, wallets
 from handlers.base import implemented_verbs
-from handlers.openapi import openapi_path
+from handlers.openapi import api_routes, openapi_path
 from handlers.schemas import RegisterSchema
 from settings import Settings, SettingsError, StartupError, load_settings
 from wallet import accounts, backup, ledger, metrics
@@ -49,15 +49,20 @@ ROUTES = [
 ]
 
 
+def _route_templates() -> dict[type[web.RequestHandler], str]:
+    """Requests are counted by route template (/api/v1/wallets/{wallet_id}), never by raw path (a series per id);
+    a redirect or static route by its pattern."""
+    templates: dict[type[web.RequestHandler], str] = {handler: pattern for pattern, handler, *_ in ROUTES}
+    for pattern, handler in api_routes(route[:2] for route in ROUTES):
+        templates[handler] = openapi_path(pattern, next(iter(implemented_verbs(handler).values())))[0]
+    return templates
+
+
 def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
     return base.Application(
         ROUTES,
         runtime=runtime or Runtime.create(settings),
-        # Requests are counted by route template (/api/v1/wallets/{wallet_id}), never by raw path.
-        route_templates={
-            handler: openapi_path(pattern, next(iter(implemented_verbs(handler).values())))[0]
-            for pattern, handler in ROUTES
-        },
+        route_templates=_route_templates(),
         default_handler_class=base.NotFoundHandler,
         log_function=base.log_request,
         compress_response=False,
@@ -291,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[listen],
         description="Wallet API server. Settings come from the environment or .env (see README.md).",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", parents=[listen], help="serve HTTP, after migrating (the default)")
     commands.add_parser("migrate", help="apply database migrations")
     admin = commands.add_parser(
