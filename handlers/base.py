@@ -416,8 +416,6 @@ def log_request(handler: web.RequestHandler) -> None:
     request = handler.request
     principal = getattr(handler, "principal", None)
     seconds = request.request_time()
-    route = handler.application.settings["route_templates"].get(type(handler), "unmatched")
-    metrics.request(route, request.method, handler.get_status(), seconds)
     log.info(
         "request",
         extra={
@@ -431,6 +429,8 @@ def log_request(handler: web.RequestHandler) -> None:
             "scheme": request.protocol,  # as the client used it: https behind a TLS proxy in TRUSTED_PROXIES
         },
     )
+    route = handler.application.settings["route_templates"].get(type(handler), "unmatched")
+    metrics.request(route, request.method, handler.get_status(), seconds)
 
 
 async def wait_for_inflight(timeout: float) -> None:

@@ -50,7 +50,7 @@ def test_backup_restores_into_a_fresh_database(server, server_env, database_url,
         assert again.returncode == 1 and "--force" in again.stderr and len(again.stderr.splitlines()) == 1
         assert command("restore", "--force", str(dump), database_url=copy).returncode == 0
 
-        restored = Server({**server_env, "DATABASE_URL": copy}, tmp_path / "restored.log").start()
+        restored = Server({**server_env, "DATABASE_URL": copy, "DB_POOL_SIZE": "2"}, tmp_path / "restored.log").start()
         try:
             for user in (alice, bob):
                 again_user = log_in(restored, user.username)

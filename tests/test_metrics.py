@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import PASSWORD, assert_error, make_user
+from conftest import PASSWORD, Server, assert_error, make_user
 from prometheus_client.parser import text_string_to_metric_families
 
 TOKEN = "scrape-" + "t" * 24
@@ -30,8 +31,12 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def two_workers(start_server):
-    return start_server(PROCESSES="2", METRICS_TOKEN=TOKEN, RECOVERY_INTERVAL="1")
+def two_workers(server_env, tmp_path_factory) -> Iterator[Server]:
+    """Stopped with this module, not the session: every server keeps its database connections while it runs."""
+    settings = {"PROCESSES": "2", "METRICS_TOKEN": TOKEN, "RECOVERY_INTERVAL": "1", "DB_POOL_SIZE": "4"}
+    server = Server({**server_env, **settings}, tmp_path_factory.mktemp("metrics") / "server.log").start()
+    yield server
+    server.stop()
 
 
 def test_counts_add_up_across_two_worker_processes(two_workers):
@@ -91,16 +96,20 @@ def test_money_logins_pool_and_recovery(two_workers):
     assert ("wallet_db_pool_waiting", ()) in after and value(after, "wallet_db_pool_waiting") == 0
 
 
-def test_login_throttles_are_counted(start_server):
-    server = start_server(METRICS_TOKEN=TOKEN, LOGIN_MAX_FAILURES="2", REDIS_PREFIX="metrics-throttle:")
-    user = make_user(server)
-    with server.client() as api:
-        codes = [
-            api.post("/auth/login", json={"username": user.username, "password": "wrong-" + PASSWORD}).status_code
-            for _ in range(4)
-        ]
+def test_login_throttles_are_counted(server_env, tmp_path):
+    settings = {"METRICS_TOKEN": TOKEN, "LOGIN_MAX_FAILURES": "2"}
+    server = Server({**server_env, **settings, "DB_POOL_SIZE": "2"}, tmp_path / "server.log").start()
+    try:
+        user = make_user(server)
+        with server.client() as api:
+            codes = [
+                api.post("/auth/login", json={"username": user.username, "password": "wrong-" + PASSWORD}).status_code
+                for _ in range(4)
+            ]
+        samples = scrape(server.url)
+    finally:
+        server.stop()
     assert codes == [401, 401, 429, 429]
-    samples = scrape(server.url)
     assert value(samples, "wallet_login_failures_total") == 2
     assert value(samples, "wallet_login_throttled_total", scope="account") == 2
 
