@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -230,10 +229,9 @@ def serve(settings: Settings) -> None:
     settings = resolve_database(settings)
     migrate(settings.database_url)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
-    # Every process of this server writes its metrics here; a fresh folder, so no count of an earlier run survives.
+    # Every process of this server writes its metrics in one fresh folder: no count of an earlier run survives.
     parent = os.getpid()
-    metrics_dir = Path(tempfile.mkdtemp(prefix="wallet-metrics-"))
-    metrics.start(metrics_dir, parent)
+    metrics_dir = metrics.start(parent)
     try:
         if settings.processes > 1 and not _fork_workers(settings.processes):
             return

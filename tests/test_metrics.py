@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -121,3 +123,22 @@ def test_metrics_need_the_token(two_workers, server):
         assert "wallet_" not in r.text
     # A server without METRICS_TOKEN has no /metrics at all.
     assert_error(httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}), 404, "NOT_FOUND")
+
+
+def test_the_metrics_folder_lives_as_long_as_its_server(server_env, tmp_path):
+    """Removed at a clean stop; the folder of a server killed with SIGKILL is removed by the next start."""
+    settings = {**server_env, "METRICS_TOKEN": TOKEN, "DB_POOL_SIZE": "2"}
+
+    def folders(server: Server) -> list[Path]:
+        return list(Path(tempfile.gettempdir()).glob(f"wallet-metrics-{server.proc.pid}-*"))
+
+    killed = Server(settings, tmp_path / "killed.log").start()
+    killed.kill()
+    left = folders(killed)
+    assert len(left) == 1
+    second = Server(settings, tmp_path / "second.log").start()
+    try:
+        assert not left[0].exists() and len(folders(second)) == 1
+    finally:
+        second.stop()
+    assert folders(second) == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,14 +14,22 @@ from typing import Any
 
 # The process whose children are the workers (itself when it serves alone); set by `start`.
 _root_pid = os.getpid()
+_PREFIX = "wallet-metrics-"
 
 
-def start(directory: Path, root_pid: int) -> None:
+def start(root_pid: int) -> Path:
     """Before the first metric is touched and before workers fork: prometheus-client picks its multiprocess mode when
-    a metric is created, from PROMETHEUS_MULTIPROC_DIR, so every process of this server writes under `directory`."""
+    a metric is created, from PROMETHEUS_MULTIPROC_DIR, so every process of this server writes in the fresh folder
+    returned (the caller removes it at exit). Folders of servers that died without removing theirs go first."""
     global _root_pid
+    for stale in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        owner = stale.name.removeprefix(_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{root_pid}-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     _root_pid = root_pid
+    return directory
 
 
 def worker_stopped(pid: int) -> None:
