@@ -127,6 +127,9 @@ def server_env(database_url: str, redis_url: str) -> dict[str, str]:
         "LOGIN_IP_MAX_FAILURES": "100000",
         "DAILY_WITHDRAW_LIMIT": "0",
         "DAILY_TRANSFER_LIMIT": "0",
+        # Every server the session starts keeps its pool until the end: 20 each would exhaust the session's
+        # PostgreSQL (100 connections) before the last tests run.
+        "DB_POOL_SIZE": "8",
     }
 
 
