@@ -4,8 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# The embedded database, the JWT secret and server.pid live here (the server reads VAR_DIR too).
+VAR_DIR ?= var
 
-.PHONY: setup run stop test migrate lint format bench postman fuzz clean
+.DEFAULT_GOAL := help
+.PHONY: help setup run stop test migrate lint format bench postman fuzz clean distclean
+
+help: ## list these targets
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,29 +26,43 @@ $(NODE_STAMP): package.json package-lock.json
 
 setup: $(STAMP) ## install into .venv
 
-run: setup ## serve on PORT (8000); embedded PostgreSQL under var/ unless DATABASE_URL is set
-	@mkdir -p var
-	$(PY) server.py & echo $$! > var/server.pid; wait $$!
+run: setup ## serve on PORT (8000); embedded PostgreSQL under VAR_DIR (var/) unless DATABASE_URL is set
+	@mkdir -p $(VAR_DIR)
+	@if [ -f $(VAR_DIR)/server.pid ] && kill -0 $$(cat $(VAR_DIR)/server.pid) 2>/dev/null; then \
+		echo "make run: already running (pid $$(cat $(VAR_DIR)/server.pid)); make stop first" >&2; exit 1; fi
+	$(PY) server.py & echo $$! > $(VAR_DIR)/server.pid; wait $$!
 
-stop: ## stop what `make run` started (the embedded PostgreSQL stops with it)
-	@if [ -f var/server.pid ]; then kill -TERM $$(cat var/server.pid) 2>/dev/null || true; rm -f var/server.pid; fi
+stop: ## stop what `make run` started, and an embedded PostgreSQL that a killed server left running
+	@if [ -f $(VAR_DIR)/server.pid ]; then pid=$$(cat $(VAR_DIR)/server.pid); \
+		kill -TERM $$pid 2>/dev/null && timeout 30 sh -c "while kill -0 $$pid 2>/dev/null; do sleep 0.2; done"; \
+		rm -f $(VAR_DIR)/server.pid; fi
+	@$(PY) server.py stop-embedded
 
 test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset)
 	$(PY) -m pytest
 
-migrate: setup
+migrate: setup ## apply database migrations
 	$(PY) server.py migrate
 
-lint: setup
+lint: setup ## ruff check and ruff format --check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-format: setup
+format: setup ## ruff format and ruff check --fix
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-clean:
-	rm -rf $(VENV) var .pytest_cache node_modules
+clean: ## remove .venv, node_modules and caches; keeps VAR_DIR (the embedded database and the JWT secret)
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: ## clean, and delete VAR_DIR (the embedded database, the JWT secret): asks first, or CONFIRM=yes
+	@if [ "$(CONFIRM)" != yes ]; then \
+		printf 'Delete %s: the embedded database and the JWT secret (every token stops working)? Type yes: ' \
+			"$(VAR_DIR)"; read answer; [ "$$answer" = yes ] || { echo "kept $(VAR_DIR)"; exit 1; }; fi
+	@if [ -x $(PY) ]; then $(MAKE) --no-print-directory stop; fi
+	rm -rf $(VAR_DIR)
+	$(MAKE) --no-print-directory clean
 
 postman: setup $(NODE_STAMP) ## run the Postman collection with newman against a fresh server and database
 	$(PY) -m scripts.with_server scripts/postman.sh

@@ -1,28 +1,38 @@
-"""The wallet server: make_app(settings) and the command line (serve, migrate, create-admin, audit)."""
+"""The wallet server: make_app(settings) and the command line (serve, migrate, create-admin, audit, backup, restore)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
+import errno
 import getpass
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import marshmallow
 from tornado import netutil, web
 
 from handlers import admin, auth, base, connections, deposits, docs, google, keys, money, ops, users, wallets
-from settings import Settings, SettingsError, load_settings
-from wallet import accounts, ledger
+from handlers.base import implemented_verbs
+from handlers.openapi import api_routes, openapi_path
+from handlers.schemas import RegisterSchema
+from settings import Settings, SettingsError, StartupError, load_settings
+from wallet import accounts, backup, ledger, metrics
 from wallet import deposits as provider_deposits
 from wallet.auth import poll_revocations
-from wallet.db import migrate
+from wallet.db import check_database, migrate
+from wallet.errors import ValidationError, WalletError
 from wallet.logs import setup_logging
 from wallet.runtime import Runtime
+from wallet.store import check_redis
 
 log = logging.getLogger("wallet.server")
 
@@ -40,10 +50,20 @@ ROUTES = [
 ]
 
 
+def _route_templates() -> dict[type[web.RequestHandler], str]:
+    """Requests are counted by route template (/api/v1/wallets/{wallet_id}), never by raw path (a series per id);
+    a redirect or static route by its pattern."""
+    templates: dict[type[web.RequestHandler], str] = {handler: pattern for pattern, handler, *_ in ROUTES}
+    for pattern, handler in api_routes(route[:2] for route in ROUTES):
+        templates[handler] = openapi_path(pattern, next(iter(implemented_verbs(handler).values())))[0]
+    return templates
+
+
 def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
     return base.Application(
         ROUTES,
         runtime=runtime or Runtime.create(settings),
+        route_templates=_route_templates(),
         default_handler_class=base.NotFoundHandler,
         log_function=base.log_request,
         compress_response=False,
@@ -52,16 +72,25 @@ def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Applicat
 
 
 def resolve_database(settings: Settings) -> Settings:
-    """Use DATABASE_URL when given; otherwise start the embedded PostgreSQL (and migrate it)."""
+    """Use DATABASE_URL when given (it must answer); otherwise start the embedded PostgreSQL."""
     if settings.database_url:
+        check_database(settings.database_url)
         return settings
     from wallet.embedded import start_embedded_postgres
 
-    return dataclasses.replace(settings, database_url=start_embedded_postgres(settings.var_dir))
+    try:
+        url = start_embedded_postgres(settings.var_dir)
+    except Exception as error:  # a library's error, often many lines: say where to look instead
+        raise StartupError(
+            f"the embedded PostgreSQL did not start ({type(error).__name__}); its log is "
+            f"{settings.var_dir / 'pgdata' / 'log'} (or set DATABASE_URL)"
+        ) from None
+    return dataclasses.replace(settings, database_url=url)
 
 
 async def _sweep(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: str) -> None:
     failed = await sweep(rt)
+    metrics.recovery_sweep(what, failed)
     if failed:
         log.warning(f"{what} failed", extra={"count": failed})
 
@@ -169,6 +198,7 @@ def _fork_workers(count: int) -> bool:
     while workers:
         pid, status = os.wait()
         workers.discard(pid)
+        metrics.worker_stopped(pid)
         code = os.waitstatus_to_exitcode(status)
         if stopping or code == 0:
             continue
@@ -179,14 +209,38 @@ def _fork_workers(count: int) -> bool:
     return False
 
 
+def _bind(settings: Settings) -> list[Any]:
+    try:
+        return netutil.bind_sockets(settings.port, settings.host)
+    except socket.gaierror as error:
+        raise StartupError(f"cannot listen on {settings.host!r}: {error.strerror} (HOST)") from None
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {settings.port} is already in use on {settings.host} (PORT)") from None
+        if error.errno == errno.EADDRNOTAVAIL:
+            raise StartupError(f"{settings.host} is not an address of this machine (HOST)") from None
+        raise StartupError(
+            f"cannot listen on {settings.host} port {settings.port}: {error.strerror} (HOST, PORT)"
+        ) from None
+
+
 def serve(settings: Settings) -> None:
+    sockets = _bind(settings)  # first: a taken port is said at once, before PostgreSQL starts
+    if settings.redis_url:
+        check_redis(settings.redis_url)
     settings = resolve_database(settings)
     migrate(settings.database_url)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
-    sockets = netutil.bind_sockets(settings.port, settings.host)
-    if settings.processes > 1 and not _fork_workers(settings.processes):
-        return
-    asyncio.run(_serve(settings, sockets, fd_limit))
+    # Every process of this server writes its metrics in one fresh folder: no count of an earlier run survives.
+    parent = os.getpid()
+    metrics_dir = metrics.start(parent)
+    try:
+        if settings.processes > 1 and not _fork_workers(settings.processes):
+            return
+        asyncio.run(_serve(settings, sockets, fd_limit))
+    finally:
+        if os.getpid() == parent:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def _with_runtime(settings: Settings, fn: Any, *args: Any) -> Any:
@@ -197,15 +251,27 @@ async def _with_runtime(settings: Settings, fn: Any, *args: Any) -> Any:
         await rt.close()
 
 
+def _admin_password(settings: Settings, username: str) -> str:
+    if settings.admin_password:
+        return settings.admin_password
+    if not sys.stdin.isatty():
+        raise StartupError("no terminal to ask for the password: set WALLET_ADMIN_PASSWORD")
+    password = getpass.getpass(f"Password for admin {username}: ")
+    if getpass.getpass("The same password again: ") != password:
+        raise StartupError("the two passwords differ; nothing was changed")
+    return password
+
+
 def create_admin(settings: Settings, username: str) -> int:
-    password = settings.admin_password or getpass.getpass(f"Password for admin {username}: ")
+    password = _admin_password(settings, username)
+    try:
+        # The rules of registration, from the one place that holds them (the password policy follows in the service).
+        RegisterSchema().load({"username": username, "password": password})
+    except marshmallow.ValidationError as error:
+        raise ValidationError(error.normalized_messages()) from None
     settings = resolve_database(settings)
     migrate(settings.database_url)
-    try:
-        user = asyncio.run(_with_runtime(settings, accounts.create_admin, username, password))
-    except Exception as error:  # a validation failure is the operator's to fix: say it in one line
-        print(f"create-admin failed: {getattr(error, 'details', None) or error}", file=sys.stderr)
-        return 1
+    user = asyncio.run(_with_runtime(settings, accounts.create_admin, username, password))
     print(f"admin {user['username']} ({user['id']}) is ready")
     return 0
 
@@ -217,36 +283,87 @@ def audit(settings: Settings) -> int:
     return 0 if report["ok"] else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="server.py", description="Wallet API server")
-    parser.add_argument("--port", type=int, help="listen port (overrides PORT)")
-    parser.add_argument("--processes", type=int, help="worker processes sharing the port (overrides PROCESSES)")
+def _parser() -> argparse.ArgumentParser:
+    # Accepted before or after `serve` (`server.py --port 9000` and `server.py serve --port 9000`).
+    listen = argparse.ArgumentParser(add_help=False)
+    listen.add_argument("--host", default=argparse.SUPPRESS, help="listen address (overrides HOST)")
+    listen.add_argument("--port", default=argparse.SUPPRESS, help="listen port (overrides PORT)")
+    listen.add_argument(
+        "--processes", default=argparse.SUPPRESS, help="worker processes sharing the port (overrides PROCESSES)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        parents=[listen],
+        description="Wallet API server. Settings come from the environment or .env (see README.md).",
+    )
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve HTTP (the default)")
+    commands.add_parser("serve", parents=[listen], help="serve HTTP, after migrating (the default)")
     commands.add_parser("migrate", help="apply database migrations")
-    admin = commands.add_parser("create-admin", help="create or promote an admin user")
+    admin = commands.add_parser(
+        "create-admin",
+        help="create or promote an admin user",
+        description="The password comes from WALLET_ADMIN_PASSWORD, or is asked for twice on the terminal.",
+    )
     admin.add_argument("username")
     commands.add_parser("audit", help="verify the ledger; exit code 0 only when it balances")
-    args = parser.parse_args(argv)
+    dump = commands.add_parser("backup", help="dump the whole database into FILE (pg_dump custom format)")
+    dump.add_argument("file", type=Path, metavar="FILE")
+    load = commands.add_parser("restore", help="load a backup FILE into an empty database")
+    load.add_argument("file", type=Path, metavar="FILE")
+    load.add_argument("--force", action="store_true", help="replace the contents of a database that is not empty")
+    commands.add_parser(
+        "stop-embedded", help="stop the embedded PostgreSQL under VAR_DIR when no server uses it (after a crash)"
+    )
+    return parser
 
-    overrides = {k: str(v) for k, v in (("PORT", args.port), ("PROCESSES", args.processes)) if v is not None}
+
+def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
+    if command == "serve":
+        serve(settings)
+    elif command == "migrate":
+        migrate(resolve_database(settings).database_url)
+        print("migrated to head")
+    elif command == "create-admin":
+        return create_admin(settings, args.username)
+    elif command == "audit":
+        return audit(settings)
+    elif command == "backup":
+        tool = backup.backup(resolve_database(settings).database_url, args.file)
+        print(f"backed up to {args.file} ({args.file.stat().st_size} bytes, with {tool})")
+    elif command == "restore":
+        tool = backup.restore(resolve_database(settings).database_url, args.file, args.force)
+        print(f"restored {args.file} (with {tool}); start the server to use it")
+    elif command == "stop-embedded":
+        from wallet.embedded import stop_orphaned_postgres
+
+        if stop_orphaned_postgres(settings.var_dir):
+            print("stopped the embedded PostgreSQL that a killed server had left running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    cli = {"HOST": "host", "PORT": "port", "PROCESSES": "processes"}
+    overrides = {variable: getattr(args, name) for variable, name in cli.items() if hasattr(args, name)}
     try:
         settings = load_settings(overrides=overrides)
     except SettingsError as error:
         print(f"invalid setting: {error}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
-
-    if args.command == "migrate":
-        migrate(resolve_database(settings).database_url)
-        print("migrated to head")
-        return 0
-    if args.command == "create-admin":
-        return create_admin(settings, args.username)
-    if args.command == "audit":
-        return audit(settings)
-    serve(settings)
-    return 0
+    # A one-line command prints its line; only the server narrates at LOG_LEVEL.
+    setup_logging(settings.log_level if command == "serve" or settings.log_level == "DEBUG" else "WARNING")
+    try:
+        return _run(command, settings, args)
+    except StartupError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 1
+    except WalletError as error:
+        problems = " ".join(f"{field}: {' '.join(map(str, m))}" for field, m in (error.details or {}).items())
+        print(f"{command}: {error.message} {problems}".rstrip(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -20,7 +20,12 @@ WORKDIR = Path.cwd()
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class SettingsError(Exception):
+class StartupError(Exception):
+    """A command cannot start (or finish) for a reason the operator must fix: the message says it in one line and
+    names the setting to blame, if one is."""
+
+
+class SettingsError(StartupError):
     """A setting has an invalid value; the message names the variable."""
 
 
@@ -66,6 +71,7 @@ class Settings:
     google_client_secret: str | None = None
     google_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
     google_redirect_url: str | None = None
+    metrics_token: str | None = None
     var_dir: Path = WORKDIR / "var"
 
 
@@ -139,10 +145,13 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def _secret(raw: str) -> str:
-    if len(raw) < 32:
-        raise SettingsError("JWT_SECRET must be at least 32 characters long")
-    return raw
+def _secret(name: str, length: int) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if len(raw) < length:
+            raise SettingsError(f"{name} must be at least {length} characters long")
+        return raw
+
+    return parse
 
 
 def _networks(raw: str) -> tuple[Network, ...]:
@@ -171,7 +180,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DATABASE_URL": ("database_url", _url("DATABASE_URL", ("postgresql://", "postgres://", "postgresql+"))),
     "REDIS_URL": ("redis_url", _url("REDIS_URL", ("redis://", "rediss://", "unix://"))),
     "REDIS_PREFIX": ("redis_prefix", str),
-    "JWT_SECRET": ("jwt_secret", _secret),
+    "JWT_SECRET": ("jwt_secret", _secret("JWT_SECRET", 32)),
     "ACCESS_TOKEN_TTL": ("access_token_ttl", _int("ACCESS_TOKEN_TTL", 5, 7 * 24 * 3600)),
     "REFRESH_TOKEN_TTL": ("refresh_token_ttl", _int("REFRESH_TOKEN_TTL", 60, 365 * 24 * 3600)),
     "DEFAULT_CURRENCY": ("default_currency", _currency),
@@ -209,6 +218,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "GOOGLE_CLIENT_SECRET": ("google_client_secret", str),
     "GOOGLE_DISCOVERY_URL": ("google_discovery_url", _url("GOOGLE_DISCOVERY_URL", ("https://", "http://"))),
     "GOOGLE_REDIRECT_URL": ("google_redirect_url", _url("GOOGLE_REDIRECT_URL", ("https://", "http://"))),
+    "METRICS_TOKEN": ("metrics_token", _secret("METRICS_TOKEN", 16)),
 }
 
 

@@ -21,7 +21,7 @@ import orjson
 from tornado import httputil, web
 
 from settings import Network
-from wallet import errors, keys
+from wallet import errors, keys, metrics
 from wallet.auth import Principal, authenticate
 from wallet.logs import request_id_var
 from wallet.runtime import Runtime
@@ -427,22 +427,26 @@ class NotFoundHandler(BaseHandler):
 
 
 def log_request(handler: web.RequestHandler) -> None:
-    """One structured line per request."""
+    """One structured line per request, and its count and latency by route template (a raw path would make a new
+    series for every wallet id)."""
     request = handler.request
     principal = getattr(handler, "principal", None)
+    seconds = request.request_time()
     log.info(
         "request",
         extra={
             "method": request.method,
             "path": request.path,
             "status": handler.get_status(),
-            "ms": round(1000.0 * request.request_time(), 2),
+            "ms": round(1000.0 * seconds, 2),
             "request_id": getattr(handler, "request_id", None),
             "user_id": str(principal.user_id) if principal else None,
             "remote_ip": request.remote_ip,
             "scheme": request.protocol,  # as the client used it: https behind a TLS proxy in TRUSTED_PROXIES
         },
     )
+    route = handler.application.settings["route_templates"].get(type(handler), "unmatched")
+    metrics.request(route, request.method, handler.get_status(), seconds)
 
 
 async def wait_for_inflight(timeout: float) -> None:

@@ -1,10 +1,12 @@
-"""Operational endpoints: liveness and readiness."""
+"""Operational endpoints: liveness, readiness and the Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
+
 from handlers.base import BaseHandler, api
 from handlers.schemas import HealthSchema
-from wallet import health
+from wallet import errors, health, metrics
 
 
 class HealthHandler(BaseHandler):
@@ -17,9 +19,31 @@ class HealthHandler(BaseHandler):
 class ReadyHandler(BaseHandler):
     @api({200: HealthSchema}, errors=(503,))
     async def get(self) -> None:
-        """Readiness: 200 when the database (and Redis, when configured) answer."""
+        """Readiness: 200 when the database (and Redis, when configured) answer.
+
+        A 503 names the dependency that does not answer in `details`, e.g. `{"database": "down", "redis": "ok"}`.
+        """
         await health.check_ready(self.rt)
         self.respond({"status": "ok"}, 200)
 
 
-routes = [(r"/health", HealthHandler), (r"/ready", ReadyHandler)]
+class MetricsHandler(BaseHandler):
+    @api({200: {"type": "string"}}, media="text/plain", errors=(401, 404))
+    async def get(self) -> None:
+        """Prometheus metrics of the whole server (every worker process), for a scraper.
+
+        Send `Authorization: Bearer <METRICS_TOKEN>`. Without METRICS_TOKEN set on the server it does not exist (404);
+        a missing or wrong token is 401. Not a user's access token: a scraper needs no account.
+        """
+        token = self.rt.settings.metrics_token
+        if not token:
+            raise errors.NotFound("No such endpoint.")
+        scheme, _, sent = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+            raise errors.InvalidToken("Send 'Authorization: Bearer <METRICS_TOKEN>'.")
+        body, content_type = metrics.render()
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
+
+
+routes = [(r"/health", HealthHandler), (r"/ready", ReadyHandler), (r"/metrics", MetricsHandler)]

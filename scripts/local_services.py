@@ -24,18 +24,13 @@ import psutil
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from wallet.db import migrate
+from wallet.db import libpq_url, migrate
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def libpq_url(url: str) -> str:
-    """A libpq URL (what psycopg2 and pgbench take) from any SQLAlchemy-style PostgreSQL URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
@@ -137,9 +132,10 @@ def start_redis(port: int, workdir: str | Path) -> subprocess.Popen:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """REDIS_URL when set; otherwise a throwaway redis-server, stopped afterwards."""
-    if os.environ.get("REDIS_URL"):
+def redis_server(own: bool = False) -> Iterator[str]:
+    """REDIS_URL when set (and `own` is false: a test that stops Redis needs its own); otherwise a throwaway
+    redis-server, stopped afterwards."""
+    if os.environ.get("REDIS_URL") and not own:
         yield os.environ["REDIS_URL"]
         return
     port = free_port()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -40,6 +42,15 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
     """A brand-new database for this test session, dropped afterwards."""
     with fresh_database(postgres_server_url) as url:
         yield url
+
+
+@pytest.fixture
+def var_dir() -> Iterator[Path]:
+    """A VAR_DIR for an embedded PostgreSQL, outside pytest's temporary base: run as root, the library runs PostgreSQL
+    as another user, and every pytest session that starts resets that base to mode 0700 under its feet."""
+    path = Path(tempfile.mkdtemp(prefix="wallet-var-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +127,9 @@ def server_env(database_url: str, redis_url: str) -> dict[str, str]:
         "LOGIN_IP_MAX_FAILURES": "100000",
         "DAILY_WITHDRAW_LIMIT": "0",
         "DAILY_TRANSFER_LIMIT": "0",
+        # Every server the session starts keeps its pool until the end: 20 each would exhaust the session's
+        # PostgreSQL (100 connections) before the last tests run.
+        "DB_POOL_SIZE": "8",
     }
 
 
@@ -330,6 +344,14 @@ def in_parallel(count: int, task: Any) -> list[Any]:
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def assert_one_line_naming(done: subprocess.CompletedProcess, variable: str) -> None:
+    """A command refused to start: exit code not 0, and one line on stderr naming the setting (no traceback)."""
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 
 def run_audit(database_url: str) -> subprocess.CompletedProcess:

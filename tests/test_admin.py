@@ -28,6 +28,7 @@ PUBLIC = {
     "/api/v1/auth/google/callback",
     "/openapi.json",
     "/api/v1/webhooks/paystack",  # authenticated by Paystack's signature of the body, not by a principal
+    "/metrics",  # a scraper's METRICS_TOKEN, not a principal (404 when the server has none)
 }
 ADMIN_ENDPOINTS = {
     ("get", "/api/v1/admin/users"),

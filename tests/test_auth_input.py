@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import PASSWORD, Server, User, assert_error, free_port, make_user, unique_name
+from conftest import PASSWORD, Server, User, assert_error, make_user, unique_name
+
+from scripts.local_services import redis_server
 
 WRONG_TYPES = [123, 1.5, -1, True, False, [], ["a"], {}, {"a": 1}]
 HOSTILE_TEXT = [
@@ -293,14 +295,16 @@ def test_health_and_ready(server):
 
 
 def test_without_redis_the_server_is_alive_but_not_ready(server_env, tmp_path, user):
-    """Redis at a closed port: /health 200, /ready 503, requests that need it 503; and a client that leaves mid-body
-    does not hold up the graceful shutdown (it waits up to 10 s for requests in flight)."""
-    env = {**server_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    server = Server(env, tmp_path / "server.log")
+    """Redis gone after start-up: /health 200, /ready 503 naming it, requests that need it 503; and a client that
+    leaves mid-body does not hold up the graceful shutdown (it waits up to 10 s for requests in flight)."""
+    server = Server({**server_env}, tmp_path / "server.log")  # a copy: the Redis URL set below is this one's alone
     try:
-        server.start(probe="/health")
+        with redis_server(own=True) as redis_url:
+            server.env["REDIS_URL"] = redis_url
+            server.start()
         assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-        assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
+        ready = assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
+        assert ready["details"] == {"database": "ok", "redis": "down"}
         with server.client(user.token) as api:
             for r in (
                 api.get("/users/me"),

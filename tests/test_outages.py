@@ -2,6 +2,7 @@
 it is back. The server reaches PostgreSQL through a TCP relay that the test cuts and restores."""
 
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -88,8 +89,11 @@ def test_database_outage_is_503_and_service_resumes(own_server, relay):
         r = api.post("/auth/register", json={"username": unique_name(), "password": PASSWORD})
         assert_error(r, 503, "SERVICE_UNAVAILABLE")
         assert "postgres" not in r.text.lower() and "Traceback" not in r.text
-    assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
+    ready = assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
+    assert ready["details"] == {"database": "down", "redis": "ok"}
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    warnings = [json.loads(line) for line in server.log_path.read_text().splitlines() if '"not ready' in line]
+    assert warnings and warnings[-1]["msg"] == "not ready: database down" and warnings[-1]["level"] == "warning"
 
     relay.start()  # the database is back on the same address
     with server.client(token) as api:

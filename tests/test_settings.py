@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import JWT_SECRET, ROOT, create_admin, free_port
+from conftest import JWT_SECRET, ROOT, assert_one_line_naming, create_admin, free_port
 
 from settings import SettingsError, load_settings
 
@@ -53,6 +53,7 @@ BAD = [
     ("GOOGLE_DISCOVERY_URL", "ftp://accounts.example/.well-known/openid-configuration"),
     ("GOOGLE_REDIRECT_URL", "javascript:alert(1)"),
     ("GOOGLE_CLIENT_SECRET", "only-a-secret"),
+    ("METRICS_TOKEN", "short"),
 ]
 
 
@@ -63,13 +64,6 @@ def test_invalid_values_name_the_variable(variable, value):
     message = str(raised.value)
     assert variable in message and "\n" not in message
     assert "hunter2" not in message  # a URL's password is never echoed
-
-
-def assert_one_line_naming(done: subprocess.CompletedProcess, variable: str) -> None:
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and variable in lines[0], done.stderr
-    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_server_refuses_to_start_with_one_line(database_url):

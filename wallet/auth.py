@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Session, User
 from models.keys import SCOPES
+from wallet import metrics
 from wallet.errors import (
     AccountInactive,
     Forbidden,
@@ -150,6 +151,7 @@ async def _reserve_attempt(rt: Runtime, key: str, limit: int) -> None:
     """Count a password attempt before checking it, so concurrent guesses cannot run past the limit."""
     if await rt.store.hit(key, rt.settings.login_window) > limit:
         _, ttl = await rt.store.count(key)
+        metrics.login_throttled(key.split(":")[1])  # login-fail:address:... or login-fail:account:...
         raise RateLimited(ttl, "Too many failed logins; try again later.")
 
 
@@ -197,6 +199,7 @@ async def login(rt: Runtime, *, field: str, identifier: str, password: str, clie
     # Failures count per account whichever identifier names it; an unknown identifier counts on its own.
     counters = await _reserve_password_check(rt, row.id if row else f"{field}:{key}", client_ip)
     if not await verify_password(rt, password, row.password_hash if row else None) or row is None:
+        metrics.login_failed()
         raise InvalidCredentials()
     await _clear(rt, counters)
     await rt.store.release(address_key)

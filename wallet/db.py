@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg2
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from settings import Settings
+from settings import Settings, StartupError
+from wallet import metrics
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -15,6 +18,11 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def _url(database_url: str, driver: str) -> URL:
     url = make_url(database_url)
     return url.set(drivername=f"postgresql+{driver}")
+
+
+def libpq_url(database_url: str) -> str:
+    """A libpq URL (what psycopg2, pg_dump and pgbench take) from any SQLAlchemy-style PostgreSQL URL."""
+    return _url(database_url, "psycopg2").set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def sync_url(database_url: str) -> str:
@@ -30,7 +38,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     """
     assert settings.database_url
     statement_timeout = settings.db_statement_timeout
-    return create_async_engine(
+    engine = create_async_engine(
         _url(settings.database_url, "asyncpg"),
         pool_size=settings.db_pool_size,
         max_overflow=0,
@@ -42,6 +50,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "server_settings": {"statement_timeout": f"{statement_timeout}s"},
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", lambda *_: metrics.pool_checkout(1))
+    event.listen(engine.sync_engine.pool, "checkin", lambda *_: metrics.pool_checkout(-1))
+    return engine
+
+
+def check_database(database_url: str) -> None:
+    """Start-up: the database answers, or one line says why not and names DATABASE_URL."""
+    try:
+        psycopg2.connect(libpq_url(database_url), connect_timeout=5).close()
+    except psycopg2.OperationalError as error:
+        reason = (str(error).strip().splitlines() or ["no answer"])[0]
+        raise StartupError(f"cannot connect to the database: {reason} (DATABASE_URL)") from None
 
 
 def migrate(database_url: str) -> None:

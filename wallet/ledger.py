@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Entry, Transaction, User, Wallet
-from wallet import errors
+from wallet import errors, metrics
 from wallet.auth import Principal
 from wallet.history import load_transaction, render_transaction
 from wallet.money import currency_exponent, format_minor, to_minor
@@ -390,6 +390,7 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
             raise NoLongerPending()
         if limit and moved.used > limit:
             raise _over_daily_limit(op, limit, moved.used)
+    metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
     return moved.completed_at, moved.source_after, moved.destination_after
 
 
@@ -402,11 +403,16 @@ async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) ->
     """Step 3, one statement in a fresh session. Its commit waits for the disk: the refusal is about to be answered,
     and a retry of the key after a database crash must replay it, not execute."""
     async with rt.autocommit() as conn:
-        await conn.execute(
-            update(T)
-            .where(T.c.id == tx_id, T.c.status == "PENDING")
-            .values(status="FAILED", failure_code=code, failure_reason=reason[:255], completed_at=func.now())
-        )
+        failed = (
+            await conn.execute(
+                update(T)
+                .where(T.c.id == tx_id, T.c.status == "PENDING")
+                .values(status="FAILED", failure_code=code, failure_reason=reason[:255], completed_at=func.now())
+                .returning(T.c.type)
+            )
+        ).first()
+    if failed:  # not when recovery or another delivery decided the row first
+        metrics.money(failed.type, code)
 
 
 async def _release(rt: Runtime, tx_id: uuid.UUID) -> None:

