@@ -15,7 +15,7 @@ from typing import Any
 
 from tornado import netutil, web
 
-from handlers import admin, auth, base, connections, deposits, docs, money, ops, users, wallets
+from handlers import admin, auth, base, connections, deposits, docs, money, ops, statements, users, wallets
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet import deposits as provider_deposits
@@ -32,6 +32,7 @@ ROUTES = [
     *auth.routes,
     *users.routes,
     *wallets.routes,
+    *statements.routes,
     *money.routes,
     *deposits.routes,
     *admin.routes,

@@ -62,6 +62,7 @@ class Settings:
     paystack_pending_timeout: int = 24 * 3600
     trusted_proxies: tuple[Network, ...] = ()
     cors_origins: frozenset[str] = frozenset()
+    statement_pdf_max_entries: int = 100_000
     var_dir: Path = WORKDIR / "var"
 
 
@@ -201,6 +202,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PAYSTACK_PENDING_TIMEOUT": ("paystack_pending_timeout", _int("PAYSTACK_PENDING_TIMEOUT", 1, 30 * 24 * 3600)),
     "TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "CORS_ORIGINS": ("cors_origins", _origins),
+    "STATEMENT_PDF_MAX_ENTRIES": ("statement_pdf_max_entries", _int("STATEMENT_PDF_MAX_ENTRIES", 1, 1_000_000)),
 }
 
 
