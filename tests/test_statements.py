@@ -149,7 +149,7 @@ def test_csv_amounts_have_the_currency_digits(server):
     fund(server, yen, "500")
     r = statement(server, yen, format="csv")
     assert r.status_code == 200
-    row = list(csv.DictReader(io.StringIO(r.text)))[0]
+    [row] = csv.DictReader(io.StringIO(r.text))
     assert (row["money_in"], row["balance"]) == ("500", "500")
 
 
