@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg2
@@ -29,7 +30,7 @@ PASSWORD = "bench-password-1"
 _SEED = """
 INSERT INTO wallets (id, number, user_id, currency, is_system)
     VALUES (gen_random_uuid(), '0999999999', NULL, 'USD', true) ON CONFLICT DO NOTHING;
-CREATE TEMP TABLE seed AS
+CREATE TEMP TABLE seed ON COMMIT DROP AS
     SELECT n, gen_random_uuid() AS tx, CASE WHEN n %% 4 = 0 THEN -100 ELSE 100 END AS delta,
            w.created_at + n * interval '1 microsecond' AS at
     FROM generate_series(1, %(n)s) n, wallets w WHERE w.id = %(wallet)s::uuid;
@@ -47,6 +48,11 @@ INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after,
     SELECT tx, w.id, -delta, 'USD', NULL, at FROM seed, wallets w WHERE w.is_system AND w.currency = 'USD';
 UPDATE wallets SET balance = (SELECT SUM(delta) FROM seed) WHERE id = %(wallet)s::uuid;
 """
+
+
+def seed_entries(cur: Any, wallet_id: str, user_id: str, count: int) -> None:
+    """Append `count` COMPLETED deposits and withdrawals of 1.00 to a USD wallet that has no entries yet."""
+    cur.execute(_SEED, {"n": count, "wallet": wallet_id, "user": user_id})
 
 
 def _serve(env: dict[str, str]) -> tuple[str, subprocess.Popen]:
@@ -89,7 +95,7 @@ def main() -> None:
         wallet, user = registered["wallet"]["id"], registered["user"]["id"]
         started = time.monotonic()
         with psycopg2.connect(libpq_url(database_url)) as conn, conn.cursor() as cur:
-            cur.execute(_SEED, {"n": args.entries, "wallet": wallet, "user": user})
+            seed_entries(cur, wallet, user, args.entries)
             cur.execute("ANALYZE")
         print(f"seeded {args.entries} entries in {time.monotonic() - started:.1f} s")
         print("| format | bytes | seconds | server RSS before (MiB) | server peak RSS (MiB) |")

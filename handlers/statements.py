@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from tornado import iostream
 
 from handlers.base import BaseHandler, api, authenticated, parse_uuid
 from handlers.schemas import StatementEntrySchema, StatementQuery, StatementSchema
@@ -45,7 +46,10 @@ class WalletStatementHandler(BaseHandler):
             if kind != "json":
                 self.set_header("Content-Type", CSV if kind == "csv" else PDF)
                 self.set_header("Content-Disposition", f'attachment; filename="{statement.filename_stem}.{kind}"')
-            await getattr(self, f"_write_{kind}")(statement)
+            try:
+                await getattr(self, f"_write_{kind}")(statement)
+            except iostream.StreamClosedError:
+                return  # the client left mid-stream: stop reading; there is no one to answer
         self.finish()
 
     async def _write_json(self, statement: statements.Statement) -> None:

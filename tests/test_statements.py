@@ -11,6 +11,8 @@ import pytest
 from conftest import assert_error, fund, make_user, run_audit
 from pypdf import PdfReader
 
+from bench.statement import seed_entries
+
 NOW = dt.datetime.now(dt.UTC)
 
 
@@ -259,5 +261,33 @@ def test_a_statement_is_one_snapshot_while_money_moves(server, database_url):
         stop.set()
         for t in threads:
             t.join()
+    audit = run_audit(database_url)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_long_statement_streams_in_batches(server, db, database_url):
+    """2,500 entries (three batches): every running balance follows from the one before, in JSON and CSV alike, and
+    a client that leaves mid-stream costs the server nothing (it answers the next statement)."""
+    user = make_user(server)
+    with db.cursor() as cur:
+        seed_entries(cur, user.wallet_id, user.id, 2500)
+    body = ok_json(server, user)
+    entries = body["entries"]
+    assert body["entry_count"] == len(entries) == 2500
+    running = Decimal(body["opening_balance"])
+    for e in entries:
+        running += Decimal(e["amount"]) * (1 if e["direction"] == "in" else -1)
+        assert Decimal(e["balance"]) == running
+    assert body["closing_balance"] == entries[-1]["balance"] == "1250.00"
+    rows = list(csv.DictReader(io.StringIO(statement(server, user, format="csv").text)))
+    assert [row["balance"] for row in rows] == [e["balance"] for e in entries]
+
+    with server.client(user.token) as client:
+        with client.stream("GET", f"/wallets/{user.wallet_id}/statement", params={"format": "csv"}) as r:
+            next(r.iter_bytes(1024))
+            left = r.headers["x-request-id"]
+    assert ok_json(server, user)["entry_count"] == 2500
+    time.sleep(0.5)  # the abandoned request notices at its next flush
+    assert not [line for line in server.log_path.read_text().splitlines() if left in line and '"error"' in line]
     audit = run_audit(database_url)
     assert audit.returncode == 0, audit.stdout + audit.stderr
