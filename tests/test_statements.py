@@ -14,6 +14,7 @@ from pypdf import PdfReader
 from bench.statement import seed_entries
 
 NOW = dt.datetime.now(dt.UTC)
+CSV_HEADER = "date,reference,type,description,counterparty,counterparty_wallet,money_in,money_out,balance"
 
 
 def statement(server, user, wallet_id=None, **params):
@@ -115,17 +116,7 @@ def test_csv(server, story):
     expected = f'attachment; filename="statement-{alice.wallet_number}-{boundary.date()}-{day}.csv"'
     assert r.headers["content-disposition"] == expected
     rows = list(csv.reader(io.StringIO(r.content.decode("utf-8"))))
-    assert rows[0] == [
-        "date",
-        "reference",
-        "type",
-        "description",
-        "counterparty",
-        "counterparty_wallet",
-        "money_in",
-        "money_out",
-        "balance",
-    ]
+    assert rows[0] == CSV_HEADER.split(",")
     body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
     assert [(b["type"], b["money_in"], b["money_out"], b["balance"]) for b in body] == [
         ("TRANSFER", "", "10.00", "34.75"),
@@ -141,9 +132,7 @@ def test_csv(server, story):
 def test_csv_of_an_empty_period_is_its_header(server, story):
     r = statement(server, story[0], format="csv", **{"from": "2020-01-01", "to": "2020-01-02"})
     assert r.status_code == 200
-    assert r.content.decode().splitlines() == [
-        "date,reference,type,description,counterparty,counterparty_wallet,money_in,money_out,balance"
-    ]
+    assert r.content.decode().splitlines() == [CSV_HEADER]
 
 
 def test_csv_amounts_have_the_currency_digits(server):
@@ -282,10 +271,10 @@ def test_a_long_statement_streams_in_batches(server, db, database_url):
     rows = list(csv.DictReader(io.StringIO(statement(server, user, format="csv").text)))
     assert [row["balance"] for row in rows] == [e["balance"] for e in entries]
 
-    with server.client(user.token) as client:
-        with client.stream("GET", f"/wallets/{user.wallet_id}/statement", params={"format": "csv"}) as r:
-            next(r.iter_bytes(1024))
-            left = r.headers["x-request-id"]
+    path = f"/wallets/{user.wallet_id}/statement"
+    with server.client(user.token) as client, client.stream("GET", path, params={"format": "csv"}) as r:
+        next(r.iter_bytes(1024))
+        left = r.headers["x-request-id"]
     assert ok_json(server, user)["entry_count"] == 2500
     time.sleep(0.5)  # the abandoned request notices at its next flush
     assert not [line for line in server.log_path.read_text().splitlines() if left in line and '"error"' in line]
