@@ -62,7 +62,7 @@ class WalletStatementHandler(BaseHandler):
                 self.write(separator + items)
                 separator = b","
             await self.flush()
-        self.write(b"]}")
+        self.write(b"]}\n")  # a newline, like every JSON answer
 
     async def _write_csv(self, statement: statements.Statement) -> None:
         self.write(statements.csv_rows([], header=True))

@@ -26,6 +26,7 @@ def ok_json(server, user, **params):
     r = statement(server, user, **params)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json")
+    assert r.text.endswith("}\n")  # like every JSON answer
     return r.json()
 
 
