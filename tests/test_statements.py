@@ -7,6 +7,7 @@ import threading
 import time
 from decimal import Decimal
 
+import httpx
 import pytest
 from conftest import assert_error, fund, make_user, run_audit
 from pypdf import PdfReader
@@ -281,3 +282,18 @@ def test_a_long_statement_streams_in_batches(server, db, database_url):
     assert not [line for line in server.log_path.read_text().splitlines() if left in line and '"error"' in line]
     audit = run_audit(database_url)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_the_openapi_document_describes_the_three_formats(server):
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    operation = spec["paths"]["/api/v1/wallets/{wallet_id}/statement"]["get"]
+    content = operation["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/csv; charset=utf-8", "application/pdf"}
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Statement"}
+    statement_schema = spec["components"]["schemas"]["Statement"]
+    assert {"opening_balance", "closing_balance", "total_in", "total_out", "entries"} <= set(
+        statement_schema["required"]
+    )
+    format_parameter = next(p for p in operation["parameters"] if p.get("name") == "format")
+    assert format_parameter["schema"]["enum"] == ["json", "csv", "pdf"]
+    assert {"400", "401", "404"} <= set(operation["responses"])
