@@ -117,22 +117,26 @@ async def open_statement(
             )
 
         async def batches() -> AsyncIterator[list[dict[str, Any]]]:
-            result = await conn.stream(_ENTRIES, params)  # a server-side cursor
-            async for rows in result.partitions(BATCH):
-                yield [_render_entry(row, wallet.currency) for row in rows]
+            async with conn.stream(_ENTRIES, params) as result:  # a server-side cursor
+                async for rows in result.partitions(BATCH):
+                    yield [_render_entry(row, wallet.currency) for row in rows]
 
         currency = wallet.currency
-        yield Statement(
-            wallet={"id": wallet.id, "number": wallet.number, "name": wallet.name, "currency": currency},
-            since=since,
-            until=until,
-            opening_balance=format_minor(summary.opening, currency),
-            closing_balance=format_minor(summary.opening + summary.total_in - summary.total_out, currency),
-            total_in=format_minor(summary.total_in, currency),
-            total_out=format_minor(summary.total_out, currency),
-            entry_count=summary.count,
-            batches=batches(),
-        )
+        entries = batches()
+        try:
+            yield Statement(
+                wallet={"id": wallet.id, "number": wallet.number, "name": wallet.name, "currency": currency},
+                since=since,
+                until=until,
+                opening_balance=format_minor(summary.opening, currency),
+                closing_balance=format_minor(summary.opening + summary.total_in - summary.total_out, currency),
+                total_in=format_minor(summary.total_in, currency),
+                total_out=format_minor(summary.total_out, currency),
+                entry_count=summary.count,
+                batches=entries,
+            )
+        finally:
+            await entries.aclose()  # a reader that stopped early (the client left) closes the cursor here
 
 
 CSV_HEADER = (
