@@ -1,11 +1,13 @@
-"""Statement endpoint: one wallet's statement over a period, streamed as JSON or CSV, or a PDF download."""
+"""Statement endpoints (the owner's and an admin's): a wallet's statement, streamed as JSON or CSV, or a PDF."""
 
 from __future__ import annotations
+
+import uuid
 
 import orjson
 from tornado import iostream
 
-from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.base import BaseHandler, admin_only, api, authenticated, parse_uuid
 from handlers.schemas import StatementEntrySchema, StatementQuery, StatementSchema
 from wallet import statements
 from wallet.statement_pdf import StatementPdf
@@ -16,28 +18,25 @@ CSV = "text/csv; charset=utf-8"
 PDF = "application/pdf"
 
 
-class WalletStatementHandler(BaseHandler):
-    @api(
-        {200: StatementSchema},
-        query=StatementQuery,
-        alternatives={
-            CSV: {"type": "string", "description": "A header row, then one row per entry (format=csv)."},
-            PDF: {"type": "string", "contentMediaType": PDF, "description": "An A4 statement (format=pdf)."},
-        },
-    )
-    @authenticated
-    async def get(self, wallet_id: str) -> None:
-        """A wallet's statement: opening balance, every entry with its running balance, closing balance, totals.
+# Both routes answer the same way; the OpenAPI document describes the three media types.
+_DECLARED = api(
+    {200: StatementSchema},
+    query=StatementQuery,
+    alternatives={
+        CSV: {"type": "string", "description": "A header row, then one row per entry (format=csv)."},
+        PDF: {"type": "string", "contentMediaType": PDF, "description": "An A4 statement (format=pdf)."},
+    },
+)
 
-        Entries are read and sent in batches, so a long period costs the server no more memory than a short one
-        (the PDF, built whole, is limited to STATEMENT_PDF_MAX_ENTRIES entries: 400 above). CSV and PDF come as
-        downloads named statement-<wallet number>-<first day>-<last day>.
-        """
+
+class StatementHandler(BaseHandler):
+    async def send(self, owner_id: uuid.UUID, wallet_id: str) -> None:
+        """Stream the statement of `owner_id`'s wallet in the format asked for (anyone else's wallet is 404)."""
         query = self.query()
         kind = query["format"]
         async with statements.open_statement(
             self.rt,
-            self.principal,
+            owner_id,
             parse_uuid(wallet_id, "wallet_id"),
             query.get("since"),
             query.get("until"),
@@ -78,4 +77,28 @@ class WalletStatementHandler(BaseHandler):
         self.write(await self.rt.run_cpu(pdf.finish))
 
 
-routes = [(r"/api/v1/wallets/([^/]+)/statement", WalletStatementHandler)]
+class WalletStatementHandler(StatementHandler):
+    @_DECLARED
+    @authenticated
+    async def get(self, wallet_id: str) -> None:
+        """A wallet's statement: opening balance, every entry with its running balance, closing balance, totals.
+
+        Entries are read and sent in batches, so a long period costs the server no more memory than a short one
+        (the PDF, built whole, is limited to STATEMENT_PDF_MAX_ENTRIES entries: 400 above). CSV and PDF come as
+        downloads named statement-<wallet number>-<first day>-<last day>.
+        """
+        await self.send(self.principal.user_id, wallet_id)
+
+
+class AdminStatementHandler(StatementHandler):
+    @_DECLARED
+    @admin_only
+    async def get(self, user_id: str, wallet_id: str) -> None:
+        """Any user's wallet statement, as the owner gets it (a wallet that is not that user's is 404)."""
+        await self.send(parse_uuid(user_id, "user_id"), wallet_id)
+
+
+routes = [
+    (r"/api/v1/wallets/([^/]+)/statement", WalletStatementHandler),
+    (r"/api/v1/admin/users/([^/]+)/wallets/([^/]+)/statement", AdminStatementHandler),
+]

@@ -297,3 +297,17 @@ def test_the_openapi_document_describes_the_three_formats(server):
     format_parameter = next(p for p in operation["parameters"] if p.get("name") == "format")
     assert format_parameter["schema"]["enum"] == ["json", "csv", "pdf"]
     assert {"400", "401", "404"} <= set(operation["responses"])
+
+
+def test_an_admin_reads_any_users_statement(server, story, admin):
+    alice, bob, _, _ = story
+    path = f"/admin/users/{alice.id}/wallets/{alice.wallet_id}/statement"
+    with server.client(admin.token) as client:
+        r = client.get(path, params={"format": "csv"})
+        assert r.status_code == 200, r.text
+        assert r.text == statement(server, alice, format="csv").text
+        assert client.get(path).json()["closing_balance"] == "38.75"
+        # the wallet must be that user's
+        assert_error(client.get(f"/admin/users/{bob.id}/wallets/{alice.wallet_id}/statement"), 404, "NOT_FOUND")
+    with server.client(alice.token) as client:
+        assert_error(client.get(path), 403, "FORBIDDEN")

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import text
 
-from wallet.auth import Principal
 from wallet.errors import NotFound, ValidationError
 from wallet.money import format_minor
 from wallet.runtime import Runtime
@@ -89,19 +88,19 @@ def _render_entry(row: Any, currency: str) -> dict[str, Any]:
 @asynccontextmanager
 async def open_statement(
     rt: Runtime,
-    principal: Principal,
+    owner_id: uuid.UUID,
     wallet_id: uuid.UUID,
     since: dt.datetime | None,
     until: dt.datetime | None,
     max_entries: int | None = None,
 ) -> AsyncIterator[Statement]:
-    """The statement of one of the caller's wallets; its entries are read in batches while the block runs.
+    """The statement of one of `owner_id`'s wallets; its entries are read in batches while the block runs.
 
     `since` defaults to the wallet's opening, `until` (exclusive) to now. Over `max_entries` is a 400.
     The query schema has checked that a given `since` is before a given `until`.
     """
     async with rt.snapshot() as conn:
-        wallet = (await conn.execute(_WALLET, {"wallet": wallet_id, "user": principal.user_id})).first()
+        wallet = (await conn.execute(_WALLET, {"wallet": wallet_id, "user": owner_id})).first()
         if wallet is None:
             raise NotFound("Wallet not found.")
         # A default bound never crosses the given one: the period is empty rather than inverted.
