@@ -179,8 +179,8 @@ def test_pdf(server, story):
         assert expected in text, expected
 
 
-def test_pdf_pages_are_numbered_and_bounded(start_server):
-    small = start_server(STATEMENT_PDF_MAX_ENTRIES="80")
+def test_pdf_pages_are_numbered_and_bounded(own_server):
+    small = own_server(STATEMENT_PDF_MAX_ENTRIES="80", DB_POOL_SIZE="2")
     user = make_user(small)
     for _ in range(80):
         fund(small, user, "1")
@@ -192,7 +192,6 @@ def test_pdf_pages_are_numbered_and_bounded(start_server):
     body = assert_error(statement(small, user, format="pdf"), 400, "VALIDATION_ERROR")
     assert "81 entries" in body["details"]["format"][0]
     assert statement(small, user, format="csv").status_code == 200  # CSV streams: no limit
-    small.stop()
 
 
 @pytest.mark.parametrize(
