@@ -1,13 +1,13 @@
 """entries: an index on (wallet_id, created_at) for a wallet's statement over a period
 
-Revision ID: 0005_entries_wallet_created
-Revises: 0004_auth_hardening
+Revision ID: 0006_entries_wallet_created
+Revises: 0005_claimed_at
 """
 
 from alembic import op
 
-revision = '0005_entries_wallet_created'
-down_revision = '0004_auth_hardening'
+revision = '0006_entries_wallet_created'
+down_revision = '0005_claimed_at'
 branch_labels = None
 depends_on = None
 
