@@ -20,7 +20,21 @@ from typing import Any
 import marshmallow
 from tornado import netutil, web
 
-from handlers import admin, auth, base, connections, deposits, docs, google, keys, money, ops, users, wallets
+from handlers import (
+    admin,
+    auth,
+    base,
+    connections,
+    deposits,
+    docs,
+    google,
+    keys,
+    money,
+    ops,
+    statements,
+    users,
+    wallets,
+)
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
 from handlers.schemas import RegisterSchema
@@ -43,6 +57,7 @@ ROUTES = [
     *google.routes,
     *users.routes,
     *wallets.routes,
+    *statements.routes,
     *money.routes,
     *deposits.routes,
     *keys.routes,

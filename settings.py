@@ -72,6 +72,7 @@ class Settings:
     google_discovery_url: str = "https://accounts.google.com/.well-known/openid-configuration"
     google_redirect_url: str | None = None
     metrics_token: str | None = None
+    statement_pdf_max_entries: int = 100_000
     var_dir: Path = WORKDIR / "var"
 
 
@@ -219,6 +220,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "GOOGLE_DISCOVERY_URL": ("google_discovery_url", _url("GOOGLE_DISCOVERY_URL", ("https://", "http://"))),
     "GOOGLE_REDIRECT_URL": ("google_redirect_url", _url("GOOGLE_REDIRECT_URL", ("https://", "http://"))),
     "METRICS_TOKEN": ("metrics_token", _secret("METRICS_TOKEN", 16)),
+    "STATEMENT_PDF_MAX_ENTRIES": ("statement_pdf_max_entries", _int("STATEMENT_PDF_MAX_ENTRIES", 1, 1_000_000)),
 }
 
 

@@ -135,6 +135,7 @@ class Api:
     idempotent: bool = False
     path: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     media: str = "application/json"
+    alternatives: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def api(
@@ -146,9 +147,11 @@ def api(
     idempotent: bool = False,
     path: dict[str, dict[str, Any]] | None = None,
     media: str = "application/json",
+    alternatives: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Verb], Verb]:
     """Declare a verb: success responses (schema class, or a JSON Schema for what no schema renders) by status,
-    body, query, extra error statuses, Idempotency-Key, path parameters that are not UUIDs, response media type.
+    body, query, extra error statuses, Idempotency-Key, path parameters that are not UUIDs, response media type,
+    and other media types the success response may come in (each with its JSON Schema).
 
     Error statuses that follow from the declaration (400 for input, 401/403 for access, 404 for a path id,
     409/422 for idempotency, 413 for a body) are documented without being listed in `errors`.
@@ -163,6 +166,7 @@ def api(
             idempotent,
             path or {},
             media,
+            alternatives or {},
         )
         return method
 

@@ -154,6 +154,8 @@ def _operation(handler: type[web.RequestHandler], verb: Any, path_params: list[s
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": declared.body}}}
     for status, schema in declared.responses.items():
         content = None if schema is None else {declared.media: {"schema": schema}}
+        if content is not None:
+            content.update({media: {"schema": other} for media, other in declared.alternatives.items()})
         operation["responses"][str(status)] = _response(status, content, declared.idempotent)
     for status in sorted(_error_statuses(declared, access, path_params)):
         content = {"application/json": {"schema": ErrorSchema}}

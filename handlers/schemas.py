@@ -259,10 +259,9 @@ class PageQuery(Schema):
     cursor = Text(load_default=None, validate=validate.Length(max=200))
 
 
-class TransactionQuery(PageQuery):
-    wallet_id = fields.UUID()
-    type = Text(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
-    status = Text(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
+class PeriodQuery(Schema):
+    """`from` and `to`, loaded as `since` and `until` (exclusive)."""
+
     from_ = UtcDateTime(data_key="from", metadata={"description": "Created at or after (a date means its 00:00 UTC)."})
     to = UtcDateTimeUntil(metadata={"description": "Created before this time; a date includes that whole day."})
 
@@ -273,6 +272,25 @@ class TransactionQuery(PageQuery):
         if "to" in data:
             data["until"] = data.pop("to")
         return data
+
+
+class TransactionQuery(PageQuery, PeriodQuery):
+    wallet_id = fields.UUID()
+    type = Text(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
+    status = Text(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
+
+
+class StatementQuery(PeriodQuery):
+    format = Text(
+        load_default="json",
+        validate=validate.OneOf(["json", "csv", "pdf"]),
+        metadata={"description": "json (the default), csv or pdf; from defaults to the wallet's opening, to to now."},
+    )
+
+    @validates_schema
+    def ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "from_" in data and "to" in data and data["from_"] >= data["to"]:
+            raise ValidationError("Must be before `to`.", "from")
 
 
 # ---- responses ------------------------------------------------------------------------------------------
@@ -387,6 +405,37 @@ class ApiKeyListSchema(Output):
 class TransactionListSchema(Output):
     items = fields.List(fields.Nested(TransactionSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class StatementWalletSchema(Output):
+    id = fields.UUID()
+    number = fields.String(validate=validate.Regexp(r"^[0-9]{10}$"))
+    name = fields.String(allow_none=True)
+    currency = fields.String(validate=CURRENCY)
+
+
+class StatementEntrySchema(Output):
+    transaction_id = fields.UUID()
+    reference = fields.String()
+    type = fields.String(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
+    description = fields.String(allow_none=True)
+    counterparty = fields.Nested(CounterpartySchema, allow_none=True)
+    direction = fields.String(validate=validate.OneOf(["in", "out"]))
+    amount = fields.String(validate=DECIMAL)
+    balance = fields.String(validate=DECIMAL, metadata={"description": "The wallet's balance after this entry."})
+    created_at = UtcDateTime()
+
+
+class StatementSchema(Output):
+    wallet = fields.Nested(StatementWalletSchema)
+    from_ = UtcDateTime(data_key="from", attribute="since")
+    to = UtcDateTime(attribute="until", metadata={"description": "The end of the period, excluded."})
+    opening_balance = fields.String(validate=DECIMAL)
+    closing_balance = fields.String(validate=DECIMAL)
+    total_in = fields.String(validate=DECIMAL)
+    total_out = fields.String(validate=DECIMAL)
+    entry_count = fields.Integer()
+    entries = fields.List(fields.Nested(StatementEntrySchema), metadata={"description": "Oldest first."})
 
 
 class CheckoutSchema(Output):

@@ -81,7 +81,11 @@ class Entry(Base):
     balance_after: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = timestamp_now()
 
-    __table_args__ = (CheckConstraint("amount <> 0", name="amount_not_zero"),)
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
+        # A statement: one wallet's entries over a period.
+        Index("ix_entries_wallet_id_created_at", "wallet_id", "created_at"),
+    )
 
 
 class DailyUsage(Base):

@@ -410,6 +410,7 @@ KEY_ROUTES = {
     ("get", "/api/v1/wallets/{wallet_id}"): ["read"],
     ("get", "/api/v1/wallets/{wallet_id}/balance"): ["read"],
     ("get", "/api/v1/wallets/{wallet_id}/transactions"): ["read"],
+    ("get", "/api/v1/wallets/{wallet_id}/statement"): ["read"],
     ("get", "/api/v1/transactions"): ["read"],
     ("get", "/api/v1/transactions/{transaction_id}"): ["read"],
     ("post", "/api/v1/wallets/{wallet_id}/deposit"): ["deposit"],

@@ -23,4 +23,6 @@ def test_curl_walkthrough_runs_as_printed(server):
     assert '"type":"DEPOSIT","status":"COMPLETED","amount":"50.00"' in out
     assert '"type":"TRANSFER","status":"COMPLETED","amount":"12.50"' in out
     assert f'"counterparty":{{"username":"{bob}"' in out
+    assert "date,reference,type,description,counterparty,counterparty_wallet,money_in,money_out,balance" in out
+    assert f"TRANSFER,lunch,{bob}," in out
     assert out.rstrip().endswith('"balance":"37.50"}')

@@ -89,6 +89,16 @@ class Runtime:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only REPEATABLE READ transaction: every query in it sees the same committed state, however long
+        the block takes (a statement streamed to a slow client stays consistent with its totals)."""
+        with _database_outage():
+            async with self.engine.connect() as conn:
+                await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                async with conn.begin():
+                    yield conn
+
     async def run_cpu(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
