@@ -15,7 +15,7 @@ from typing import Any
 
 from tornado import netutil, web
 
-from handlers import admin, auth, base, connections, deposits, docs, money, ops, users, wallets
+from handlers import admin, auth, base, connections, deposits, docs, money, ops, users, wallets, webapp
 from settings import Settings, SettingsError, load_settings
 from wallet import accounts, ledger
 from wallet import deposits as provider_deposits
@@ -35,6 +35,7 @@ ROUTES = [
     *money.routes,
     *deposits.routes,
     *admin.routes,
+    *webapp.routes,
 ]
 
 

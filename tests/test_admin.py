@@ -40,9 +40,11 @@ ADMIN_ENDPOINTS = {
 
 
 def _specs():
+    """The API's routes (the web wallet's static files are public and not operations)."""
     for route in ROUTES:
         spec = route if isinstance(route, web.URLSpec) else web.URLSpec(*route)
-        yield spec.regex.pattern.removesuffix("$"), spec
+        if issubclass(spec.handler_class, BaseHandler):
+            yield spec.regex.pattern.removesuffix("$"), spec
 
 
 def _is_public(pattern):
