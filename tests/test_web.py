@@ -191,7 +191,7 @@ def test_register_deposit_transfer_by_username_and_the_recipient_sees_it(server,
     assert bob_name in review.inner_text() and "$12.50" in review.inner_text()
     alice.shot("transfer-confirm")
     review.get_by_role("button", name="Send $12.50").click()
-    alice.page.get_by_role("heading", name=f"To {bob_name} · −$12.50").wait_for()
+    alice.page.get_by_role("heading", name=f"To {bob_name} · \u2212$12.50").wait_for()
     assert "COMPLETED" in alice.page.locator(".facts").inner_text()
 
     # A refused transfer: its reason in words under the amount, and the failed row in the history with its reason.
