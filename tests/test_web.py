@@ -271,3 +271,64 @@ def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_
     admin_page.shown("/admin/audit")
     assert admin_page.page.get_by_role("heading", name="The ledger balances").is_visible()
     admin_page.shot("admin-audit")
+
+
+def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_account(start_server, chromium):
+    """With 5-second access tokens: the page renews its token and survives a reload; sign-out forgets the session."""
+    server = start_server(ACCESS_TOKEN_TTL="5")
+    person = Person(chromium, server.url, "phone")
+    try:
+        name = unique_name("carol")
+        person.register(name)
+        person.field("Currency").fill("eur")
+        person.field("Name (optional)").fill("Holidays")
+        person.page.get_by_role("button", name="Open wallet").click()
+        person.page.get_by_role("heading", name="Holidays").wait_for()
+        person.goto("/wallets")
+        assert person.page.locator(".total").count() == 2  # a total per currency
+        assert person.page.locator(".wallet-card", has_text="Holidays").inner_text().count("€0.00") == 1
+
+        person.page.wait_for_timeout(7_000)  # past the first access token's life
+        person.goto("/profile")
+        person.field("Phone").fill("12345")
+        person.page.get_by_role("button", name="Save").click()
+        phone_error = person.page.locator("[data-error-for=phone]")
+        phone_error.wait_for()
+        assert "E.164" in phone_error.inner_text()
+        person.field("Phone").fill("+15551230000")
+        person.page.get_by_role("button", name="Save").click()
+        person.page.locator(".toast", has_text="Saved.").wait_for()
+        person.field("Current password").fill(PASSWORD)
+        person.field("New password").fill("battery-staple-7")
+        person.page.get_by_role("button", name="Change password").click()
+        person.page.locator(".toast", has_text="Password changed").wait_for()
+        person.page.wait_for_timeout(6_000)
+        person.page.reload()
+        person.shown("/profile")
+        assert person.field("Phone").input_value() == "+15551230000"
+
+        person.page.get_by_role("link", name="Sign out").click()
+        person.shown("/login")
+        assert person.page.evaluate("sessionStorage.length") == 0
+        person.page.reload()
+        person.shown("/login")
+
+        person.field("Username, e-mail or phone").fill("+15551230000")
+        person.field("Password").fill("battery-staple-7")
+        person.page.get_by_role("button", name="Sign in").click()
+        person.shown("/wallets")
+        person.goto("/profile")
+        person.field(f"Type your username ({name}) to confirm").fill("not-me")
+        person.page.get_by_role("button", name="Close my account").click()
+        assert "exactly" in person.page.locator("[data-error-for=confirm]").inner_text()
+        person.field(f"Type your username ({name}) to confirm").fill(name)
+        person.page.get_by_role("button", name="Close my account").click()
+        person.shown("/login")
+        person.field("Username, e-mail or phone").fill(name)
+        person.field("Password").fill("battery-staple-7")
+        person.page.get_by_role("button", name="Sign in").click()
+        alert = person.page.locator(".form-alert")
+        alert.wait_for()
+        assert alert.inner_text() == "This account is closed."
+    finally:
+        person.close()
