@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, balance, log_in, make_admin, make_user, unique_name
+from conftest import PASSWORD, balance, fund, log_in, make_admin, make_user, unique_name
 
 from handlers.webapp import CSP
 
@@ -96,6 +96,7 @@ class Person:
         self.context = chromium.new_context(base_url=base_url, viewport=SIZES[size], locale="en-US")
         self.page = self.context.new_page()
         self.problems: list[str] = []
+        self.expected: list[str] = []  # console errors a test provokes on purpose
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda e: self.problems.append(str(e)))
         self.page.set_default_timeout(15_000)
@@ -103,7 +104,8 @@ class Person:
     def _console(self, message: object) -> None:
         # The API's refusals (a 4xx the page shows in words) are logged by Chromium too; anything else is a fault,
         # a CSP violation ("Refused to ...") above all.
-        if message.type == "error" and not message.text.startswith(EXPECTED_REFUSAL):
+        expected = (EXPECTED_REFUSAL, *self.expected)
+        if message.type == "error" and not any(text in message.text for text in expected):
             self.problems.append(message.text)
 
     def goto(self, hash_path: str) -> None:
@@ -332,3 +334,55 @@ def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_acco
         assert alert.inner_text() == "This account is closed."
     finally:
         person.close()
+
+
+def test_a_lost_answer_is_retried_with_the_same_key_and_an_expired_token_is_renewed(server, people):
+    """The answer to a transfer is cut off on its way back: sending again reuses the Idempotency-Key, so the money
+    moves once. A 401 TOKEN_EXPIRED makes the page refresh its tokens once and repeat the request."""
+    payer, payee = make_user(server), make_user(server)
+    fund(server, payer, "20.00")
+    person = people()
+    person.log_in(payer.username)
+
+    keys: list[str] = []
+
+    def lose_the_first_answer(route: object) -> None:
+        keys.append(route.request.headers["idempotency-key"])
+        response = route.fetch()  # the server executes it
+        if len(keys) == 1:
+            route.abort("connectionreset")
+        else:
+            route.fulfill(response=response)
+
+    person.expected.append("net::ERR_CONNECTION_RESET")
+    person.page.route("**/api/v1/transfers", lose_the_first_answer)
+    person.goto("/transfer")
+    person.field("Username").fill(payee.username)
+    person.field("Amount").fill("5.00")
+    person.page.get_by_role("button", name="Review").click()
+    person.page.get_by_role("button", name="Send $5.00").click()
+    alert = person.page.locator(".form-alert")
+    alert.wait_for()
+    assert "Cannot reach the server" in alert.inner_text()
+    person.page.get_by_role("button", name="Review").click()
+    person.page.get_by_role("button", name="Send $5.00").click()
+    person.page.get_by_role("heading", name=re.compile(f"To {payee.username}")).wait_for()
+    assert len(keys) == 2 and keys[0] == keys[1]
+    assert balance(server, payer) == "15.00"
+    assert balance(server, payee) == "5.00"
+
+    calls: list[str] = []
+
+    def expire_once(route: object) -> None:
+        calls.append(route.request.headers.get("authorization", ""))
+        if len(calls) == 1:
+            body = {"error": "The access token has expired.", "code": "TOKEN_EXPIRED"}
+            route.fulfill(status=401, json=body, headers={"WWW-Authenticate": 'Bearer error="token_expired"'})
+        else:
+            route.continue_()
+
+    person.page.route("**/api/v1/users/me", expire_once)
+    with person.page.expect_request("**/api/v1/auth/refresh"):
+        person.goto("/profile")
+    assert person.page.get_by_role("heading", name="Profile").is_visible()
+    assert len(calls) == 2 and calls[0] != calls[1]  # repeated once, with the new access token

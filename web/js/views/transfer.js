@@ -52,13 +52,12 @@ async function transferPage(page, _params, query) {
     form.hidden = false;
     if (error) {
       // Recipient problems belong under the recipient; refusals about money under the amount.
-      const renamed = { ...error };
       if (error.details) {
-        renamed.details = Object.fromEntries(
+        error.details = Object.fromEntries(
           Object.entries(error.details).map(([k, v]) => [RECIPIENTS.some(([r]) => r === k) ? 'recipient' : k, v]),
         );
       }
-      showError(form, renamed, {
+      showError(form, error, {
         INSUFFICIENT_FUNDS: 'amount',
         DAILY_LIMIT_EXCEEDED: 'amount',
         NOT_FOUND: 'recipient',
