@@ -18,7 +18,6 @@ SOME_ID = "6f1c0d3e-5a4b-4c2d-9e8f-7a6b5c4d3e2f"
 VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
 # Routes anyone may call, on purpose.
 PUBLIC = {
-    "/",
     "/health",
     "/ready",
     "/api/v1/auth/register",
