@@ -135,6 +135,14 @@ class Person:
         self.page.get_by_role("button", name="Sign in").click()
         self.page.get_by_role("heading", name="Wallets").wait_for()
 
+    def send(self, username: str, amount: str, shown: str) -> None:
+        """Fill the transfer form to a username, review it and confirm ("Send <shown>")."""
+        self.goto("/transfer")
+        self.field("Username").fill(username)
+        self.field("Amount").fill(amount)
+        self.page.get_by_role("button", name="Review").click()
+        self.page.get_by_role("button", name=f"Send {shown}").click()
+
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.page.evaluate("document.getElementById('toasts').replaceChildren()")
@@ -197,11 +205,7 @@ def test_register_deposit_transfer_by_username_and_the_recipient_sees_it(server,
     assert "COMPLETED" in alice.page.locator(".facts").inner_text()
 
     # A refused transfer: its reason in words under the amount, and the failed row in the history with its reason.
-    alice.goto("/transfer")
-    alice.field("Username").fill(bob_name)
-    alice.field("Amount").fill("1000.00")
-    alice.page.get_by_role("button", name="Review").click()
-    alice.page.get_by_role("button", name="Send $1,000.00").click()
+    alice.send(bob_name, "1000.00", "$1,000.00")
     amount_error = alice.page.locator("[data-error-for=amount]")
     amount_error.wait_for()
     assert amount_error.inner_text() == "Not enough money in this wallet for that amount."
@@ -257,11 +261,7 @@ def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_
     banner = user_page.page.locator("#banner")
     banner.wait_for()
     assert "frozen" in banner.inner_text()
-    user_page.goto("/transfer")
-    user_page.field("Username").fill(admin.username)
-    user_page.field("Amount").fill("1.00")
-    user_page.page.get_by_role("button", name="Review").click()
-    user_page.page.get_by_role("button", name="Send $1.00").click()
+    user_page.send(admin.username, "1.00", "$1.00")
     alert = user_page.page.locator(".form-alert")
     alert.wait_for()
     assert "frozen" in alert.inner_text()
@@ -356,11 +356,7 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_an_expired_token_is_rene
 
     person.expected.append("net::ERR_CONNECTION_RESET")
     person.page.route("**/api/v1/transfers", lose_the_first_answer)
-    person.goto("/transfer")
-    person.field("Username").fill(payee.username)
-    person.field("Amount").fill("5.00")
-    person.page.get_by_role("button", name="Review").click()
-    person.page.get_by_role("button", name="Send $5.00").click()
+    person.send(payee.username, "5.00", "$5.00")
     alert = person.page.locator(".form-alert")
     alert.wait_for()
     assert "Cannot reach the server" in alert.inner_text()
