@@ -143,6 +143,11 @@ class Person:
         self.page.get_by_role("button", name="Review").click()
         self.page.get_by_role("button", name=f"Send {shown}").click()
 
+    def assert_labelled(self) -> None:
+        """Every field on the page has a <label>."""
+        unlabelled = self.page.evaluate("[...document.querySelectorAll('input, select')].filter(e => !e.labels.length)")
+        assert unlabelled == []
+
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.page.evaluate("document.getElementById('toasts').replaceChildren()")
@@ -197,6 +202,7 @@ def test_register_deposit_transfer_by_username_and_the_recipient_sees_it(server,
     alice.field("Amount").fill("12.50")
     alice.field("Description (optional)").fill("lunch")
     alice.page.get_by_role("button", name="Review").click()
+    alice.assert_labelled()
     review = alice.page.get_by_role("region", name="Confirm the transfer")
     assert bob_name in review.inner_text() and "$12.50" in review.inner_text()
     alice.shot("transfer-confirm")
@@ -252,6 +258,7 @@ def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_
     admin_page.page.get_by_role("button", name="Search").click()
     admin_page.page.get_by_role("link", name=re.compile(victim.username)).click()
     admin_page.page.get_by_role("heading", name=victim.username).wait_for()
+    admin_page.assert_labelled()
     admin_page.field("Reason (kept in the action log)").fill("suspicious activity")
     admin_page.page.get_by_role("button", name="Freeze", exact=True).click()
     admin_page.page.locator(".toast", has_text="is now frozen").wait_for()
@@ -292,6 +299,7 @@ def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_acco
 
         person.page.wait_for_timeout(7_000)  # past the first access token's life
         person.goto("/profile")
+        person.assert_labelled()
         person.field("Phone").fill("12345")
         person.page.get_by_role("button", name="Save").click()
         phone_error = person.page.locator("[data-error-for=phone]")
@@ -382,3 +390,34 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_an_expired_token_is_rene
         person.goto("/profile")
     assert person.page.get_by_role("heading", name="Profile").is_visible()
     assert len(calls) == 2 and calls[0] != calls[1]  # repeated once, with the new access token
+
+
+def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server, people):
+    owner = make_user(server)
+    for amount in range(1, 23):
+        fund(server, owner, f"{amount}.00")
+    person = people("phone")
+    person.goto("/login")
+    person.field("Username, e-mail or phone").focus()
+    person.page.keyboard.type(owner.username)
+    person.page.keyboard.press("Tab")
+    person.page.keyboard.type(PASSWORD)
+    person.page.keyboard.press("Enter")
+    person.shown("/wallets")
+    person.assert_labelled()
+
+    person.goto("/history")
+    person.assert_labelled()
+    rows = person.page.locator(".tx .tx-amount")
+    assert rows.count() == 20
+    assert rows.first.inner_text() == "+$22.00"
+    more = person.page.get_by_role("button", name="Load more")
+    more.focus()
+    person.page.keyboard.press("Enter")
+    rows.nth(21).wait_for()
+    assert rows.count() == 22
+    assert rows.last.inner_text() == "+$1.00"
+    assert more.is_hidden()
+    person.page.locator(".tx summary").first.focus()
+    person.page.keyboard.press("Enter")  # a row opens into its detail from the keyboard
+    assert person.page.locator(".tx").first.get_attribute("open") == ""
