@@ -25,7 +25,6 @@ CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
     ".png": "image/png",
-    ".md": "text/markdown; charset=utf-8",
 }
 
 
@@ -53,7 +52,7 @@ class WebFileHandler(web.StaticFileHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         code = {403: "FORBIDDEN", **HTTP_CODES}.get(status_code, "INTERNAL_ERROR")  # 403: a path outside web/
-        self.finish(orjson.dumps({"error": HTTPStatus(status_code).phrase, "code": code}))
+        self.finish(orjson.dumps({"error": HTTPStatus(status_code).phrase, "code": code}) + b"\n")
 
 
 routes = [
