@@ -37,7 +37,6 @@ class WebFileHandler(web.StaticFileHandler):
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", CSP)
-        self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("X-Frame-Options", "DENY")
 
