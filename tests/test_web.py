@@ -282,9 +282,9 @@ def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_
     admin_page.shot("admin-audit")
 
 
-def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_account(start_server, chromium):
+def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_account(own_server, chromium):
     """With 5-second access tokens: the page renews its token and survives a reload; sign-out forgets the session."""
-    server = start_server(ACCESS_TOKEN_TTL="5")
+    server = own_server(ACCESS_TOKEN_TTL="5", DB_POOL_SIZE="2")
     person = Person(chromium, server.url, "phone")
     try:
         name = unique_name("carol")
