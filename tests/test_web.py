@@ -3,6 +3,7 @@ journey driven in Debian's Chromium (Playwright) against the real server, with s
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,6 +232,11 @@ def test_register_deposit_transfer_by_username_and_the_recipient_sees_it(server,
     alice.page.get_by_role("button", name="Apply").click()
     alice.shown("/history?type=DEPOSIT")
     assert alice.page.locator(".tx").count() == 1
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
+    alice.field("From").fill(tomorrow)
+    alice.page.get_by_role("button", name="Apply").click()
+    alice.shown(f"/history?type=DEPOSIT&from={tomorrow}")
+    assert alice.page.get_by_text("No transactions match.").is_visible()
     alice.goto("/history?status=FAILED")
     failed = alice.page.locator(".tx").first
     failed.wait_for()
