@@ -11,6 +11,7 @@ COPY handlers handlers
 COPY wallet wallet
 COPY models models
 COPY migrations migrations
+COPY web web
 RUN pip install --no-cache-dir --disable-pip-version-check --no-deps . && rm -rf /src
 
 RUN useradd --system --create-home --home-dir /var/lib/wallet wallet

@@ -34,6 +34,7 @@ from handlers import (
     statements,
     users,
     wallets,
+    webapp,
 )
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
@@ -62,6 +63,7 @@ ROUTES = [
     *deposits.routes,
     *keys.routes,
     *admin.routes,
+    *webapp.routes,
 ]
 
 

@@ -84,7 +84,6 @@ class DocsAssetHandler(web.StaticFileHandler):
 
 
 routes = [
-    (r"/", web.RedirectHandler, {"url": "docs", "permanent": False}),  # until a web wallet lives here
     (r"/openapi\.json", OpenApiHandler),
     (r"/docs", DocsHandler),
     (r"/docs/", web.RedirectHandler, {"url": "../docs"}),

@@ -18,7 +18,6 @@ SOME_ID = "6f1c0d3e-5a4b-4c2d-9e8f-7a6b5c4d3e2f"
 VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
 # Routes anyone may call, on purpose.
 PUBLIC = {
-    "/",
     "/health",
     "/ready",
     "/api/v1/auth/register",
@@ -43,9 +42,11 @@ ADMIN_ENDPOINTS = {
 
 
 def _specs():
+    """The API's routes (the web wallet's static files are public and not operations)."""
     for route in ROUTES:
         spec = route if isinstance(route, web.URLSpec) else web.URLSpec(*route)
-        yield spec.regex.pattern.removesuffix("$"), spec
+        if issubclass(spec.handler_class, BaseHandler):
+            yield spec.regex.pattern.removesuffix("$"), spec
 
 
 def _is_public(pattern):

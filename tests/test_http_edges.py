@@ -1,4 +1,4 @@
-"""HTTP conventions around the API: CORS for allowed origins only, the landing redirects, a newline after JSON."""
+"""HTTP conventions around the API: CORS for allowed origins only, the /docs/ redirect, a newline after JSON."""
 
 from __future__ import annotations
 
@@ -78,12 +78,11 @@ def test_options_on_an_unknown_path_is_404(cors_server):
     assert_error(preflight(cors_server, "/api/v1/nope", APP), 404, "NOT_FOUND")
 
 
-def test_root_and_docs_slash_lead_to_the_docs(server):
-    for path in ("/", "/docs/"):
-        r = httpx.get(f"{server.url}{path}", follow_redirects=True)
-        assert r.status_code == 200, path
-        assert str(r.url) == f"{server.url}/docs"
-        assert "<title>Wallet API - Swagger UI</title>" in r.text
+def test_docs_slash_leads_to_the_docs(server):
+    r = httpx.get(f"{server.url}/docs/", follow_redirects=True)
+    assert r.status_code == 200
+    assert str(r.url) == f"{server.url}/docs"
+    assert "<title>Wallet API - Swagger UI</title>" in r.text
 
 
 def test_json_answers_end_with_a_newline(server, user):

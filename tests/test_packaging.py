@@ -58,6 +58,7 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
     expected = {"server.py", "settings.py", "migrations/script.py.mako"}
     for package in ("handlers", "wallet", "models", "migrations"):
         expected |= {str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")}
+    expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "web").rglob("*") if p.is_file()}
     assert expected <= names, expected - names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "postman/"))]
     assert "wallet-server = server:main" in entry_points

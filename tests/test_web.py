@@ -1,0 +1,429 @@
+"""The web wallet: its files served at / with a strict CSP, money never a float in its code, and a person's whole
+journey driven in Debian's Chromium (Playwright) against the real server, with screenshots under var/screenshots/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import PASSWORD, balance, fund, log_in, make_admin, make_user, unique_name
+
+from handlers.webapp import CSP
+
+ROOT = Path(__file__).resolve().parent.parent
+WEB = ROOT / "web"
+SHOTS = ROOT / "var" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+EXPECTED_REFUSAL = "Failed to load resource: the server responded with a status of 4"
+SIZES = {"phone": {"width": 375, "height": 812}, "desktop": {"width": 1280, "height": 800}}
+
+
+# ---- served files ------------------------------------------------------------------------------------------------
+
+
+def test_index_is_served_at_the_root_with_a_strict_csp(server):
+    r = httpx.get(f"{server.url}/")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert r.headers["Content-Security-Policy"] == CSP
+    assert "script-src 'self';" in CSP and "'unsafe-inline'" not in CSP and "frame-ancestors 'none'" in CSP
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert '<script type="module" src="web/js/app.js"></script>' in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("web/js/app.js", "text/javascript; charset=utf-8"),
+        ("web/css/app.css", "text/css; charset=utf-8"),
+        ("web/img/icon.svg", "image/svg+xml"),
+    ],
+)
+def test_assets_have_their_type_and_revalidate_with_an_etag(server, path, content_type):
+    r = httpx.get(f"{server.url}/{path}")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == content_type
+    assert r.headers["Cache-Control"] == "no-cache"
+    assert r.headers["Content-Security-Policy"] == CSP
+    again = httpx.get(f"{server.url}/{path}", headers={"If-None-Match": r.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+def test_a_missing_file_or_a_path_outside_web_is_a_json_error(server):
+    for path in ("/web/nope.js", "/web/%2e%2e/server.py", "/web/..%2fsettings.py"):
+        r = httpx.get(f"{server.url}{path}")
+        assert r.status_code in (403, 404), path
+        assert r.json()["code"] in ("FORBIDDEN", "NOT_FOUND"), path
+        assert "JWT" not in r.text
+
+
+def test_the_web_files_are_not_api_operations(server):
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert not [p for p in paths if p == "/" or p.startswith("/web")]
+
+
+def test_no_float_on_money_and_no_inline_code_in_the_client():
+    code = {p.relative_to(WEB): p.read_text() for p in WEB.rglob("*") if p.suffix in (".js", ".html", ".css")}
+    assert len(code) >= 8
+    for name, text in code.items():
+        assert not re.search(r"parseFloat|parseInt|Number\(|toFixed|\.innerHTML|eval\(", text), name
+    html = code[Path("index.html")]
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) and "<style" not in html and " style=" not in html
+
+
+# ---- in the browser ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); .ci/run installs it")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+class Person:
+    """One browser context (its own sessionStorage) and page, failing the test on any console error or CSP report."""
+
+    def __init__(self, chromium: object, base_url: str, size: str = "desktop") -> None:
+        self.context = chromium.new_context(base_url=base_url, viewport=SIZES[size], locale="en-US")
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.expected: list[str] = []  # console errors a test provokes on purpose
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+        self.page.set_default_timeout(15_000)
+
+    def _console(self, message: object) -> None:
+        # The API's refusals (a 4xx the page shows in words) are logged by Chromium too; anything else is a fault,
+        # a CSP violation ("Refused to ...") above all.
+        expected = (EXPECTED_REFUSAL, *self.expected)
+        if message.type == "error" and not any(text in message.text for text in expected):
+            self.problems.append(message.text)
+
+    def goto(self, hash_path: str) -> None:
+        self.page.goto(f"/#{hash_path}")
+        self.shown(hash_path)
+
+    def shown(self, hash_path: str) -> None:
+        """Wait until the page for this path is on screen (the router marks <main> once it has rendered)."""
+        self.page.locator(f'main[data-view="#{hash_path}"]').wait_for()
+
+    def field(self, label: str) -> object:
+        return self.page.get_by_label(label, exact=True)
+
+    def register(self, username: str, **fields: str) -> None:
+        self.goto("/register")
+        self.field("Username").fill(username)
+        self.field("Password").fill(PASSWORD)
+        for label, value in fields.items():
+            self.field(label).fill(value)
+        self.page.get_by_role("button", name="Create account").click()
+        self.page.get_by_role("heading", name="Wallets").wait_for()
+
+    def log_in(self, username: str) -> None:
+        self.goto("/login")
+        self.field("Username, e-mail or phone").fill(username)
+        self.field("Password").fill(PASSWORD)
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.get_by_role("heading", name="Wallets").wait_for()
+
+    def send(self, username: str, amount: str, shown: str) -> None:
+        """Fill the transfer form to a username, review it and confirm ("Send <shown>")."""
+        self.goto("/transfer")
+        self.field("Username").fill(username)
+        self.field("Amount").fill(amount)
+        self.page.get_by_role("button", name="Review").click()
+        self.page.get_by_role("button", name=f"Send {shown}").click()
+
+    def assert_labelled(self) -> None:
+        """Every field on the page has a <label>."""
+        unlabelled = self.page.evaluate("[...document.querySelectorAll('input, select')].filter(e => !e.labels.length)")
+        assert unlabelled == []
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.evaluate("document.getElementById('toasts').replaceChildren()")
+        for size, viewport in SIZES.items():
+            self.page.set_viewport_size(viewport)
+            self.page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
+        self.page.set_viewport_size(SIZES["desktop"])
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.problems == [], self.problems
+
+
+@pytest.fixture
+def people(chromium, server) -> Iterator[object]:
+    opened: list[Person] = []
+
+    def open_person(size: str = "desktop") -> Person:
+        opened.append(Person(chromium, server.url, size))
+        return opened[-1]
+
+    yield open_person
+    for person in opened:
+        person.close()
+
+
+def open_wallet(person: Person) -> None:
+    person.page.locator(".wallet-card").first.click()
+    person.page.get_by_role("heading", name="Deposit").wait_for()
+
+
+def test_register_deposit_transfer_by_username_and_the_recipient_sees_it(server, people):
+    alice, bob = people(), people()
+    alice_name, bob_name = unique_name("alice"), unique_name("bob")
+    alice.register(alice_name, **{"E-mail (optional)": f"{alice_name}@example.com"})
+    bob.register(bob_name)
+
+    open_wallet(alice)
+    deposit = alice.page.locator("form", has=alice.page.get_by_role("heading", name="Deposit"))
+    deposit.get_by_label("Amount (USD)").fill("50.001")
+    deposit.get_by_role("button", name="Deposit").click()
+    assert "at most 2 decimals" in deposit.locator(".error").first.inner_text()
+    deposit.get_by_label("Amount (USD)").fill("50.00")
+    deposit.get_by_role("button", name="Deposit").dblclick()  # a double click deposits once
+    alice.page.locator(".balance.big", has_text="$50.00").wait_for()
+    assert balance(server, log_in(server, alice_name)) == "50.00"
+    alice.shot("wallet")
+
+    alice.page.get_by_role("link", name="Send from this wallet").click()
+    alice.field("Send to").select_option("to_username")
+    alice.field("Username").fill(bob_name)
+    alice.field("Amount").fill("12.50")
+    alice.field("Description (optional)").fill("lunch")
+    alice.page.get_by_role("button", name="Review").click()
+    alice.assert_labelled()
+    review = alice.page.get_by_role("region", name="Confirm the transfer")
+    assert bob_name in review.inner_text() and "$12.50" in review.inner_text()
+    alice.shot("transfer-confirm")
+    review.get_by_role("button", name="Send $12.50").click()
+    alice.page.get_by_role("heading", name=f"To {bob_name} · \u2212$12.50").wait_for()
+    assert "COMPLETED" in alice.page.locator(".facts").inner_text()
+
+    # A refused transfer: its reason in words under the amount, and the failed row in the history with its reason.
+    alice.send(bob_name, "1000.00", "$1,000.00")
+    amount_error = alice.page.locator("[data-error-for=amount]")
+    amount_error.wait_for()
+    assert amount_error.inner_text() == "Not enough money in this wallet for that amount."
+
+    # The recipient reloads (the session survives it) and sees the money.
+    bob.page.reload()
+    bob.page.get_by_role("heading", name="Wallets").wait_for()
+    assert bob.page.locator(".wallet-card .balance").inner_text() == "$12.50"
+    bob.goto("/history")
+    assert bob.page.locator(".tx summary").first.inner_text().startswith(f"From {alice_name}")
+
+    # History filters: type, status; the detail opens in place.
+    alice.goto("/history")
+    alice.page.locator(".tx").nth(2).wait_for()
+    assert alice.page.locator(".tx").count() == 3
+    alice.field("Type").select_option("DEPOSIT")
+    alice.page.get_by_role("button", name="Apply").click()
+    alice.shown("/history?type=DEPOSIT")
+    assert alice.page.locator(".tx").count() == 1
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
+    alice.field("From").fill(tomorrow)
+    alice.page.get_by_role("button", name="Apply").click()
+    alice.shown(f"/history?type=DEPOSIT&from={tomorrow}")
+    assert alice.page.get_by_text("No transactions match.").is_visible()
+    alice.goto("/history?status=FAILED")
+    failed = alice.page.locator(".tx").first
+    failed.wait_for()
+    assert alice.page.locator(".tx").count() == 1
+    assert "INSUFFICIENT_FUNDS" in failed.inner_text() or "funds" in failed.inner_text().lower()
+    failed.locator("summary").click()
+    assert "Failed because" in failed.inner_text()
+    alice.goto("/history")
+    alice.page.locator(".tx").first.wait_for()
+    alice.shot("history")
+    alice.goto("/wallets")
+    alice.page.locator(".wallet-card").first.wait_for()
+    alice.shot("wallets")
+
+
+def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_url, people):
+    victim = make_user(server)
+    admin = make_admin(server, database_url)
+    user_page, admin_page = people("phone"), people()
+    user_page.log_in(victim.username)
+    admin_page.log_in(admin.username)
+
+    admin_page.page.get_by_role("link", name="Admin").click()
+    admin_page.field("Find users").fill(victim.username)
+    admin_page.page.get_by_role("button", name="Search").click()
+    admin_page.page.get_by_role("link", name=re.compile(victim.username)).click()
+    admin_page.page.get_by_role("heading", name=victim.username).wait_for()
+    admin_page.assert_labelled()
+    admin_page.field("Reason (kept in the action log)").fill("suspicious activity")
+    admin_page.page.get_by_role("button", name="Freeze", exact=True).click()
+    admin_page.page.locator(".toast", has_text="is now frozen").wait_for()
+    admin_page.shot("admin-user")
+
+    user_page.page.reload()
+    banner = user_page.page.locator("#banner")
+    banner.wait_for()
+    assert "frozen" in banner.inner_text()
+    user_page.send(admin.username, "1.00", "$1.00")
+    alert = user_page.page.locator(".form-alert")
+    alert.wait_for()
+    assert "frozen" in alert.inner_text()
+
+    admin_page.page.get_by_role("link", name="Action log").click()
+    admin_page.shown("/admin/actions")
+    admin_page.page.locator(".plain-list li", has_text="suspicious activity").first.wait_for()
+    admin_page.page.get_by_role("link", name="Audit").click()
+    admin_page.shown("/admin/audit")
+    assert admin_page.page.get_by_role("heading", name="The ledger balances").is_visible()
+    admin_page.shot("admin-audit")
+
+
+def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_account(own_server, chromium):
+    """With 5-second access tokens: the page renews its token and survives a reload; sign-out forgets the session."""
+    server = own_server(ACCESS_TOKEN_TTL="5", DB_POOL_SIZE="2")
+    person = Person(chromium, server.url, "phone")
+    try:
+        name = unique_name("carol")
+        person.register(name)
+        person.field("Currency").fill("eur")
+        person.field("Name (optional)").fill("Holidays")
+        person.page.get_by_role("button", name="Open wallet").click()
+        person.page.get_by_role("heading", name="Holidays").wait_for()
+        person.goto("/wallets")
+        assert person.page.locator(".total").count() == 2  # a total per currency
+        assert person.page.locator(".wallet-card", has_text="Holidays").inner_text().count("€0.00") == 1
+
+        person.page.wait_for_timeout(7_000)  # past the first access token's life
+        person.goto("/profile")
+        person.assert_labelled()
+        person.field("Phone").fill("12345")
+        person.page.get_by_role("button", name="Save").click()
+        phone_error = person.page.locator("[data-error-for=phone]")
+        phone_error.wait_for()
+        assert "E.164" in phone_error.inner_text()
+        person.field("Phone").fill("+15551230000")
+        person.page.get_by_role("button", name="Save").click()
+        person.page.locator(".toast", has_text="Saved.").wait_for()
+        person.field("Current password").fill(PASSWORD)
+        person.field("New password").fill("battery-staple-7")
+        person.page.get_by_role("button", name="Change password").click()
+        person.page.locator(".toast", has_text="Password changed").wait_for()
+        person.page.wait_for_timeout(6_000)
+        person.page.reload()
+        person.shown("/profile")
+        assert person.field("Phone").input_value() == "+15551230000"
+
+        person.page.get_by_role("link", name="Sign out").click()
+        person.shown("/login")
+        assert person.page.evaluate("sessionStorage.length") == 0
+        person.page.reload()
+        person.shown("/login")
+
+        person.field("Username, e-mail or phone").fill("+15551230000")
+        person.field("Password").fill("battery-staple-7")
+        person.page.get_by_role("button", name="Sign in").click()
+        person.shown("/wallets")
+        person.goto("/profile")
+        person.field(f"Type your username ({name}) to confirm").fill("not-me")
+        person.page.get_by_role("button", name="Close my account").click()
+        assert "exactly" in person.page.locator("[data-error-for=confirm]").inner_text()
+        person.field(f"Type your username ({name}) to confirm").fill(name)
+        person.page.get_by_role("button", name="Close my account").click()
+        person.shown("/login")
+        person.field("Username, e-mail or phone").fill(name)
+        person.field("Password").fill("battery-staple-7")
+        person.page.get_by_role("button", name="Sign in").click()
+        alert = person.page.locator(".form-alert")
+        alert.wait_for()
+        assert alert.inner_text() == "This account is closed."
+    finally:
+        person.close()
+
+
+def test_a_lost_answer_is_retried_with_the_same_key_and_an_expired_token_is_renewed(server, people):
+    """The answer to a transfer is cut off on its way back: sending again reuses the Idempotency-Key, so the money
+    moves once. A 401 TOKEN_EXPIRED makes the page refresh its tokens once and repeat the request."""
+    payer, payee = make_user(server), make_user(server)
+    fund(server, payer, "20.00")
+    person = people()
+    person.log_in(payer.username)
+
+    keys: list[str] = []
+
+    def lose_the_first_answer(route: object) -> None:
+        keys.append(route.request.headers["idempotency-key"])
+        response = route.fetch()  # the server executes it
+        if len(keys) == 1:
+            route.abort("connectionreset")
+        else:
+            route.fulfill(response=response)
+
+    person.expected.append("net::ERR_CONNECTION_RESET")
+    person.page.route("**/api/v1/transfers", lose_the_first_answer)
+    person.send(payee.username, "5.00", "$5.00")
+    alert = person.page.locator(".form-alert")
+    alert.wait_for()
+    assert "Cannot reach the server" in alert.inner_text()
+    person.page.get_by_role("button", name="Review").click()
+    person.page.get_by_role("button", name="Send $5.00").click()
+    person.page.get_by_role("heading", name=re.compile(f"To {payee.username}")).wait_for()
+    assert len(keys) == 2 and keys[0] == keys[1]
+    assert balance(server, payer) == "15.00"
+    assert balance(server, payee) == "5.00"
+
+    calls: list[str] = []
+
+    def expire_once(route: object) -> None:
+        calls.append(route.request.headers.get("authorization", ""))
+        if len(calls) == 1:
+            body = {"error": "The access token has expired.", "code": "TOKEN_EXPIRED"}
+            route.fulfill(status=401, json=body, headers={"WWW-Authenticate": 'Bearer error="token_expired"'})
+        else:
+            route.continue_()
+
+    person.page.route("**/api/v1/users/me", expire_once)
+    with person.page.expect_request("**/api/v1/auth/refresh"):
+        person.goto("/profile")
+    assert person.page.get_by_role("heading", name="Profile").is_visible()
+    assert len(calls) == 2 and calls[0] != calls[1]  # repeated once, with the new access token
+
+
+def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server, people):
+    owner = make_user(server)
+    for amount in range(1, 23):
+        fund(server, owner, f"{amount}.00")
+    person = people("phone")
+    person.goto("/login")
+    person.field("Username, e-mail or phone").focus()
+    person.page.keyboard.type(owner.username)
+    person.page.keyboard.press("Tab")
+    person.page.keyboard.type(PASSWORD)
+    person.page.keyboard.press("Enter")
+    person.shown("/wallets")
+    person.assert_labelled()
+
+    person.goto("/history")
+    person.assert_labelled()
+    rows = person.page.locator(".tx .tx-amount")
+    assert rows.count() == 20
+    assert rows.first.inner_text() == "+$22.00"
+    more = person.page.get_by_role("button", name="Load more")
+    more.focus()
+    person.page.keyboard.press("Enter")
+    rows.nth(21).wait_for()
+    assert rows.count() == 22
+    assert rows.last.inner_text() == "+$1.00"
+    assert more.is_hidden()
+    person.page.locator(".tx summary").first.focus()
+    person.page.keyboard.press("Enter")  # a row opens into its detail from the keyboard
+    assert person.page.locator(".tx").first.get_attribute("open") == ""

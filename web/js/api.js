@@ -1,0 +1,156 @@
+// The API client: the access token in memory, the refresh token in sessionStorage, errors as ApiError.
+const BASE = new URL('api/v1/', document.baseURI);
+const REFRESH_KEY = 'wallet.refresh_token';
+// Codes after which the session is over (a refresh was already tried for TOKEN_EXPIRED).
+const SESSION_OVER = new Set(['TOKEN_EXPIRED', 'TOKEN_REVOKED', 'INVALID_TOKEN', 'AUTHENTICATION_REQUIRED']);
+
+let accessToken = null;
+let refreshTimer = null;
+let refreshing = null;
+let me = null;
+const sessionListeners = new Set();
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body.error || `The server answered ${status}.`);
+    this.status = status;
+    this.code = body.code || `HTTP_${status}`;
+    this.details = body.details || null;
+    this.transactionId = body.transaction_id || null;
+  }
+}
+
+/** Call fn(signedIn) whenever the session starts or ends. */
+export function onSessionChange(fn) {
+  sessionListeners.add(fn);
+}
+
+function sessionChanged() {
+  for (const fn of sessionListeners) fn(accessToken !== null);
+}
+
+export function signedIn() {
+  return accessToken !== null;
+}
+
+/** The signed-in user as last loaded (GET /users/me), or null. */
+export function currentUser() {
+  return me;
+}
+
+export async function loadUser() {
+  me = await request('GET', 'users/me');
+  return me;
+}
+
+function keep(pair) {
+  accessToken = pair.access_token;
+  sessionStorage.setItem(REFRESH_KEY, pair.refresh_token);
+  clearTimeout(refreshTimer);
+  // Renew at 80% of the lifetime, so requests rarely meet an expired token (a 401 TOKEN_EXPIRED still refreshes once).
+  refreshTimer = setTimeout(() => refresh().catch(() => {}), Math.max(5, pair.expires_in * 0.8) * 1000);
+}
+
+export function endSession() {
+  accessToken = null;
+  me = null;
+  sessionStorage.removeItem(REFRESH_KEY);
+  clearTimeout(refreshTimer);
+  sessionChanged();
+}
+
+async function send(method, path, { body, headers = {}, query, anonymous = false } = {}) {
+  const url = new URL(path, BASE);
+  for (const [name, value] of Object.entries(query || {})) {
+    if (value !== undefined && value !== null && value !== '') url.searchParams.set(name, value);
+  }
+  const all = { Accept: 'application/json', ...headers };
+  if (body !== undefined) all['Content-Type'] = 'application/json';
+  if (accessToken && !anonymous) all.Authorization = `Bearer ${accessToken}`;
+  try {
+    return await fetch(url, {
+      method,
+      headers: all,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+  } catch {
+    throw new ApiError(0, { error: 'Cannot reach the server. Check the connection and try again.', code: 'NETWORK_ERROR' });
+  }
+}
+
+async function parse(response) {
+  if (response.status === 204) return null;
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    body = { error: `The server answered ${response.status}.`, code: `HTTP_${response.status}` };
+  }
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+/** One API call: JSON in and out; an expired access token is refreshed once and the call repeated. */
+export async function request(method, path, options = {}) {
+  const hadSession = accessToken !== null;
+  let response = await send(method, path, options);
+  if (response.status === 401 && hadSession) {
+    const error = await parse(response.clone()).catch((e) => e);
+    if (error.code === 'TOKEN_EXPIRED') {
+      await refresh();
+      response = await send(method, path, options);
+    }
+  }
+  try {
+    return await parse(response);
+  } catch (error) {
+    if (error.status === 401 && hadSession && SESSION_OVER.has(error.code)) endSession();
+    throw error;
+  }
+}
+
+/** A new token pair from the stored refresh token; concurrent callers share one request (each token works once). */
+export function refresh() {
+  refreshing ??= (async () => {
+    const token = sessionStorage.getItem(REFRESH_KEY);
+    if (!token) throw new ApiError(401, { error: 'Please sign in.', code: 'AUTHENTICATION_REQUIRED' });
+    try {
+      keep(await parse(await send('POST', 'auth/refresh', { body: { refresh_token: token }, anonymous: true })));
+    } catch (error) {
+      if (error.status === 401) endSession();
+      throw error;
+    }
+  })().finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+/** Pick the session up again after a page reload (false when there is none to pick up). */
+export async function restoreSession() {
+  if (!sessionStorage.getItem(REFRESH_KEY)) return false;
+  try {
+    await refresh();
+    await loadUser();
+  } catch {
+    return false;
+  }
+  sessionChanged();
+  return true;
+}
+
+export async function logIn(credentials) {
+  keep(await request('POST', 'auth/login', { body: credentials, anonymous: true }));
+  await loadUser();
+  sessionChanged();
+}
+
+export async function logOut() {
+  try {
+    await request('POST', 'auth/logout');
+  } finally {
+    endSession();
+  }
+}

@@ -1,0 +1,97 @@
+// Hash routing (#/path?query): each view module registers its routes and nav entries, so a new page is one module.
+import { currentUser, loadUser, signedIn } from './api.js';
+import { h, messageFor } from './dom.js';
+
+const routes = [];
+const navEntries = [];
+
+/** Register a view: `path` like '/wallets/:id'; `view(main, params, query)` fills <main>. */
+export function route(path, view, { public: open = false, admin = false } = {}) {
+  const names = [];
+  const pattern = path.replace(/:(\w+)/g, (_, name) => {
+    names.push(name);
+    return '([^/]+)';
+  });
+  routes.push({ regex: new RegExp(`^${pattern}$`), names, view, open, admin });
+}
+
+/** A main-menu entry, shown to signed-in users (admins only when `admin`). */
+export function navEntry(label, path, { admin = false } = {}) {
+  navEntries.push({ label, path, admin });
+}
+
+export function navigate(path) {
+  if (location.hash === `#${path}`) render();
+  else location.hash = `#${path}`;
+}
+
+function current() {
+  const [path, search = ''] = location.hash.slice(1).split('?');
+  return { path: path || '/', query: new URLSearchParams(search) };
+}
+
+export function renderNav() {
+  const nav = document.getElementById('nav');
+  const user = currentUser();
+  const { path } = current();
+  nav.replaceChildren(
+    ...(user
+      ? navEntries
+          .filter((e) => !e.admin || user.role === 'admin')
+          .map((e) =>
+            h('a', { href: `#${e.path}`, 'aria-current': path.startsWith(e.path) ? 'page' : null }, e.label),
+          )
+      : []),
+  );
+}
+
+function renderBanner() {
+  const banner = document.getElementById('banner');
+  const user = currentUser();
+  const text =
+    user?.status === 'frozen'
+      ? 'Your account is frozen: deposits, withdrawals and transfers are refused. Contact support.'
+      : '';
+  banner.textContent = text;
+  banner.hidden = !text;
+}
+
+let rendering = 0;
+
+export async function render() {
+  const ticket = ++rendering;
+  const { path, query } = current();
+  const match = routes.map((r) => [r, r.regex.exec(path)]).find(([, m]) => m);
+  if (!match) return navigate(signedIn() ? '/wallets' : '/login');
+  const [entry, groups] = match;
+  if (!entry.open && !signedIn()) return navigate(`/login?next=${encodeURIComponent(path)}`);
+  const main = document.getElementById('main');
+  try {
+    if (signedIn()) await loadUser(); // fresh status (frozen?) and role on every page
+  } catch {
+    // a lost session has already been ended by the API client; the login page follows
+  }
+  if (ticket !== rendering) return;
+  if (!entry.open && !signedIn()) return navigate('/login');
+  renderNav();
+  renderBanner();
+  if (entry.admin && currentUser()?.role !== 'admin') {
+    main.replaceChildren(h('h1', {}, 'Not allowed'), h('p', {}, 'This page is for administrators.'));
+    return;
+  }
+  const params = Object.fromEntries(entry.names.map((n, i) => [n, decodeURIComponent(groups[i + 1])]));
+  const page = h('div', { class: 'page' });
+  try {
+    await entry.view(page, params, query);
+  } catch (error) {
+    if (!error.code) throw error;
+    page.replaceChildren(h('h1', {}, 'Something went wrong'), h('p', { class: 'form-alert' }, messageFor(error)));
+  }
+  if (ticket !== rendering) return;
+  main.replaceChildren(page);
+  main.dataset.view = location.hash; // what is on screen (tests wait for it)
+  (main.querySelector('h1') || main).setAttribute('tabindex', '-1');
+  if (document.activeElement === document.body || !main.contains(document.activeElement)) {
+    main.querySelector('h1')?.focus({ preventScroll: true });
+  }
+}
