@@ -27,6 +27,7 @@ from handlers import (
     connections,
     deposits,
     docs,
+    events,
     google,
     keys,
     money,
@@ -35,6 +36,7 @@ from handlers import (
     users,
     wallets,
     webapp,
+    webhooks,
 )
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
@@ -42,10 +44,12 @@ from handlers.schemas import RegisterSchema
 from settings import Settings, SettingsError, StartupError, load_settings
 from wallet import accounts, backup, ledger, metrics
 from wallet import deposits as provider_deposits
+from wallet import events as wallet_events
 from wallet.auth import poll_revocations
 from wallet.db import check_database, migrate
 from wallet.errors import ValidationError, WalletError
 from wallet.logs import setup_logging
+from wallet.notify import dispatch
 from wallet.runtime import Runtime
 from wallet.store import check_redis
 
@@ -63,6 +67,8 @@ ROUTES = [
     *deposits.routes,
     *keys.routes,
     *admin.routes,
+    *events.routes,
+    *webhooks.routes,
     *webapp.routes,
 ]
 
@@ -77,10 +83,12 @@ def _route_templates() -> dict[type[web.RequestHandler], str]:
 
 
 def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
+    runtime = runtime or Runtime.create(settings)
     return base.Application(
         ROUTES,
-        runtime=runtime or Runtime.create(settings),
+        runtime=runtime,
         route_templates=_route_templates(),
+        event_hub=wallet_events.Hub(runtime),
         default_handler_class=base.NotFoundHandler,
         log_function=base.log_request,
         compress_response=False,
@@ -157,6 +165,7 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
         asyncio.create_task(
             _periodically("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt))
         ),
+        asyncio.create_task(dispatch.dispatcher(rt)),
     ]
 
     stop = asyncio.Event()

@@ -74,6 +74,13 @@ class Settings:
     metrics_token: str | None = None
     statement_pdf_max_entries: int = 100_000
     var_dir: Path = WORKDIR / "var"
+    events_poll_ms: int = 250
+    events_ping_interval: int = 20
+    webhook_allow_private: bool = False
+    webhook_first_retry_ms: int = 5000
+    webhook_retry_for: int = 3 * 24 * 3600
+    smtp_url: str | None = None
+    mail_from: str = "Wallet <wallet@localhost>"
 
 
 def _int(name: str, low: int, high: int) -> Callable[[str], int]:
@@ -137,6 +144,14 @@ def _url(name: str, schemes: tuple[str, ...]) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _mail_from(raw: str) -> str:
+    from email.utils import parseaddr
+
+    if "@" not in parseaddr(raw)[1]:
+        raise SettingsError(f"MAIL_FROM must be an address such as 'Wallet <wallet@example.com>', got {raw!r}")
+    return raw
 
 
 def _log_level(raw: str) -> str:
@@ -221,6 +236,13 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "GOOGLE_REDIRECT_URL": ("google_redirect_url", _url("GOOGLE_REDIRECT_URL", ("https://", "http://"))),
     "METRICS_TOKEN": ("metrics_token", _secret("METRICS_TOKEN", 16)),
     "STATEMENT_PDF_MAX_ENTRIES": ("statement_pdf_max_entries", _int("STATEMENT_PDF_MAX_ENTRIES", 1, 1_000_000)),
+    "EVENTS_POLL_MS": ("events_poll_ms", _int("EVENTS_POLL_MS", 10, 60000)),
+    "EVENTS_PING_INTERVAL": ("events_ping_interval", _int("EVENTS_PING_INTERVAL", 1, 3600)),
+    "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _bool("WEBHOOK_ALLOW_PRIVATE")),
+    "WEBHOOK_FIRST_RETRY_MS": ("webhook_first_retry_ms", _int("WEBHOOK_FIRST_RETRY_MS", 10, 3600 * 1000)),
+    "WEBHOOK_RETRY_FOR": ("webhook_retry_for", _int("WEBHOOK_RETRY_FOR", 1, 30 * 24 * 3600)),
+    "SMTP_URL": ("smtp_url", _url("SMTP_URL", ("smtp://", "smtps://"))),
+    "MAIL_FROM": ("mail_from", _mail_from),
 }
 
 

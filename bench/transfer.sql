@@ -18,12 +18,33 @@ SELECT gen_random_uuid(), 'TX' || upper(substr(md5(random()::text), 1, 16)), 'TR
 FROM relaxed
 ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
 RETURNING id AS tx, reference, created_at \gset
--- 2. Execute: lock both wallets in id order, then one statement charges the daily usage, moves the balances,
--- appends the entries and marks the row COMPLETED; one durable commit.
+-- 2. Execute: lock both wallets in id order, then one statement writes the two events (wallet/events.py: the
+-- per-user head locks, the rows, their webhook deliveries), charges the daily usage, moves the balances, appends the
+-- entries and marks the row COMPLETED; one durable commit.
 BEGIN;
-SELECT w.id, w.balance, u.status FROM wallets w JOIN users u ON u.id = w.user_id
+SELECT w.id, w.balance, u.status, now() AS now FROM wallets w JOIN users u ON u.id = w.user_id
  WHERE w.id = ANY(ARRAY[bench_wallet(:a), bench_wallet(:b)]) ORDER BY w.id FOR NO KEY UPDATE OF w;
-WITH usage AS (
+WITH new_events (user_id, type, data, n) AS (
+    SELECT * FROM unnest(ARRAY[bench_user(:a), bench_user(:b)],
+        ARRAY['transaction.completed', 'transfer.received'],
+        -- A rendered Transaction is about 600 bytes.
+        ARRAY[json_build_object('id', CAST(:tx AS text), 'pad', repeat('x', 560))::text,
+              json_build_object('id', CAST(:tx AS text), 'pad', repeat('y', 560))::text]) WITH ORDINALITY
+), event_locks AS (
+    INSERT INTO event_heads AS h (user_id, last_event_at)
+    SELECT DISTINCT user_id, now() FROM new_events ORDER BY user_id
+    ON CONFLICT (user_id) DO UPDATE SET last_event_at = excluded.last_event_at
+    RETURNING h.user_id
+), emitted AS (
+    INSERT INTO events (user_id, type, data)
+    SELECT n.user_id, n.type, CAST(n.data AS jsonb) FROM new_events n JOIN event_locks l ON l.user_id = n.user_id
+    ORDER BY n.n
+    RETURNING id, user_id, type
+), queued AS (
+    INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at)
+    SELECT gen_random_uuid(), w.id, e.id, now() FROM emitted e JOIN webhook_endpoints w ON w.user_id = e.user_id
+    WHERE w.status = 'active' AND (e.type = ANY(w.event_types) OR '*' = ANY(w.event_types))
+), usage AS (
     INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
     SELECT bench_user(:a), 'USD', 'TRANSFER', CAST(timezone('UTC', now()) AS date), CAST(1 AS bigint)
     WHERE bench_user(:a) IS NOT NULL

@@ -57,7 +57,7 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
 
 # What a browser on an allowed origin may send and read (CORS_ORIGINS).
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-API-Key, X-Request-ID"
-CORS_EXPOSE_HEADERS = "X-Request-ID, Idempotent-Replayed, Retry-After"
+CORS_EXPOSE_HEADERS = "X-Request-ID, Idempotent-Replayed, Retry-After, ETag"
 CORS_MAX_AGE = "600"
 
 Verb = Callable[..., Awaitable[None]]
@@ -173,6 +173,15 @@ def api(
     return declare
 
 
+def assign_request_id(handler: web.RequestHandler) -> str:
+    """The request's id (the client's X-Request-ID when it is sane), echoed and put on every log line."""
+    sent = handler.request.headers.get("X-Request-ID", "")
+    request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+    request_id_var.set(request_id)
+    handler.set_header("X-Request-ID", request_id)
+    return request_id
+
+
 def _validate(schema: marshmallow.Schema, data: dict[str, Any]) -> dict[str, Any]:
     try:
         return schema.load(data)
@@ -185,6 +194,20 @@ def status_of(error: errors.WalletError) -> int:
         if cls in STATUS:
             return STATUS[cls]
     return 500
+
+
+def render_error(handler: web.RequestHandler, error: errors.WalletError) -> tuple[int, dict[str, Any]]:
+    """The status and body of a domain error in the contract's shape; sets the headers that go with it."""
+    body: dict[str, Any] = {"error": error.message, "code": error.code}
+    if error.details:
+        body["details"] = error.details
+    if error.transaction_id:
+        body["transaction_id"] = error.transaction_id
+    if isinstance(error, errors.AuthError):
+        handler.set_header("WWW-Authenticate", f'Bearer error="{error.code.lower()}"')
+    if error.retry_after is not None:
+        handler.set_header("Retry-After", str(error.retry_after))
+    return status_of(error), body
 
 
 def _reject_constant(name: str) -> None:
@@ -243,12 +266,17 @@ class BaseHandler(web.RequestHandler):
         self._body_size = 0
         self.request_id = ""
 
-    def compute_etag(self) -> None:
-        return None
+    # Reads that carry an ETag and answer 304 to a matching If-None-Match. The ETag is Tornado's hash of the body
+    # about to be sent, so it changes with anything the answer shows and can never vouch for a stale one.
+    cacheable = False
+
+    def compute_etag(self) -> str | None:
+        return super().compute_etag() if self.cacheable else None
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
+        # no-cache: a client may keep the answer but must revalidate it (If-None-Match) before using it again.
+        self.set_header("Cache-Control", "private, no-cache" if self.cacheable else "no-store")
         # A JSON answer is never a page: browsers must not load anything for it or frame it.
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Content-Security-Policy", self.content_security_policy)
@@ -273,10 +301,7 @@ class BaseHandler(web.RequestHandler):
         self.finish()
 
     async def prepare(self) -> None:
-        sent = self.request.headers.get("X-Request-ID", "")
-        self.request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
-        request_id_var.set(self.request_id)
-        self.set_header("X-Request-ID", self.request_id)
+        self.request_id = assign_request_id(self)
 
         limit = self.rt.settings.max_body_size
         declared = self.request.headers.get("Content-Length", "0")
@@ -370,16 +395,7 @@ class BaseHandler(web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, errors.WalletError):
-            status_code = status_of(error)
-            body: dict[str, Any] = {"error": error.message, "code": error.code}
-            if error.details:
-                body["details"] = error.details
-            if error.transaction_id:
-                body["transaction_id"] = error.transaction_id
-            if isinstance(error, errors.AuthError):
-                self.set_header("WWW-Authenticate", f'Bearer error="{error.code.lower()}"')
-            if error.retry_after is not None:
-                self.set_header("Retry-After", str(error.retry_after))
+            status_code, body = render_error(self, error)
         elif isinstance(error, web.HTTPError) and status_code in HTTP_CODES:
             if status_code == 405:  # RFC 9110: say which methods would work
                 self.set_header("Allow", ", ".join(v.upper() for v in implemented_verbs(type(self))))
@@ -400,7 +416,8 @@ class BaseHandler(web.RequestHandler):
             # Answered before the body was read: Tornado closes the connection, so keep clients from reusing it.
             self.set_header("Connection", "close")
         self.set_status(status_code)
-        self.finish(orjson.dumps(body) + b"\n")
+        # Non-string keys: marshmallow names a list item's errors by its index.
+        self.finish(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS) + b"\n")
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
         if isinstance(value, (errors.WalletError, web.HTTPError)):

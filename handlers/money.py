@@ -110,6 +110,8 @@ class TransferHandler(MoneyHandler):
 
 
 class TransactionListHandler(BaseHandler):
+    cacheable = True
+
     @api({200: TransactionListSchema}, query=TransactionQuery, errors=(404,))
     @requires("read")
     async def get(self) -> None:

@@ -10,6 +10,7 @@ import phonenumbers
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from wallet import errors
+from wallet.events import TYPES as EVENT_TYPES
 from wallet.identifiers import normalize_email
 from wallet.keys import LIFETIMES, SCOPES
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
@@ -280,6 +281,39 @@ class TransactionQuery(PageQuery, PeriodQuery):
     status = Text(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
 
 
+class EventQuery(PageQuery):
+    after = fields.Integer(
+        validate=validate.Range(min=0, max=2**63 - 1), metadata={"description": "Only events after this event id."}
+    )
+
+
+class StreamQuery(Schema):
+    after = fields.Integer(
+        validate=validate.Range(min=0, max=2**63 - 1),
+        metadata={"description": "Replay the events after this id first."},
+    )
+    access_token = Text(metadata={"description": "The access token (or send it as the second WebSocket subprotocol)."})
+
+
+class WebhookEndpointCreateSchema(Schema):
+    url = Text(required=True, validate=validate.Length(min=1, max=2048))
+    events = fields.List(
+        Text(validate=validate.OneOf([*EVENT_TYPES, "*"])),
+        required=True,
+        validate=validate.Length(min=1, max=len(EVENT_TYPES)),
+        metadata={"description": 'Event types to send, or ["*"] for all.'},
+    )
+    description = Text(load_default=None, validate=validate.Length(max=255))
+
+
+class RotateSecretSchema(Schema):
+    grace_seconds = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=86400),
+        metadata={"description": "How long the old secret keeps signing too (both signatures are sent)."},
+    )
+
+
 class StatementQuery(PeriodQuery):
     format = Text(
         load_default="json",
@@ -446,6 +480,54 @@ class CheckoutSchema(Output):
 
 class AuthorizationUrlSchema(Output):
     authorization_url = fields.String()
+
+
+class EventSchema(Output):
+    id = fields.Integer(metadata={"description": "Increases in commit order for each user."})
+    type = fields.String()
+    created_at = UtcDateTime()
+    data = fields.Dict(metadata={"description": "The Transaction (as the receiver sees it) or the change reported."})
+
+
+class EventListSchema(Output):
+    items = fields.List(fields.Nested(EventSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class WebhookEndpointSchema(Output):
+    id = fields.UUID()
+    url = fields.String()
+    events = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    status = fields.String(validate=validate.OneOf(["active", "failing"]))
+    created_at = UtcDateTime()
+
+
+class WebhookEndpointSecretSchema(WebhookEndpointSchema):
+    secret = fields.String(metadata={"description": "whsec_ and the base64 signing key; shown only here."})
+
+
+class WebhookEndpointListSchema(Output):
+    items = fields.List(fields.Nested(WebhookEndpointSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class WebhookDeliverySchema(Output):
+    id = fields.UUID()
+    event_id = fields.Integer()
+    event_type = fields.String()
+    status = fields.String(validate=validate.OneOf(["pending", "succeeded", "failed"]))
+    attempts = fields.Integer()
+    last_status_code = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    next_attempt_at = UtcDateTime(allow_none=True)
+    created_at = UtcDateTime()
+    delivered_at = UtcDateTime(allow_none=True)
+
+
+class WebhookDeliveryListSchema(Output):
+    items = fields.List(fields.Nested(WebhookDeliverySchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class HealthSchema(Output):

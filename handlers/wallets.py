@@ -30,6 +30,8 @@ class WalletListHandler(BaseHandler):
 
 
 class WalletHandler(BaseHandler):
+    cacheable = True
+
     @api({200: WalletSchema})
     @requires("read")
     async def get(self, wallet_id: str) -> None:
@@ -39,6 +41,8 @@ class WalletHandler(BaseHandler):
 
 
 class WalletBalanceHandler(BaseHandler):
+    cacheable = True
+
     @api({200: BalanceSchema})
     @requires("read")
     async def get(self, wallet_id: str) -> None:
@@ -48,6 +52,8 @@ class WalletBalanceHandler(BaseHandler):
 
 
 class WalletTransactionsHandler(BaseHandler):
+    cacheable = True
+
     @api({200: TransactionListSchema}, query=PageQuery)
     @requires("read")
     async def get(self, wallet_id: str) -> None:

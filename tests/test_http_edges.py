@@ -10,7 +10,7 @@ from handlers.base import client_address
 from settings import load_settings
 
 APP = "https://app.example.com"
-EXPOSED = {"X-Request-ID", "Idempotent-Replayed", "Retry-After"}
+EXPOSED = {"X-Request-ID", "Idempotent-Replayed", "Retry-After", "ETag"}
 ALLOWED_HEADERS = {"Authorization", "Content-Type", "Idempotency-Key", "X-API-Key", "X-Request-ID"}
 
 

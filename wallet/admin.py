@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from models import AdminAction, User
 from models.admin import ACTIONS as ACTIONS
-from wallet import accounts, errors, history, ledger, wallets
+from wallet import accounts, errors, events, history, ledger, wallets
 from wallet.auth import Principal, announce_revoked
 from wallet.money import format_minor
 from wallet.paging import created_page
@@ -24,6 +24,13 @@ TRANSITIONS = {
     "unfreeze": ({"frozen", "active"}, "active"),
     "deactivate": ({"active", "frozen", "inactive"}, "inactive"),
     "activate": ({"inactive", "active"}, "active"),
+}
+# The event the user is sent when an action changes their status (a repeat that changes nothing sends none).
+STATUS_EVENTS = {
+    "freeze": "account.frozen",
+    "unfreeze": "account.unfrozen",
+    "deactivate": "account.deactivated",
+    "activate": "account.activated",
 }
 
 _ACTION_COLUMNS = (
@@ -97,6 +104,9 @@ async def change_status(
                 details={"from": current, "to": status},
             )
         )
+        if status != current:
+            change = {"user_id": user_id, "status": status, "previous_status": current}
+            await events.emit(conn, [events.NewEvent(user_id, STATUS_EVENTS[action], change)])
     await announce_revoked(rt, revoked)
     return accounts.render_user(row)
 

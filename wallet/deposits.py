@@ -162,8 +162,10 @@ async def apply(rt: Runtime, reference: str, status: str, amount: int, currency:
         return
     wallet = ledger.Party(row.destination_wallet_id, row.destination_user_id, row.username, row.number, row.currency)
     op = ledger.Operation("DEPOSIT", row.amount, row.currency, None, wallet, None, {}, provider=PROVIDER)
+    async with rt.autocommit() as conn:
+        recorded = dict(await load_transaction(conn, row.id))  # what its events will show
     try:
-        await ledger._execute(rt, op, row.id)
+        await ledger._execute(rt, op, recorded, recorded["initiator_id"])
     except ledger.NoLongerPending:
         return  # another delivery or a verify completed it first (the status guard refused this one)
     except errors.WalletError as error:

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Entry, Transaction, User, Wallet
-from wallet import errors, metrics
+from wallet import errors, events, metrics
 from wallet.auth import Principal
 from wallet.history import load_transaction, render_transaction
 from wallet.money import currency_exponent, format_minor, to_minor
@@ -289,7 +289,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
 # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
 # these locks, or recording and executing deadlock each other.
 _LOCK = text("""
-SELECT w.id, w.balance, u.status FROM wallets w JOIN users u ON u.id = w.user_id
+SELECT w.id, w.balance, u.status, now() AS now FROM wallets w JOIN users u ON u.id = w.user_id
 WHERE w.id = ANY(CAST(:ids AS uuid[])) ORDER BY w.id FOR NO KEY UPDATE OF w
 """)
 
@@ -316,8 +316,10 @@ def _over_daily_limit(op: Operation, limit: int, used: int) -> errors.DailyLimit
 # the limit holds (when :charged_user is set); both user balances (the system account keeps none); the two entries
 # with the balances after them; and the COMPLETED mark, which returns no row when the transaction is no longer
 # PENDING. Every wallet written is already locked by _locked_parties, so the order of these writes cannot deadlock.
-_MOVE = text("""
-WITH usage AS (
+# The transaction's events are written in this same statement and commit (events.CTE; rolled back with the
+# rest when the row is no longer PENDING).
+_MOVE = text(f"""
+WITH {events.CTE}, usage AS (
     INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
     SELECT CAST(:charged_user AS uuid), :currency, :type, CAST(timezone('UTC', now()) AS date), CAST(:amount AS bigint)
     WHERE CAST(:charged_user AS uuid) IS NOT NULL
@@ -351,11 +353,16 @@ def _check_status(status: str, whose: str) -> None:
         raise errors.AccountInactive(f"The {whose} account is inactive.")
 
 
-async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.datetime, int | None, int | None]:
+async def _execute(
+    rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID
+) -> tuple[dt.datetime, int | None, int | None]:
     """Step 2. Returns (completed_at, source balance after, destination balance after)."""
+    tx_id = row["id"]
     system_id = await _system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
     async with rt.transaction() as conn:
         locked = await _locked_parties(conn, op)
+        # now() is the transaction's start, so it is the completed_at the COMPLETED mark below will write.
+        completed = {**row, "status": "COMPLETED", "completed_at": next(iter(locked.values())).now}
         if op.source is not None:
             source = locked[op.source.wallet_id]
             _check_status(source.status, "sending" if op.type == "TRANSFER" else "wallet owner's")
@@ -383,6 +390,7 @@ async def _execute(rt: Runtime, op: Operation, tx_id: uuid.UUID) -> tuple[dt.dat
                     "destination": op.destination.wallet_id if op.destination else None,
                     "source_leg": op.source.wallet_id if op.source else system_id,
                     "destination_leg": op.destination.wallet_id if op.destination else system_id,
+                    **events.params(events.transaction_events(completed, initiator_id)),
                 },
             )
         ).first()
@@ -400,9 +408,9 @@ class NoLongerPending(Exception):
 
 
 async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) -> None:
-    """Step 3, one statement in a fresh session. Its commit waits for the disk: the refusal is about to be answered,
-    and a retry of the key after a database crash must replay it, not execute."""
-    async with rt.autocommit() as conn:
+    """Step 3 in a fresh session, with its event (only if this marked it). Its commit waits for the disk: the
+    refusal is about to be answered, and a retry of the key after a database crash must replay it, not execute."""
+    async with rt.transaction() as conn:
         failed = (
             await conn.execute(
                 update(T)
@@ -411,7 +419,10 @@ async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) ->
                 .returning(T.c.type)
             )
         ).first()
-    if failed:  # not when recovery or another delivery decided the row first
+        if failed:  # not when recovery or another delivery decided the row first
+            row = await load_transaction(conn, tx_id)
+            await events.emit(conn, events.transaction_events(row, row["initiator_id"]))
+    if failed:
         metrics.money(failed.type, code)
 
 
@@ -461,7 +472,7 @@ async def run(
     # created_at comes from the database, as a replay will read it.
     row = _known_row(principal, op, tx_id, inserted.reference, inserted.created_at)
     try:
-        completed_at, source_after, destination_after = await _execute(rt, op, tx_id)
+        completed_at, source_after, destination_after = await _execute(rt, op, row, principal.user_id)
     except NoLongerPending:
         return await _replay(rt, principal, op, tx_id, viewer)
     except errors.ServiceUnavailable as error:
@@ -604,22 +615,28 @@ async def recover_interrupted(rt: Runtime) -> int:
     provider deposit waits for its provider instead: wallet/deposits.py sweeps those."""
     timeout = dt.timedelta(seconds=rt.settings.pending_timeout)
     async with rt.transaction() as conn:
-        result = await conn.execute(
-            update(T)
-            .where(
-                T.c.status == "PENDING",
-                T.c.claimed_at < func.now() - timeout,
-                T.c.idempotency_key.is_(None) | (T.c.claimed_at < func.now() - max(timeout, KEY_RETENTION)),
-                T.c.provider.is_(None),
+        failed = (
+            await conn.execute(
+                update(T)
+                .where(
+                    T.c.status == "PENDING",
+                    T.c.claimed_at < func.now() - timeout,
+                    T.c.idempotency_key.is_(None) | (T.c.claimed_at < func.now() - max(timeout, KEY_RETENTION)),
+                    T.c.provider.is_(None),
+                )
+                .values(
+                    status="FAILED",
+                    failure_code=errors.Interrupted.code,
+                    failure_reason=errors.Interrupted.message,
+                    completed_at=func.now(),
+                )
+                .returning(T.c.id, T.c.initiator_id)
             )
-            .values(
-                status="FAILED",
-                failure_code=errors.Interrupted.code,
-                failure_reason=errors.Interrupted.message,
-                completed_at=func.now(),
-            )
-        )
-    return result.rowcount
+        ).all()
+        # Their events, in the same commit (rare, so one read per row is fine).
+        for tx in failed:
+            await events.emit(conn, events.transaction_events(await load_transaction(conn, tx.id), tx.initiator_id))
+    return len(failed)
 
 
 _AUDIT_WALLETS = text("""

@@ -1,0 +1,156 @@
+"""Event endpoints: the caller's events in commit order, as pages and as a live WebSocket stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import marshmallow
+import orjson
+from tornado import iostream, websocket
+
+from handlers.base import BaseHandler, api, assign_request_id, authenticated, render_error
+from handlers.schemas import EventListSchema, EventQuery, EventSchema, StreamQuery
+from wallet import errors, events
+from wallet.auth import Principal, authenticate
+from wallet.runtime import Runtime
+
+log = logging.getLogger("wallet.events")
+
+# Close codes of the stream (4000-4999 are the application's): the client resumes with ?after=<last id it got>.
+CLOSE_REVOKED = 4401  # the login was revoked or the token expired: log in (or refresh) first
+CLOSE_TOO_SLOW = 4408  # a message waited longer than SEND_TIMEOUT to be taken
+CLOSE_UNAVAILABLE = 1011  # a dependency is down
+SEND_TIMEOUT = 10
+PAGE = 100
+
+
+class EventListHandler(BaseHandler):
+    @api({200: EventListSchema}, query=EventQuery)
+    @authenticated
+    async def get(self) -> None:
+        """The caller's events, oldest first, after an event id (`after`) or a page's `next_cursor`."""
+        self.respond(await events.list_events(self.rt, self.principal.user_id, **self.query()), 200)
+
+
+class EventStreamHandler(websocket.WebSocketHandler):
+    """Pushes the caller's events as they commit. Messages are only ever taken from the outbox one page at a time,
+    as fast as the client reads them, so a slow client holds at most one page here; a stalled one is closed."""
+
+    principal: Principal | None = None
+    params: dict[str, Any] = {}
+    after = 0
+
+    @property
+    def rt(self) -> Runtime:
+        return self.application.settings["runtime"]
+
+    @property
+    def ping_interval(self) -> float:
+        return self.rt.settings.events_ping_interval
+
+    def _token(self) -> str | None:
+        # Browsers cannot set Authorization on a WebSocket: the token comes as a query parameter or as the second
+        # entry of Sec-WebSocket-Protocol ("bearer, <token>").
+        protocols = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        if len(protocols) == 2 and protocols[0].lower() == "bearer":
+            return protocols[1]
+        return self.params.get("access_token")
+
+    async def prepare(self) -> None:
+        self.request_id = assign_request_id(self)
+        try:
+            args = {k: self.decode_argument(v[-1], name=k) for k, v in self.request.query_arguments.items()}
+            try:
+                self.params = StreamQuery().load(args)
+            except marshmallow.ValidationError as error:
+                raise errors.ValidationError(error.normalized_messages()) from None
+            token = self._token()
+            if not token:
+                raise errors.AuthError()
+            self.principal = await authenticate(self.rt, token)
+            self.token = token
+            if self.request.headers.get("Upgrade", "").lower() != "websocket":
+                raise errors.InvalidRequest("This endpoint is a WebSocket: send 'Upgrade: websocket'.")
+        except errors.WalletError as error:
+            status, body = render_error(self, error)
+            self.set_status(status)
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(orjson.dumps(body) + b"\n")
+
+    def require_principal(self) -> Principal:
+        assert self.principal is not None  # prepare() answered 401 otherwise
+        return self.principal
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        return "bearer" if "bearer" in subprotocols else None
+
+    @api({101: None}, query=StreamQuery)
+    @authenticated
+    async def get(self) -> None:
+        """The caller's events as WebSocket messages (Event JSON), oldest first after `after`, then live.
+
+        Authenticate with `?access_token=` or `Sec-WebSocket-Protocol: bearer, <token>`. Close codes: 4401 the login
+        was revoked or the token expired; 4408 the client read too slowly; 1011 a dependency is down. After any
+        close, reconnect with `?after=<the last id received>` to miss nothing."""
+        await super().get()
+
+    def open(self) -> None:
+        self.after = self.params.get("after", 0)
+        self._pump_task = asyncio.create_task(self._pump())
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # the stream is one-way; what a client sends is ignored
+
+    def on_close(self) -> None:
+        self._pump_task.cancel()
+
+    async def _send_new(self, user_id: uuid.UUID) -> None:
+        while True:
+            page = await events.list_events(self.rt, user_id, after=self.after, limit=PAGE)
+            for item in page["items"]:
+                await asyncio.wait_for(self.write_message(orjson.dumps(EventSchema().dump(item))), SEND_TIMEOUT)
+                self.after = item["id"]
+            if page["next_cursor"] is None:
+                return
+
+    async def _pump(self) -> None:
+        hub: events.Hub = self.application.settings["event_hub"]
+        user_id = self.require_principal().user_id
+        wake = hub.subscribe(user_id)
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        try:
+            while True:
+                wake.clear()  # before reading: an event committed from here on wakes the next round
+                await self._send_new(user_id)
+                if loop.time() - checked >= self.ping_interval:
+                    checked = loop.time()
+                    await authenticate(self.rt, self.token)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.ping_interval)
+        except errors.AuthError:
+            self._close(CLOSE_REVOKED, "The login has ended")
+        except TimeoutError:
+            self._close(CLOSE_TOO_SLOW, "Reading too slowly")
+        except (websocket.WebSocketClosedError, iostream.StreamClosedError):
+            pass
+        except Exception as error:  # a dependency down, or a fault of ours: the client resumes later
+            if not isinstance(error, errors.ServiceUnavailable):
+                log.exception("event stream failed")
+            self._close(CLOSE_UNAVAILABLE, "Service unavailable")
+        finally:
+            hub.unsubscribe(user_id, wake)
+
+    def _close(self, code: int, why: str) -> None:
+        self.close(code, f"{why}; reconnect with ?after={self.after}")
+
+    def check_origin(self, origin: str) -> bool:
+        # Tokens are never cookies, so another site's page cannot ride a user's credentials here.
+        return True
+
+
+routes = [(r"/api/v1/events", EventListHandler), (r"/api/v1/events/stream", EventStreamHandler)]

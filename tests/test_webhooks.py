@@ -1,0 +1,287 @@
+"""Webhooks to a real local HTTP receiver that verifies Standard Webhooks signatures with the reference library."""
+
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg2
+import pytest
+from conftest import assert_error, fund, make_user, run_audit
+from standardwebhooks import Webhook
+
+from scripts.local_services import libpq_url
+
+FAST = {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_FIRST_RETRY_MS": "100", "EVENTS_POLL_MS": "50"}
+
+
+class Receiver:
+    """An HTTP server on a free loopback port recording every POST; `answers` are the statuses to give in turn
+    (the last one repeats)."""
+
+    def __init__(self, answers=(200,)):
+        self.answers = list(answers)
+        self.received = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
+                receiver.received.append((dict(self.headers), body.decode(), status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, count, timeout=15):
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.received) >= count, self.received
+        return self.received
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def hooks(alone):
+    """A server on a database of its own: on the shared one, other tests' servers (which refuse loopback URLs)
+    would claim these deliveries too."""
+    return alone(**FAST)
+
+
+def register(server, user, url, events=("*",), status=201):
+    with server.client(user.token) as client:
+        r = client.post("/webhook-endpoints", json={"url": url, "events": list(events)})
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def deliveries(server, user, endpoint):
+    with server.client(user.token) as client:
+        r = client.get(f"/webhook-endpoints/{endpoint['id']}/deliveries")
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def wait_until(condition, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_event_is_posted_signed_as_standard_webhooks_says(hooks, receiver):
+    user = make_user(hooks)
+    endpoint = register(hooks, user, receiver.url, events=["deposit.completed"])
+    assert endpoint["secret"].startswith("whsec_") and endpoint["status"] == "active"
+    with hooks.client(user.token) as client:
+        assert "secret" not in client.get(f"/webhook-endpoints/{endpoint['id']}").json()
+        assert [e["id"] for e in client.get("/webhook-endpoints").json()["items"]] == [endpoint["id"]]
+    fund(hooks, user, "4.00")  # writes transaction.completed too, which this endpoint does not take
+    ((headers, body, _),) = receiver.wait_for(1)
+    event = Webhook(endpoint["secret"]).verify(body, headers)
+    with hooks.client(user.token) as client:
+        stored = client.get("/events").json()["items"]
+    assert event == next(e for e in stored if e["type"] == "deposit.completed")
+    assert headers["webhook-id"] == str(event["id"])
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 30
+    wait_until(lambda: deliveries(hooks, user, endpoint)[0]["status"] == "succeeded")
+    (delivery,) = deliveries(hooks, user, endpoint)
+    assert delivery["event_id"] == event["id"] and delivery["event_type"] == "deposit.completed"
+    assert delivery["attempts"] == 1 and delivery["last_status_code"] == 200
+    time.sleep(0.3)
+    assert len(receiver.received) == 1
+
+
+def test_a_receiver_failing_three_times_gets_the_fourth_with_backoff(hooks):
+    receiver = Receiver(answers=(500, 503, 404, 204))
+    try:
+        user = make_user(hooks)
+        endpoint = register(hooks, user, receiver.url, events=["deposit.completed"])
+        fund(hooks, user, "1.00")
+        received = receiver.wait_for(4)
+        wait_until(lambda: deliveries(hooks, user, endpoint)[0]["status"] == "succeeded")
+        assert [status for _, _, status in received] == [500, 503, 404, 204]
+        assert len({h["webhook-id"] for h, _, _ in received}) == 1  # the same event each time
+        stamps = [int(h["webhook-timestamp"]) for h, _, _ in received]
+        assert stamps == sorted(stamps)
+        (delivery,) = deliveries(hooks, user, endpoint)
+        assert delivery["attempts"] == 4 and delivery["last_status_code"] == 204
+    finally:
+        receiver.close()
+
+
+def test_after_the_retry_period_the_endpoint_is_failing_until_a_redelivery_succeeds(alone):
+    server = alone(**FAST, WEBHOOK_RETRY_FOR="1")
+    receiver = Receiver(answers=(500,))
+    try:
+        user = make_user(server)
+        endpoint = register(server, user, receiver.url, events=["deposit.completed"])
+        fund(server, user, "1.00")
+        wait_until(lambda: deliveries(server, user, endpoint)[0]["status"] == "failed")
+        (failed,) = deliveries(server, user, endpoint)
+        assert failed["attempts"] >= 2 and failed["last_status_code"] == 500 and failed["next_attempt_at"] is None
+        with server.client(user.token) as client:
+            assert client.get(f"/webhook-endpoints/{endpoint['id']}").json()["status"] == "failing"
+            fund(server, user, "1.00")  # a failing endpoint is sent nothing new
+            receiver.answers = [200]
+            r = client.post(f"/webhook-endpoints/{endpoint['id']}/deliveries/{failed['id']}/retry")
+            assert r.status_code == 202, r.text
+            wait_until(lambda: deliveries(server, user, endpoint)[0]["status"] == "succeeded")
+            assert client.get(f"/webhook-endpoints/{endpoint['id']}").json()["status"] == "active"
+        assert len(deliveries(server, user, endpoint)) == 1
+    finally:
+        receiver.close()
+
+
+def test_a_rotated_secret_signs_beside_the_old_one_during_the_grace_period(hooks, receiver):
+    user = make_user(hooks)
+    endpoint = register(hooks, user, receiver.url, events=["deposit.completed"])
+    with hooks.client(user.token) as client:
+        rotated = client.post(f"/webhook-endpoints/{endpoint['id']}/rotate-secret", json={"grace_seconds": 60}).json()
+    assert rotated["secret"] != endpoint["secret"]
+    fund(hooks, user, "1.00")
+    ((headers, body, _),) = receiver.wait_for(1)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (endpoint["secret"], rotated["secret"]):
+        Webhook(secret).verify(body, headers)
+    with hooks.client(user.token) as client:
+        again = client.post(f"/webhook-endpoints/{endpoint['id']}/rotate-secret", json={}).json()
+    fund(hooks, user, "1.00")
+    headers, body, _ = receiver.wait_for(2)[1]
+    Webhook(again["secret"]).verify(body, headers)
+    with pytest.raises(Exception, match="signature"):
+        Webhook(rotated["secret"]).verify(body, headers)
+
+
+def test_two_processes_deliver_each_event_once(alone, receiver):
+    first, second = alone(**FAST), alone(**FAST)
+    users = [make_user(first) for _ in range(4)]
+    for u in users:
+        register(first, u, receiver.url, events=["deposit.completed"])
+
+    def deposit(i):
+        for _ in range(10):
+            fund(first if i % 2 else second, users[i], "0.10")
+
+    threads = [threading.Thread(target=deposit, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    receiver.wait_for(40)
+    time.sleep(1)  # anything sent twice would arrive by now
+    assert Counter(h["webhook-id"] for h, _, _ in receiver.received) == {
+        h["webhook-id"]: 1 for h, _, _ in receiver.received
+    }
+    assert len(receiver.received) == 40
+    assert run_audit(alone.database_url).returncode == 0
+
+
+def test_a_server_killed_between_commit_and_delivery_delivers_after_restart(alone, receiver):
+    # A dispatcher that polls rarely has not picked the delivery up when it is killed right after the commit.
+    doomed = alone(**{**FAST, "EVENTS_POLL_MS": "60000"})
+    user = make_user(doomed)
+    endpoint = register(doomed, user, receiver.url, events=["deposit.completed"])
+    fund(doomed, user, "1.00")
+    doomed.kill()
+    assert receiver.received == []
+    with psycopg2.connect(libpq_url(alone.database_url)) as db, db.cursor() as cur:
+        cur.execute("SELECT status FROM deliveries WHERE endpoint_id = %s", (endpoint["id"],))
+        assert cur.fetchall() == [("pending",)]
+    alone(**FAST)
+    ((headers, body, _),) = receiver.wait_for(1)
+    assert Webhook(endpoint["secret"]).verify(body, headers)["type"] == "deposit.completed"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",  # loopback (and plain http)
+        "https://127.0.0.1/hook",
+        "https://localhost/hook",
+        "https://[::1]/hook",
+        "https://10.1.2.3/hook",
+        "https://192.168.0.1/hook",
+        "https://169.254.169.254/latest/meta-data",  # the cloud metadata service
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://0.0.0.0/hook",
+        "https://user:pass@example.com/hook",
+        "ftp://example.com/hook",
+        "not a url",
+    ],
+)
+def test_urls_that_could_reach_inside_are_refused(server, user, url):
+    """The default server (WEBHOOK_ALLOW_PRIVATE unset) refuses them at registration."""
+    with server.client(user.token) as client:
+        body = assert_error(
+            client.post("/webhook-endpoints", json={"url": url, "events": ["*"]}), 400, "VALIDATION_ERROR"
+        )
+    assert "url" in body["details"]
+
+
+def test_an_address_that_turned_private_after_registration_is_not_called(alone, receiver):
+    """DNS rebinding: the check runs again at delivery time, against what the host resolves to then. An endpoint
+    whose host now resolves to loopback is planted directly, as if its DNS had changed since registration."""
+    server = alone(**{**FAST, "WEBHOOK_ALLOW_PRIVATE": "false"})
+    user = make_user(server)
+    with psycopg2.connect(libpq_url(alone.database_url)) as db, db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO webhook_endpoints (id, user_id, url, event_types, secret) "
+            "VALUES (gen_random_uuid(), %s, %s, ARRAY['*'], %s) RETURNING id",
+            (user.id, receiver.url.replace("http://", "https://"), "whsec_" + "A" * 32),
+        )
+        planted = {"id": str(cur.fetchone()[0])}
+    fund(server, user, "1.00")
+    wait_until(lambda: deliveries(server, user, planted) and deliveries(server, user, planted)[0]["attempts"] >= 1)
+    attempt = deliveries(server, user, planted)[0]
+    assert attempt["status"] == "pending" and attempt["last_status_code"] is None
+    assert "non-public" in attempt["last_error"]
+    assert receiver.received == []
+
+
+def test_endpoint_input_and_ownership(hooks, receiver):
+    owner, other = make_user(hooks), make_user(hooks)
+    endpoint = register(hooks, owner, receiver.url)
+    with hooks.client(other.token) as client:
+        for method, path in [
+            ("GET", f"/webhook-endpoints/{endpoint['id']}"),
+            ("DELETE", f"/webhook-endpoints/{endpoint['id']}"),
+            ("POST", f"/webhook-endpoints/{endpoint['id']}/rotate-secret"),
+            ("GET", f"/webhook-endpoints/{endpoint['id']}/deliveries"),
+        ]:
+            assert_error(client.request(method, path, json={} if method == "POST" else None), 404, "NOT_FOUND")
+    with hooks.client(owner.token) as client:
+        for bad in (
+            {"url": receiver.url, "events": []},
+            {"url": receiver.url, "events": ["nope"]},
+            {"url": receiver.url},
+        ):
+            assert_error(client.post("/webhook-endpoints", json=bad), 400, "VALIDATION_ERROR")
+        r = client.post(f"/webhook-endpoints/{endpoint['id']}/rotate-secret", json={"grace_seconds": 86401})
+        assert_error(r, 400, "VALIDATION_ERROR")
+        for _ in range(9):
+            register(hooks, owner, receiver.url)
+        assert_error(
+            client.post("/webhook-endpoints", json={"url": receiver.url, "events": ["*"]}), 409, "LIMIT_REACHED"
+        )
+        assert client.delete(f"/webhook-endpoints/{endpoint['id']}").status_code == 204
+        assert_error(client.get(f"/webhook-endpoints/{endpoint['id']}"), 404, "NOT_FOUND")
