@@ -6,15 +6,16 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import marshmallow
 import orjson
 from tornado import iostream, websocket
 
-from handlers.base import BaseHandler, api, assign_request_id, authenticated, render_error
+from handlers.base import BaseHandler, api, assign_request_id, render_error, requires
 from handlers.schemas import EventListSchema, EventQuery, EventSchema, StreamQuery
-from wallet import errors, events
+from wallet import errors, events, keys
 from wallet.auth import Principal, authenticate
 from wallet.runtime import Runtime
 
@@ -30,7 +31,7 @@ PAGE = 100
 
 class EventListHandler(BaseHandler):
     @api({200: EventListSchema}, query=EventQuery)
-    @authenticated
+    @requires("read")
     async def get(self) -> None:
         """The caller's events, oldest first, after an event id (`after`) or a page's `next_cursor`."""
         self.respond(await events.list_events(self.rt, self.principal.user_id, **self.query()), 200)
@@ -52,13 +53,17 @@ class EventStreamHandler(websocket.WebSocketHandler):
     def ping_interval(self) -> float:
         return self.rt.settings.events_ping_interval
 
-    def _token(self) -> str | None:
-        # Browsers cannot set Authorization on a WebSocket: the token comes as a query parameter or as the second
-        # entry of Sec-WebSocket-Protocol ("bearer, <token>").
+    def _credentials(self) -> tuple[Callable[[Runtime, str], Awaitable[Principal]], str | None]:
+        """How the caller authenticates, and with what: a service's API key (`X-API-Key`, with `read`), or an
+        access token. Browsers cannot set Authorization on a WebSocket: the token comes as a query parameter or
+        as the second entry of Sec-WebSocket-Protocol ("bearer, <token>")."""
+        key = self.request.headers.get("X-API-Key")
+        if key is not None:
+            return keys.authenticate, key
         protocols = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         if len(protocols) == 2 and protocols[0].lower() == "bearer":
-            return protocols[1]
-        return self.params.get("access_token")
+            return authenticate, protocols[1]
+        return authenticate, self.params.get("access_token")
 
     async def prepare(self) -> None:
         self.request_id = assign_request_id(self)
@@ -68,11 +73,11 @@ class EventStreamHandler(websocket.WebSocketHandler):
                 self.params = StreamQuery().load(args)
             except marshmallow.ValidationError as error:
                 raise errors.ValidationError(error.normalized_messages()) from None
-            token = self._token()
-            if not token:
+            self.authenticate, self.token = self._credentials()
+            if not self.token:
                 raise errors.AuthError()
-            self.principal = await authenticate(self.rt, token)
-            self.token = token
+            self.principal = await self.authenticate(self.rt, self.token)
+            self.principal.require("read")
             if self.request.headers.get("Upgrade", "").lower() != "websocket":
                 raise errors.InvalidRequest("This endpoint is a WebSocket: send 'Upgrade: websocket'.")
         except errors.WalletError as error:
@@ -89,13 +94,14 @@ class EventStreamHandler(websocket.WebSocketHandler):
         return "bearer" if "bearer" in subprotocols else None
 
     @api({101: None}, query=StreamQuery)
-    @authenticated
+    @requires("read")
     async def get(self) -> None:
         """The caller's events as WebSocket messages (Event JSON), oldest first after `after`, then live.
 
-        Authenticate with `?access_token=` or `Sec-WebSocket-Protocol: bearer, <token>`. Close codes: 4401 the login
-        was revoked or the token expired; 4408 the client read too slowly; 1011 a dependency is down. After any
-        close, reconnect with `?after=<the last id received>` to miss nothing."""
+        Authenticate with `?access_token=`, `Sec-WebSocket-Protocol: bearer, <token>` or `X-API-Key` (a key with
+        `read`). Close codes: 4401 the login was revoked, the token expired or the key was revoked; 4408 the client
+        read too slowly; 1011 a dependency is down. After any close, reconnect with `?after=<the last id received>`
+        to miss nothing."""
         await super().get()
 
     def open(self) -> None:
@@ -129,7 +135,7 @@ class EventStreamHandler(websocket.WebSocketHandler):
                 await self._send_new(user_id)
                 if loop.time() - checked >= self.ping_interval:
                     checked = loop.time()
-                    await authenticate(self.rt, self.token)
+                    await self.authenticate(self.rt, self.token)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.ping_interval)
         except errors.AuthError:

@@ -140,6 +140,44 @@ def test_logout_closes_the_stream_with_4401(streaming):
     assert "after=0" in reason
 
 
+def test_a_service_streams_with_a_read_key_until_the_key_is_revoked(streaming):
+    """An API key with `read` lists and streams its owner's events; one without `read` is refused before any
+    upgrade; revoking the key closes the stream with 4401."""
+    owner, payer = make_user(streaming), make_user(streaming)
+    fund(streaming, payer, "5.00")
+    keys = {}
+    with streaming.client(owner.token) as client:
+        for scopes in (["read"], ["transfer"]):
+            r = client.post("/keys", json={"name": "events", "scopes": scopes, "expires_in": "1D"})
+            assert r.status_code == 201, r.text
+            keys[scopes[0]] = r.json()
+
+    def keyed_get(secret):
+        return httpx.get(f"{streaming.url}/api/v1/events", headers={"X-API-Key": secret})
+
+    assert keyed_get(keys["read"]["key"]).status_code == 200
+    assert_error(keyed_get(keys["transfer"]["key"]), 403, "FORBIDDEN")
+
+    async def scenario():
+        with pytest.raises(httpclient.HTTPClientError) as refused:
+            await websocket.websocket_connect(
+                httpclient.HTTPRequest(ws_url(streaming), headers={"X-API-Key": keys["transfer"]["key"]})
+            )
+        assert refused.value.code == 403
+        conn = await websocket.websocket_connect(
+            httpclient.HTTPRequest(ws_url(streaming), headers={"X-API-Key": keys["read"]["key"]})
+        )
+        sent = await asyncio.to_thread(pay, streaming, payer, owner, "2.00")
+        (event,) = await receive(conn, 1)
+        assert event["type"] == "transfer.received" and event["data"]["id"] == sent["id"]
+        with streaming.client(owner.token) as client:
+            assert client.post(f"/keys/{keys['read']['id']}/revoke").status_code == 200
+        assert await asyncio.wait_for(conn.read_message(), 10) is None
+        return conn.close_code
+
+    assert asyncio.run(scenario()) == 4401
+
+
 @pytest.mark.parametrize(
     ("query", "status", "code"),
     [

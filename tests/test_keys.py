@@ -419,6 +419,7 @@ KEY_ROUTES = {
     ("post", "/api/v1/transfers"): ["transfer"],
     ("post", "/api/v1/wallets/{wallet_id}/deposits/paystack"): ["deposit"],
     ("get", "/api/v1/deposits/{reference}"): ["read"],
+    ("get", "/api/v1/events"): ["read"],
 }
 
 
