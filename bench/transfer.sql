@@ -8,15 +8,20 @@
 -- Read the two parties (the caller's wallet and the recipient's) in one statement, outside a transaction.
 SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
  WHERE w.id IN (bench_wallet(:a), bench_wallet(:b));
--- 1. Record the PENDING row in one statement whose commit does not wait for the disk.
+-- 1. Record the PENDING row in one statement whose commit does not wait for the disk (or take over an abandoned one).
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-INSERT INTO transactions (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
-    source_user_id, destination_user_id, initiator_id, idempotency_key, request_hash, description)
+INSERT INTO transactions AS t (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
+    source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
+    provider, provider_reference)
 SELECT gen_random_uuid(), 'TX' || upper(substr(md5(random()::text), 1, 16)), 'TRANSFER', 1, 'USD',
-    bench_wallet(:a), bench_wallet(:b), bench_user(:a), bench_user(:b), bench_user(:a),
-    'pgbench-' || gen_random_uuid(), md5(random()::text) || md5(random()::text), NULL
+    bench_wallet(:a), bench_wallet(:b), bench_user(:a), bench_user(:b), bench_user(:a), NULL,
+    'pgbench-' || gen_random_uuid(), md5(random()::text) || md5(random()::text), NULL, NULL, NULL
 FROM relaxed
-ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
+ON CONFLICT (initiator_id, idempotency_key) DO UPDATE SET claimed_at = now()
+WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAST('60 seconds' AS interval)
+    AND t.request_hash = excluded.request_hash
+    AND t.source_wallet_id IS NOT DISTINCT FROM excluded.source_wallet_id
+    AND t.destination_wallet_id IS NOT DISTINCT FROM excluded.destination_wallet_id
 RETURNING id AS tx, reference, created_at \gset
 -- 2. Execute: lock both wallets in id order, then one statement writes the two events (wallet/events.py: the
 -- per-user head locks, the rows, their webhook deliveries), charges the daily usage, moves the balances, appends the
@@ -41,9 +46,14 @@ WITH new_events (user_id, type, data, n) AS (
     ORDER BY n.n
     RETURNING id, user_id, type
 ), queued AS (
-    INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at)
-    SELECT gen_random_uuid(), w.id, e.id, now() FROM emitted e JOIN webhook_endpoints w ON w.user_id = e.user_id
+    INSERT INTO deliveries (id, channel, endpoint_id, event_id, next_attempt_at)
+    SELECT gen_random_uuid(), 'webhook', w.id, e.id, now()
+    FROM emitted e JOIN webhook_endpoints w ON w.user_id = e.user_id
     WHERE w.status = 'active' AND (e.type = ANY(w.event_types) OR '*' = ANY(w.event_types))
+    UNION ALL
+    SELECT gen_random_uuid(), 'email', NULL, e.id, now() FROM emitted e JOIN users u ON u.id = e.user_id
+    WHERE u.email IS NOT NULL AND e.type = ANY(ARRAY['transfer.received', 'deposit.completed', 'account.frozen',
+        'account.unfrozen', 'account.deactivated'])
 ), usage AS (
     INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
     SELECT bench_user(:a), 'USD', 'TRANSFER', CAST(timezone('UTC', now()) AS date), CAST(1 AS bigint)

@@ -95,6 +95,33 @@ def test_an_admin_credit_and_status_changes_reach_the_user(server, admin):
     assert [e["id"] for e in found] == sorted(e["id"] for e in found)
 
 
+def test_api_keys_and_closing_the_account_are_events(server, admin, db):
+    """Creating, rolling over and revoking a key tell its owner (never the secret); so does closing one's own
+    account, which the user reads afterwards through an admin's eyes."""
+    user = make_user(server)
+    with server.client(user.token) as client:
+        r = client.post("/keys", json={"name": "ci", "scopes": ["read"], "expires_in": "1D"})
+        assert r.status_code == 201, r.text
+        first = r.json()
+        r = client.post(f"/keys/{first['id']}/rollover", json={"grace_seconds": 60})
+        assert r.status_code == 201, r.text
+        second = r.json()
+        for _ in range(2):  # revoking twice is one change, one event
+            assert client.post(f"/keys/{second['id']}/revoke").status_code == 200
+        found = events_of(server, user)
+        assert client.delete("/users/me").status_code == 204
+    assert [(e["type"], e["data"]["id"]) for e in found] == [
+        ("api_key.created", first["id"]),
+        ("api_key.revoked", first["id"]),  # rolled over: it stops when its grace ends (its revoked_at)
+        ("api_key.created", second["id"]),
+        ("api_key.revoked", second["id"]),
+    ]
+    assert found[1]["data"]["revoked_at"] > found[1]["created_at"]
+    assert not any(first["key"] in str(e) or second["key"] in str(e) for e in found)
+    closed = scalar(db, "SELECT data FROM events WHERE user_id = %s AND type = 'account.deactivated'", (user.id,))
+    assert closed == {"user_id": user.id, "status": "inactive", "previous_status": "active"}
+
+
 def test_pages_oldest_first_and_input_is_checked(server):
     alice = make_user(server)
     for _ in range(3):

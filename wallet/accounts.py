@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import User, UserIdentity
+from wallet import events
 from wallet.auth import Principal, Revoked, announce_revoked, check_password_of, end_user_logins, hash_password
 from wallet.errors import AlreadyExists, NotFound, ValidationError
 from wallet.identifiers import email_key
@@ -167,15 +168,13 @@ async def write_status(conn: AsyncConnection, user_id: uuid.UUID, status: str) -
     return row, await end_user_logins(conn, user_id) if row is not None and status == "inactive" else []
 
 
-async def set_status(rt: Runtime, user_id: uuid.UUID, status: str) -> dict[str, Any]:
-    """Set a user's status; deactivation also ends every login of that user at once."""
-    async with rt.transaction() as conn:
-        row, revoked = await write_status(conn, user_id, status)
-    if row is None:
-        raise NotFound("User not found.")
-    await announce_revoked(rt, revoked)
-    return render_user(row)
-
-
 async def deactivate_me(rt: Runtime, principal: Principal) -> None:
-    await set_status(rt, principal.user_id, "inactive")
+    """The owner closes their account: every login ends, and it is an event like an admin's deactivation."""
+    async with rt.transaction() as conn:
+        current = (
+            await conn.execute(select(User.status).where(User.id == principal.user_id).with_for_update())
+        ).scalar_one()
+        _, revoked = await write_status(conn, principal.user_id, "inactive")
+        change = {"user_id": principal.user_id, "status": "inactive", "previous_status": current}
+        await events.emit(conn, [events.NewEvent(principal.user_id, "account.deactivated", change)])
+    await announce_revoked(rt, revoked)

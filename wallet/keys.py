@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text, update
 
 from models import ApiKey, User
 from models.keys import SCOPES as SCOPES
-from wallet import errors
+from wallet import errors, events
 from wallet.auth import Principal
 from wallet.paging import created_page
 from wallet.runtime import Runtime
@@ -104,7 +104,9 @@ async def _insert(conn: Any, user_id: uuid.UUID, name: str, scopes: list[str], l
             .returning(*_COLUMNS)
         )
     ).one()
-    return {**render_key(row), "key": secret}
+    rendered = render_key(row)
+    await events.emit(conn, [events.NewEvent(user_id, "api_key.created", rendered)])
+    return {**rendered, "key": secret}
 
 
 async def create_key(rt: Runtime, principal: Principal, name: str, scopes: list[str], expires_in: str) -> dict:
@@ -123,7 +125,7 @@ async def list_keys(rt: Runtime, principal: Principal, *, limit: int, cursor: st
 async def revoke_key(rt: Runtime, principal: Principal, key_id: uuid.UUID) -> dict[str, Any]:
     """Stop a key at once (also one in its rollover grace); revoking a revoked key changes nothing."""
     async with rt.transaction() as conn:
-        await conn.execute(
+        revoked = await conn.execute(
             update(ApiKey)
             .where(
                 ApiKey.id == key_id,
@@ -135,9 +137,15 @@ async def revoke_key(rt: Runtime, principal: Principal, key_id: uuid.UUID) -> di
         row = (
             await conn.execute(select(*_COLUMNS).where(ApiKey.id == key_id, ApiKey.user_id == principal.user_id))
         ).first()
-    if row is None:
-        raise errors.NotFound("API key not found.")
+        if row is None:
+            raise errors.NotFound("API key not found.")
+        if revoked.rowcount:
+            await _revoked_event(conn, principal.user_id, row)
     return render_key(row)
+
+
+async def _revoked_event(conn: Any, user_id: uuid.UUID, row: Any) -> None:
+    await events.emit(conn, [events.NewEvent(user_id, "api_key.revoked", render_key(row))])
 
 
 async def rollover_key(
@@ -162,11 +170,15 @@ async def rollover_key(
         if old.revoked_at is not None:
             raise errors.ApiKeyRevoked()
         await _check_limit(conn, principal.user_id, replacing=key_id)
-        await conn.execute(
-            update(ApiKey)
-            .where(ApiKey.id == key_id)
-            .values(revoked_at=func.now() + dt.timedelta(seconds=grace_seconds))
-        )
+        retired = (
+            await conn.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id)
+                .values(revoked_at=func.now() + dt.timedelta(seconds=grace_seconds))
+                .returning(*_COLUMNS)
+            )
+        ).one()
+        await _revoked_event(conn, principal.user_id, retired)  # its revoked_at says when it stops
         lifetime = LIFETIMES[expires_in] if expires_in else old.expires_at - old.created_at
         return await _insert(conn, principal.user_id, old.name, old.scopes, lifetime)
 
