@@ -29,6 +29,7 @@ from handlers import (
     docs,
     events,
     google,
+    holds,
     keys,
     money,
     ops,
@@ -45,6 +46,7 @@ from settings import Settings, SettingsError, StartupError, load_settings
 from wallet import accounts, backup, ledger, metrics
 from wallet import deposits as provider_deposits
 from wallet import events as wallet_events
+from wallet import holds as wallet_holds
 from wallet.auth import poll_revocations
 from wallet.db import check_database, migrate
 from wallet.errors import ValidationError, WalletError
@@ -64,6 +66,7 @@ ROUTES = [
     *wallets.routes,
     *statements.routes,
     *money.routes,
+    *holds.routes,
     *deposits.routes,
     *keys.routes,
     *admin.routes,
@@ -161,6 +164,9 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
                 every,
                 lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
             )
+        ),
+        asyncio.create_task(
+            _periodically("expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds"))
         ),
         asyncio.create_task(
             _periodically("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt))

@@ -37,6 +37,7 @@ STATUS: dict[type[errors.WalletError], int] = {
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
     errors.LimitReached: 409,
+    errors.HoldNotActive: 409,
     errors.ApiKeyRevoked: 409,
     errors.IdempotencyInProgress: 409,
     errors.Interrupted: 409,

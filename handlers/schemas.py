@@ -16,6 +16,7 @@ from wallet.keys import LIFETIMES, SCOPES
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
 from wallet.paging import utc_moment
 
+HOLD_STATUSES = ("ACTIVE", "CAPTURED", "VOIDED", "EXPIRED")
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")  # \Z: "$" would let a final newline in
 
 
@@ -218,6 +219,38 @@ class TransferSchema(MoneySchema):
         _exactly_one(data, self.RECIPIENTS)
 
 
+class HoldCreateSchema(MoneySchema):
+    RECIPIENTS = ("to_wallet_id", "to_wallet_number")
+    json_schema = one_of_required(RECIPIENTS)
+
+    from_wallet_id = fields.UUID(required=True)
+    to_wallet_id = fields.UUID()
+    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    expires_in = fields.Integer(
+        load_default=604800,
+        strict=True,
+        validate=validate.Range(min=60, max=604800),
+        metadata={"description": "Seconds until the hold expires and its remaining amount is released."},
+    )
+
+    @validates_schema
+    def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
+        _exactly_one(data, self.RECIPIENTS)
+
+
+class CaptureSchema(Schema):
+    amount = Amount(load_default=None, metadata={"description": "Default: all that remains of the hold."})
+    final = fields.Boolean(
+        load_default=True, metadata={"description": "Release what remains after this capture (default true)."}
+    )
+
+
+class HoldQuery(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    wallet_id = fields.UUID()
+    status = Text(validate=validate.OneOf(HOLD_STATUSES))
+
+
 class PaystackDepositSchema(Schema):
     amount = Amount(required=True)
     callback_url = fields.Url(
@@ -354,6 +387,7 @@ class WalletSchema(Output):
     name = fields.String(allow_none=True)
     currency = fields.String(validate=CURRENCY)
     balance = fields.String(validate=DECIMAL)
+    available_balance = fields.String(validate=DECIMAL, metadata={"description": "The balance minus active holds."})
     status = fields.String()
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
@@ -385,6 +419,7 @@ class BalanceSchema(Output):
     wallet_id = fields.UUID()
     currency = fields.String(validate=CURRENCY)
     balance = fields.String(validate=DECIMAL)
+    available_balance = fields.String(validate=DECIMAL, metadata={"description": "The balance minus active holds."})
 
 
 class CounterpartySchema(Output):
@@ -408,9 +443,29 @@ class TransactionSchema(Output):
     failure_reason = fields.String(allow_none=True)
     provider = fields.String(allow_none=True, validate=validate.OneOf(["paystack"]))
     provider_reference = fields.String(allow_none=True)
+    hold_id = fields.UUID(allow_none=True, metadata={"description": "The hold this transfer captured from."})
     api_key_id = fields.UUID(allow_none=True, metadata={"description": "The caller's API key that initiated it."})
     created_at = UtcDateTime()
     completed_at = UtcDateTime(allow_none=True)
+
+
+class HoldSchema(Output):
+    id = fields.UUID()
+    from_wallet_id = fields.UUID()
+    to_wallet_id = fields.UUID()
+    amount = fields.String(validate=DECIMAL)
+    captured_amount = fields.String(validate=DECIMAL)
+    remaining_amount = fields.String(validate=DECIMAL, metadata={"description": "Still reserved (0 unless ACTIVE)."})
+    currency = fields.String(validate=CURRENCY)
+    status = fields.String(validate=validate.OneOf(HOLD_STATUSES))
+    description = fields.String(allow_none=True)
+    expires_at = UtcDateTime()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class HoldListSchema(Output):
+    items = fields.List(fields.Nested(HoldSchema))
 
 
 class ApiKeySchema(Output):

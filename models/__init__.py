@@ -3,6 +3,7 @@
 from models.admin import AdminAction
 from models.base import Base
 from models.events import Event, EventHead
+from models.holds import Hold
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, Transaction
 from models.users import Session, User, UserIdentity
@@ -18,6 +19,7 @@ __all__ = [
     "Entry",
     "Event",
     "EventHead",
+    "Hold",
     "Session",
     "Transaction",
     "User",

@@ -44,6 +44,8 @@ class Transaction(Base):
     provider: Mapped[str | None] = mapped_column(String(16))
     provider_reference: Mapped[str | None] = mapped_column(String(64))
     authorization_url: Mapped[str | None] = mapped_column(String(1024))
+    # The hold this transfer captures from (wallet/holds.py).
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"), index=True)
     # When the attempt executing a PENDING row started; a keyed row whose claim is older than PENDING_TIMEOUT was
     # abandoned (its attempt died), and a retry with the same key takes it over.
     claimed_at: Mapped[dt.datetime] = timestamp_now()

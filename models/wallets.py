@@ -22,6 +22,9 @@ class Wallet(Base):
     name: Mapped[str | None] = mapped_column(String(64))
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     balance: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    # The part of the balance reserved by ACTIVE holds (models/holds.py): their amounts not yet captured. Kept in
+    # step with the holds under this row's lock; available balance = balance - held.
+    held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     is_system: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active")
     created_at: Mapped[dt.datetime] = timestamp_now()
@@ -29,6 +32,7 @@ class Wallet(Base):
 
     __table_args__ = (
         CheckConstraint("balance >= 0", name="balance_not_negative"),
+        CheckConstraint("held >= 0 AND held <= balance", name="held_within_balance"),
         CheckConstraint("is_system = (user_id IS NULL)", name="system_has_no_owner"),
         CheckConstraint("number ~ '^[0-9]{10}$'", name="number_digits"),
         Index("uq_wallets_system_currency", currency, unique=True, postgresql_where=text("is_system")),

@@ -74,6 +74,16 @@ class BalanceLimitExceeded(BusinessRuleError):
     message = "The resulting balance would exceed the maximum a wallet may hold."
 
 
+class HoldExceeded(BusinessRuleError):
+    code = "HOLD_EXCEEDED"
+    message = "The capture is more than what remains of the hold."
+
+
+class HoldNotActive(WalletError):
+    code = "HOLD_NOT_ACTIVE"
+    message = "The hold is no longer active (captured, voided or expired)."
+
+
 class CurrencyNotSupported(InvalidRequest):
     code = "CURRENCY_NOT_SUPPORTED"
     message = "The payment provider does not take this currency."
@@ -204,6 +214,8 @@ def recorded_failure(code: str | None, reason: str | None, transaction_id: str) 
         CurrencyMismatch,
         SameWallet,
         BalanceLimitExceeded,
+        HoldExceeded,
+        HoldNotActive,
         AccountFrozen,
         AccountInactive,
         Forbidden,

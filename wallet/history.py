@@ -52,6 +52,7 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         "failure_reason": row["failure_reason"],
         "provider": row["provider"],
         "provider_reference": row["provider_reference"],
+        "hold_id": row["hold_id"],
         # Which of the viewer's API keys initiated it; another party's keys are not theirs to see.
         "api_key_id": row["api_key_id"] if row["initiator_id"] == viewer else None,
         "created_at": row["created_at"],

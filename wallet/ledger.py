@@ -20,7 +20,7 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -68,6 +68,11 @@ class Operation:
     description: str | None
     params: Mapping[str, Any]  # the normalised request, hashed for idempotency
     provider: str | None = None  # a payment provider confirms it later (wallet/deposits.py); else it runs at once
+    # Hook for holds (wallet/holds.py): the hold a capture draws on, kept on the row; and a step run inside step 2's
+    # transaction right after the wallet locks (so it can lock the hold row after them, in the one lock order), which
+    # may refuse (raise) and returns how much of the source's held amount it released for this operation to spend.
+    hold_id: uuid.UUID | None = None
+    draw: Callable[[AsyncConnection], Awaitable[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,7 @@ def _known_row(
         "description": op.description,
         "provider": op.provider,
         "provider_reference": reference if op.provider else None,
+        "hold_id": op.hold_id,
         "failure_code": None,
         "failure_reason": None,
         "created_at": created_at,
@@ -231,11 +237,11 @@ _RECORD = text("""
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
 INSERT INTO transactions AS t (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
     source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
-    provider, provider_reference)
+    provider, provider_reference, hold_id)
 SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
     CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
     CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description, :provider,
-    :provider_reference
+    :provider_reference, CAST(:hold_id AS uuid)
 FROM relaxed
 ON CONFLICT (initiator_id, idempotency_key) DO UPDATE SET claimed_at = now()
 WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAST(:abandoned AS interval)
@@ -268,6 +274,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         "description": op.description,
         "provider": op.provider,
         "provider_reference": reference if op.provider else None,
+        "hold_id": op.hold_id,
         "abandoned": dt.timedelta(seconds=rt.settings.pending_timeout),
     }
     async with rt.autocommit() as conn:
@@ -289,7 +296,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
 # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
 # these locks, or recording and executing deadlock each other.
 _LOCK = text("""
-SELECT w.id, w.balance, u.status, now() AS now FROM wallets w JOIN users u ON u.id = w.user_id
+SELECT w.id, w.balance, w.held, u.status, now() AS now FROM wallets w JOIN users u ON u.id = w.user_id
 WHERE w.id = ANY(CAST(:ids AS uuid[])) ORDER BY w.id FOR NO KEY UPDATE OF w
 """)
 
@@ -370,10 +377,11 @@ async def _execute(
             _check_status(
                 locked[op.destination.wallet_id].status, "recipient's" if op.type == "TRANSFER" else "wallet owner's"
             )
-        if op.source is not None and locked[op.source.wallet_id].balance < op.amount:
-            raise errors.InsufficientFunds(
-                f"Insufficient funds: the balance is {format_minor(source.balance, op.currency)} {op.currency}."
-            )
+        released = await op.draw(conn) if op.draw is not None else 0
+        # What active holds reserve is not available to spend (but what this operation's hold released is).
+        if op.source is not None and source.balance - source.held + released < op.amount:
+            available = format_minor(source.balance - source.held, op.currency)
+            raise errors.InsufficientFunds(f"Insufficient funds: the available balance is {available} {op.currency}.")
         if op.destination is not None and locked[op.destination.wallet_id].balance + op.amount > MAX_BALANCE:
             raise errors.BalanceLimitExceeded()
         limit = _limit_for(rt, op) if op.source is not None else 0
@@ -545,15 +553,11 @@ async def operation(
     return {"wallet": rendered, "replayed": outcome.replayed}
 
 
-async def transfer(
-    rt: Runtime,
-    principal: Principal,
-    from_wallet_id: uuid.UUID,
-    recipient: Mapping[str, Any],
-    amount: Decimal,
-    description: str | None,
-    key: str | None,
-) -> Outcome:
+async def payer_and_payee(
+    rt: Runtime, principal: Principal, from_wallet_id: uuid.UUID, recipient: Mapping[str, Any]
+) -> tuple[Party, Party]:
+    """The caller's wallet and a recipient's (by id, number, username or phone) in the same currency: a transfer's
+    or a hold's two sides."""
     async with rt.autocommit() as conn:
         if "to_wallet_id" in recipient:
             source, destination = await _own_and_recipient_wallets(
@@ -568,6 +572,19 @@ async def transfer(
         raise errors.CurrencyMismatch(
             f"The source wallet holds {source.currency} and the recipient wallet {destination.currency}."
         )
+    return source, destination
+
+
+async def transfer(
+    rt: Runtime,
+    principal: Principal,
+    from_wallet_id: uuid.UUID,
+    recipient: Mapping[str, Any],
+    amount: Decimal,
+    description: str | None,
+    key: str | None,
+) -> Outcome:
+    source, destination = await payer_and_payee(rt, principal, from_wallet_id, recipient)
     minor = to_minor(amount, source.currency)
     params = {
         "op": "TRANSFER",
@@ -654,6 +671,21 @@ _AUDIT_TRANSACTIONS = text("""
         OR (t.status <> 'COMPLETED' AND COUNT(e.id) > 0)
 """)
 
+# Holds (wallet/holds.py): a wallet's held total is what its ACTIVE holds have not captured, and what a hold says it
+# captured is what its COMPLETED transfers moved.
+_AUDIT_HELD = text("""
+    SELECT w.id, w.currency, w.held, COALESCE(h.total, 0) AS holds_total
+    FROM wallets w
+    LEFT JOIN (SELECT from_wallet_id, SUM(amount - captured_amount) AS total FROM holds WHERE status = 'ACTIVE'
+               GROUP BY from_wallet_id) h ON h.from_wallet_id = w.id
+    WHERE w.held <> COALESCE(h.total, 0)
+""")
+_AUDIT_CAPTURED = text("""
+    SELECT h.id, h.captured_amount, COALESCE(SUM(t.amount), 0) AS transfers_total
+    FROM holds h LEFT JOIN transactions t ON t.hold_id = h.id AND t.status = 'COMPLETED'
+    GROUP BY h.id HAVING h.captured_amount <> COALESCE(SUM(t.amount), 0)
+""")
+
 
 async def audit(rt: Runtime) -> dict[str, Any]:
     """Recompute every user wallet's balance from its entries and check every transaction balances."""
@@ -663,6 +695,8 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         transactions_checked = (await conn.execute(select(func.count()).select_from(T))).scalar_one()
         bad_wallets = (await conn.execute(_AUDIT_WALLETS)).all()
         bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
+        bad_held = (await conn.execute(_AUDIT_HELD)).all()
+        bad_captured = (await conn.execute(_AUDIT_CAPTURED)).all()
     mismatches = [
         {
             "kind": "wallet_balance",
@@ -681,6 +715,18 @@ async def audit(rt: Runtime) -> dict[str, Any]:
             "entries_total_minor": int(r.total),
         }
         for r in bad_transactions
+    ]
+    mismatches += [
+        {"kind": "wallet_held", "wallet_id": str(r.id), "held_minor": r.held, "holds_total_minor": int(r.holds_total)}
+        for r in bad_held
+    ] + [
+        {
+            "kind": "hold_captured",
+            "hold_id": str(r.id),
+            "captured_minor": r.captured_amount,
+            "transfers_total_minor": int(r.transfers_total),
+        }
+        for r in bad_captured
     ]
     return {
         "ok": not mismatches,

@@ -22,6 +22,7 @@ WALLET_COLUMNS = (
     Wallet.name,
     Wallet.currency,
     Wallet.balance,
+    Wallet.held,
     Wallet.status,
     Wallet.created_at,
     Wallet.updated_at,
@@ -29,12 +30,15 @@ WALLET_COLUMNS = (
 
 
 def render_wallet(row: Any, balance: int | None = None) -> dict[str, Any]:
+    balance = row.balance if balance is None else balance
     return {
         "id": row.id,
         "number": row.number,
         "name": row.name,
         "currency": row.currency,
-        "balance": format_minor(row.balance if balance is None else balance, row.currency),
+        "balance": format_minor(balance, row.currency),
+        # What active holds (wallet/holds.py) reserve is still in the balance but no longer available to spend.
+        "available_balance": format_minor(balance - row.held, row.currency),
         "status": row.status,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
@@ -105,4 +109,9 @@ async def get_wallet(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) ->
 
 async def get_balance(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) -> dict[str, Any]:
     wallet = await get_wallet(rt, principal, wallet_id)
-    return {"wallet_id": wallet["id"], "currency": wallet["currency"], "balance": wallet["balance"]}
+    return {
+        "wallet_id": wallet["id"],
+        "currency": wallet["currency"],
+        "balance": wallet["balance"],
+        "available_balance": wallet["available_balance"],
+    }

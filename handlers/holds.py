@@ -1,0 +1,86 @@
+"""Hold endpoints: reserve an amount for a payee, list and read holds, capture (a transfer) or void them."""
+
+from __future__ import annotations
+
+from handlers.base import BaseHandler, api, parse_uuid, requires
+from handlers.money import MoneyHandler
+from handlers.schemas import (
+    CaptureSchema,
+    HoldCreateSchema,
+    HoldListSchema,
+    HoldQuery,
+    HoldSchema,
+    TransactionSchema,
+)
+from wallet import holds
+
+
+class HoldListHandler(MoneyHandler):
+    @api({201: HoldSchema}, body=HoldCreateSchema, idempotent=True, errors=(403, 404))
+    @requires("transfer")
+    async def post(self) -> None:
+        """Reserve an amount of the caller's wallet for a payee: it leaves the available balance at once and stays
+        in the balance until captured, voided or expired."""
+        data = self.load()
+        recipient = {k: v for k, v in data.items() if k.startswith("to_")}
+        hold, replayed = await holds.place(
+            self.rt,
+            self.principal,
+            data["from_wallet_id"],
+            recipient,
+            data["amount"],
+            data["expires_in"],
+            data["description"],
+            self.idempotency_key(),
+        )
+        if replayed:
+            self.set_header("Idempotent-Replayed", "true")
+        self.respond(hold, 201)
+
+    @api({200: HoldListSchema}, query=HoldQuery, errors=(404,))
+    @requires("read")
+    async def get(self) -> None:
+        """The holds the caller pays or receives, newest first, filtered by wallet (404 if not yours) and status."""
+        self.respond(await holds.list_holds(self.rt, self.principal, **self.query()), 200)
+
+
+class HoldHandler(BaseHandler):
+    @api({200: HoldSchema})
+    @requires("read")
+    async def get(self, hold_id: str) -> None:
+        """One hold the caller pays or receives."""
+        self.respond(await holds.get_hold(self.rt, self.principal, parse_uuid(hold_id, "hold_id")), 200)
+
+
+class HoldCaptureHandler(MoneyHandler):
+    @api({201: TransactionSchema}, body=CaptureSchema, idempotent=True, errors=(403, 409))
+    @requires("transfer")
+    async def post(self, hold_id: str) -> None:
+        """Transfer all or part of what remains of a hold to its payee (the payer or the payee asks); the final
+        capture (the default) releases the rest."""
+        data = self.load()
+        outcome = await holds.capture(
+            self.rt,
+            self.principal,
+            parse_uuid(hold_id, "hold_id"),
+            data["amount"],
+            data["final"],
+            self.idempotency_key(),
+        )
+        self.respond_outcome(outcome)
+
+
+class HoldVoidHandler(BaseHandler):
+    @api({200: HoldSchema}, errors=(409,))
+    @requires("transfer")
+    async def post(self, hold_id: str) -> None:
+        """Release what remains of an active hold (the payer or the payee asks)."""
+        self.respond(await holds.void(self.rt, self.principal, parse_uuid(hold_id, "hold_id")), 200)
+
+
+routes = [
+    (r"/api/v1/holds", HoldListHandler),
+    (r"/api/v1/holds/([^/]+)", HoldHandler),
+    (r"/api/v1/holds/([^/]+)/capture", HoldCaptureHandler),
+    (r"/api/v1/holds/([^/]+)/void", HoldVoidHandler),
+]
