@@ -27,6 +27,7 @@ def test_several_wallets_in_different_currencies(server, user):
             "wallet_id": jpy["id"],
             "currency": "JPY",
             "balance": "1000",
+            "available_balance": "1000",
         }
         assert client.get(f"/wallets/{kwd['id']}").json()["balance"] == "1.250"
 
