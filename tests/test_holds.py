@@ -191,6 +191,21 @@ def test_expired_holds_are_refused_and_the_sweep_releases_them(own_server, db):
     assert_error(void(server, payer, hold["id"]), 409, "HOLD_NOT_ACTIVE")
 
 
+def test_the_daily_transfer_limit_counts_a_hold_when_it_is_captured(own_server, db):
+    server = own_server(DAILY_TRANSFER_LIMIT="10.00")
+    payer, payee = make_user(server), make_user(server)
+    fund(server, payer, "50.00")
+    hold = placed(server, payer, payee, "15.00")  # placing is not spending: the limit is not touched
+    over = assert_error(capture(server, payee, hold["id"]), 400, "DAILY_LIMIT_EXCEEDED")
+    assert recorded(db, over["transaction_id"]) == ("FAILED", "DAILY_LIMIT_EXCEEDED", 0, 0)
+    assert capture(server, payee, hold["id"], amount="8.00", final=False).status_code == 201
+    with server.client(payer.token) as client:
+        transfer = {"from_wallet_id": payer.wallet_id, "to_wallet_id": payee.wallet_id, "amount": "2.01"}
+        assert_error(client.post("/transfers", json=transfer), 400, "DAILY_LIMIT_EXCEEDED")
+    assert void(server, payer, hold["id"]).status_code == 200
+    assert available(server, payer) == ("42.00", "42.00")
+
+
 # ---- races ----------------------------------------------------------------------------------------------------
 
 
