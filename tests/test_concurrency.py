@@ -16,8 +16,9 @@ TIMEOUT = 15
 
 
 def test_bank_invariant(own_server, database_url, db):
-    """Random transfers, deposits and withdrawals from racing clients, each with an Idempotency-Key it resends until
-    a definite answer; midway the server is killed -9 and started again. Money is conserved, every key ran once."""
+    """Random transfers, deposits, withdrawals and holds (captured in part or whole, or voided) from racing clients,
+    each with an Idempotency-Key it resends until a definite answer; midway the server is killed -9 and started
+    again. Money is conserved, every key ran once, and what holds reserve matches them (the audit)."""
     server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1", DB_POOL_SIZE="8")
     users = [make_user(server) for _ in range(WALLETS)]
     for u in users:
@@ -25,6 +26,7 @@ def test_bank_invariant(own_server, database_url, db):
     wallet_ids = tuple(u.wallet_id for u in users)
     per_client = OPERATIONS // CLIENTS
     answered, retried = Counter(), Counter()
+    voided = []
 
     def definite(client, path, body, headers):
         """Resend the same key through the kill and the restart until the answer is not 'try again'."""
@@ -39,14 +41,59 @@ def test_bank_invariant(own_server, database_url, db):
                 retried[r.json()["code"]] += 1
             time.sleep(0.1)
 
+    def void(client, hold_id, headers):
+        """A void has no key: resend it through the kill; HOLD_NOT_ACTIVE then means an earlier attempt voided it."""
+        while True:
+            try:
+                r = client.post(f"/holds/{hold_id}/void", headers=headers, timeout=TIMEOUT)
+            except httpx.TransportError:
+                retried["no answer"] += 1
+            else:
+                if r.status_code == 200 or r.json()["code"] == "HOLD_NOT_ACTIVE":
+                    voided.append(hold_id)
+                    return
+                retried[r.json()["code"]] += 1
+            time.sleep(0.1)
+
+    def hold_run(client, rng, me, to, amount, outcomes, hold_keys, keys):
+        """Place a hold, then capture part or all of it (a keyed transfer) or void it."""
+        hold_keys.append(unique_name("hold"))
+        body = {"from_wallet_id": me.wallet_id, "to_wallet_id": to.wallet_id, "amount": amount}
+        r = definite(client, "/holds", body, {**me.headers, "Idempotency-Key": hold_keys[-1]})
+        outcomes[("hold", r.status_code, r.json().get("code"))] += 1
+        if r.status_code != 201:
+            return
+        hold_id, who = r.json()["id"], rng.choice([me, to])
+        if rng.random() < 0.3:
+            void(client, hold_id, who.headers)
+            outcomes[("void", 200, None)] += 1
+            return
+        keys.append(unique_name("capture"))
+        body = {"amount": f"{rng.randint(1, int(float(amount) * 100)) / 100:.2f}", "final": rng.random() < 0.7}
+        r = definite(client, f"/holds/{hold_id}/capture", body, {**who.headers, "Idempotency-Key": keys[-1]})
+        outcomes[("capture", r.status_code, r.json().get("code"))] += 1
+
     def client_run(i):
         rng = random.Random(i)
-        outcomes, keys = Counter(), []
+        outcomes, keys, hold_keys = Counter(), [], []
         with server.client() as client:
             for _ in range(per_client):
                 me = rng.choice(users)
                 amount = f"{rng.randint(1, 4000) / 100:.2f}"
-                kind = rng.choices(["transfer", "deposit", "withdraw"], weights=[6, 2, 2])[0]
+                kind = rng.choices(["transfer", "deposit", "withdraw", "hold"], weights=[6, 2, 2, 1])[0]
+                if kind == "hold":
+                    hold_run(
+                        client,
+                        rng,
+                        me,
+                        rng.choice([u for u in users if u is not me]),
+                        amount,
+                        outcomes,
+                        hold_keys,
+                        keys,
+                    )
+                    answered["all"] += 1
+                    continue
                 if kind == "transfer":
                     to = rng.choice([u for u in users if u is not me])
                     path, body = "/transfers", {"from_wallet_id": me.wallet_id, "to_wallet_id": to.wallet_id}
@@ -56,7 +103,7 @@ def test_bank_invariant(own_server, database_url, db):
                 r = definite(client, path, {**body, "amount": amount}, {**me.headers, "Idempotency-Key": keys[-1]})
                 outcomes[(kind, r.status_code, r.json().get("code"))] += 1
                 answered["all"] += 1
-        return outcomes, keys
+        return outcomes, keys, hold_keys
 
     def kill_midway():
         while answered["all"] < OPERATIONS // 2:
@@ -70,8 +117,9 @@ def test_bank_invariant(own_server, database_url, db):
     results = in_parallel(CLIENTS, client_run)
     elapsed = time.monotonic() - started
     killer.join(60)
-    outcomes = sum((o for o, _ in results), Counter())
-    keys = [k for _, ks in results for k in ks]
+    outcomes = sum((o for o, _, _ in results), Counter())
+    keys = [k for _, ks, _ in results for k in ks]
+    hold_keys = [k for _, _, hks in results for k in hks]
     print(
         f"\nbank invariant: {CLIENTS} clients, {per_client * CLIENTS} operations among {WALLETS} wallets "
         f"in {elapsed:.1f}s with a server kill -9 midway ({per_client * CLIENTS / elapsed:.0f}/s): {dict(outcomes)}; "
@@ -79,9 +127,15 @@ def test_bank_invariant(own_server, database_url, db):
     )
 
     assert retried["no answer"] > 0  # the kill did cut clients off
-    assert {(status, code) for _, status, code in outcomes} <= {(201, None), (400, "INSUFFICIENT_FUNDS")}
-    completed = sum(n for (_, status, _), n in outcomes.items() if status == 201)
-    refused = sum(n for (_, status, _), n in outcomes.items() if status == 400)
+    assert {(status, code) for _, status, code in outcomes} <= {(201, None), (200, None), (400, "INSUFFICIENT_FUNDS")}
+    # Placing a hold is no transaction (a refused one records nothing); a capture is a transfer.
+    completed = sum(n for (kind, status, _), n in outcomes.items() if status == 201 and kind != "hold")
+    refused = sum(n for (kind, status, _), n in outcomes.items() if status == 400 and kind != "hold")
+    assert outcomes[("capture", 201, None)] > 0 and outcomes[("void", 200, None)] > 0
+    placed = scalar(db, "SELECT COUNT(*) FROM holds WHERE idempotency_key = ANY(%s)", (hold_keys,))
+    assert placed == outcomes[("hold", 201, None)]
+    still_voided = "SELECT COUNT(*) FROM holds WHERE id = ANY(%s::uuid[]) AND status = 'VOIDED'"
+    assert scalar(db, still_voided, (voided,)) == len(voided)
     assert completed > OPERATIONS // 2 and refused > 0  # a real mix, some failing for funds
 
     mine = {"w": wallet_ids}
