@@ -39,6 +39,7 @@ def test_postman_collection_is_v21_with_a_test_on_every_request():
         "Wallets",
         "Money",
         "History",
+        "Holds",
         "API keys",
         "Admin",
     ]
