@@ -88,6 +88,23 @@ def test_a_hold_reserves_then_captures_in_parts_and_the_final_capture_releases_t
     assert_error(void(server, payee, hold["id"]), 409, "HOLD_NOT_ACTIVE")
 
 
+def test_payer_and_payee_are_told_of_each_change_of_a_hold(server):
+    payer, payee = make_user(server), make_user(server)
+    fund(server, payer, "10.00")
+    captured, voided = placed(server, payer, payee, "3.00"), placed(server, payer, payee, "4.00")
+    assert capture(server, payee, captured["id"], amount="1.00").status_code == 201
+    assert void(server, payer, voided["id"]).status_code == 200
+    for user in (payer, payee):
+        with server.client(user.token) as client:
+            seen = [(e["type"], e["data"]["id"]) for e in client.get("/events").json()["items"] if "hold" in e["type"]]
+        assert seen == [
+            ("hold.created", captured["id"]),
+            ("hold.created", voided["id"]),
+            ("hold.captured", captured["id"]),
+            ("hold.released", voided["id"]),
+        ]
+
+
 def test_capture_defaults_to_all_that_remains_and_a_void_releases_it(server):
     payer, payee = make_user(server), make_user(server)
     fund(server, payer, "50.00")

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from models import Hold, Transaction, Wallet
-from wallet import errors, ledger
+from wallet import errors, events, ledger
 from wallet.auth import Principal
 from wallet.money import format_minor, to_minor
 from wallet.runtime import Runtime
@@ -65,6 +65,14 @@ VALUES (CAST(:id AS uuid), CAST(:from_wallet AS uuid), CAST(:to_wallet AS uuid),
 ON CONFLICT (initiator_id, idempotency_key) DO NOTHING
 RETURNING *
 """)
+
+
+def _tell_both(hold: Any, kind: str, payer: uuid.UUID, payee: uuid.UUID) -> list[events.NewEvent]:
+    """The hold event (created, captured, released) for its payer and its payee."""
+    rendered = render_hold(hold)
+    return [events.NewEvent(payer, kind, rendered), events.NewEvent(payee, kind, rendered)]
+
+
 _RESERVE = text("UPDATE wallets SET held = held + CAST(:amount AS bigint) WHERE id = CAST(:wallet AS uuid)")
 
 
@@ -116,6 +124,7 @@ async def place(
                     f"Insufficient funds: the available balance is {available} {payer.currency}."
                 )
             await conn.execute(_RESERVE, {"amount": minor, "wallet": payer.wallet_id})
+            await events.emit(conn, _tell_both(hold, "hold.created", payer.user_id, payee.user_id))
             return render_hold(hold), False
         existing = (
             await conn.execute(select(H).where(H.c.initiator_id == principal.user_id, H.c.idempotency_key == key))
@@ -178,12 +187,13 @@ UPDATE holds SET captured_amount = captured_amount + CAST(:amount AS bigint),
     status = CASE WHEN :final OR captured_amount + CAST(:amount AS bigint) = amount THEN 'CAPTURED' ELSE 'ACTIVE' END,
     updated_at = now()
 WHERE id = CAST(:hold AS uuid)
+RETURNING *
 """)
 _UNRESERVE = text("UPDATE wallets SET held = held - CAST(:amount AS bigint) WHERE id = CAST(:wallet AS uuid)")
 
 
 def _drawer(
-    hold_id: uuid.UUID, payer_wallet: uuid.UUID, amount: int, final: bool
+    hold_id: uuid.UUID, payer: ledger.Party, payee: ledger.Party, amount: int, final: bool
 ) -> Callable[[AsyncConnection], Awaitable[int]]:
     """The capture's step inside the ledger's execution (Operation.draw), after the wallet locks: refuse unless the
     hold is active, unexpired and covers the amount; then count the capture, and release from the payer's held
@@ -195,9 +205,11 @@ def _drawer(
             raise errors.HoldNotActive()
         if amount > hold.remaining:
             raise errors.HoldExceeded()
-        await conn.execute(_CAPTURE, {"hold": hold_id, "amount": amount, "final": final})
+        captured = (await conn.execute(_CAPTURE, {"hold": hold_id, "amount": amount, "final": final})).one()
         released = hold.remaining if final else amount
-        await conn.execute(_UNRESERVE, {"amount": released, "wallet": payer_wallet})
+        await conn.execute(_UNRESERVE, {"amount": released, "wallet": payer.wallet_id})
+        # Written in the capture's commit: rolled back with it if the transfer is refused after this step.
+        await events.emit(conn, _tell_both(captured, "hold.captured", payer.user_id, payee.user_id))
         return released
 
     return draw
@@ -235,7 +247,7 @@ async def capture(
         hold.description,
         params,
         hold_id=hold_id,
-        draw=_drawer(hold_id, payer.wallet_id, minor, final),
+        draw=_drawer(hold_id, payer, payee, minor, final),
     )
     return await ledger.run(rt, principal, op, key)
 
@@ -254,13 +266,17 @@ WITH closed AS (
     UPDATE wallets w SET held = w.held - (closed.amount - closed.captured_amount)
     FROM closed WHERE w.id = closed.from_wallet_id
 )
-SELECT * FROM closed
+SELECT closed.*, payer.user_id AS payer_id, payee.user_id AS payee_id
+FROM closed JOIN wallets payer ON payer.id = closed.from_wallet_id JOIN wallets payee ON payee.id = closed.to_wallet_id
 """)
 
 
 async def _close(conn: AsyncConnection, hold_id: uuid.UUID, payer_wallet: uuid.UUID, status: str) -> Any:
     await conn.execute(_LOCK_WALLET, {"wallet": payer_wallet})
-    return (await conn.execute(_CLOSE, {"hold": hold_id, "status": status, "live": status == "VOIDED"})).first()
+    closed = (await conn.execute(_CLOSE, {"hold": hold_id, "status": status, "live": status == "VOIDED"})).first()
+    if closed is not None:
+        await events.emit(conn, _tell_both(closed, "hold.released", closed.payer_id, closed.payee_id))
+    return closed
 
 
 async def void(rt: Runtime, principal: Principal, hold_id: uuid.UUID) -> dict[str, Any]:
