@@ -224,6 +224,20 @@ class User:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+# The fields of a Wallet in every answer that carries one.
+WALLET_KEYS = {
+    "id",
+    "number",
+    "name",
+    "currency",
+    "balance",
+    "available_balance",
+    "status",
+    "created_at",
+    "updated_at",
+}
+
+
 def unique_name(prefix: str = "u") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 

@@ -11,20 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import jwt
 import pytest
-from conftest import JWT_SECRET, PASSWORD, assert_error, create_admin, make_user, unique_name, unique_phone
+from conftest import JWT_SECRET, PASSWORD, WALLET_KEYS, assert_error, create_admin, make_user, unique_name, unique_phone
 
 USER_KEYS = {"id", "username", "email", "phone", "role", "status", "auth_providers", "created_at"}
-WALLET_KEYS = {
-    "id",
-    "number",
-    "name",
-    "currency",
-    "balance",
-    "available_balance",
-    "status",
-    "created_at",
-    "updated_at",
-}
 TOKEN_KEYS = {"access_token", "refresh_token", "token_type", "expires_in"}
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import psycopg2
 import pytest
-from conftest import assert_error, balance, fund, make_user, recorded, scalar, unique_name, unique_phone
+from conftest import WALLET_KEYS, assert_error, balance, fund, make_user, recorded, scalar, unique_name, unique_phone
 
 
 def initiated(db, user):
@@ -108,17 +108,7 @@ def test_operation_answers_the_updated_wallet(server, user, db):
     r = post(server, user, path, {"operation_type": "DEPOSIT", "amount": "25"})
     assert r.status_code == 200, r.text
     assert r.json()["id"] == user.wallet_id and r.json()["balance"] == "25.00"
-    assert set(r.json()) == {
-        "id",
-        "number",
-        "name",
-        "currency",
-        "balance",
-        "available_balance",
-        "status",
-        "created_at",
-        "updated_at",
-    }
+    assert set(r.json()) == WALLET_KEYS
     r = post(server, user, path, {"operation_type": "WITHDRAW", "amount": "5.5"})
     assert r.status_code == 200 and r.json()["balance"] == "19.50"
     assert_refused(
