@@ -245,12 +245,6 @@ class CaptureSchema(Schema):
     )
 
 
-class HoldQuery(Schema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    wallet_id = fields.UUID()
-    status = Text(validate=validate.OneOf(HOLD_STATUSES))
-
-
 class PaystackDepositSchema(Schema):
     amount = Amount(required=True)
     callback_url = fields.Url(
@@ -291,6 +285,11 @@ class GoogleCodeSchema(Schema):
 class PageQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = Text(load_default=None, validate=validate.Length(max=200))
+
+
+class HoldQuery(PageQuery):
+    wallet_id = fields.UUID()
+    status = Text(validate=validate.OneOf(HOLD_STATUSES))
 
 
 class PeriodQuery(Schema):
@@ -466,6 +465,7 @@ class HoldSchema(Output):
 
 class HoldListSchema(Output):
     items = fields.List(fields.Nested(HoldSchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class ApiKeySchema(Output):

@@ -131,6 +131,12 @@ def test_listing_filters_by_wallet_and_status(server):
         assert [h["id"] for h in active] == [kept["id"]]
         assert_error(client.get("/holds", params={"wallet_id": payer.wallet_id}), 404, "NOT_FOUND")
         assert_error(client.get("/holds", params={"status": "OPEN"}), 400, "VALIDATION_ERROR")
+        # Paged by cursor like every list: one per page, newest first, then the end.
+        first = client.get("/holds", params={"wallet_id": payee.wallet_id, "limit": 1}).json()
+        assert [h["id"] for h in first["items"]] == [dropped["id"]] and first["next_cursor"]
+        second = client.get("/holds", params={"wallet_id": payee.wallet_id, "limit": 1, "cursor": first["next_cursor"]})
+        assert [h["id"] for h in second.json()["items"]] == [kept["id"]] and second.json()["next_cursor"] is None
+        assert_error(client.get("/holds", params={"cursor": "not-a-cursor"}), 400, "VALIDATION_ERROR")
 
 
 def test_refusals_and_bad_input(server, admin, db):

@@ -22,6 +22,7 @@ from models import Hold, Transaction, Wallet
 from wallet import errors, events, ledger
 from wallet.auth import Principal
 from wallet.money import format_minor, to_minor
+from wallet.paging import created_page
 from wallet.runtime import Runtime
 
 H = Hold.__table__
@@ -160,20 +161,26 @@ async def get_hold(rt: Runtime, principal: Principal, hold_id: uuid.UUID) -> dic
 
 
 async def list_holds(
-    rt: Runtime, principal: Principal, *, limit: int, wallet_id: uuid.UUID | None = None, status: str | None = None
+    rt: Runtime,
+    principal: Principal,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    wallet_id: uuid.UUID | None = None,
+    status: str | None = None,
 ) -> dict[str, Any]:
-    """The caller's holds as payer or payee, newest first; `wallet_id` must be one of the caller's wallets."""
+    """The caller's holds as payer or payee, newest first, paged like every list; `wallet_id` must be one of the
+    caller's wallets."""
     query = _with_sides().where(_visible_to(principal.user_id))
-    async with rt.autocommit() as conn:
-        if wallet_id is not None:
+    if wallet_id is not None:
+        async with rt.autocommit() as conn:
             owner = (await conn.execute(select(Wallet.user_id).where(Wallet.id == wallet_id))).scalar()
-            if owner != principal.user_id:
-                raise errors.NotFound("Wallet not found.")
-            query = query.where(or_(H.c.from_wallet_id == wallet_id, H.c.to_wallet_id == wallet_id))
-        if status is not None:
-            query = query.where(H.c.status == status)
-        rows = (await conn.execute(query.order_by(H.c.created_at.desc(), H.c.id.desc()).limit(limit))).all()
-    return {"items": [render_hold(r) for r in rows]}
+        if owner != principal.user_id:
+            raise errors.NotFound("Wallet not found.")
+        query = query.where(or_(H.c.from_wallet_id == wallet_id, H.c.to_wallet_id == wallet_id))
+    if status is not None:
+        query = query.where(H.c.status == status)
+    return await created_page(rt, query, Hold, limit, cursor, render_hold)
 
 
 # ---- capture (a ledger transfer that draws on the hold) ------------------------------------------------------
