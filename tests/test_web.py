@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import test_paystack
 from conftest import PASSWORD, balance, fund, log_in, make_admin, make_user, unique_name
 from oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 
 from handlers.webapp import CSP
-from scripts.local_services import free_port, stop, wait_ready
+from scripts.local_services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -436,26 +435,7 @@ def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server,
 
 # ---- API keys, Paystack and Google, against a server with both providers ----------------------------------------
 
-PAYSTACK_SECRET = "sk_test_" + "w" * 40
-
-
-@pytest.fixture(scope="module")
-def fake_paystack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """scripts/fake_paystack.py on its own port: its URL."""
-    port = free_port()
-    with open(tmp_path_factory.mktemp("fake_paystack") / "fake.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scripts.fake_paystack", "--port", str(port), "--secret-key", PAYSTACK_SECRET],
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, 30, "/_fake/config")
-        yield url
-    finally:
-        stop(proc)
+fake_paystack = test_paystack.fake  # the fake Paystack, as test_paystack starts it (a fixture, once per module)
 
 
 @pytest.fixture(scope="module")
@@ -472,15 +452,14 @@ def providers(module_server, fake_paystack, oidc):
     started = module_server(
         port=port,
         DB_POOL_SIZE="2",
-        PAYSTACK_SECRET_KEY=PAYSTACK_SECRET,
-        PAYSTACK_BASE_URL=fake_paystack,
+        PAYSTACK_SECRET_KEY=test_paystack.SECRET,
+        PAYSTACK_BASE_URL=fake_paystack.url,
         GOOGLE_CLIENT_ID=CLIENT_ID,
         GOOGLE_CLIENT_SECRET=CLIENT_SECRET,
         GOOGLE_DISCOVERY_URL=oidc.discovery_url,
         GOOGLE_REDIRECT_URL=f"http://127.0.0.1:{port}/",
     )
-    r = httpx.post(f"{fake_paystack}/_fake/config", json={"webhook_url": f"{started.url}/api/v1/webhooks/paystack"})
-    assert r.status_code == 200, r.text
+    fake_paystack.configure(webhook_url=f"{started.url}/api/v1/webhooks/paystack")
     return started
 
 
@@ -639,7 +618,7 @@ def test_google_not_configured_is_said_in_words_and_the_button_hidden(server, pe
     person.expected.append("status of 503")
     person.goto("/login")
     person.page.get_by_role("button", name="Continue with Google").click()
-    alert = person.page.locator(".google-sign-in .form-alert")
+    alert = person.page.locator(".google-sign-in [role=alert]")
     alert.wait_for()
     assert alert.inner_text() == "Google sign-in is not set up on this server."
     assert person.page.get_by_role("button", name="Continue with Google").is_hidden()

@@ -23,7 +23,7 @@ function words(error) {
 
 /** "Continue with Google", or nothing once the server said it has no Google set-up. */
 export function googleButton() {
-  const note = h('p', { class: 'form-alert', role: 'alert', hidden: true });
+  const note = h('p', { class: 'error', role: 'alert', hidden: true });
   const button = h('button', { type: 'button', class: 'google', hidden: unavailable }, 'Continue with Google');
   button.addEventListener('click', async () => {
     button.disabled = true;
