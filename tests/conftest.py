@@ -140,8 +140,9 @@ def start_server(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
     use own_server / module_server, so that only the default server lives that long."""
     started: list[Server] = []
 
-    def start(nofile: tuple[int, int] | None = None, **env: str) -> Server:
+    def start(nofile: tuple[int, int] | None = None, port: int | None = None, **env: str) -> Server:
         server = Server({**server_env, **env}, tmp_path_factory.mktemp("server") / "server.log", nofile=nofile)
+        server.port = port or server.port  # a port known in advance, for settings that name the server's own URL
         started.append(server)
         return server.start()
 
@@ -155,8 +156,8 @@ def _stopped_after(start_server: Any) -> Iterator[Any]:
     connections, and a PostgreSQL has room for only so many (100 by default)."""
     started: list[Server] = []
 
-    def start(nofile: tuple[int, int] | None = None, **env: str) -> Server:
-        server = start_server(nofile, **env)
+    def start(nofile: tuple[int, int] | None = None, port: int | None = None, **env: str) -> Server:
+        server = start_server(nofile, port, **env)
         started.append(server)
         return server
 

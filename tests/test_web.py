@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import test_paystack
 from conftest import PASSWORD, balance, fund, log_in, make_admin, make_user, unique_name
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 
 from handlers.webapp import CSP
+from scripts.local_services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
@@ -427,3 +431,194 @@ def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server,
     person.page.locator(".tx summary").first.focus()
     person.page.keyboard.press("Enter")  # a row opens into its detail from the keyboard
     assert person.page.locator(".tx").first.get_attribute("open") == ""
+
+
+# ---- API keys, Paystack and Google, against a server with both providers ----------------------------------------
+
+fake_paystack = test_paystack.fake  # the fake Paystack, as test_paystack starts it (a fixture, once per module)
+
+
+@pytest.fixture(scope="module")
+def oidc() -> Iterator[OidcProvider]:
+    with OidcProvider() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def providers(module_server, fake_paystack, oidc):
+    """A server with Paystack (the fake) and Google (the local provider, sending the browser back to the web app's
+    own page, so its port is chosen first)."""
+    port = free_port()
+    started = module_server(
+        port=port,
+        DB_POOL_SIZE="2",
+        PAYSTACK_SECRET_KEY=test_paystack.SECRET,
+        PAYSTACK_BASE_URL=fake_paystack.url,
+        GOOGLE_CLIENT_ID=CLIENT_ID,
+        GOOGLE_CLIENT_SECRET=CLIENT_SECRET,
+        GOOGLE_DISCOVERY_URL=oidc.discovery_url,
+        GOOGLE_REDIRECT_URL=f"http://127.0.0.1:{port}/",
+    )
+    fake_paystack.configure(webhook_url=f"{started.url}/api/v1/webhooks/paystack")
+    return started
+
+
+@pytest.fixture
+def person_at(chromium) -> Iterator[object]:
+    opened: list[Person] = []
+
+    def open_person(base_url: str) -> Person:
+        opened.append(Person(chromium, base_url))
+        return opened[-1]
+
+    yield open_person
+    for person in opened:
+        person.close()
+
+
+def test_api_keys_create_copy_use_roll_over_and_revoke(providers, person_at):
+    owner = make_user(providers)
+    fund(providers, owner, "7.00")
+    person = person_at(providers.url)
+    person.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    person.log_in(owner.username)
+    person.page.get_by_role("link", name="API keys").click()
+    person.shown("/keys")
+    person.assert_labelled()
+    person.page.get_by_label("Read wallets and history").uncheck()
+    person.page.get_by_role("button", name="Create key").click()
+    scopes_error = person.page.locator("[data-error-for=scopes]")
+    scopes_error.filter(has_text=re.compile(".")).wait_for()
+    assert person.page.locator("[data-error-for=name]").inner_text() != ""
+    person.field("Name").fill("export")
+    person.page.get_by_label("Read wallets and history").check()
+    person.page.get_by_label("Transfer").check()
+    person.field("Expires after").select_option("1D")
+    person.page.get_by_role("button", name="Create key").click()
+    box = person.page.get_by_role("region", name="New key")
+    secret = box.locator("code").inner_text()
+    assert re.fullmatch(r"wk_[0-9a-f]{12}[A-Za-z0-9_-]{43}", secret)
+    box.get_by_role("button", name="Copy").click()
+    person.page.locator(".toast", has_text="Copied.").wait_for()
+    assert person.page.evaluate("navigator.clipboard.readText()") == secret
+    keys = person.page.get_by_role("list", name="Your keys")
+    listed = keys.inner_text()
+    assert "export" in listed and "read, transfer" in listed and secret[:15] in listed and secret not in listed
+    person.shot("keys")
+
+    # The key works over HTTP, with its scopes only.
+    with httpx.Client(base_url=f"{providers.url}/api/v1", headers={"X-API-Key": secret}) as client:
+        assert client.get(f"/wallets/{owner.wallet_id}/balance").json()["balance"] == "7.00"
+        assert client.post(f"/wallets/{owner.wallet_id}/deposit", json={"amount": "1.00"}).status_code == 403
+
+    # Shown once: the page forgets the secret when it is left, and lists the key as used.
+    person.page.reload()
+    person.shown("/keys")
+    assert secret not in person.page.content()
+    assert box.is_hidden()
+    assert "last used never" not in keys.inner_text()
+
+    # Roll over, the old key kept for an hour: a new secret, shown once; both work.
+    item = keys.locator("li", has_text="export")
+    item.get_by_role("button", name="Roll over").click()
+    item.get_by_label("The old key").select_option("3600")
+    item.get_by_role("button", name="Roll over").click()
+    box.locator("code", has_not_text=secret).wait_for()
+    rolled = box.locator("code").inner_text()
+    assert rolled.startswith("wk_") and rolled not in keys.inner_text()
+    for key in (secret, rolled):
+        r = httpx.get(f"{providers.url}/api/v1/wallets", headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
+
+    # Revoke the new one: Cancel keeps it; confirming stops it at once.
+    newest = keys.locator("li").first
+    newest.get_by_role("button", name="Revoke").click()
+    newest.get_by_role("button", name="Cancel").click()
+    newest.get_by_role("button", name="Revoke").click()
+    newest.get_by_role("button", name="Yes, revoke").click()
+    keys.locator("li", has=person.page.locator(".badge", has_text="revoked")).wait_for()
+    r = httpx.get(f"{providers.url}/api/v1/wallets", headers={"X-API-Key": rolled})
+    assert r.status_code == 401 and r.json()["code"] == "INVALID_API_KEY"
+
+
+def test_paystack_deposit_through_the_checkout_and_back(providers, person_at):
+    name = unique_name("payer")
+    owner = make_user(providers, currency="NGN", email=f"{name}@example.com")
+    person = person_at(providers.url)
+    person.log_in(owner.username)
+    open_wallet(person)
+    pay = person.page.locator("form", has=person.page.get_by_role("heading", name="Pay with Paystack"))
+    pay.get_by_label("Amount to pay (NGN)").fill("25.001")
+    pay.get_by_role("button", name="Pay with Paystack").click()
+    assert "at most 2 decimals" in pay.locator(".error").first.inner_text()
+    pay.get_by_label("Amount to pay (NGN)").fill("25.00")
+    person.shot("paystack")
+    pay.get_by_role("button", name="Pay with Paystack").click()
+    person.page.wait_for_url(re.compile(r"/pay/TX[0-9A-F]{16}$"))  # the fake's checkout page
+    person.page.get_by_role("button", name="Pay", exact=True).click()
+    person.page.get_by_role("heading", name="Deposit received").wait_for()
+    assert "#/deposit-return?reference=TX" in person.page.url
+    facts = person.page.locator(".facts").inner_text()
+    assert "COMPLETED" in facts and facts.count("25.00") == 2  # the amount, and the balance it made
+    assert balance(providers, owner) == "25.00"
+    person.shot("paystack-return")
+
+
+def test_paystack_not_configured_is_said_in_words_then_not_offered(server, person_at):
+    owner = make_user(server, email=f"{unique_name('np')}@example.com")
+    person = person_at(server.url)
+    person.expected.append("status of 503")
+    person.log_in(owner.username)
+    open_wallet(person)
+    pay = person.page.locator("form", has=person.page.get_by_role("heading", name="Pay with Paystack"))
+    pay.get_by_label("Amount to pay (USD)").fill("5.00")
+    pay.get_by_role("button", name="Pay with Paystack").click()
+    alert = pay.locator(".form-alert")
+    alert.wait_for()
+    assert alert.inner_text() == "Paystack deposits are not set up on this server."
+    person.goto("/wallets")
+    open_wallet(person)
+    assert person.page.get_by_role("heading", name="Pay with Paystack").count() == 0
+
+
+def test_google_sign_in_end_to_end_and_an_e_mail_of_a_password_account(providers, oidc, person_at):
+    person = person_at(providers.url)
+    email = f"{unique_name('g')}@example.com"
+    oidc.user = {"sub": uuid.uuid4().hex, "email": email}
+    person.goto("/login")
+    person.shot("login")
+    person.page.get_by_role("button", name="Continue with Google").click()
+    person.page.get_by_role("heading", name="Wallets").wait_for()
+    person.shown("/wallets")
+    assert "code=" not in person.page.url and "state=" not in person.page.url
+    refresh = person.page.evaluate("sessionStorage.getItem('wallet.refresh_token')")
+    with httpx.Client(base_url=f"{providers.url}/api/v1") as client:
+        pair = client.post("/auth/refresh", json={"refresh_token": refresh}).json()
+        me = client.get("/users/me", headers={"Authorization": f"Bearer {pair['access_token']}"}).json()
+    assert me["email"] == email and me["auth_providers"] == ["google"]
+
+    # Signed out, and a Google account whose e-mail a password account already has: refused, in words.
+    person.page.get_by_role("link", name="Sign out").click()
+    person.shown("/login")
+    taken = make_user(providers, email=f"{unique_name('t')}@example.com")
+    with providers.client(taken.token) as client:
+        oidc.user = {"sub": uuid.uuid4().hex, "email": client.get("/users/me").json()["email"]}
+    person.expected.append("status of 409")
+    person.page.get_by_role("button", name="Continue with Google").click()
+    alert = person.page.locator('main[data-view="#/google"] .form-alert')
+    alert.wait_for()
+    assert "already exists" in alert.inner_text() and "password" in alert.inner_text()
+    person.page.get_by_role("link", name="Back to sign in").click()
+    person.shown("/login")
+    assert person.page.evaluate("sessionStorage.length") == 0
+
+
+def test_google_not_configured_is_said_in_words_and_the_button_hidden(server, person_at):
+    person = person_at(server.url)
+    person.expected.append("status of 503")
+    person.goto("/login")
+    person.page.get_by_role("button", name="Continue with Google").click()
+    alert = person.page.locator(".google-sign-in [role=alert]")
+    alert.wait_for()
+    assert alert.inner_text() == "Google sign-in is not set up on this server."
+    assert person.page.get_by_role("button", name="Continue with Google").is_hidden()

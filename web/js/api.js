@@ -141,10 +141,15 @@ export async function restoreSession() {
   return true;
 }
 
-export async function logIn(credentials) {
-  keep(await request('POST', 'auth/login', { body: credentials, anonymous: true }));
+/** Start a session from a token pair (a password login, or a Google sign-in's callback). */
+export async function startSession(pair) {
+  keep(pair);
   await loadUser();
   sessionChanged();
+}
+
+export async function logIn(credentials) {
+  await startSession(await request('POST', 'auth/login', { body: credentials, anonymous: true }));
 }
 
 export async function logOut() {

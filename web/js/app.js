@@ -6,6 +6,7 @@ import './views/transfer.js';
 import './views/history.js';
 import './views/profile.js';
 import './views/admin.js';
+import './views/keys.js';
 import './views/auth.js'; // last: its "Sign out" ends the menu
 
 onSessionChange((isIn) => {

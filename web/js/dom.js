@@ -71,7 +71,7 @@ export function showError(form, error, fieldFor = {}) {
     const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
     if (!slot) return false;
     slot.textContent = text;
-    form.elements[name]?.setAttribute('aria-invalid', 'true');
+    form.elements[name]?.setAttribute?.('aria-invalid', 'true'); // a group of checkboxes is a list: no one control
     return true;
   };
   const loose = [];

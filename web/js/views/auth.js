@@ -2,6 +2,7 @@
 import { logIn, logOut, request, signedIn } from '../api.js';
 import { field, formAlert, h, onSubmit, toast } from '../dom.js';
 import { navEntry, navigate, route } from '../router.js';
+import { googleButton } from './google.js';
 
 /** "alice" / "alice@example.com" / "+15551234567" -> the login field it is. */
 function identifierField(text) {
@@ -38,7 +39,7 @@ function loginPage(page, _params, query) {
     }
     afterSignIn(query);
   });
-  page.append(h('h1', {}, 'Sign in'), form);
+  page.append(h('h1', {}, 'Sign in'), form, googleButton());
 }
 
 function registerPage(page) {

@@ -3,6 +3,7 @@ import { request } from '../api.js';
 import { facts, field, fmtTime, formAlert, h, idempotencyKeys, onSubmit, toast } from '../dom.js';
 import { amountError, digitsOf, formatMoney } from '../money.js';
 import { navEntry, navigate, route } from '../router.js';
+import { paystackForm } from './paystack.js';
 
 export function walletLabel(w) {
   return `${w.name || w.currency + ' wallet'} · ${w.number}`;
@@ -113,6 +114,7 @@ async function walletPage(page, { id }) {
       { class: 'grid two' },
       moneyForm(wallet, { title: 'Deposit', action: 'deposit', button: 'Deposit', done: 'Deposited' }),
       moneyForm(wallet, { title: 'Withdraw', action: 'withdraw', button: 'Withdraw', done: 'Withdrew' }),
+      paystackForm(wallet),
     ),
   );
 }
