@@ -151,7 +151,9 @@ def _operation(handler: type[web.RequestHandler], verb: Any, path_params: list[s
     if declared.idempotent:
         operation["parameters"].append("Idempotency-Key")  # the components.parameters entry
     if declared.body:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": declared.body}}}
+        # A body whose fields are all optional may be left out (the handler reads an empty body as {}).
+        required = any(field.required for field in declared.body.fields.values())
+        operation["requestBody"] = {"required": required, "content": {"application/json": {"schema": declared.body}}}
     for status, schema in declared.responses.items():
         content = None if schema is None else {declared.media: {"schema": schema}}
         if content is not None:

@@ -94,8 +94,12 @@ def main() -> int:
     enders = ("LogoutHandler.post", "MeHandler.delete")
     exclude_enders = [arg for op in enders for arg in ("--exclude-operation-id", op)]
     only_enders = [arg for op in enders for arg in ("--include-operation-id", op)]
+    # Paystack and Google are not configured on this server: their operations answer 503 PROVIDER_NOT_CONFIGURED by
+    # design, which schemathesis counts as a server error. tests/test_paystack.py and tests/test_google.py drive them
+    # against real local fakes instead.
+    providers = "|paystack|google"
     passes = [
-        (tokens["user"], seconds, "--exclude-path-regex", "^/api/v1/admin/", *exclude_enders),
+        (tokens["user"], seconds, "--exclude-path-regex", f"^/api/v1/admin/{providers}", *exclude_enders),
         (tokens["admin"], seconds, "--include-path-regex", "^/api/v1/admin/"),
         (tokens["throwaway"], "20", *only_enders),
     ]
