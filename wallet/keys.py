@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import func, select, text, update
 
-from models import ApiKey, User
+from models import ApiKey
 from models.keys import SCOPES as SCOPES
 from wallet import errors, events
-from wallet.auth import Principal
+from wallet.auth import Principal, lock_user
 from wallet.paging import created_page
 from wallet.runtime import Runtime
 
@@ -66,11 +66,6 @@ def render_key(row: Any) -> dict[str, Any]:
     return {**{c.key: getattr(row, c.key) for c in _COLUMNS}, "status": _status(row, _now())}
 
 
-async def _lock_owner(conn: Any, user_id: uuid.UUID) -> None:
-    """Serialise one user's key changes, so concurrent creates cannot pass the limit together."""
-    await conn.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
-
-
 async def _check_limit(conn: Any, user_id: uuid.UUID, replacing: uuid.UUID | None = None) -> None:
     """Active keys are unrevoked and unexpired; one in its rollover grace no longer counts."""
     active = (
@@ -112,7 +107,7 @@ async def _insert(conn: Any, user_id: uuid.UUID, name: str, scopes: list[str], l
 async def create_key(rt: Runtime, principal: Principal, name: str, scopes: list[str], expires_in: str) -> dict:
     """A new key; its secret is in this answer only."""
     async with rt.transaction() as conn:
-        await _lock_owner(conn, principal.user_id)
+        await lock_user(conn, principal.user_id)
         await _check_limit(conn, principal.user_id)
         return await _insert(conn, principal.user_id, name, [s for s in SCOPES if s in scopes], LIFETIMES[expires_in])
 
@@ -157,7 +152,7 @@ async def rollover_key(
     a revoked or already rolled-over one may not (409).
     """
     async with rt.transaction() as conn:
-        await _lock_owner(conn, principal.user_id)
+        await lock_user(conn, principal.user_id)
         old = (
             await conn.execute(
                 select(ApiKey.name, ApiKey.scopes, ApiKey.revoked_at, ApiKey.created_at, ApiKey.expires_at).where(

@@ -13,11 +13,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import delete, func, insert, select, text, tuple_, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from standardwebhooks import Webhook
 
 from models import Delivery, Event, WebhookEndpoint
 from wallet import errors, events
+from wallet.auth import lock_user
 from wallet.notify import Attempt
 from wallet.paging import decode_cursor, encode_cursor
 from wallet.runtime import Runtime
@@ -97,7 +98,7 @@ async def create_endpoint(
     secret = new_secret()
     async with rt.transaction() as conn:
         # Counted under the user's row lock, so concurrent registrations cannot pass the limit together.
-        await conn.execute(text("SELECT 1 FROM users WHERE id = :id FOR NO KEY UPDATE"), {"id": user_id})
+        await lock_user(conn, user_id)
         count = (await conn.execute(select(func.count()).where(E.c.user_id == user_id))).scalar_one()
         if count >= MAX_ENDPOINTS:
             raise errors.LimitReached(f"At most {MAX_ENDPOINTS} webhook endpoints per user.")
