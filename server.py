@@ -44,6 +44,7 @@ from handlers.openapi import api_routes, openapi_path
 from handlers.schemas import RegisterSchema
 from settings import Settings, SettingsError, StartupError, load_settings
 from wallet import accounts, backup, ledger, metrics
+from wallet import audit as ledger_audit
 from wallet import deposits as provider_deposits
 from wallet import events as wallet_events
 from wallet import holds as wallet_holds
@@ -310,8 +311,8 @@ def create_admin(settings: Settings, username: str) -> int:
 
 def audit(settings: Settings) -> int:
     settings = resolve_database(settings)
-    report = asyncio.run(_with_runtime(settings, ledger.audit))
-    print(ledger.format_audit(report))
+    report = asyncio.run(_with_runtime(settings, ledger_audit.audit))
+    print(ledger_audit.format_audit(report))
     return 0 if report["ok"] else 1
 
 

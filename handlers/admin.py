@@ -18,7 +18,7 @@ from handlers.schemas import (
     UtcDateTime,
     WalletListSchema,
 )
-from wallet import accounts, admin, ledger
+from wallet import accounts, admin, audit
 
 # ---- requests ------------------------------------------------------------------------------------------------
 
@@ -148,7 +148,7 @@ class AdminAuditHandler(BaseHandler):
     @admin_only
     async def get(self) -> None:
         """Verify the ledger: each wallet's balance equals the sum of its entries, each transaction sums to zero."""
-        self.respond(await ledger.audit(self.rt), 200)
+        self.respond(await audit.audit(self.rt), 200)
 
 
 class AdminActionListHandler(BaseHandler):

@@ -80,10 +80,10 @@ async def initialize(
     """Record a PENDING deposit into the caller's wallet and open Paystack's checkout for it."""
     client = _client(rt)
     async with rt.autocommit() as conn:
-        wallet = await ledger._own_wallet(conn, principal, wallet_id)
+        wallet = await ledger.own_wallet(conn, principal, wallet_id)
         owner = (await conn.execute(select(User.email, User.status).where(User.id == principal.user_id))).one()
     # Refused before the payer is sent to pay: money taken for a blocked account could only wait at Paystack.
-    ledger._check_status(owner.status, "wallet owner's")
+    ledger.check_status(owner.status, "wallet owner's")
     email = owner.email
     if wallet.currency not in paystack.CURRENCIES:
         raise errors.CurrencyNotSupported(
@@ -98,7 +98,7 @@ async def initialize(
     callback_url = callback_url or rt.settings.paystack_callback_url
     params = {"op": "PAYSTACK_DEPOSIT", "wallet": wallet.wallet_id, "amount": minor, "callback_url": callback_url}
     op = ledger.Operation("DEPOSIT", minor, wallet.currency, None, wallet, None, params, provider=PROVIDER)
-    inserted, _ = await ledger._record(rt, principal, op, key)
+    inserted, _ = await ledger.record(rt, principal, op, key)
     if inserted is None:  # the key's row: still initializing, waiting for the payment, or finished
         return await _replay(rt, principal, key)  # type: ignore[arg-type]  # only a key finds an earlier row
 
@@ -108,7 +108,7 @@ async def initialize(
         )
     except paystack.PaystackError as error:
         log.warning("paystack initialize failed", extra={"transaction_id": str(inserted.id), "reason": str(error)})
-        await ledger._mark_failed(rt, inserted.id, errors.ProviderError.code, str(error))
+        await ledger.mark_failed(rt, inserted.id, errors.ProviderError.code, str(error))
         raise errors.ProviderError(str(error), transaction_id=str(inserted.id)) from None
     # A durable commit (also of the PENDING row before it) before the payer is sent to pay.
     async with rt.transaction() as conn:
@@ -143,7 +143,7 @@ async def apply(rt: Runtime, reference: str, status: str, amount: int, currency:
             log.error("paystack confirmed a deposit that had failed; refund or credit it by hand", extra=context)
         return
     if status in DECLINED:
-        await ledger._mark_failed(rt, row.id, "PROVIDER_DECLINED", f"Paystack reports the payment {status}.")
+        await ledger.mark_failed(rt, row.id, "PROVIDER_DECLINED", f"Paystack reports the payment {status}.")
         return
     if status != "success":
         return
@@ -153,7 +153,7 @@ async def apply(rt: Runtime, reference: str, status: str, amount: int, currency:
             "paystack reported another amount or currency; not credited, an operator must look",
             extra={**context, "expected_minor": row.amount, "reported_minor": amount, "reported_currency": currency},
         )
-        await ledger._mark_failed(
+        await ledger.mark_failed(
             rt,
             row.id,
             "PROVIDER_MISMATCH",
@@ -165,7 +165,7 @@ async def apply(rt: Runtime, reference: str, status: str, amount: int, currency:
     async with rt.autocommit() as conn:
         recorded = dict(await load_transaction(conn, row.id))  # what its events will show
     try:
-        await ledger._execute(rt, op, recorded, recorded["initiator_id"])
+        await ledger.execute(rt, op, recorded, recorded["initiator_id"])
     except ledger.NoLongerPending:
         return  # another delivery or a verify completed it first (the status guard refused this one)
     except errors.WalletError as error:
@@ -232,7 +232,7 @@ async def sweep(rt: Runtime) -> int:
     for row in rows:
         if row.authorization_url is None:
             if row.stalled:
-                await ledger._mark_failed(rt, row.id, errors.Interrupted.code, errors.Interrupted.message)
+                await ledger.mark_failed(rt, row.id, errors.Interrupted.code, errors.Interrupted.message)
                 given_up += 1
             continue
         if not rt.settings.paystack_secret_key:
@@ -243,7 +243,7 @@ async def sweep(rt: Runtime) -> int:
             log.warning("paystack verify failed; the sweep retries", extra={"reason": str(error)})
             break  # Paystack is down: the next round tries again, nothing is given up meanwhile
         if row.expired and (verified is None or verified.status != "success"):
-            await ledger._mark_failed(rt, row.id, "PROVIDER_EXPIRED", "The payment was not completed in time.")
+            await ledger.mark_failed(rt, row.id, "PROVIDER_EXPIRED", "The payment was not completed in time.")
             given_up += 1
     return given_up
 

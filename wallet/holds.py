@@ -100,7 +100,7 @@ async def place(
         "expires_in": expires_in,
         "description": description,
     }
-    request_hash = ledger._request_hash(params)
+    request_hash = ledger.request_hash(params)
     async with rt.transaction() as conn:
         locked = (await conn.execute(_LOCK_PAYER, {"wallet": payer.wallet_id})).one()
         values = {
@@ -117,8 +117,8 @@ async def place(
         }
         hold = (await conn.execute(_PLACE, values)).first()
         if hold is not None:
-            ledger._check_status(locked.status, "paying")
-            ledger._check_status((await conn.execute(_PAYEE_STATUS, {"wallet": payee.wallet_id})).scalar(), "payee's")
+            ledger.check_status(locked.status, "paying")
+            ledger.check_status((await conn.execute(_PAYEE_STATUS, {"wallet": payee.wallet_id})).scalar(), "payee's")
             if locked.balance - locked.held < minor:
                 available = format_minor(locked.balance - locked.held, payer.currency)
                 raise errors.InsufficientFunds(
@@ -229,8 +229,8 @@ async def capture(
     asks. Idempotent per key like any ledger operation; every refusal decided under the locks is recorded FAILED."""
     async with rt.autocommit() as conn:
         hold = await _visible_hold(conn, principal, hold_id)
-        payer = await ledger._any_user_wallet(conn, hold.from_wallet_id)
-        payee = await ledger._any_user_wallet(conn, hold.to_wallet_id)
+        payer = await ledger.any_user_wallet(conn, hold.from_wallet_id)
+        payee = await ledger.any_user_wallet(conn, hold.to_wallet_id)
         earlier = None
         if key is not None:
             earlier = (

@@ -1,4 +1,4 @@
-"""The money path: record PENDING, execute under row locks into a double-entry ledger, fail or recover; audit.
+"""The money path: record PENDING, execute under row locks into a double-entry ledger, fail or recover.
 
 1. Record: the operation is inserted PENDING in its own short commit; the idempotency key (unique per caller)
    and a hash of the parameters live on that row, so a duplicate request finds it instead of executing twice.
@@ -94,7 +94,7 @@ def _party(row: Any) -> Party:
     return Party(row.id, row.user_id, row.username, row.number, row.currency)
 
 
-async def _own_wallet(conn: AsyncConnection, principal: Principal, wallet_id: uuid.UUID) -> Party:
+async def own_wallet(conn: AsyncConnection, principal: Principal, wallet_id: uuid.UUID) -> Party:
     row = (
         await conn.execute(
             select(*_PARTY_COLUMNS)
@@ -107,7 +107,7 @@ async def _own_wallet(conn: AsyncConnection, principal: Principal, wallet_id: uu
     return _party(row)
 
 
-async def _any_user_wallet(conn: AsyncConnection, wallet_id: uuid.UUID) -> Party:
+async def any_user_wallet(conn: AsyncConnection, wallet_id: uuid.UUID) -> Party:
     row = (
         await conn.execute(select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id).where(Wallet.id == wallet_id))
     ).first()
@@ -187,7 +187,7 @@ async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
     return _system_wallets[currency]
 
 
-def _request_hash(params: Mapping[str, Any]) -> str:
+def request_hash(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
 
 
@@ -252,11 +252,11 @@ RETURNING id, reference, created_at
 """)
 
 
-async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[Any, Any]:
+async def record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[Any, Any]:
     """Step 1. Returns (the id, reference and created_at of the row this attempt claimed, new or abandoned, None),
     or (None, the row already under the key)."""
     tx_id, reference = uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
-    request_hash = _request_hash(op.params)
+    digest = request_hash(op.params)
     values = {
         "id": tx_id,
         "reference": reference,
@@ -270,7 +270,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
         "initiator_id": principal.user_id,
         "api_key_id": principal.api_key_id,
         "idempotency_key": key,
-        "request_hash": request_hash,
+        "request_hash": digest,
         "description": op.description,
         "provider": op.provider,
         "provider_reference": reference if op.provider else None,
@@ -288,7 +288,7 @@ async def _record(rt: Runtime, principal: Principal, op: Operation, key: str | N
                 )
             )
         ).one()
-    if existing.request_hash != request_hash:
+    if existing.request_hash != digest:
         raise errors.IdempotencyMismatch()
     return None, existing
 
@@ -353,14 +353,14 @@ RETURNING completed_at, (SELECT amount FROM usage) AS used,
 """)
 
 
-def _check_status(status: str, whose: str) -> None:
+def check_status(status: str, whose: str) -> None:
     if status == "frozen":
         raise errors.AccountFrozen(f"The {whose} account is frozen.")
     if status == "inactive":
         raise errors.AccountInactive(f"The {whose} account is inactive.")
 
 
-async def _execute(
+async def execute(
     rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID
 ) -> tuple[dt.datetime, int | None, int | None]:
     """Step 2. Returns (completed_at, source balance after, destination balance after)."""
@@ -372,9 +372,9 @@ async def _execute(
         completed = {**row, "status": "COMPLETED", "completed_at": next(iter(locked.values())).now}
         if op.source is not None:
             source = locked[op.source.wallet_id]
-            _check_status(source.status, "sending" if op.type == "TRANSFER" else "wallet owner's")
+            check_status(source.status, "sending" if op.type == "TRANSFER" else "wallet owner's")
         if op.destination is not None:
-            _check_status(
+            check_status(
                 locked[op.destination.wallet_id].status, "recipient's" if op.type == "TRANSFER" else "wallet owner's"
             )
         released = await op.draw(conn) if op.draw is not None else 0
@@ -415,7 +415,7 @@ class NoLongerPending(Exception):
     confirmation or recovery finished it first (and this attempt's rollback moved nothing)."""
 
 
-async def _mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) -> None:
+async def mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) -> None:
     """Step 3 in a fresh session, with its event (only if this marked it). Its commit waits for the disk: the
     refusal is about to be answered, and a retry of the key after a database crash must replay it, not execute."""
     async with rt.transaction() as conn:
@@ -473,14 +473,14 @@ async def run(
 ) -> Outcome:
     """Record, execute, and fail or complete one money operation; idempotent per (caller, key)."""
     viewer = viewer or principal.user_id
-    inserted, existing = await _record(rt, principal, op, key)
+    inserted, existing = await record(rt, principal, op, key)
     if existing is not None:
         return await _replay(rt, principal, op, existing.id, viewer)
     tx_id = inserted.id
     # created_at comes from the database, as a replay will read it.
     row = _known_row(principal, op, tx_id, inserted.reference, inserted.created_at)
     try:
-        completed_at, source_after, destination_after = await _execute(rt, op, row, principal.user_id)
+        completed_at, source_after, destination_after = await execute(rt, op, row, principal.user_id)
     except NoLongerPending:
         return await _replay(rt, principal, op, tx_id, viewer)
     except errors.ServiceUnavailable as error:
@@ -488,13 +488,13 @@ async def run(
         error.transaction_id = str(tx_id)
         raise
     except errors.WalletError as error:
-        await _mark_failed(rt, tx_id, error.code, error.message)
+        await mark_failed(rt, tx_id, error.code, error.message)
         error.transaction_id = str(tx_id)
         raise
     except Exception:
         log.exception("money operation failed unexpectedly", extra={"transaction_id": str(tx_id)})
         try:
-            await _mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.")
+            await mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.")
         except Exception:
             log.exception("could not mark the transaction FAILED; recovery will", extra={"transaction_id": str(tx_id)})
         raise
@@ -512,7 +512,7 @@ async def _single_wallet_op(
     if kind == "DEPOSIT" and not rt.settings.allow_self_deposit:
         raise errors.Forbidden("Self-service deposits are turned off on this server.")
     async with rt.autocommit() as conn:
-        wallet = await _own_wallet(conn, principal, wallet_id)
+        wallet = await own_wallet(conn, principal, wallet_id)
     minor = to_minor(amount, wallet.currency)
     params = {"op": kind, "wallet": wallet.wallet_id, "amount": minor, "description": description}
     source, destination = (None, wallet) if kind == "DEPOSIT" else (wallet, None)
@@ -564,7 +564,7 @@ async def payer_and_payee(
                 conn, principal, from_wallet_id, recipient["to_wallet_id"]
             )
         else:
-            source = await _own_wallet(conn, principal, from_wallet_id)
+            source = await own_wallet(conn, principal, from_wallet_id)
             destination = await _recipient(conn, recipient, source.currency)
     if destination.wallet_id == source.wallet_id:
         raise errors.SameWallet()
@@ -609,7 +609,7 @@ async def admin_deposit(
     """An admin credits any user wallet; the admin is kept on the row as its initiator. The logged reason is part
     of the request, so reusing a key with another reason is a mismatch like any other changed parameter."""
     async with rt.autocommit() as conn:
-        wallet = await _any_user_wallet(conn, wallet_id)
+        wallet = await any_user_wallet(conn, wallet_id)
     minor = to_minor(amount, wallet.currency)
     params = {
         "op": "ADMIN_DEPOSIT",
@@ -622,7 +622,7 @@ async def admin_deposit(
     return await run(rt, principal, op, key, viewer=wallet.user_id)
 
 
-# ---- recovery and audit -----------------------------------------------------------------------------------------
+# ---- recovery --------------------------------------------------------------------------------------------------
 
 
 async def recover_interrupted(rt: Runtime) -> int:
@@ -654,94 +654,3 @@ async def recover_interrupted(rt: Runtime) -> int:
         for tx in failed:
             await events.emit(conn, events.transaction_events(await load_transaction(conn, tx.id), tx.initiator_id))
     return len(failed)
-
-
-_AUDIT_WALLETS = text("""
-    SELECT w.id, w.currency, w.balance, COALESCE(e.total, 0) AS entries_total
-    FROM wallets w
-    LEFT JOIN (SELECT wallet_id, SUM(amount) AS total FROM entries GROUP BY wallet_id) e ON e.wallet_id = w.id
-    WHERE NOT w.is_system AND (w.balance <> COALESCE(e.total, 0) OR w.balance < 0)
-""")
-_AUDIT_TRANSACTIONS = text("""
-    SELECT t.id, t.status, COUNT(e.id) AS entries, COALESCE(SUM(e.amount), 0) AS total
-    FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
-    GROUP BY t.id, t.status
-    HAVING COALESCE(SUM(e.amount), 0) <> 0
-        OR (t.status = 'COMPLETED' AND COUNT(e.id) < 2)
-        OR (t.status <> 'COMPLETED' AND COUNT(e.id) > 0)
-""")
-
-# Holds (wallet/holds.py): a wallet's held total is what its ACTIVE holds have not captured, and what a hold says it
-# captured is what its COMPLETED transfers moved.
-_AUDIT_HELD = text("""
-    SELECT w.id, w.currency, w.held, COALESCE(h.total, 0) AS holds_total
-    FROM wallets w
-    LEFT JOIN (SELECT from_wallet_id, SUM(amount - captured_amount) AS total FROM holds WHERE status = 'ACTIVE'
-               GROUP BY from_wallet_id) h ON h.from_wallet_id = w.id
-    WHERE w.held <> COALESCE(h.total, 0)
-""")
-_AUDIT_CAPTURED = text("""
-    SELECT h.id, h.captured_amount, COALESCE(SUM(t.amount), 0) AS transfers_total
-    FROM holds h LEFT JOIN transactions t ON t.hold_id = h.id AND t.status = 'COMPLETED'
-    GROUP BY h.id HAVING h.captured_amount <> COALESCE(SUM(t.amount), 0)
-""")
-
-
-async def audit(rt: Runtime) -> dict[str, Any]:
-    """Recompute every user wallet's balance from its entries and check every transaction balances."""
-    async with rt.transaction() as conn:
-        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        wallets_checked = (await conn.execute(select(func.count()).where(~Wallet.is_system))).scalar_one()
-        transactions_checked = (await conn.execute(select(func.count()).select_from(T))).scalar_one()
-        bad_wallets = (await conn.execute(_AUDIT_WALLETS)).all()
-        bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
-        bad_held = (await conn.execute(_AUDIT_HELD)).all()
-        bad_captured = (await conn.execute(_AUDIT_CAPTURED)).all()
-    mismatches = [
-        {
-            "kind": "wallet_balance",
-            "wallet_id": str(r.id),
-            "currency": r.currency,
-            "balance": format_minor(r.balance, r.currency),
-            "entries_total": format_minor(int(r.entries_total), r.currency),
-        }
-        for r in bad_wallets
-    ] + [
-        {
-            "kind": "transaction_entries",
-            "transaction_id": str(r.id),
-            "status": r.status,
-            "entries": r.entries,
-            "entries_total_minor": int(r.total),
-        }
-        for r in bad_transactions
-    ]
-    mismatches += [
-        {"kind": "wallet_held", "wallet_id": str(r.id), "held_minor": r.held, "holds_total_minor": int(r.holds_total)}
-        for r in bad_held
-    ] + [
-        {
-            "kind": "hold_captured",
-            "hold_id": str(r.id),
-            "captured_minor": r.captured_amount,
-            "transfers_total_minor": int(r.transfers_total),
-        }
-        for r in bad_captured
-    ]
-    return {
-        "ok": not mismatches,
-        "wallets_checked": wallets_checked,
-        "transactions_checked": transactions_checked,
-        "mismatches": mismatches,
-    }
-
-
-def format_audit(report: Mapping[str, Any]) -> str:
-    lines = [
-        f"ledger audit: {'OK' if report['ok'] else 'MISMATCHES FOUND'}",
-        f"  wallets checked:      {report['wallets_checked']}",
-        f"  transactions checked: {report['transactions_checked']}",
-    ]
-    for m in report["mismatches"]:
-        lines.append("  MISMATCH " + ", ".join(f"{k}={v}" for k, v in m.items()))
-    return "\n".join(lines)

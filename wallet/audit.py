@@ -1,0 +1,106 @@
+"""The ledger audit: recompute every user wallet's balance from its entries, check every transaction sums to zero
+with the entries its status allows, and check the holds' reservations against the wallets and their captures.
+`server.py audit` prints it; GET /admin/audit answers it; the test suite runs it after every test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from models import Transaction, Wallet
+from wallet.money import format_minor
+from wallet.runtime import Runtime
+
+T = Transaction.__table__
+
+_AUDIT_WALLETS = text("""
+    SELECT w.id, w.currency, w.balance, COALESCE(e.total, 0) AS entries_total
+    FROM wallets w
+    LEFT JOIN (SELECT wallet_id, SUM(amount) AS total FROM entries GROUP BY wallet_id) e ON e.wallet_id = w.id
+    WHERE NOT w.is_system AND (w.balance <> COALESCE(e.total, 0) OR w.balance < 0)
+""")
+_AUDIT_TRANSACTIONS = text("""
+    SELECT t.id, t.status, COUNT(e.id) AS entries, COALESCE(SUM(e.amount), 0) AS total
+    FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
+    GROUP BY t.id, t.status
+    HAVING COALESCE(SUM(e.amount), 0) <> 0
+        OR (t.status = 'COMPLETED' AND COUNT(e.id) < 2)
+        OR (t.status <> 'COMPLETED' AND COUNT(e.id) > 0)
+""")
+
+# Holds (wallet/holds.py): a wallet's held total is what its ACTIVE holds have not captured, and what a hold says it
+# captured is what its COMPLETED transfers moved.
+_AUDIT_HELD = text("""
+    SELECT w.id, w.currency, w.held, COALESCE(h.total, 0) AS holds_total
+    FROM wallets w
+    LEFT JOIN (SELECT from_wallet_id, SUM(amount - captured_amount) AS total FROM holds WHERE status = 'ACTIVE'
+               GROUP BY from_wallet_id) h ON h.from_wallet_id = w.id
+    WHERE w.held <> COALESCE(h.total, 0)
+""")
+_AUDIT_CAPTURED = text("""
+    SELECT h.id, h.captured_amount, COALESCE(SUM(t.amount), 0) AS transfers_total
+    FROM holds h LEFT JOIN transactions t ON t.hold_id = h.id AND t.status = 'COMPLETED'
+    GROUP BY h.id HAVING h.captured_amount <> COALESCE(SUM(t.amount), 0)
+""")
+
+
+async def audit(rt: Runtime) -> dict[str, Any]:
+    """Recompute every user wallet's balance from its entries and check every transaction balances."""
+    async with rt.transaction() as conn:
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        wallets_checked = (await conn.execute(select(func.count()).where(~Wallet.is_system))).scalar_one()
+        transactions_checked = (await conn.execute(select(func.count()).select_from(T))).scalar_one()
+        bad_wallets = (await conn.execute(_AUDIT_WALLETS)).all()
+        bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
+        bad_held = (await conn.execute(_AUDIT_HELD)).all()
+        bad_captured = (await conn.execute(_AUDIT_CAPTURED)).all()
+    mismatches = [
+        {
+            "kind": "wallet_balance",
+            "wallet_id": str(r.id),
+            "currency": r.currency,
+            "balance": format_minor(r.balance, r.currency),
+            "entries_total": format_minor(int(r.entries_total), r.currency),
+        }
+        for r in bad_wallets
+    ] + [
+        {
+            "kind": "transaction_entries",
+            "transaction_id": str(r.id),
+            "status": r.status,
+            "entries": r.entries,
+            "entries_total_minor": int(r.total),
+        }
+        for r in bad_transactions
+    ]
+    mismatches += [
+        {"kind": "wallet_held", "wallet_id": str(r.id), "held_minor": r.held, "holds_total_minor": int(r.holds_total)}
+        for r in bad_held
+    ] + [
+        {
+            "kind": "hold_captured",
+            "hold_id": str(r.id),
+            "captured_minor": r.captured_amount,
+            "transfers_total_minor": int(r.transfers_total),
+        }
+        for r in bad_captured
+    ]
+    return {
+        "ok": not mismatches,
+        "wallets_checked": wallets_checked,
+        "transactions_checked": transactions_checked,
+        "mismatches": mismatches,
+    }
+
+
+def format_audit(report: Mapping[str, Any]) -> str:
+    lines = [
+        f"ledger audit: {'OK' if report['ok'] else 'MISMATCHES FOUND'}",
+        f"  wallets checked:      {report['wallets_checked']}",
+        f"  transactions checked: {report['transactions_checked']}",
+    ]
+    for m in report["mismatches"]:
+        lines.append("  MISMATCH " + ", ".join(f"{k}={v}" for k, v in m.items()))
+    return "\n".join(lines)
