@@ -1,4 +1,5 @@
-"""Admin endpoints: find users, change their status, credit wallets, read any history, audit, the action log."""
+"""Admin endpoints: find users, change their status, credit wallets, reverse transactions, read any history, audit,
+the action log."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from marshmallow import Schema, fields, validate
 from handlers.base import BaseHandler, admin_only, api, parse_uuid
 from handlers.money import MoneyHandler
 from handlers.schemas import (
+    Amount,
     MoneySchema,
     Output,
     PageQuery,
@@ -18,7 +20,7 @@ from handlers.schemas import (
     UtcDateTime,
     WalletListSchema,
 )
-from wallet import accounts, admin, audit
+from wallet import accounts, admin, audit, reversals
 
 # ---- requests ------------------------------------------------------------------------------------------------
 
@@ -38,6 +40,10 @@ class ReasonSchema(Schema):
 
 class CreditSchema(MoneySchema, ReasonSchema):
     pass
+
+
+class ReversalSchema(ReasonSchema):
+    amount = Amount(load_default=None, metadata={"description": "Default: all of the transaction not yet reversed."})
 
 
 # ---- responses -----------------------------------------------------------------------------------------------
@@ -143,6 +149,27 @@ class AdminCreditHandler(MoneyHandler):
         self.respond_outcome(outcome)
 
 
+class AdminReversalHandler(MoneyHandler):
+    @api({201: TransactionSchema}, body=ReversalSchema, idempotent=True, errors=(409,))
+    @admin_only
+    async def post(self, transaction_id: str) -> None:
+        """Give back all or part of a COMPLETED deposit, withdrawal or transfer: a new REVERSAL transaction with
+        `reverses` = the original, logged with the optional reason. Reversals of one transaction never add up to more
+        than it (400 REVERSAL_EXCEEDED); if the wallet the money comes back from no longer has it available, the
+        reversal is recorded FAILED (400 INSUFFICIENT_FUNDS). Not reversible (PENDING, FAILED, a reversal): 409
+        NOT_REVERSIBLE. Freezes and daily limits do not apply."""
+        data = self.load()
+        outcome = await reversals.reverse(
+            self.rt,
+            self.principal,
+            parse_uuid(transaction_id, "transaction_id"),
+            data["amount"],
+            data["reason"],
+            self.idempotency_key(),
+        )
+        self.respond_outcome(outcome)
+
+
 class AdminAuditHandler(BaseHandler):
     @api({200: AuditSchema})
     @admin_only
@@ -166,6 +193,7 @@ routes = [
     (r"/api/v1/admin/users/([^/]+)/wallets", AdminUserWalletsHandler),
     (r"/api/v1/admin/users/([^/]+)/transactions", AdminUserTransactionsHandler),
     (r"/api/v1/admin/wallets/([^/]+)/deposit", AdminCreditHandler),
+    (r"/api/v1/admin/transactions/([^/]+)/reverse", AdminReversalHandler),
     (r"/api/v1/admin/audit", AdminAuditHandler),
     (r"/api/v1/admin/actions", AdminActionListHandler),
 ]

@@ -16,6 +16,7 @@ from wallet.keys import LIFETIMES, SCOPES
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
 from wallet.paging import utc_moment
 
+TRANSACTION_TYPES = ("DEPOSIT", "WITHDRAWAL", "TRANSFER", "REVERSAL")
 HOLD_STATUSES = ("ACTIVE", "CAPTURED", "VOIDED", "EXPIRED")
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,32}\Z")  # \Z: "$" would let a final newline in
 
@@ -310,7 +311,7 @@ class PeriodQuery(Schema):
 
 class TransactionQuery(PageQuery, PeriodQuery):
     wallet_id = fields.UUID()
-    type = Text(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
+    type = Text(validate=validate.OneOf(TRANSACTION_TYPES))
     status = Text(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
 
 
@@ -430,7 +431,7 @@ class CounterpartySchema(Output):
 class TransactionSchema(Output):
     id = fields.UUID()
     reference = fields.String()
-    type = fields.String(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
+    type = fields.String(validate=validate.OneOf(TRANSACTION_TYPES))
     status = fields.String(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
     amount = fields.String(validate=DECIMAL)
     currency = fields.String(validate=CURRENCY)
@@ -444,6 +445,10 @@ class TransactionSchema(Output):
     provider = fields.String(allow_none=True, validate=validate.OneOf(["paystack"]))
     provider_reference = fields.String(allow_none=True)
     hold_id = fields.UUID(allow_none=True, metadata={"description": "The hold this transfer captured from."})
+    reverses = fields.UUID(allow_none=True, metadata={"description": "The transaction this REVERSAL gives back."})
+    reversed_amount = fields.String(
+        validate=DECIMAL, metadata={"description": "How much of this transaction COMPLETED reversals gave back."}
+    )
     api_key_id = fields.UUID(allow_none=True, metadata={"description": "The caller's API key that initiated it."})
     created_at = UtcDateTime()
     completed_at = UtcDateTime(allow_none=True)
@@ -507,7 +512,7 @@ class StatementWalletSchema(Output):
 class StatementEntrySchema(Output):
     transaction_id = fields.UUID()
     reference = fields.String()
-    type = fields.String(validate=validate.OneOf(["DEPOSIT", "WITHDRAWAL", "TRANSFER"]))
+    type = fields.String(validate=validate.OneOf(TRANSACTION_TYPES))
     description = fields.String(allow_none=True)
     counterparty = fields.Nested(CounterpartySchema, allow_none=True)
     direction = fields.String(validate=validate.OneOf(["in", "out"]))

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, timestamp_now, uuid_pk
 
-ACTIONS = ("freeze", "unfreeze", "activate", "deactivate", "credit")
+ACTIONS = ("freeze", "unfreeze", "activate", "deactivate", "credit", "reverse")
 
 
 class AdminAction(Base):
@@ -23,7 +23,7 @@ class AdminAction(Base):
     action: Mapped[str] = mapped_column(String(16), nullable=False)
     target_user_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"))
     target_wallet_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("wallets.id"))
-    # A credit's transaction; unique, so a replayed credit never logs twice.
+    # A credit's or reversal's transaction; unique, so a replayed one never logs twice.
     transaction_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("transactions.id"), unique=True
     )

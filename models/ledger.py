@@ -46,6 +46,9 @@ class Transaction(Base):
     authorization_url: Mapped[str | None] = mapped_column(String(1024))
     # The hold this transfer captures from (wallet/holds.py).
     hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"), index=True)
+    # A REVERSAL's original (wallet/reversals.py); on the original, how much of it COMPLETED reversals gave back.
+    reverses: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("transactions.id"), index=True)
+    reversed_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # When the attempt executing a PENDING row started; a keyed row whose claim is older than PENDING_TIMEOUT was
     # abandoned (its attempt died), and a retry with the same key takes it over.
     claimed_at: Mapped[dt.datetime] = timestamp_now()
@@ -53,7 +56,8 @@ class Transaction(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("(provider IS NULL) = (provider_reference IS NULL)", name="provider_reference"),
-        CheckConstraint("type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER')", name="type"),
+        CheckConstraint("type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER', 'REVERSAL')", name="type"),
+        CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", name="reversed_within_amount"),
         CheckConstraint("status IN ('PENDING', 'COMPLETED', 'FAILED')", name="status"),
         Index("uq_transactions_initiator_idempotency_key", "initiator_id", "idempotency_key", unique=True),
         Index("ix_transactions_source_wallet_seq", "source_wallet_id", "seq"),

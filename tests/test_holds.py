@@ -1,13 +1,21 @@
 """Holds through HTTP: place, read, capture (in parts), void, expire; refusals, races, and a kill -9 mid-capture."""
 
-import contextlib
-import threading
 import time
 
-import httpx
-import psycopg2
 import pytest
-from conftest import assert_error, balance, fund, in_parallel, make_user, recorded, run_audit, scalar, unique_name
+from conftest import (
+    assert_error,
+    balance,
+    fund,
+    in_parallel,
+    kill_mid_execution,
+    make_user,
+    recorded,
+    resend_while_in_progress,
+    run_audit,
+    scalar,
+    unique_name,
+)
 
 RECOVERY = {"PENDING_TIMEOUT": "1", "RECOVERY_INTERVAL": "1", "DB_POOL_SIZE": "8"}
 
@@ -322,34 +330,12 @@ def test_a_capture_cut_off_by_kill_9_runs_exactly_once_when_retried(own_server, 
     hold = placed(doomed, payer, payee, "7.00")
     key = unique_name("cut")
 
-    # Hold the payer's wallet lock as an execution does: the capture is recorded PENDING and waits mid-execution.
-    blocker = psycopg2.connect(db.dsn)
-    blocker.cursor().execute("SELECT 1 FROM wallets WHERE id = %s FOR NO KEY UPDATE", (payer.wallet_id,))
-
-    def first_attempt():
-        with contextlib.suppress(httpx.HTTPError):  # killed under it
-            capture(doomed, payee, hold["id"], key)
-
-    sender = threading.Thread(target=first_attempt)
-    sender.start()
-    pending = "SELECT COUNT(*) FROM transactions WHERE hold_id = %s AND status = 'PENDING'"
-    deadline = time.monotonic() + 30
-    while scalar(db, pending, (hold["id"],)) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert scalar(db, pending, (hold["id"],)) == 1, "the capture was not recorded in time"
-    doomed.kill()
-    blocker.rollback()
-    blocker.close()
-    sender.join(30)
+    # The capture is recorded PENDING and waits for the payer's wallet lock when the server is killed.
+    pending = f"SELECT COUNT(*) FROM transactions WHERE hold_id = '{hold['id']}' AND status = 'PENDING'"
+    kill_mid_execution(doomed, db, payer.wallet_id, lambda: capture(doomed, payee, hold["id"], key), pending)
 
     restarted = own_server(**RECOVERY)
-    stop = time.monotonic() + 30
-    while True:  # a careful client resends the key while told "in progress"
-        r = capture(restarted, payee, hold["id"], key)
-        if r.status_code != 409 or r.json()["code"] != "IDEMPOTENCY_IN_PROGRESS":
-            break
-        assert time.monotonic() < stop, r.text
-        time.sleep(0.2)
+    r = resend_while_in_progress(lambda: capture(restarted, payee, hold["id"], key))
     assert r.status_code == 201 and r.json()["hold_id"] == hold["id"], r.text
     replay = capture(restarted, payee, hold["id"], key)
     assert replay.status_code == 201 and replay.json()["id"] == r.json()["id"]

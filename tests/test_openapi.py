@@ -113,6 +113,7 @@ def test_money_moving_posts_take_an_idempotency_key(spec):
         ("/api/v1/holds", "post"),
         ("/api/v1/holds/{hold_id}/capture", "post"),
         ("/api/v1/admin/wallets/{wallet_id}/deposit", "post"),
+        ("/api/v1/admin/transactions/{transaction_id}/reverse", "post"),
         ("/api/v1/wallets/{wallet_id}/deposits/paystack", "post"),
     }
     for path, method in idempotent:

@@ -1,13 +1,16 @@
-"""Admin services: find users, change their status, credit wallets, read any history; each change is logged."""
+"""Admin services: find users, change their status, credit wallets, read any history; each change is logged
+(reversals, wallet/reversals.py, log theirs with log_money_action)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import AdminAction, User
 from models.admin import ACTIONS as ACTIONS
@@ -114,30 +117,45 @@ async def change_status(
 # ---- money -------------------------------------------------------------------------------------------------------
 
 
-async def _log_credit(rt: Runtime, principal: Principal, transaction_id: uuid.UUID, reason: str | None) -> None:
-    """Log a credit once per transaction. The ledger commits the money first, so a crash in between leaves the
-    entry missing; the client's retry with the same Idempotency-Key writes it then."""
+async def log_money_action(
+    conn: AsyncConnection, admin_id: uuid.UUID, action: str, tx: Mapping[str, Any], reason: str | None
+) -> None:
+    """Log an admin's credit or reversal in the caller's transaction, once per transaction (a replay logs nothing).
+    Its target is the user wallet the money leaves, else the one it reaches."""
+    side = "source" if tx["source_wallet_id"] is not None else "destination"
+    details = {
+        "amount": format_minor(tx["amount"], tx["currency"]),
+        "currency": tx["currency"],
+        "status": tx["status"],
+        "failure_code": tx["failure_code"],
+    }
+    if tx["reverses"] is not None:
+        details["reverses"] = str(tx["reverses"])
+    await conn.execute(
+        insert(AdminAction)
+        .values(
+            admin_id=admin_id,
+            action=action,
+            target_user_id=tx[f"{side}_user_id"],
+            target_wallet_id=tx[f"{side}_wallet_id"],
+            transaction_id=tx["id"],
+            reason=reason,
+            details=details,
+        )
+        .on_conflict_do_nothing(index_elements=[AdminAction.transaction_id])
+    )
+
+
+async def log_outcome(
+    rt: Runtime, principal: Principal, action: str, transaction_id: uuid.UUID, reason: str | None
+) -> None:
+    """Log a credit or reversal once per transaction, in a commit of its own after the ledger's (for what the ledger
+    decided without the log: a credit, a refused reversal). A crash in between leaves the entry missing; the
+    client's retry with the same Idempotency-Key writes it then."""
     async with rt.transaction() as conn:
         tx = await history.load_transaction(conn, transaction_id)
-        details = {
-            "amount": format_minor(tx["amount"], tx["currency"]),
-            "currency": tx["currency"],
-            "status": tx["status"],
-            "failure_code": tx["failure_code"],
-        }
-        await conn.execute(
-            insert(AdminAction)
-            .values(
-                admin_id=principal.user_id,
-                action="credit",
-                target_user_id=tx["destination_user_id"],
-                target_wallet_id=tx["destination_wallet_id"],
-                transaction_id=transaction_id,
-                reason=reason,
-                details=details,
-            )
-            .on_conflict_do_nothing(index_elements=[AdminAction.transaction_id])
-        )
+        if tx["status"] != "PENDING":  # not an attempt the database cut off: its retry logs the outcome
+            await log_money_action(conn, principal.user_id, action, tx, reason)
 
 
 async def credit(
@@ -154,9 +172,9 @@ async def credit(
         outcome = await ledger.admin_deposit(rt, principal, wallet_id, amount, description, reason, key)
     except errors.WalletError as error:
         if error.transaction_id is not None:  # recorded, then FAILED (e.g. the account is frozen)
-            await _log_credit(rt, principal, uuid.UUID(error.transaction_id), reason)
+            await log_outcome(rt, principal, "credit", uuid.UUID(error.transaction_id), reason)
         raise
-    await _log_credit(rt, principal, outcome.transaction["id"], reason)
+    await log_outcome(rt, principal, "credit", outcome.transaction["id"], reason)
     return outcome
 
 

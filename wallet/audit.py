@@ -1,5 +1,6 @@
 """The ledger audit: recompute every user wallet's balance from its entries, check every transaction sums to zero
-with the entries its status allows, and check the holds' reservations against the wallets and their captures.
+with the entries its status allows, check the holds' reservations against the wallets and their captures, and check
+what each transaction says was reversed against its reversals.
 `server.py audit` prints it; GET /admin/audit answers it; the test suite runs it after every test."""
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ _AUDIT_CAPTURED = text("""
     GROUP BY h.id HAVING h.captured_amount <> COALESCE(SUM(t.amount), 0)
 """)
 
+# Reversals (wallet/reversals.py): what a transaction says was reversed is what its COMPLETED reversals gave back, and
+# never more than its amount.
+_AUDIT_REVERSED = text("""
+    SELECT t.id, t.amount, t.reversed_amount, COALESCE(r.total, 0) AS reversals_total
+    FROM transactions t
+    LEFT JOIN (SELECT reverses, SUM(amount) AS total FROM transactions WHERE reverses IS NOT NULL
+               AND status = 'COMPLETED' GROUP BY reverses) r ON r.reverses = t.id
+    WHERE t.reversed_amount <> COALESCE(r.total, 0) OR t.reversed_amount > t.amount
+""")
+
 
 async def audit(rt: Runtime) -> dict[str, Any]:
     """Recompute every user wallet's balance from its entries and check every transaction balances."""
@@ -56,6 +67,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
         bad_held = (await conn.execute(_AUDIT_HELD)).all()
         bad_captured = (await conn.execute(_AUDIT_CAPTURED)).all()
+        bad_reversed = (await conn.execute(_AUDIT_REVERSED)).all()
     mismatches = [
         {
             "kind": "wallet_balance",
@@ -86,6 +98,16 @@ async def audit(rt: Runtime) -> dict[str, Any]:
             "transfers_total_minor": int(r.transfers_total),
         }
         for r in bad_captured
+    ]
+    mismatches += [
+        {
+            "kind": "transaction_reversed",
+            "transaction_id": str(r.id),
+            "amount_minor": r.amount,
+            "reversed_minor": r.reversed_amount,
+            "reversals_total_minor": int(r.reversals_total),
+        }
+        for r in bad_reversed
     ]
     return {
         "ok": not mismatches,

@@ -79,9 +79,19 @@ class HoldExceeded(BusinessRuleError):
     message = "The capture is more than what remains of the hold."
 
 
+class ReversalExceeded(BusinessRuleError):
+    code = "REVERSAL_EXCEEDED"
+    message = "The reversal is more than what remains of the transaction to reverse."
+
+
 class HoldNotActive(WalletError):
     code = "HOLD_NOT_ACTIVE"
     message = "The hold is no longer active (captured, voided or expired)."
+
+
+class NotReversible(WalletError):
+    code = "NOT_REVERSIBLE"
+    message = "Only a COMPLETED deposit, withdrawal or transfer can be reversed."
 
 
 class CurrencyNotSupported(InvalidRequest):
@@ -215,6 +225,7 @@ def recorded_failure(code: str | None, reason: str | None, transaction_id: str) 
         SameWallet,
         BalanceLimitExceeded,
         HoldExceeded,
+        ReversalExceeded,
         HoldNotActive,
         AccountFrozen,
         AccountInactive,

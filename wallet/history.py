@@ -33,7 +33,9 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
     else:
         direction = "in"
     counterparty = None
-    if row["type"] == "TRANSFER":
+    # A transfer's other side; a reversal's too when it gives a transfer back (from the recipient to the sender).
+    two_users = row["source_user_id"] is not None and row["destination_user_id"] is not None
+    if row["type"] == "TRANSFER" or (row["type"] == "REVERSAL" and two_users):
         side = "destination" if direction in ("out", "internal") else "source"
         counterparty = {"username": row[f"{side}_username"], "wallet_number": row[f"{side}_number"]}
     return {
@@ -53,6 +55,8 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         "provider": row["provider"],
         "provider_reference": row["provider_reference"],
         "hold_id": row["hold_id"],
+        "reverses": row["reverses"],
+        "reversed_amount": format_minor(row["reversed_amount"], row["currency"]),
         # Which of the viewer's API keys initiated it; another party's keys are not theirs to see.
         "api_key_id": row["api_key_id"] if row["initiator_id"] == viewer else None,
         "created_at": row["created_at"],

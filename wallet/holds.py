@@ -18,7 +18,7 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from models import Hold, Transaction, Wallet
+from models import Hold, Wallet
 from wallet import errors, events, ledger
 from wallet.auth import Principal
 from wallet.money import format_minor, to_minor
@@ -26,7 +26,6 @@ from wallet.paging import created_page
 from wallet.runtime import Runtime
 
 H = Hold.__table__
-T = Transaction.__table__
 _PAYER, _PAYEE = aliased(Wallet), aliased(Wallet)
 # The expiry sweep releases at most this many holds per run (the next run takes the rest).
 SWEEP_BATCH = 500
@@ -231,18 +230,10 @@ async def capture(
         hold = await _visible_hold(conn, principal, hold_id)
         payer = await ledger.any_user_wallet(conn, hold.from_wallet_id)
         payee = await ledger.any_user_wallet(conn, hold.to_wallet_id)
-        earlier = None
-        if key is not None:
-            earlier = (
-                await conn.execute(
-                    select(T.c.amount).where(T.c.initiator_id == principal.user_id, T.c.idempotency_key == key)
-                )
-            ).scalar()
+        earlier = await ledger.recorded_amount(conn, principal, key)
     if earlier is None and hold.status != "ACTIVE":
         raise errors.HoldNotActive()  # a new request with nothing left to capture: no amount to record
     requested = None if amount is None else to_minor(amount, hold.currency)
-    # "All that remains" is resolved once: a retry of the key (a replay, or the take-over of an attempt that died)
-    # captures what its first attempt recorded, whatever remains by then.
     minor = requested or earlier or hold.amount - hold.captured_amount
     params = {"op": "CAPTURE", "hold": hold_id, "amount": requested, "final": final}
     op = ledger.Operation(

@@ -60,7 +60,7 @@ class Party:
 
 @dataclass(frozen=True)
 class Operation:
-    type: str  # DEPOSIT | WITHDRAWAL | TRANSFER
+    type: str  # DEPOSIT | WITHDRAWAL | TRANSFER | REVERSAL
     amount: int
     currency: str
     source: Party | None
@@ -73,6 +73,8 @@ class Operation:
     # may refuse (raise) and returns how much of the source's held amount it released for this operation to spend.
     hold_id: uuid.UUID | None = None
     draw: Callable[[AsyncConnection], Awaitable[int]] | None = None
+    # The transaction a REVERSAL gives back (part of), kept on the row (wallet/reversals.py).
+    reverses: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,8 @@ def _known_row(
         "provider": op.provider,
         "provider_reference": reference if op.provider else None,
         "hold_id": op.hold_id,
+        "reverses": op.reverses,
+        "reversed_amount": 0,
         "failure_code": None,
         "failure_reason": None,
         "created_at": created_at,
@@ -237,11 +241,11 @@ _RECORD = text("""
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
 INSERT INTO transactions AS t (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
     source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
-    provider, provider_reference, hold_id)
+    provider, provider_reference, hold_id, reverses)
 SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
     CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
     CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description, :provider,
-    :provider_reference, CAST(:hold_id AS uuid)
+    :provider_reference, CAST(:hold_id AS uuid), CAST(:reverses AS uuid)
 FROM relaxed
 ON CONFLICT (initiator_id, idempotency_key) DO UPDATE SET claimed_at = now()
 WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAST(:abandoned AS interval)
@@ -275,6 +279,7 @@ async def record(rt: Runtime, principal: Principal, op: Operation, key: str | No
         "provider": op.provider,
         "provider_reference": reference if op.provider else None,
         "hold_id": op.hold_id,
+        "reverses": op.reverses,
         "abandoned": dt.timedelta(seconds=rt.settings.pending_timeout),
     }
     async with rt.autocommit() as conn:
@@ -291,6 +296,17 @@ async def record(rt: Runtime, principal: Principal, op: Operation, key: str | No
     if existing.request_hash != digest:
         raise errors.IdempotencyMismatch()
     return None, existing
+
+
+async def recorded_amount(conn: AsyncConnection, principal: Principal, key: str | None) -> int | None:
+    """The amount the caller's earlier request with this key recorded, if any: an operation whose default amount is
+    "all that remains" resolves it once, so a retry (a replay, or the take-over of an attempt that died) moves what
+    its first attempt recorded, whatever remains by then."""
+    if key is None:
+        return None
+    return (
+        await conn.execute(select(T.c.amount).where(T.c.initiator_id == principal.user_id, T.c.idempotency_key == key))
+    ).scalar()
 
 
 # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
@@ -468,10 +484,19 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.
     return Outcome(render_transaction(row, viewer), True, balance)
 
 
+Step2 = Callable[[Runtime, Operation, dict[str, Any], uuid.UUID], Awaitable[tuple[dt.datetime, int | None, int | None]]]
+
+
 async def run(
-    rt: Runtime, principal: Principal, op: Operation, key: str | None, viewer: uuid.UUID | None = None
+    rt: Runtime,
+    principal: Principal,
+    op: Operation,
+    key: str | None,
+    viewer: uuid.UUID | None = None,
+    step: Step2 = execute,
 ) -> Outcome:
-    """Record, execute, and fail or complete one money operation; idempotent per (caller, key)."""
+    """Record, execute (`step`: execute(), or an operation's own step 2 with its contract, as reversals have), and
+    fail or complete one money operation; idempotent per (caller, key)."""
     viewer = viewer or principal.user_id
     inserted, existing = await record(rt, principal, op, key)
     if existing is not None:
@@ -480,7 +505,7 @@ async def run(
     # created_at comes from the database, as a replay will read it.
     row = _known_row(principal, op, tx_id, inserted.reference, inserted.created_at)
     try:
-        completed_at, source_after, destination_after = await execute(rt, op, row, principal.user_id)
+        completed_at, source_after, destination_after = await step(rt, op, row, principal.user_id)
     except NoLongerPending:
         return await _replay(rt, principal, op, tx_id, viewer)
     except errors.ServiceUnavailable as error:
