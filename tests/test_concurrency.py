@@ -6,7 +6,8 @@ import time
 from collections import Counter
 
 import httpx
-from conftest import balance, fund, in_parallel, make_user, run_audit, scalar, unique_name
+import psycopg2
+from conftest import balance, fund, in_parallel, make_admin, make_user, run_audit, scalar, unique_name
 
 CLIENTS = 16
 WALLETS = 20
@@ -17,8 +18,9 @@ TIMEOUT = 15
 
 def test_bank_invariant(own_server, database_url, db):
     """Random transfers, deposits, withdrawals and holds (captured in part or whole, or voided) from racing clients,
-    each with an Idempotency-Key it resends until a definite answer; midway the server is killed -9 and started
-    again. Money is conserved, every key ran once, and what holds reserve matches them (the audit)."""
+    and an admin reversing parts of completed ones, each with an Idempotency-Key it resends until a definite answer;
+    midway the server is killed -9 and started again. Money is conserved, every key ran once, and what holds reserve
+    and what was reversed match them (the audit)."""
     server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1", DB_POOL_SIZE="8")
     users = [make_user(server) for _ in range(WALLETS)]
     for u in users:
@@ -105,6 +107,34 @@ def test_bank_invariant(own_server, database_url, db):
                 answered["all"] += 1
         return outcomes, keys, hold_keys
 
+    # Reversals (wallet/reversals.py): an admin gives back random parts of completed operations while the clients
+    # race. Always with an amount, so that every refusal (over-reversal, money gone) is a FAILED row like the others.
+    admin = make_admin(server, database_url)
+    clients_done = threading.Event()
+    reversing = {"outcomes": Counter(), "keys": []}
+
+    def admin_run():
+        rng, picker = random.Random(-1), psycopg2.connect(db.dsn)
+        picker.autocommit = True
+        pick = (
+            "SELECT id, amount FROM transactions WHERE type <> 'REVERSAL' AND status = 'COMPLETED' "
+            "AND (source_wallet_id IN %(w)s OR destination_wallet_id IN %(w)s) ORDER BY random() LIMIT 1"
+        )
+        with server.client() as client:
+            while not clients_done.is_set():
+                with picker.cursor() as cur:
+                    cur.execute(pick, {"w": wallet_ids})
+                    original, amount = cur.fetchone()
+                reversing["keys"].append(unique_name("reverse"))
+                body = {"amount": f"{rng.randint(1, amount) / 100:.2f}"}
+                headers = {**admin.headers, "Idempotency-Key": reversing["keys"][-1]}
+                r = definite(client, f"/admin/transactions/{original}/reverse", body, headers)
+                reversing["outcomes"][("reverse", r.status_code, r.json().get("code"))] += 1
+        picker.close()
+
+    reverser = threading.Thread(target=admin_run)
+    reverser.start()
+
     def kill_midway():
         while answered["all"] < OPERATIONS // 2:
             time.sleep(0.01)
@@ -117,8 +147,10 @@ def test_bank_invariant(own_server, database_url, db):
     results = in_parallel(CLIENTS, client_run)
     elapsed = time.monotonic() - started
     killer.join(60)
-    outcomes = sum((o for o, _, _ in results), Counter())
-    keys = [k for _, ks, _ in results for k in ks]
+    clients_done.set()
+    reverser.join(60)
+    outcomes = sum((o for o, _, _ in results), reversing["outcomes"])
+    keys = [k for _, ks, _ in results for k in ks] + reversing["keys"]
     hold_keys = [k for _, _, hks in results for k in hks]
     print(
         f"\nbank invariant: {CLIENTS} clients, {per_client * CLIENTS} operations among {WALLETS} wallets "
@@ -127,11 +159,13 @@ def test_bank_invariant(own_server, database_url, db):
     )
 
     assert retried["no answer"] > 0  # the kill did cut clients off
-    assert {(status, code) for _, status, code in outcomes} <= {(201, None), (200, None), (400, "INSUFFICIENT_FUNDS")}
+    allowed = {(201, None), (200, None), (400, "INSUFFICIENT_FUNDS"), (400, "REVERSAL_EXCEEDED")}
+    assert {(status, code) for _, status, code in outcomes} <= allowed
     # Placing a hold is no transaction (a refused one records nothing); a capture is a transfer.
     completed = sum(n for (kind, status, _), n in outcomes.items() if status == 201 and kind != "hold")
     refused = sum(n for (kind, status, _), n in outcomes.items() if status == 400 and kind != "hold")
     assert outcomes[("capture", 201, None)] > 0 and outcomes[("void", 200, None)] > 0
+    assert outcomes[("reverse", 201, None)] > 0
     placed = scalar(db, "SELECT COUNT(*) FROM holds WHERE idempotency_key = ANY(%s)", (hold_keys,))
     assert placed == outcomes[("hold", 201, None)]
     still_voided = "SELECT COUNT(*) FROM holds WHERE id = ANY(%s::uuid[]) AND status = 'VOIDED'"
@@ -149,6 +183,17 @@ def test_bank_invariant(own_server, database_url, db):
         return scalar(db, sql, {**mine, "k": kind})
 
     money_in = completed_total("DEPOSIT") - completed_total("WITHDRAWAL")
+
+    # A reversed deposit took money out again, a reversed withdrawal brought it back; reversed transfers moved it.
+    def reversed_total(kind):
+        sql = (
+            "SELECT COALESCE(SUM(r.amount), 0) FROM transactions r JOIN transactions t ON t.id = r.reverses "
+            "WHERE (r.source_wallet_id IN %(w)s OR r.destination_wallet_id IN %(w)s) AND r.status = 'COMPLETED' "
+            "AND t.type = %(k)s"
+        )
+        return scalar(db, sql, {**mine, "k": kind})
+
+    money_in -= reversed_total("DEPOSIT") - reversed_total("WITHDRAWAL")
     assert scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %(w)s", mine) == money_in
     assert scalar(db, "SELECT MIN(balance) FROM wallets WHERE id IN %(w)s", mine) >= 0
     # Every key is one row: every success a client saw one COMPLETED row, every refusal one FAILED row.
