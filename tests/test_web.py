@@ -292,6 +292,36 @@ def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_
     admin_page.shot("admin-audit")
 
 
+def test_a_reversal_shows_in_both_histories_and_the_original_says_what_was_reversed(server, database_url, people):
+    sender, recipient, admin = make_user(server), make_user(server), make_admin(server, database_url)
+    fund(server, sender, "10.00")
+    with server.client(sender.token) as client:
+        body = {"from_wallet_id": sender.wallet_id, "to_wallet_id": recipient.wallet_id, "amount": "4.00"}
+        original = client.post("/transfers", json=body).json()
+    with server.client(admin.token) as client:
+        r = client.post(f"/admin/transactions/{original['id']}/reverse", json={"amount": "1.50"})
+        assert r.status_code == 201, r.text
+
+    recipient_page, sender_page = people("phone"), people()
+    recipient_page.log_in(recipient.username)
+    recipient_page.goto("/history?type=REVERSAL")
+    reversal = recipient_page.page.locator(".tx").first
+    reversal.wait_for()
+    assert recipient_page.page.locator(".tx").count() == 1
+    assert reversal.locator("summary").inner_text().startswith("Reversal")
+    assert "\u2212$1.50" in reversal.locator("summary").inner_text()
+    reversal.locator("summary").click()
+    assert original["id"] in reversal.inner_text() and "Reverses" in reversal.inner_text()
+
+    sender_page.log_in(sender.username)
+    sender_page.goto("/history?type=TRANSFER")
+    transfer = sender_page.page.locator(".tx").first
+    transfer.wait_for()
+    transfer.locator("summary").click()
+    assert "Reversed" in transfer.inner_text() and "$1.50" in transfer.inner_text()
+    sender_page.shot("history-reversed")
+
+
 def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_account(own_server, chromium):
     """With 5-second access tokens: the page renews its token and survives a reload; sign-out forgets the session."""
     server = own_server(ACCESS_TOKEN_TTL="5", DB_POOL_SIZE="2")

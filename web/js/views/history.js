@@ -13,6 +13,7 @@ function title(tx) {
     const who = tx.counterparty ? tx.counterparty.username : 'your own wallet';
     return tx.direction === 'in' ? `From ${who}` : `To ${who}`;
   }
+  if (tx.type === 'REVERSAL') return 'Reversal';
   return tx.type === 'DEPOSIT' ? 'Deposit' : 'Withdrawal';
 }
 
@@ -28,6 +29,8 @@ export function transactionFacts(tx) {
     ['Amount', signed(tx)],
     tx.counterparty ? ['Counterparty', `${tx.counterparty.username} · wallet ${tx.counterparty.wallet_number}`] : null,
     tx.description ? ['Description', tx.description] : null,
+    tx.reverses ? ['Reverses', h('span', { class: 'mono' }, tx.reverses)] : null,
+    /[1-9]/.test(tx.reversed_amount || '') ? ['Reversed', formatMoney(tx.reversed_amount, tx.currency)] : null,
     tx.failure_code ? ['Failed because', `${tx.failure_reason || ''} (${tx.failure_code})`] : null,
     ['Reference', h('span', { class: 'mono' }, tx.reference)],
     ['Created', fmtTime(tx.created_at)],
@@ -77,7 +80,13 @@ export async function historyList(container, { endpoint, wallets, query, path })
     field({
       label: 'Type',
       name: 'type',
-      options: [['', 'All types'], ['DEPOSIT', 'Deposits'], ['WITHDRAWAL', 'Withdrawals'], ['TRANSFER', 'Transfers']],
+      options: [
+        ['', 'All types'],
+        ['DEPOSIT', 'Deposits'],
+        ['WITHDRAWAL', 'Withdrawals'],
+        ['TRANSFER', 'Transfers'],
+        ['REVERSAL', 'Reversals'],
+      ],
       value: filters.type,
     }),
     field({
