@@ -425,6 +425,14 @@ def assert_one_line_naming(done: subprocess.CompletedProcess, variable: str) -> 
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.fixture
+def ledger_audited(database_url: str) -> Iterator[None]:
+    """The ledger audit passes after the test (a module applies it to all its tests with usefixtures)."""
+    yield
+    audit = run_audit(database_url)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
 def run_audit(database_url: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING"}
     return subprocess.run(

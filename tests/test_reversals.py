@@ -17,7 +17,6 @@ from conftest import (
     make_user,
     recorded,
     resend_while_in_progress,
-    run_audit,
     scalar,
     unique_name,
 )
@@ -25,12 +24,8 @@ from conftest import (
 RECOVERY = {"PENDING_TIMEOUT": "1", "RECOVERY_INTERVAL": "1", "DB_POOL_SIZE": "8"}
 
 
-@pytest.fixture(autouse=True)
-def audited(database_url):
-    """The ledger audit (balances, entries, reversed amounts against their reversals) passes after every test."""
-    yield
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+# The ledger audit (balances, entries, reversed amounts against their reversals) passes after every test.
+pytestmark = pytest.mark.usefixtures("ledger_audited")
 
 
 def reverse(server, admin, transaction_id, key=None, **body):
