@@ -24,6 +24,7 @@ SHOTS = ROOT / "var" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 EXPECTED_REFUSAL = "Failed to load resource: the server responded with a status of 4"
 SIZES = {"phone": {"width": 375, "height": 812}, "desktop": {"width": 1280, "height": 800}}
+REFRESH_TOKEN = "sessionStorage.getItem('wallet.refresh_token')"
 
 
 # ---- served files ------------------------------------------------------------------------------------------------
@@ -152,6 +153,11 @@ class Person:
         """Every field on the page has a <label>."""
         unlabelled = self.page.evaluate("[...document.querySelectorAll('input, select')].filter(e => !e.labels.length)")
         assert unlabelled == []
+
+    def renewed(self) -> None:
+        """Wait until the page has renewed its tokens once more (each renewal stores a new refresh token)."""
+        old = self.page.evaluate(REFRESH_TOKEN)
+        self.page.wait_for_function(f"old => {REFRESH_TOKEN} !== old", arg=old)
 
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -293,7 +299,9 @@ def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_
 
 
 def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_account(own_server, chromium):
-    """With 5-second access tokens: the page renews its token and survives a reload; sign-out forgets the session."""
+    """With 5-second access tokens: the page renews its token and survives a reload; sign-out forgets the session.
+    It waits for renewals rather than for fixed times: a reload while a renewal is in flight would lose the rotated
+    refresh token (each works once), which a fixed sleep on a busy machine sometimes hit."""
     server = own_server(ACCESS_TOKEN_TTL="5", DB_POOL_SIZE="2")
     person = Person(chromium, server.url, "phone")
     try:
@@ -307,7 +315,8 @@ def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_acco
         assert person.page.locator(".total").count() == 2  # a total per currency
         assert person.page.locator(".wallet-card", has_text="Holidays").inner_text().count("€0.00") == 1
 
-        person.page.wait_for_timeout(7_000)  # past the first access token's life
+        person.renewed()
+        person.renewed()  # renewed at 80% of 5 s, twice: the first access token is dead by now
         person.goto("/profile")
         person.assert_labelled()
         person.field("Phone").fill("12345")
@@ -322,8 +331,8 @@ def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_acco
         person.field("New password").fill("battery-staple-7")
         person.page.get_by_role("button", name="Change password").click()
         person.page.locator(".toast", has_text="Password changed").wait_for()
-        person.page.wait_for_timeout(6_000)
-        person.page.reload()
+        person.renewed()  # this session outlives the password change (the others are signed out) and renews
+        person.page.reload()  # right after a renewal, so no renewal is in flight (the next is 4 s away)
         person.shown("/profile")
         assert person.field("Phone").input_value() == "+15551230000"
 
