@@ -15,7 +15,7 @@ import test_paystack
 from conftest import PASSWORD, balance, fund, log_in, make_admin, make_user, unique_name
 from oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 
-from handlers.webapp import CSP
+from handlers.webapp import csp
 from scripts.local_services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +34,11 @@ def test_index_is_served_at_the_root_with_a_strict_csp(server):
     r = httpx.get(f"{server.url}/")
     assert r.status_code == 200
     assert r.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert r.headers["Content-Security-Policy"] == CSP
-    assert "script-src 'self';" in CSP and "'unsafe-inline'" not in CSP and "frame-ancestors 'none'" in CSP
+    policy = r.headers["Content-Security-Policy"]
+    assert policy == csp("http", f"127.0.0.1:{server.port}")
+    assert "script-src 'self';" in policy and "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
+    # The live updates' WebSocket: this host only, never ws:/wss: of any host.
+    assert f"connect-src 'self' ws://127.0.0.1:{server.port};" in policy
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert '<script type="module" src="web/js/app.js"></script>' in r.text
 
@@ -53,10 +56,21 @@ def test_assets_have_their_type_and_revalidate_with_an_etag(server, path, conten
     assert r.status_code == 200
     assert r.headers["Content-Type"] == content_type
     assert r.headers["Cache-Control"] == "no-cache"
-    assert r.headers["Content-Security-Policy"] == CSP
+    assert r.headers["Content-Security-Policy"] == csp("http", f"127.0.0.1:{server.port}")
     again = httpx.get(f"{server.url}/{path}", headers={"If-None-Match": r.headers["ETag"]})
     assert again.status_code == 304
     assert again.content == b""
+
+
+def test_the_socket_origin_in_the_csp_is_this_host_with_the_page_s_scheme_or_none(server):
+    assert "connect-src 'self' wss://wallet.example;" in csp("https", "wallet.example")
+    assert "connect-src 'self' ws://[::1]:8000;" in csp("http", "[::1]:8000")
+    for host in ("evil.example; script-src *", "a b", "", "x'y", "host/path"):
+        assert "connect-src 'self'; " in csp("http", host), host  # not a plain host: no socket origin named
+    # Tornado refuses a Host with spaces or a path itself (400); one it takes that is no plain host names none.
+    r = httpx.get(f"{server.url}/", headers={"Host": "x'y"})
+    assert r.status_code == 200
+    assert "connect-src 'self'; " in r.headers["Content-Security-Policy"]
 
 
 def test_a_missing_file_or_a_path_outside_web_is_a_json_error(server):
@@ -154,14 +168,20 @@ class Person:
         unlabelled = self.page.evaluate("[...document.querySelectorAll('input, select')].filter(e => !e.labels.length)")
         assert unlabelled == []
 
+    def connected(self) -> None:
+        """Wait until the page's live updates are connected (js/live.js marks <body>)."""
+        self.page.locator("body[data-live=open]").wait_for(state="attached")
+
     def renewed(self) -> None:
         """Wait until the page has renewed its tokens once more (each renewal stores a new refresh token)."""
         old = self.page.evaluate(REFRESH_TOKEN)
         self.page.wait_for_function(f"old => {REFRESH_TOKEN} !== old", arg=old)
 
-    def shot(self, name: str) -> None:
+    def shot(self, name: str, toasts: bool = False) -> None:
+        """Screenshots at both sizes; notifications are cleared first unless they are the subject (`toasts`)."""
         SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.evaluate("document.getElementById('toasts').replaceChildren()")
+        if not toasts:
+            self.page.evaluate("document.getElementById('toasts').replaceChildren()")
         for size, viewport in SIZES.items():
             self.page.set_viewport_size(viewport)
             self.page.screenshot(path=str(SHOTS / f"{name}-{size}.png"), full_page=True)
@@ -260,6 +280,88 @@ def test_register_deposit_transfer_by_username_and_the_recipient_sees_it(server,
     alice.goto("/wallets")
     alice.page.locator(".wallet-card").first.wait_for()
     alice.shot("wallets")
+
+
+def pay(server, payer, to_username: str, amount: str) -> None:
+    """A transfer over HTTP (not through a page)."""
+    with server.client(payer.token) as client:
+        body = {"from_wallet_id": payer.wallet_id, "to_username": to_username, "amount": amount}
+        r = client.post("/transfers", json=body)
+    assert r.status_code == 201, r.text
+
+
+def test_a_transfer_arrives_live_in_the_recipient_s_open_page(server, people):
+    """The recipient's page is open before the transfer: the balance, the history and a notification appear
+    without a reload; the notification is in the status region, can be dismissed and goes away by itself."""
+    alice, bob = people(), people("phone")
+    alice_name, bob_name = unique_name("alice"), unique_name("bob")
+    alice.register(alice_name)
+    bob.register(bob_name)
+    bob.connected()
+    assert bob.page.locator(".wallet-card .balance").inner_text() == "$0.00"
+
+    open_wallet(alice)
+    deposit = alice.page.locator("form", has=alice.page.get_by_role("heading", name="Deposit"))
+    deposit.get_by_label("Amount (USD)").fill("20.00")
+    deposit.get_by_role("button", name="Deposit").click()
+    alice.page.locator(".balance.big", has_text="$20.00").wait_for()
+    alice.send(bob_name, "7.25", "$7.25")
+    alice.page.get_by_role("heading", name=f"To {bob_name} · \u2212$7.25").wait_for()
+
+    status = bob.page.locator("#toasts[role=status][aria-live=polite]")
+    notice = status.locator(".toast", has_text=f"Received $7.25 from {alice_name}.")
+    notice.wait_for()
+    bob.page.locator(".wallet-card .balance", has_text="$7.25").wait_for()
+    bob.shown("/wallets")  # the same page, redrawn in place: no reload, no navigation
+    notice.get_by_role("button", name="Dismiss").focus()  # a notification with the focus on it stays
+    bob.shot("live-notification", toasts=True)
+    notice.get_by_role("button", name="Dismiss").click()
+    notice.wait_for(state="detached")
+    bob.page.mouse.move(0, 0)  # a notification under the pointer stays
+
+    # On the history page, the next transfer's row appears at the top; its notification goes away by itself.
+    bob.goto("/history")
+    bob.page.locator(".tx").first.wait_for()
+    assert bob.page.locator(".tx").count() == 1
+    alice.send(bob_name, "1.50", "$1.50")
+    bob.page.locator(".tx").nth(1).wait_for()
+    assert bob.page.locator(".tx summary").first.inner_text().startswith(f"From {alice_name}")
+    assert "+$1.50" in bob.page.locator(".tx summary").first.inner_text()
+    second = bob.page.locator(".toast", has_text="Received $1.50")
+    second.wait_for()
+    second.wait_for(state="detached", timeout=20_000)
+    assert alice.page.locator(".toast", has_text="Received").count() == 0  # the sender hears of no money received
+
+
+def test_after_a_drop_the_page_resumes_and_shows_what_it_missed_once(own_server, server, chromium):
+    """The page's server is killed and started again; a transfer made meanwhile (through another server on the same
+    database) shows up once after the page reconnects, and nothing it had already shown comes back."""
+    theirs = own_server()
+    payer, payee = make_user(server), make_user(server)
+    fund(server, payer, "10.00")
+    person = Person(chromium, theirs.url)
+    person.expected += ["ERR_CONNECTION_REFUSED", "WebSocket connection to"]  # while the server is down
+    try:
+        person.log_in(payee.username)
+        person.connected()
+        pay(server, payer, payee.username, "1.00")
+        first = person.page.locator(".toast", has_text="Received $1.00")
+        first.wait_for()
+        first.get_by_role("button", name="Dismiss").click()
+
+        theirs.kill()
+        person.page.locator("body[data-live=connecting]").wait_for(state="attached")
+        pay(server, payer, payee.username, "2.00")  # while the page is cut off
+        theirs.start()
+        missed = person.page.locator(".toast", has_text="Received $2.00")
+        missed.wait_for(timeout=40_000)
+        person.connected()
+        pay(server, payer, payee.username, "3.00")  # events come in order: once this shows, any repeat would have
+        person.page.locator(".toast", has_text="Received $3.00").wait_for()
+        assert missed.count() == 1 and first.count() == 0
+        person.page.locator(".wallet-card .balance", has_text="$6.00").wait_for()
+    finally:
+        person.close()
 
 
 def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_url, people):
