@@ -724,12 +724,72 @@ def test_google_sign_in_end_to_end_and_an_e_mail_of_a_password_account(providers
     assert person.page.evaluate("sessionStorage.length") == 0
 
 
-def test_google_not_configured_is_said_in_words_and_the_button_hidden(server, person_at):
-    person = person_at(server.url)
-    person.expected.append("status of 503")
-    person.goto("/login")
+def test_link_google_from_the_profile_then_sign_in_with_it(providers, oidc, person_at):
+    """A password account links Google from its profile (the provider sends the browser back to the same page as a
+    sign-in; the flow this tab started makes it a link), then signs in with Google. A Google account already linked
+    to someone else is refused in words."""
+    owner = make_user(providers, email=f"{unique_name('l')}@example.com")
+    google_user = {"sub": uuid.uuid4().hex, "email": f"{unique_name('lg')}@example.com"}
+    person = person_at(providers.url)
+    person.log_in(owner.username)
+    person.goto("/profile")
+    facts = person.page.locator(".facts")
+    assert "Sign in with\nPassword" in facts.inner_text()
+    oidc.user = google_user
+    person.page.get_by_role("button", name="Link Google").click()
+    person.page.locator(".toast", has_text="Google is linked").wait_for()
+    person.shown("/profile")
+    assert "code=" not in person.page.url and "state=" not in person.page.url
+    assert "Sign in with\nPassword, Google" in facts.inner_text()
+    assert person.page.get_by_role("button", name="Link Google").count() == 0
+    assert person.page.evaluate("sessionStorage.getItem('wallet.google_link')") is None
+    with providers.client(owner.token) as client:
+        assert client.get("/users/me").json()["auth_providers"] == ["password", "google"]
+
+    person.page.get_by_role("link", name="Sign out").click()
+    person.shown("/login")
     person.page.get_by_role("button", name="Continue with Google").click()
+    person.shown("/wallets")
+    person.goto("/profile")
+    assert owner.username in facts.inner_text()
+
+    # Another account cannot take the same Google account.
+    other = make_user(providers)
+    person.page.get_by_role("link", name="Sign out").click()
+    person.shown("/login")
+    person.log_in(other.username)
+    person.goto("/profile")
+    person.expected.append("status of 409")
+    person.page.get_by_role("button", name="Link Google").click()
+    alert = person.page.locator('main[data-view="#/google"] .form-alert')
+    alert.wait_for()
+    assert "linked to another account" in alert.inner_text()
+    person.page.get_by_role("link", name="Back to the profile").click()
+    person.shown("/profile")
+    assert "Sign in with\nPassword" in facts.inner_text() and "Google" not in facts.inner_text()
+
+
+def google_refused_in_words(person: Person, button: str) -> None:
+    """Click a Google button on a server without Google: the reason in words, and the button no longer offered."""
+    person.expected.append("status of 503")
+    person.page.get_by_role("button", name=button).click()
     alert = person.page.locator(".google-sign-in [role=alert]")
     alert.wait_for()
     assert alert.inner_text() == "Google sign-in is not set up on this server."
-    assert person.page.get_by_role("button", name="Continue with Google").is_hidden()
+    assert person.page.get_by_role("button", name=button).is_hidden()
+
+
+def test_google_not_configured_is_said_in_words_and_the_button_hidden(server, person_at):
+    person = person_at(server.url)
+    person.goto("/login")
+    google_refused_in_words(person, "Continue with Google")
+
+    # Signed in on this page, which knows now: the profile offers no linking. On a fresh page, linking says why not.
+    owner = make_user(server)
+    person.log_in(owner.username)
+    person.goto("/profile")
+    assert person.page.get_by_role("button", name="Link Google").is_hidden()
+    fresh = person_at(server.url)
+    fresh.log_in(owner.username)
+    fresh.goto("/profile")
+    google_refused_in_words(fresh, "Link Google")
