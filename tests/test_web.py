@@ -314,6 +314,7 @@ def test_a_transfer_arrives_live_in_the_recipient_s_open_page(server, people):
     bob.page.locator(".wallet-card .balance", has_text="$7.25").wait_for()
     bob.shown("/wallets")  # the same page, redrawn in place: no reload, no navigation
     notice.get_by_role("button", name="Dismiss").focus()  # a notification with the focus on it stays
+    status.locator(".toast", has_not_text="Received").evaluate_all("toasts => toasts.forEach((t) => t.remove())")
     bob.shot("live-notification", toasts=True)
     notice.get_by_role("button", name="Dismiss").click()
     notice.wait_for(state="detached")
