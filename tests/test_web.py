@@ -428,8 +428,11 @@ def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_acco
         phone_error.wait_for()
         assert "E.164" in phone_error.inner_text()
         person.field("Phone").fill("+15551230000")
+        contact = person.page.locator("form", has=person.page.get_by_role("heading", name="Contact")).element_handle()
         person.page.get_by_role("button", name="Save").click()
         person.page.locator(".toast", has_text="Saved.").wait_for()
+        # Saving draws the page again: fill the next form only once the old one is gone, or the typing is lost.
+        person.page.wait_for_function("form => !form.isConnected", arg=contact)
         person.field("Current password").fill(PASSWORD)
         person.field("New password").fill("battery-staple-7")
         person.page.get_by_role("button", name="Change password").click()
