@@ -365,6 +365,33 @@ def test_after_a_drop_the_page_resumes_and_shows_what_it_missed_once(own_server,
         person.close()
 
 
+def test_an_expired_token_reconnects_and_a_revoked_login_signs_the_page_out(own_server, server, chromium):
+    """With 5-second tokens and the login checked every second, the stream is closed (4401) once the token it was
+    opened with expires: the page reconnects with its renewed token and a transfer still arrives live. Once the login
+    is revoked (the password changed elsewhere), the 4401 ends in the sign-in page."""
+    theirs = own_server(ACCESS_TOKEN_TTL="5", EVENTS_PING_INTERVAL="1", DB_POOL_SIZE="2")
+    payer, payee = make_user(server), make_user(server)
+    fund(server, payer, "5.00")
+    person = Person(chromium, theirs.url)
+    try:
+        person.log_in(payee.username)
+        person.connected()
+        with person.page.expect_event("websocket", timeout=20_000):  # the next socket: the first one's token expired
+            pass
+        person.connected()
+        pay(server, payer, payee.username, "2.00")
+        person.page.locator(".toast", has_text="Received $2.00").wait_for()
+
+        with server.client(payee.token) as client:
+            r = client.patch("/users/me", json={"current_password": PASSWORD, "password": "battery-staple-8"})
+        assert r.status_code == 200, r.text
+        person.shown("/login")
+        assert person.page.evaluate("sessionStorage.length") == 0
+        person.page.locator("body[data-live=off]").wait_for(state="attached")
+    finally:
+        person.close()
+
+
 def test_an_admin_freezes_a_user_and_the_user_sees_the_refusal(server, database_url, people):
     victim = make_user(server)
     admin = make_admin(server, database_url)

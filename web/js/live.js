@@ -9,6 +9,7 @@ import { refresh } from './router.js';
 const FIRST_DELAY = 1000; // ms before the first reconnect; doubles up to MAX_DELAY, reset by a connection that held
 const MAX_DELAY = 15000;
 const HELD = 10000;
+const TOKEN_ENDED = 4401; // the token the socket was opened with expired, or the login ended: no fault of the server
 
 const NOTICES = {
   'transfer.received': (tx) => `Received ${formatMoney(tx.amount, tx.currency)} from ${tx.counterparty?.username}.`,
@@ -46,7 +47,8 @@ function receive(event, seen) {
   redraw = setTimeout(refresh, 150);
 }
 
-/** One connection, from `seen.after` on: resolves when it closes, with whether it held long enough to count. */
+/** One connection, from `seen.after` on: resolves when it closes, with whether it went well (it held a while, or
+ * only its token ended), which resets the backoff. */
 function listen(current, seen) {
   return new Promise((resolve) => {
     const ws = openSocket('events/stream', { after: seen.after });
@@ -59,7 +61,9 @@ function listen(current, seen) {
     ws.addEventListener('message', (message) => {
       if (current === run) receive(JSON.parse(message.data), seen);
     });
-    ws.addEventListener('close', () => resolve(opened !== null && Date.now() - opened >= HELD));
+    ws.addEventListener('close', (event) => {
+      resolve(opened !== null && (event.code === TOKEN_ENDED || Date.now() - opened >= HELD));
+    });
   });
 }
 
