@@ -527,6 +527,9 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_an_expired_token_is_rene
     assert balance(server, payer) == "15.00"
     assert balance(server, payee) == "5.00"
 
+    # A fresh page: its live updates start after the transfer's event, so no redraw asks /users/me meanwhile.
+    person.page.reload()
+    person.connected()
     calls: list[str] = []
 
     def expire_once(route: object) -> None:
