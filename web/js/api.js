@@ -128,6 +128,15 @@ export function refresh() {
   return refreshing;
 }
 
+/** A WebSocket to an API path. The access token goes as the second subprotocol ("bearer, <token>"), not in the
+ * URL, which proxies and logs keep. */
+export function openSocket(path, query = {}) {
+  const url = new URL(path, BASE);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  for (const [name, value] of Object.entries(query)) url.searchParams.set(name, value);
+  return new WebSocket(url, ['bearer', accessToken]);
+}
+
 /** Pick the session up again after a page reload (false when there is none to pick up). */
 export async function restoreSession() {
   if (!sessionStorage.getItem(REFRESH_KEY)) return false;

@@ -1,6 +1,7 @@
 // The web wallet's entry point: each view module registers its pages; later features add one import here.
 import { onSessionChange, restoreSession, signedIn } from './api.js';
 import { navigate, render, renderNav } from './router.js';
+import './live.js';
 import './views/wallets.js';
 import './views/transfer.js';
 import './views/history.js';

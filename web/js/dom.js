@@ -137,11 +137,33 @@ export function idempotencyKeys(form) {
   };
 }
 
-/** A short notification in the corner. */
-export function toast(text, kind = 'ok') {
-  const el = h('div', { class: `toast toast-${kind}` }, text);
+const onScreen = new Map(); // key -> toast: one notification per thing (a deposit the page made and its event)
+
+/** A short notification in the corner (in the role=status region): dismissable, gone by itself after `ms`, paused
+ * while the pointer or the keyboard is on it. A `key` already on screen is not shown again. */
+export function toast(text, kind = 'ok', { key = null, ms = 6000 } = {}) {
+  if (key && onScreen.has(key)) return;
+  const remove = () => {
+    clearTimeout(timer);
+    el.remove();
+    if (key) onScreen.delete(key);
+  };
+  const el = h(
+    'div',
+    { class: `toast toast-${kind}` },
+    h('span', {}, text),
+    h('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss', onclick: remove }, '×'),
+  );
+  let timer = setTimeout(remove, ms);
+  const pause = () => clearTimeout(timer);
+  const resume = () => {
+    if (!el.matches(':hover, :focus-within')) timer = setTimeout(remove, ms);
+  };
+  for (const [type, fn] of [['mouseenter', pause], ['focusin', pause], ['mouseleave', resume], ['focusout', resume]]) {
+    el.addEventListener(type, fn);
+  }
+  if (key) onScreen.set(key, el);
   document.getElementById('toasts').append(el);
-  setTimeout(() => el.remove(), 5000);
 }
 
 export function fmtTime(iso) {

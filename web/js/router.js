@@ -5,14 +5,15 @@ import { h, messageFor } from './dom.js';
 const routes = [];
 const navEntries = [];
 
-/** Register a view: `path` like '/wallets/:id'; `view(main, params, query)` fills <main>. */
-export function route(path, view, { public: open = false, admin = false } = {}) {
+/** Register a view: `path` like '/wallets/:id'; `view(main, params, query)` fills <main>. A `live` page shows
+ * balances or history: it is drawn again when an event arrives (see refresh()). */
+export function route(path, view, { public: open = false, admin = false, live = false } = {}) {
   const names = [];
   const pattern = path.replace(/:(\w+)/g, (_, name) => {
     names.push(name);
     return '([^/]+)';
   });
-  routes.push({ regex: new RegExp(`^${pattern}$`), names, view, open, admin });
+  routes.push({ regex: new RegExp(`^${pattern}$`), names, view, open, admin, live });
 }
 
 /** A main-menu entry, shown to signed-in users (admins only when `admin`). */
@@ -45,6 +46,10 @@ export function renderNav() {
   );
 }
 
+function matching(path) {
+  return routes.map((r) => [r, r.regex.exec(path)]).find(([, m]) => m);
+}
+
 function renderBanner() {
   const banner = document.getElementById('banner');
   const user = currentUser();
@@ -58,10 +63,12 @@ function renderBanner() {
 
 let rendering = 0;
 
-export async function render() {
+/** Draw the page of the current hash. `again`: the same page redrawn with fresh data, where focus stays put
+ * unless it was on something the redraw removed. */
+export async function render({ again = false } = {}) {
   const ticket = ++rendering;
   const { path, query } = current();
-  const match = routes.map((r) => [r, r.regex.exec(path)]).find(([, m]) => m);
+  const match = matching(path);
   if (!match) return navigate(signedIn() ? '/wallets' : '/login');
   const [entry, groups] = match;
   if (!entry.open && !signedIn()) return navigate(`/login?next=${encodeURIComponent(path)}`);
@@ -91,7 +98,20 @@ export async function render() {
   main.replaceChildren(page);
   main.dataset.view = location.hash; // what is on screen (tests wait for it)
   (main.querySelector('h1') || main).setAttribute('tabindex', '-1');
-  if (document.activeElement === document.body || !main.contains(document.activeElement)) {
+  if (document.activeElement === document.body || (!again && !main.contains(document.activeElement))) {
     main.querySelector('h1')?.focus({ preventScroll: true });
   }
+}
+
+/** Something changed on the server (an event arrived): redraw a live page, unless the person is typing in one of its
+ * forms (their input is kept; the next change or visit shows the news); any other page gets a fresh banner. */
+export async function refresh() {
+  const [entry] = matching(current().path) || [];
+  if (entry?.live && !document.activeElement?.closest('#main form')) return render({ again: true });
+  try {
+    await loadUser();
+  } catch {
+    return; // a lost session has already been ended by the API client
+  }
+  renderBanner();
 }

@@ -1,59 +1,101 @@
-// Google sign-in: the button on the sign-in page, and the page the provider sends the browser back to.
-import { ApiError, request, startSession } from '../api.js';
-import { h, messageFor } from '../dom.js';
+// Google: the sign-in button, "Link Google" on the profile, and the page the provider sends the browser back to.
+import { ApiError, onSessionChange, request, signedIn, startSession } from '../api.js';
+import { h, messageFor, toast } from '../dom.js';
 import { navigate, route } from '../router.js';
 
 const START = new URL('api/v1/auth/google', document.baseURI);
+// The state of a linking flow this tab started: when the provider sends that state back, the code links Google to
+// the signed-in account instead of signing in (both flows come back to the same GOOGLE_REDIRECT_URL).
+const LINKING = 'wallet.google_link';
 const WORDS = {
   PROVIDER_NOT_CONFIGURED: 'Google sign-in is not set up on this server.',
   ALREADY_EXISTS:
     'An account with this Google e-mail address already exists. Sign in with its password; Google can then be linked to it.',
   INVALID_CREDENTIALS: 'Google sign-in did not complete (it may have taken too long). Try again.',
 };
-let unavailable = false; // the server has no Google set-up: stop offering the button until a reload
+const LINK_WORDS = {
+  ALREADY_EXISTS: 'That Google account is linked to another account here, or this account to another Google account.',
+};
+let unavailable = false; // the server has no Google set-up: stop offering the buttons until a reload
 
 // GOOGLE_REDIRECT_URL is this page: the provider sends the browser back with ?code=&state=. Hand them to the hash
 // route and take them out of the address bar before the router starts (this module is imported before it does).
 const back = new URLSearchParams(location.search);
 if (back.has('state')) history.replaceState(null, '', `${location.pathname}#/google?${back}`);
+onSessionChange((isIn) => {
+  if (!isIn) sessionStorage.removeItem(LINKING);
+});
 
-function words(error) {
-  return WORDS[error.code] || messageFor(error);
+function words(error, linking = false) {
+  return (linking && LINK_WORDS[error.code]) || WORDS[error.code] || messageFor(error);
 }
 
-/** "Continue with Google", or nothing once the server said it has no Google set-up. */
-export function googleButton() {
+/** A button that goes to the provider at the URL `go()` finds, or says in words why not. */
+function providerButton(label, go) {
   const note = h('p', { class: 'error', role: 'alert', hidden: true });
-  const button = h('button', { type: 'button', class: 'google', hidden: unavailable }, 'Continue with Google');
+  const button = h('button', { type: 'button', class: 'google', hidden: unavailable }, label);
   button.addEventListener('click', async () => {
     button.disabled = true;
-    // Ask without following the redirect first: a server without Google answers 503 in JSON, which a plain link
-    // would put on screen raw. A redirect means it is set up; the browser then goes there for real.
-    const answer = await fetch(START, { redirect: 'manual', cache: 'no-store', credentials: 'omit' }).catch(() => null);
-    if (answer?.type === 'opaqueredirect') return location.assign(START);
-    const error = answer
-      ? new ApiError(answer.status, await answer.json().catch(() => ({})))
-      : new ApiError(0, { error: 'Cannot reach the server. Check the connection and try again.' });
-    unavailable = error.code === 'PROVIDER_NOT_CONFIGURED';
-    button.hidden = unavailable;
-    button.disabled = false;
-    note.textContent = words(error);
-    note.hidden = false;
+    let url;
+    try {
+      url = await go();
+    } catch (error) {
+      if (!error.code) throw error;
+      unavailable = error.code === 'PROVIDER_NOT_CONFIGURED';
+      button.hidden = unavailable;
+      button.disabled = false;
+      note.textContent = words(error);
+      note.hidden = false;
+      return;
+    }
+    location.assign(url);
   });
   return h('div', { class: 'google-sign-in' }, button, note);
 }
 
-/** The provider's answer: the code and state go to the API, which answers with a token pair as a password login. */
+/** "Continue with Google", or nothing once the server said it has no Google set-up. */
+export function googleButton() {
+  return providerButton('Continue with Google', async () => {
+    // Ask without following the redirect first: a server without Google answers 503 in JSON, which a plain link
+    // would put on screen raw. A redirect means it is set up; the browser then goes there for real.
+    const answer = await fetch(START, { redirect: 'manual', cache: 'no-store', credentials: 'omit' }).catch(() => null);
+    if (answer?.type === 'opaqueredirect') return START;
+    throw answer
+      ? new ApiError(answer.status, await answer.json().catch(() => ({})))
+      : new ApiError(0, { error: 'Cannot reach the server. Check the connection and try again.' });
+  });
+}
+
+/** "Link Google" for the signed-in account: a flow bound to it, whose state this tab remembers until it is back. */
+export function linkGoogleButton() {
+  return providerButton('Link Google', async () => {
+    const { authorization_url: url } = await request('POST', 'users/me/google/start');
+    sessionStorage.setItem(LINKING, new URL(url).searchParams.get('state'));
+    return url;
+  });
+}
+
+/** The provider's answer: the code and state go to the API, which signs in (a token pair, as a password login) or,
+ * for a linking flow this tab started, links Google to the signed-in account. */
 async function googlePage(page, _params, query) {
   history.replaceState(null, '', '#/google'); // a code works once: keep it out of the history
-  page.append(h('h1', {}, 'Continue with Google'));
-  const fail = (text) => page.append(h('p', { class: 'form-alert', role: 'alert' }, text), h('p', {}, h('a', { href: '#/login' }, 'Back to sign in')));
-  if (!query.get('code')) return fail('Google sign-in was cancelled.');
+  const linking = signedIn() && query.has('state') && sessionStorage.getItem(LINKING) === query.get('state');
+  sessionStorage.removeItem(LINKING);
+  page.append(h('h1', {}, linking ? 'Link Google' : 'Continue with Google'));
+  const [href, text] = linking ? ['#/profile', 'Back to the profile'] : ['#/login', 'Back to sign in'];
+  const fail = (message) => page.append(h('p', { class: 'form-alert', role: 'alert' }, message), h('p', {}, h('a', { href }, text)));
+  if (!query.get('code')) return fail(linking ? 'Linking Google was cancelled.' : 'Google sign-in was cancelled.');
+  const flow = { code: query.get('code'), state: query.get('state') };
   try {
-    await startSession(await request('GET', 'auth/google/callback', { query: { code: query.get('code'), state: query.get('state') }, anonymous: true }));
+    if (linking) {
+      await request('POST', 'users/me/google', { body: flow });
+      toast('Google is linked: you can sign in with it too.');
+      return navigate('/profile');
+    }
+    await startSession(await request('GET', 'auth/google/callback', { query: flow, anonymous: true }));
   } catch (error) {
     if (!error.code) throw error;
-    return fail(words(error));
+    return fail(words(error, linking));
   }
   navigate('/wallets');
 }

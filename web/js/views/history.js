@@ -144,6 +144,6 @@ async function transactionPage(page, { id }) {
   );
 }
 
-route('/history', historyPage);
-route('/transactions/:id', transactionPage);
+route('/history', historyPage, { live: true });
+route('/transactions/:id', transactionPage, { live: true });
 navEntry('History', '/history');

@@ -1,7 +1,10 @@
-// Profile: e-mail, phone, password; closing the account after a confirmation.
+// Profile: e-mail, phone, password, the ways to sign in (linking Google); closing the account after a confirmation.
 import { currentUser, endSession, request } from '../api.js';
 import { facts, field, fmtTime, formAlert, h, onSubmit, toast } from '../dom.js';
 import { navEntry, navigate, route } from '../router.js';
+import { linkGoogleButton } from './google.js';
+
+const PROVIDERS = { password: 'Password', google: 'Google' };
 
 function profilePage(page) {
   const me = currentUser();
@@ -89,7 +92,9 @@ function profilePage(page) {
         ['Role', me.role],
         ['Status', me.status],
         ['Member since', fmtTime(me.created_at)],
+        ['Sign in with', me.auth_providers.map((p) => PROVIDERS[p] || p).join(', ')],
       ]),
+      me.auth_providers.includes('google') ? null : linkGoogleButton(),
     ),
     h('div', { class: 'grid two' }, contact, password),
     close,

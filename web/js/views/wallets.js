@@ -80,7 +80,7 @@ function moneyForm(wallet, { title, action, button, done }) {
     const tx = await once((key) =>
       request('POST', `wallets/${wallet.id}/${action}`, { body, headers: { 'Idempotency-Key': key } }),
     );
-    toast(`${done} ${formatMoney(tx.amount, tx.currency)}.`);
+    toast(`${done} ${formatMoney(tx.amount, tx.currency)}.`, 'ok', { key: tx.id }); // its event says no more
     navigate(`/wallets/${wallet.id}`);
   });
   return form;
@@ -119,6 +119,6 @@ async function walletPage(page, { id }) {
   );
 }
 
-route('/wallets', walletsPage);
-route('/wallets/:id', walletPage);
+route('/wallets', walletsPage, { live: true });
+route('/wallets/:id', walletPage, { live: true });
 navEntry('Wallets', '/wallets');
