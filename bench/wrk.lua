@@ -50,7 +50,7 @@ local function transfer(to_wallet)
     to_wallet = users[to].wallet
   end
   counter = counter + 1
-  local key = "wrk-" .. run .. "-" .. id .. "-" .. counter
+  local key = "bench-" .. run .. "-" .. id .. "-" .. counter
   unanswered[key] = from .. " " .. to_wallet
   local headers = json_headers(users[from].token)
   headers["Idempotency-Key"] = key
