@@ -6,7 +6,8 @@ doing (on an idle keep-alive connection, or a new one), so a slow server cannot 
 latency, counted from the intended time, includes any wait for the generator or a connection (no coordinated
 omission). Requests sent more than LATE_MS after their intended time count as `late` (the generator could not keep
 up); those without an answer TIMEOUT seconds after it as `timeout`, with that timeout as their latency. Prints one
-"BENCH {json}" line in the shape of bench/wrk.lua's report; unanswered keys are listed there for the replay.
+"BENCH {json}" line in the shape of bench/wrk.lua's report; the keys without a final answer (none, or a 503 that
+asks for a retry) are listed there for the replay.
 
 A plain asyncio HTTP/1.1 client rather than httpx: on two shared cores the generator's own CPU per request must
 stay far below the server's.
@@ -94,7 +95,8 @@ class Generator:
             return
         tally.latencies.append(loop.time() - intended)
         tally.statuses[str(status)] = tally.statuses.get(str(status), 0) + 1
-        del tally.unanswered[key]
+        if status != 503:  # SERVICE_UNAVAILABLE asks the client to retry under the key: the replay does
+            del tally.unanswered[key]
         self.idle.append((reader, writer))
 
     async def run(self, rate: float, seconds: float) -> float:

@@ -50,7 +50,8 @@ class Meter:
 
     def charge(self, row: Row) -> Row:
         """Put the CPU used since the start, per answered request, on the row."""
-        ms = lambda ticks: 1000 * ticks / os.sysconf("SC_CLK_TCK") / max(sum(row.answers.values()), 1)  # noqa: E731
+        requests = max(sum(n for kind, n in row.answers.items() if kind != "late"), 1)  # late ones have answers too
+        ms = lambda ticks: 1000 * ticks / os.sysconf("SC_CLK_TCK") / requests  # noqa: E731
         end = self._ticks()
         row.server_cpu, row.db_cpu = ms(end[0] - self.start[0]), ms(end[1] - self.start[1])
         return row
