@@ -88,7 +88,7 @@ class Progress:
     how long the planned seconds so far really took."""
 
     def __init__(self, steps: list[Step]) -> None:
-        self.steps, self.done, self.started = steps, 0, time.monotonic()
+        self.steps, self.started = steps, time.monotonic()
 
     def start(self, step: Step) -> None:
         planned = lambda steps: sum(s.seconds + OVERHEAD for s in steps)  # noqa: E731
@@ -126,13 +126,13 @@ def measure(
             for step in mine:
                 progress.start(step)
                 run_id = f"p{processes}{step.scenario}{secrets.token_hex(3)}"
-                meter = Meter(world, server)
                 if step.scenario == "login":
                     logins = wrk(world, url, "login", "l", LOGINS, step.seconds)
                     reads = wrk(world, url, "read", "r", BESIDE_LOGIN, step.seconds)
                     rows.append(to_row("login", processes, LOGINS, report(logins)))
                     rows.append(to_row("read+login", processes, BESIDE_LOGIN, report(reads), "read beside login"))
                     continue
+                meter = Meter(world, server)
                 if step.scenario == "openloop":
                     rep = report(openloop(world, url, run_id, args.rate, step.seconds))
                     note = f"{args.rate}/s offered; generator {rep['client_cpu_ms']:.2f} ms CPU/req"
@@ -152,10 +152,9 @@ def measure(
     ceiling, textbook = by.get(SCRIPTS["ceiling"][1]), by.get(SCRIPTS["textbook"][1])
     for row in rows:
         if row.scenario == "transfer":
-            ratios = [
+            row.note = ", ".join(
                 f"{row.rps / c.rps:.2f}x {name}" for c, name in ((ceiling, "same SQL"), (textbook, "textbook")) if c
-            ]
-            row.note = ", ".join(ratios)
+            )
     checks.append(audit(world))
     return rows, checks
 
