@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import profile
-from bench.load import count_check, openloop, replay, report, to_row, wrk
+from bench.load import TIMEOUT, count_check, openloop, replay, report, to_row, wrk
 from bench.pgbench import SCRIPTS, pgbench
 from bench.world import ROOT, WALLETS, Row, World, audit, serving, world
 from scripts.local_services import postgres_server, redis_server
@@ -83,6 +83,11 @@ def plan(args: argparse.Namespace, sides: list[str]) -> list[Step]:
     return steps
 
 
+def _drain(step: Step) -> int:
+    """openloop also waits for the last answers, up to the timeout, after its seconds."""
+    return TIMEOUT if step.scenario == "openloop" else 0
+
+
 class Progress:
     """A line as each step starts, with an estimate of the time left: the planned seconds still to come, scaled by
     how long the planned seconds so far really took."""
@@ -91,7 +96,7 @@ class Progress:
         self.steps, self.started = steps, time.monotonic()
 
     def start(self, step: Step) -> None:
-        planned = lambda steps: sum(s.seconds + OVERHEAD for s in steps)  # noqa: E731
+        planned = lambda steps: sum(s.seconds + OVERHEAD + _drain(s) for s in steps)  # noqa: E731
         index = self.steps.index(step)
         elapsed, before, after = (
             time.monotonic() - self.started,
