@@ -70,6 +70,7 @@ postman: setup $(NODE_STAMP) ## run the Postman collection with newman against a
 fuzz: setup ## schemathesis against /openapi.json of a fresh server, as a user with funded wallets (FUZZ_SECONDS)
 	$(PY) -m scripts.with_server $(PY) scripts/fuzz.py
 
-bench: setup ## load-test the server (1 and 2 processes) against a fresh database beside pgbench; prints one table
+# AGAINST=<git rev> also benches that revision's server in the same session; BENCH_ARGS passes options to bench.run.
+bench: setup ## load-test the server (1 and 2 processes) on a fresh database beside pgbench ceilings; prints a table
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(if $(AGAINST),--against $(AGAINST)) $(BENCH_ARGS)

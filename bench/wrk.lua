@@ -3,7 +3,8 @@
 --   USERS_FILE: one "token<TAB>wallet_id<TAB>username" line per paying user.
 --   EXTRA: the merchant's wallet id for `hot`, the users' password for `login`.
 -- Every thread counts answers by status. Money requests carry their Idempotency-Key as X-Request-ID too, which
--- the server echoes, so a thread knows which transfers were still unanswered when wrk stopped; done() prints
+-- the server echoes, so a thread knows which transfers were still unanswered when wrk stopped (or refused with a
+-- 503, which asks the client to retry under the same key); done() prints
 -- them with the counts as one "BENCH {json}" line, and the driver replays them under the same key.
 
 local threads = {}
@@ -50,7 +51,7 @@ local function transfer(to_wallet)
     to_wallet = users[to].wallet
   end
   counter = counter + 1
-  local key = "wrk-" .. run .. "-" .. id .. "-" .. counter
+  local key = "bench-" .. run .. "-" .. id .. "-" .. counter
   unanswered[key] = from .. " " .. to_wallet
   local headers = json_headers(users[from].token)
   headers["Idempotency-Key"] = key
@@ -90,7 +91,7 @@ end
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
   local key = headers["X-Request-Id"] or headers["X-Request-ID"]
-  if key then
+  if key and status ~= 503 then -- SERVICE_UNAVAILABLE asks for a retry under the key: the driver replays it
     unanswered[key] = nil
   end
 end

@@ -1,0 +1,110 @@
+"""The bench's world: a fresh, migrated and seeded database for one source tree, the server of that tree in a
+subprocess, the rows the bench prints and the ledger audit at the end."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bench.seed import seed
+from scripts.local_services import free_port, fresh_database, stop, wait_ready
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+WALLETS = 1000
+ACCESS_TOKEN_TTL = 7200  # the seeded tokens must outlive the whole run
+
+
+@dataclass
+class Row:
+    scenario: str
+    processes: str
+    connections: int
+    rps: float
+    p50: float  # milliseconds
+    p99: float
+    max: float
+    answers: dict[str, int]
+    note: str = ""
+    server_cpu: float | None = None  # CPU milliseconds per answered request: the server's processes
+    db_cpu: float | None = None  # and the database backends serving them
+
+
+@dataclass
+class World:
+    tree: Path  # the source tree whose server, migrations and bench/transfer.sql run (ROOT, or --against's)
+    database_url: str
+    env: dict[str, str]  # the server's environment (production mode)
+    users_file: Path
+    users: list[list[str]]  # token, wallet id, username
+    merchant_wallet: str
+    workdir: Path
+    log: IO[bytes]
+
+
+@contextmanager
+def world(tree: Path, server_url: str, redis_url: str, workdir: Path) -> Iterator[World]:
+    """A fresh database on `server_url` migrated by `tree`'s own migrations and seeded; dropped afterwards."""
+    secret = secrets.token_urlsafe(48)
+    settings = Settings(jwt_secret=secret, access_token_ttl=ACCESS_TOKEN_TTL)  # production defaults (bcrypt cost 12)
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": f"wallet-bench-{secrets.token_hex(4)}:",
+        "JWT_SECRET": secret,
+        "ACCESS_TOKEN_TTL": str(ACCESS_TOKEN_TTL),
+        "LOG_LEVEL": "WARNING",
+    }
+    for name in ("BCRYPT_ROUNDS", "DAILY_TRANSFER_LIMIT", "PROCESSES", "DB_POOL_SIZE"):
+        env.pop(name, None)  # production defaults, whatever the calling shell has set
+    with ExitStack() as stack:
+        env["DATABASE_URL"] = database_url = stack.enter_context(fresh_database(server_url, migrated=False))
+        done = subprocess.run([sys.executable, "server.py", "migrate"], cwd=tree, env=env, capture_output=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tree}: server.py migrate failed:\n{done.stdout.decode()}{done.stderr.decode()}")
+        users_file, merchant = seed(database_url, settings, WALLETS, workdir)
+        log = stack.enter_context(open(ROOT / "var" / "bench-server.log", "ab"))
+        users = [line.split("\t") for line in users_file.read_text().splitlines()]
+        yield World(tree, database_url, env, users_file, users, merchant, workdir, log)
+
+
+@contextmanager
+def serving(world: World, processes: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python server.py --processes N` of the world's tree, ready; stopped with SIGTERM as `make stop` does."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "server.py", "--processes", str(processes)],
+        cwd=world.tree,
+        env={**world.env, "PORT": str(port)},
+        stdout=world.log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_ready(url, proc)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}; see {world.log.name}") from None
+        yield url, proc
+    finally:
+        stop(proc)
+
+
+def audit(world: World) -> str:
+    done = subprocess.run(
+        [sys.executable, "server.py", "audit"],
+        cwd=world.tree,
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return f"server.py audit: exit {done.returncode}: " + " | ".join(done.stdout.strip().splitlines()[:3])
