@@ -172,7 +172,9 @@ async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
     if currency not in _system_wallets:
         async with rt.transaction() as conn:
             found = (
-                await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))
+                await conn.execute(
+                    select(Wallet.id).where(Wallet.is_system, ~Wallet.is_fx, Wallet.currency == currency)
+                )
             ).scalar()
         if found is None:
             try:
@@ -181,7 +183,9 @@ async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
             except IntegrityError:  # another process created it first
                 async with rt.transaction() as conn:
                     found = (
-                        await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))
+                        await conn.execute(
+                            select(Wallet.id).where(Wallet.is_system, ~Wallet.is_fx, Wallet.currency == currency)
+                        )
                     ).scalar_one()
         _system_wallets[currency] = found
     return _system_wallets[currency]
@@ -468,10 +472,22 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.
     return Outcome(render_transaction(row, viewer), True, balance)
 
 
+# Step 2: (rt, operation, its PENDING row, initiator) -> (completed_at, source balance after, destination balance after)
+Executor = Callable[
+    [Runtime, Operation, dict[str, Any], uuid.UUID], Awaitable[tuple[dt.datetime, int | None, int | None]]
+]
+
+
 async def run(
-    rt: Runtime, principal: Principal, op: Operation, key: str | None, viewer: uuid.UUID | None = None
+    rt: Runtime,
+    principal: Principal,
+    op: Operation,
+    key: str | None,
+    viewer: uuid.UUID | None = None,
+    execute: Executor = execute,
 ) -> Outcome:
-    """Record, execute, and fail or complete one money operation; idempotent per (caller, key)."""
+    """Record, execute, and fail or complete one money operation; idempotent per (caller, key). Step 2 is
+    `execute` unless the operation brings its own (a cross-currency transfer's, wallet/fx.py)."""
     viewer = viewer or principal.user_id
     inserted, existing = await record(rt, principal, op, key)
     if existing is not None:
