@@ -260,6 +260,8 @@ class TransferSchema(MoneySchema):
     @validates_schema
     def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
         _exactly_one(data, self.RECIPIENTS)
+        if data.get("amount") is None and data.get("quote_id") is None:
+            raise ValidationError("Missing data for required field (or give quote_id).", "amount")
         _exactly_one(data, self.WHAT)
         if data.get("quote_id") is not None and ("to_username" in data or "to_phone" in data):
             raise ValidationError("A quote names its recipient's wallet: give to_wallet_id or to_wallet_number.")
