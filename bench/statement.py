@@ -45,7 +45,8 @@ INSERT INTO transactions (id, reference, type, status, amount, currency, source_
 INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after, created_at)
     SELECT tx, %(wallet)s::uuid, delta, 'USD', SUM(delta) OVER (ORDER BY n), at FROM seed
     UNION ALL
-    SELECT tx, w.id, -delta, 'USD', NULL, at FROM seed, wallets w WHERE w.is_system AND w.currency = 'USD';
+    SELECT tx, w.id, -delta, 'USD', NULL, at FROM seed, wallets w
+    WHERE w.is_system AND NOT w.is_fx AND w.currency = 'USD';
 UPDATE wallets SET balance = (SELECT SUM(delta) FROM seed) WHERE id = %(wallet)s::uuid;
 """
 

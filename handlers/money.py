@@ -14,7 +14,7 @@ from handlers.schemas import (
     TransferSchema,
     WalletSchema,
 )
-from wallet import history, ledger
+from wallet import fx, history, ledger
 
 
 class MoneyHandler(BaseHandler):
@@ -94,18 +94,15 @@ class TransferHandler(MoneyHandler):
     @api({201: TransactionSchema}, body=TransferSchema, idempotent=True, errors=(403, 404))
     @requires("transfer")
     async def post(self) -> None:
-        """Send money to a wallet (by id or number), a username or a phone, in the source currency."""
+        """Send money to a wallet (by id or number), a username or a phone, in the source currency; or, with
+        quote_id, execute an FX quote (POST /fx/quotes) to its wallet in another currency."""
         data = self.load()
         recipient = {k: v for k, v in data.items() if k.startswith("to_")}
-        outcome = await ledger.transfer(
-            self.rt,
-            self.principal,
-            data["from_wallet_id"],
-            recipient,
-            data["amount"],
-            data["description"],
-            self.idempotency_key(),
-        )
+        parties = (self.rt, self.principal, data["from_wallet_id"], recipient)
+        if data["quote_id"] is not None:
+            outcome = await fx.transfer(*parties, data["quote_id"], data["description"], self.idempotency_key())
+        else:
+            outcome = await ledger.transfer(*parties, data["amount"], data["description"], self.idempotency_key())
         self.respond_outcome(outcome)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import phonenumbers
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from wallet import errors
+from wallet import errors, fx
 from wallet.events import TYPES as EVENT_TYPES
 from wallet.identifiers import normalize_email
 from wallet.keys import LIFETIMES, SCOPES
@@ -56,6 +56,40 @@ class Amount(fields.Field):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         return _domain(parse_decimal, value)
+
+
+class FxRateValue(fields.Field):
+    """An exchange rate: units of the quote currency per 1 base unit, at most fx.RATE_PLACES decimal places."""
+
+    json_schema = {
+        "type": ["string", "number"],
+        "pattern": f"^{DECIMAL_TEXT.pattern}$",
+        "exclusiveMinimum": 0,
+        "maximum": int(fx.MAX_RATE),
+        "description": f"Units of the quote currency per 1 base unit, at most {fx.RATE_PLACES} decimal places; "
+        "best sent as a string.",
+        "examples": ["151.2345"],
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return _domain(fx.parse_rate, value)
+
+
+class FxSpread(fields.Field):
+    """A spread: a fraction from 0 to 0.1 taken against the customer."""
+
+    json_schema = {
+        "type": ["string", "number"],
+        "pattern": f"^{DECIMAL_TEXT.pattern}$",
+        "minimum": 0,
+        "maximum": 0.1,
+        "description": f"A fraction (0.0025 is 0.25 %) from 0 to 0.1, at most {fx.SPREAD_PLACES} decimal places; "
+        "default 0.",
+        "examples": ["0.0025"],
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        return _domain(fx.parse_spread, value)
 
 
 class Currency(fields.Field):
@@ -207,8 +241,17 @@ class OperationSchema(MoneySchema):
 
 class TransferSchema(MoneySchema):
     RECIPIENTS = ("to_wallet_id", "to_wallet_number", "to_username", "to_phone")
-    json_schema = one_of_required(RECIPIENTS)
+    WHAT = ("amount", "quote_id")
+    json_schema = {"allOf": [one_of_required(RECIPIENTS), one_of_required(WHAT)]}
 
+    amount = Amount(load_default=None, metadata={"description": "In the source currency; not with quote_id."})
+    quote_id = fields.UUID(
+        load_default=None,
+        metadata={
+            "description": "Execute this FX quote (POST /fx/quotes) instead of sending an amount: the recipient "
+            "must be the quote's wallet, named by to_wallet_id or to_wallet_number."
+        },
+    )
     from_wallet_id = fields.UUID(required=True)
     to_wallet_id = fields.UUID()
     to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
@@ -218,6 +261,11 @@ class TransferSchema(MoneySchema):
     @validates_schema
     def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
         _exactly_one(data, self.RECIPIENTS)
+        if data.get("amount") is None and data.get("quote_id") is None:
+            raise ValidationError("Missing data for required field (or give quote_id).", "amount")
+        _exactly_one(data, self.WHAT)
+        if data.get("quote_id") is not None and ("to_username" in data or "to_phone" in data):
+            raise ValidationError("A quote names its recipient's wallet: give to_wallet_id or to_wallet_number.")
 
 
 class HoldCreateSchema(MoneySchema):
@@ -237,6 +285,32 @@ class HoldCreateSchema(MoneySchema):
     @validates_schema
     def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
         _exactly_one(data, self.RECIPIENTS)
+
+
+class FxRateSetSchema(Schema):
+    rate = FxRateValue(required=True)
+    spread = FxSpread(load_default=None)  # 0 (wallet/fx.py); a Decimal default would not serialise into the spec
+
+
+class FxQuoteCreateSchema(Schema):
+    RECIPIENTS = ("to_wallet_id", "to_wallet_number")
+    AMOUNTS = ("source_amount", "destination_amount")
+    json_schema = {"allOf": [one_of_required(RECIPIENTS), one_of_required(AMOUNTS)]}
+
+    from_wallet_id = fields.UUID(required=True)
+    to_wallet_id = fields.UUID()
+    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    source_amount = Amount(
+        load_default=None, metadata={"description": "What the payer pays, in the source wallet's currency."}
+    )
+    destination_amount = Amount(
+        load_default=None, metadata={"description": "What the payee receives, in the recipient wallet's currency."}
+    )
+
+    @validates_schema
+    def one_recipient_one_amount(self, data: dict[str, Any], **kwargs: Any) -> None:
+        _exactly_one(data, self.RECIPIENTS)
+        _exactly_one(data, self.AMOUNTS)
 
 
 class CaptureSchema(Schema):
@@ -428,6 +502,15 @@ class CounterpartySchema(Output):
     wallet_number = fields.String()
 
 
+class FxConversionSchema(Output):
+    quote_id = fields.UUID()
+    rate = fields.String(validate=DECIMAL)
+    source_amount = fields.String(validate=DECIMAL)
+    source_currency = fields.String(validate=CURRENCY)
+    destination_amount = fields.String(validate=DECIMAL)
+    destination_currency = fields.String(validate=CURRENCY)
+
+
 class TransactionSchema(Output):
     id = fields.UUID()
     reference = fields.String()
@@ -449,9 +532,91 @@ class TransactionSchema(Output):
     reversed_amount = fields.String(
         validate=DECIMAL, metadata={"description": "How much of this transaction COMPLETED reversals gave back."}
     )
+    fx = fields.Nested(
+        FxConversionSchema,
+        allow_none=True,
+        metadata={"description": "A completed cross-currency transfer's conversion; amount/currency are the payer's."},
+    )
     api_key_id = fields.UUID(allow_none=True, metadata={"description": "The caller's API key that initiated it."})
     created_at = UtcDateTime()
     completed_at = UtcDateTime(allow_none=True)
+
+
+class FxRateSchema(Output):
+    base = fields.String(validate=CURRENCY)
+    quote = fields.String(validate=CURRENCY)
+    rate = fields.String(validate=DECIMAL, metadata={"description": "Units of quote per 1 base, 10 decimal places."})
+    spread = fields.String(validate=DECIMAL, metadata={"description": "The fraction taken against the customer."})
+    updated_by = fields.UUID(metadata={"description": "The admin who set it."})
+    updated_at = UtcDateTime()
+
+
+class FxRateListSchema(Output):
+    items = fields.List(fields.Nested(FxRateSchema))
+
+
+class FxRateChangeSchema(Output):
+    id = fields.UUID()
+    base = fields.String(validate=CURRENCY)
+    quote = fields.String(validate=CURRENCY)
+    rate = fields.String(validate=DECIMAL)
+    spread = fields.String(validate=DECIMAL)
+    set_by = fields.UUID(metadata={"description": "The admin who set it."})
+    created_at = UtcDateTime()
+
+
+class FxRateChangeListSchema(Output):
+    items = fields.List(fields.Nested(FxRateChangeSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class FxRoundingSchema(Output):
+    source = fields.String(validate=validate.OneOf(["up"]), metadata={"description": "The source amount rounds up."})
+    destination = fields.String(
+        validate=validate.OneOf(["down"]), metadata={"description": "The destination amount rounds down."}
+    )
+    unrounded_source_amount = fields.String(
+        validate=DECIMAL, metadata={"description": "Before rounding, cut to 20 decimal places."}
+    )
+    unrounded_destination_amount = fields.String(
+        validate=DECIMAL, metadata={"description": "Before rounding, cut to 20 decimal places."}
+    )
+
+
+class FxQuoteSchema(Output):
+    id = fields.UUID()
+    from_wallet_id = fields.UUID()
+    to_wallet_id = fields.UUID()
+    rate = fields.String(
+        validate=DECIMAL, metadata={"description": "The customer's rate: market_rate * (1 - spread), rounded down."}
+    )
+    market_rate = fields.String(validate=DECIMAL)
+    spread = fields.String(validate=DECIMAL)
+    source_amount = fields.String(validate=DECIMAL)
+    source_currency = fields.String(validate=CURRENCY)
+    destination_amount = fields.String(validate=DECIMAL)
+    destination_currency = fields.String(validate=CURRENCY)
+    fixed = fields.String(
+        validate=validate.OneOf(["source", "destination"]),
+        metadata={"description": "The amount the caller gave; the other one was computed and rounded."},
+    )
+    rounding = fields.Nested(FxRoundingSchema)
+    expires_at = UtcDateTime()
+    created_at = UtcDateTime()
+
+
+class FxPositionSchema(Output):
+    currency = fields.String(validate=CURRENCY)
+    balance = fields.String(
+        validate=validate.Regexp(r"^-?[0-9]+(\.[0-9]+)?$"),
+        metadata={"description": "The FX account's balance: negative when the house paid out more than it took in."},
+    )
+    wallet_id = fields.UUID()
+    wallet_number = fields.String()
+
+
+class FxPositionListSchema(Output):
+    items = fields.List(fields.Nested(FxPositionSchema))
 
 
 class HoldSchema(Output):

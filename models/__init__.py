@@ -3,6 +3,7 @@
 from models.admin import AdminAction
 from models.base import Base
 from models.events import Event, EventHead
+from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, Transaction
@@ -19,6 +20,9 @@ __all__ = [
     "Entry",
     "Event",
     "EventHead",
+    "FxQuote",
+    "FxRate",
+    "FxRateChange",
     "Hold",
     "Session",
     "Transaction",

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, timestamp_now, uuid_pk
 
-ACTIONS = ("freeze", "unfreeze", "activate", "deactivate", "credit", "reverse")
+ACTIONS = ("freeze", "unfreeze", "activate", "deactivate", "credit", "reverse", "fx_rate")
 
 
 class AdminAction(Base):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Identity, Index, String, text
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Identity, Index, Numeric, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -52,6 +53,12 @@ class Transaction(Base):
     # When the attempt executing a PENDING row started; a keyed row whose claim is older than PENDING_TIMEOUT was
     # abandoned (its attempt died), and a retry with the same key takes it over.
     claimed_at: Mapped[dt.datetime] = timestamp_now()
+    # A cross-currency transfer (wallet/fx.py), set when it COMPLETED: the quote it used (once: unique), the rate,
+    # and what the payee received; amount and currency above are what the payer paid.
+    fx_quote_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("fx_quotes.id"), unique=True)
+    fx_rate: Mapped[Decimal | None] = mapped_column(Numeric(24, 10))
+    destination_amount: Mapped[int | None] = mapped_column(BigInteger)
+    destination_currency: Mapped[str | None] = mapped_column(String(3))
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
@@ -59,6 +66,11 @@ class Transaction(Base):
         CheckConstraint("type IN ('DEPOSIT', 'WITHDRAWAL', 'TRANSFER', 'REVERSAL')", name="type"),
         CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", name="reversed_within_amount"),
         CheckConstraint("status IN ('PENDING', 'COMPLETED', 'FAILED')", name="status"),
+        CheckConstraint(
+            "(fx_quote_id IS NULL) = (fx_rate IS NULL) AND (fx_quote_id IS NULL) = (destination_amount IS NULL) "
+            "AND (fx_quote_id IS NULL) = (destination_currency IS NULL)",
+            name="fx_complete",
+        ),
         Index("uq_transactions_initiator_idempotency_key", "initiator_id", "idempotency_key", unique=True),
         Index("ix_transactions_source_wallet_seq", "source_wallet_id", "seq"),
         Index("ix_transactions_destination_wallet_seq", "destination_wallet_id", "seq"),

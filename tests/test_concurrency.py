@@ -7,7 +7,7 @@ from collections import Counter
 
 import httpx
 import psycopg2
-from conftest import balance, fund, in_parallel, make_admin, make_user, run_audit, scalar, unique_name
+from conftest import balance, fund, in_parallel, log_in, make_user, run_audit, scalar, unique_name
 
 CLIENTS = 16
 WALLETS = 20
@@ -16,16 +16,31 @@ OPERATIONS = 2000
 TIMEOUT = 15
 
 
-def test_bank_invariant(own_server, database_url, db):
-    """Random transfers, deposits, withdrawals and holds (captured in part or whole, or voided) from racing clients,
-    and an admin reversing parts of completed ones, each with an Idempotency-Key it resends until a definite answer;
-    midway the server is killed -9 and started again. Money is conserved, every key ran once, and what holds reserve
-    and what was reversed match them (the audit)."""
-    server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1", DB_POOL_SIZE="8")
+def test_bank_invariant(own_server, database_url, db, admin_username):
+    """Random transfers, deposits, withdrawals, holds (captured in part or whole, or voided) and FX transfers from
+    racing clients, and an admin reversing parts of completed ones, each with an Idempotency-Key it resends until a
+    definite answer; midway the server is killed -9 and started again. Money is conserved in every currency, every key
+    ran once, and what holds reserve and what was reversed match them (the audit)."""
+    server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1", DB_POOL_SIZE="8", FX_QUOTE_TTL="600")
     users = [make_user(server) for _ in range(WALLETS)]
     for u in users:
         fund(server, u, "50.00")
     wallet_ids = tuple(u.wallet_id for u in users)
+    # FX: every user also holds a EUR wallet; an "fx" operation quotes USD -> EUR or EUR -> USD between two users
+    # and sends the quote. Each touches exactly one USD wallet, so the USD counts below hold as they are.
+    admin = log_in(server, admin_username)
+    for base, quote, rate in (("USD", "EUR", "0.9137"), ("EUR", "USD", "1.0921")):
+        put = {"rate": rate, "spread": "0.003"}
+        with server.client(admin.token) as client:
+            assert client.put(f"/admin/fx-rates/{base}/{quote}", json=put).status_code == 200
+    eur = {}
+    for u in users:
+        with server.client(u.token) as client:
+            eur[u.id] = client.post("/wallets", json={"currency": "EUR"}).json()["id"]
+        fund(server, u, "50.00", eur[u.id])
+    fx_before = {
+        c: scalar(db, "SELECT balance FROM wallets WHERE is_fx AND currency = %s", (c,)) for c in ("USD", "EUR")
+    }
     per_client = OPERATIONS // CLIENTS
     answered, retried = Counter(), Counter()
     voided = []
@@ -82,7 +97,7 @@ def test_bank_invariant(own_server, database_url, db):
             for _ in range(per_client):
                 me = rng.choice(users)
                 amount = f"{rng.randint(1, 4000) / 100:.2f}"
-                kind = rng.choices(["transfer", "deposit", "withdraw", "hold"], weights=[6, 2, 2, 1])[0]
+                kind = rng.choices(["transfer", "deposit", "withdraw", "hold", "fx"], weights=[6, 2, 2, 1, 1])[0]
                 if kind == "hold":
                     hold_run(
                         client,
@@ -94,6 +109,22 @@ def test_bank_invariant(own_server, database_url, db):
                         hold_keys,
                         keys,
                     )
+                    answered["all"] += 1
+                    continue
+                if kind == "fx":
+                    to = rng.choice([u for u in users if u is not me])
+                    source, target = rng.choice([(me.wallet_id, eur[to.id]), (eur[me.id], to.wallet_id)])
+                    # At least 1.00: a cent would convert to less than a cent, which no quote can offer.
+                    ask = {
+                        "from_wallet_id": source,
+                        "to_wallet_id": target,
+                        "source_amount": f"{rng.randint(1, 40)}.00",
+                    }
+                    q = definite(client, "/fx/quotes", ask, me.headers).json()
+                    path, body = "/transfers", {"from_wallet_id": source, "to_wallet_id": target, "quote_id": q["id"]}
+                    keys.append(unique_name("fx"))
+                    r = definite(client, path, body, {**me.headers, "Idempotency-Key": keys[-1]})
+                    outcomes[(kind, r.status_code, r.json().get("code"))] += 1
                     answered["all"] += 1
                     continue
                 if kind == "transfer":
@@ -109,7 +140,6 @@ def test_bank_invariant(own_server, database_url, db):
 
     # Reversals (wallet/reversals.py): an admin gives back random parts of completed operations while the clients
     # race. Always with an amount, so that every refusal (over-reversal, money gone) is a FAILED row like the others.
-    admin = make_admin(server, database_url)
     clients_done = threading.Event()
     reversing = {"outcomes": Counter(), "keys": []}
 
@@ -118,7 +148,8 @@ def test_bank_invariant(own_server, database_url, db):
         picker.autocommit = True
         pick = (
             "SELECT id, amount FROM transactions WHERE type <> 'REVERSAL' AND status = 'COMPLETED' "
-            "AND (source_wallet_id IN %(w)s OR destination_wallet_id IN %(w)s) ORDER BY random() LIMIT 1"
+            "AND fx_quote_id IS NULL AND (source_wallet_id IN %(w)s OR destination_wallet_id IN %(w)s) "
+            "ORDER BY random() LIMIT 1"
         )
         with server.client() as client:
             while not clients_done.is_set():
@@ -194,7 +225,19 @@ def test_bank_invariant(own_server, database_url, db):
         return scalar(db, sql, {**mine, "k": kind})
 
     money_in -= reversed_total("DEPOSIT") - reversed_total("WITHDRAWAL")
-    assert scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %(w)s", mine) == money_in
+
+    # Per currency, counting the FX accounts: what the users' wallets and the FX account gained is what came in.
+    eur_ids = tuple(eur.values())
+    fx_gained = {
+        c: scalar(db, "SELECT balance FROM wallets WHERE is_fx AND currency = %s", (c,)) - fx_before[c]
+        for c in ("USD", "EUR")
+    }
+    assert scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %(w)s", mine) + fx_gained["USD"] == money_in
+    assert scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %s", (eur_ids,)) + fx_gained["EUR"] == (
+        WALLETS * 50_00
+    )
+    assert scalar(db, "SELECT MIN(balance) FROM wallets WHERE id IN %s", (eur_ids,)) >= 0
+    assert outcomes[("fx", 201, None)] > 0
     assert scalar(db, "SELECT MIN(balance) FROM wallets WHERE id IN %(w)s", mine) >= 0
     # Every key is one row: every success a client saw one COMPLETED row, every refusal one FAILED row.
     assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE idempotency_key = ANY(%s)", (keys,)) == len(keys)
@@ -202,7 +245,8 @@ def test_bank_invariant(own_server, database_url, db):
     assert count("status = 'FAILED'") == refused
     assert count("status = 'PENDING'") == 0
     entries = "FROM entries e WHERE e.transaction_id = t.id"
-    assert count(f"status = 'COMPLETED' AND (SELECT COUNT(*) <> 2 OR SUM(e.amount) <> 0 {entries})") == 0
+    legs = "CASE WHEN t.fx_quote_id IS NULL THEN 2 ELSE 4 END"  # an FX transfer has two legs in each currency
+    assert count(f"status = 'COMPLETED' AND (SELECT COUNT(*) <> {legs} OR SUM(e.amount) <> 0 {entries})") == 0
     assert count(f"status = 'FAILED' AND EXISTS (SELECT 1 {entries})") == 0
     # Each wallet's stored balance is what its own entries add up to.
     own_entries = "(SELECT COALESCE(SUM(amount), 0) FROM entries WHERE wallet_id = w.id)"

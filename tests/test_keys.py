@@ -425,6 +425,8 @@ KEY_ROUTES = {
     ("post", "/api/v1/wallets/{wallet_id}/deposits/paystack"): ["deposit"],
     ("get", "/api/v1/deposits/{reference}"): ["read"],
     ("get", "/api/v1/events"): ["read"],
+    ("get", "/api/v1/fx-rates"): ["read"],
+    ("post", "/api/v1/fx/quotes"): ["transfer"],
 }
 
 

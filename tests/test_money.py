@@ -225,7 +225,7 @@ def test_unknown_recipient_is_404(server, funded, db, to):
 
 def test_system_accounts_cannot_be_reached(server, funded, recipient, db):
     with db.cursor() as cur:
-        cur.execute("SELECT id, number FROM wallets WHERE is_system AND currency = 'USD'")
+        cur.execute("SELECT id, number FROM wallets WHERE is_system AND NOT is_fx AND currency = 'USD'")
         system_id, system_number = cur.fetchone()
     for to in ({"to_wallet_id": str(system_id)}, {"to_wallet_number": system_number}):
         r = post(server, funded, "/transfers", {"from_wallet_id": funded.wallet_id, "amount": 1, **to})

@@ -1,6 +1,7 @@
-"""The ledger audit: recompute every user wallet's balance from its entries, check every transaction sums to zero
-with the entries its status allows, check the holds' reservations against the wallets and their captures, and check
-what each transaction says was reversed against its reversals.
+"""The ledger audit: recompute every user wallet's and FX account's balance from its entries, check every transaction
+sums to zero per currency with the entries its status allows, check the holds' reservations against the wallets and
+their captures, what each transaction says was reversed against its reversals, and every cross-currency transfer
+against its quote.
 `server.py audit` prints it; GET /admin/audit answers it; the test suite runs it after every test."""
 
 from __future__ import annotations
@@ -16,19 +17,47 @@ from wallet.runtime import Runtime
 
 T = Transaction.__table__
 
+# User wallets and the FX accounts keep a balance (an FX account's may be negative: the house's position); the
+# outside world's system accounts keep none.
 _AUDIT_WALLETS = text("""
     SELECT w.id, w.currency, w.balance, COALESCE(e.total, 0) AS entries_total
     FROM wallets w
     LEFT JOIN (SELECT wallet_id, SUM(amount) AS total FROM entries GROUP BY wallet_id) e ON e.wallet_id = w.id
-    WHERE NOT w.is_system AND (w.balance <> COALESCE(e.total, 0) OR w.balance < 0)
+    WHERE (NOT w.is_system OR w.is_fx) AND (w.balance <> COALESCE(e.total, 0) OR (w.balance < 0 AND NOT w.is_fx))
 """)
+# Entries sum to zero in each currency (a cross-currency transfer has two), and each entry is in its wallet's currency.
 _AUDIT_TRANSACTIONS = text("""
-    SELECT t.id, t.status, COUNT(e.id) AS entries, COALESCE(SUM(e.amount), 0) AS total
-    FROM transactions t LEFT JOIN entries e ON e.transaction_id = t.id
+    SELECT t.id, t.status, COALESCE(SUM(e.n), 0) AS entries, COALESCE(SUM(ABS(e.total)), 0) AS total
+    FROM transactions t
+    LEFT JOIN (SELECT e.transaction_id, e.currency, COUNT(*) AS n, SUM(e.amount) AS total,
+                      bool_and(e.currency = w.currency) AS in_wallet_currency
+               FROM entries e JOIN wallets w ON w.id = e.wallet_id GROUP BY e.transaction_id, e.currency) e
+        ON e.transaction_id = t.id
     GROUP BY t.id, t.status
-    HAVING COALESCE(SUM(e.amount), 0) <> 0
-        OR (t.status = 'COMPLETED' AND COUNT(e.id) < 2)
-        OR (t.status <> 'COMPLETED' AND COUNT(e.id) > 0)
+    HAVING COALESCE(SUM(ABS(e.total)), 0) <> 0
+        OR NOT COALESCE(bool_and(e.in_wallet_currency), true)
+        OR (t.status = 'COMPLETED' AND COALESCE(SUM(e.n), 0) < 2)
+        OR (t.status <> 'COMPLETED' AND COUNT(e.transaction_id) > 0)
+""")
+# Cross-currency transfers (wallet/fx.py): a COMPLETED one moved exactly its quote's amounts, payer to the source FX
+# account and the destination FX account to the payee, and its quote is marked used.
+_AUDIT_FX = text("""
+    SELECT t.id FROM transactions t JOIN fx_quotes q ON q.id = t.fx_quote_id
+    WHERE t.status <> 'COMPLETED' OR q.used_at IS NULL
+        OR t.amount <> q.source_amount OR t.currency <> q.source_currency
+        OR t.destination_amount <> q.destination_amount OR t.destination_currency <> q.destination_currency
+        OR t.fx_rate <> q.rate OR t.source_wallet_id <> q.from_wallet_id OR t.destination_wallet_id <> q.to_wallet_id
+        OR (SELECT array_agg(e.wallet_id::text || ':' || e.amount ORDER BY e.wallet_id::text || ':' || e.amount)
+            FROM entries e WHERE e.transaction_id = t.id)
+        <> (SELECT array_agg(l ORDER BY l) FROM unnest(ARRAY[
+                q.from_wallet_id::text || ':' || -q.source_amount,
+                (SELECT id::text FROM wallets WHERE is_fx AND currency = q.source_currency) || ':' || q.source_amount,
+                (SELECT id::text FROM wallets WHERE is_fx AND currency = q.destination_currency)
+                    || ':' || -q.destination_amount,
+                q.to_wallet_id::text || ':' || q.destination_amount]) AS l)
+    UNION ALL
+    SELECT q.id FROM fx_quotes q WHERE q.used_at IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.fx_quote_id = q.id)
 """)
 
 # Holds (wallet/holds.py): a wallet's held total is what its ACTIVE holds have not captured, and what a hold says it
@@ -61,13 +90,16 @@ async def audit(rt: Runtime) -> dict[str, Any]:
     """Recompute every user wallet's balance from its entries and check every transaction balances."""
     async with rt.transaction() as conn:
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        wallets_checked = (await conn.execute(select(func.count()).where(~Wallet.is_system))).scalar_one()
+        wallets_checked = (
+            await conn.execute(select(func.count()).where(~Wallet.is_system | Wallet.is_fx))
+        ).scalar_one()
         transactions_checked = (await conn.execute(select(func.count()).select_from(T))).scalar_one()
         bad_wallets = (await conn.execute(_AUDIT_WALLETS)).all()
         bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
         bad_held = (await conn.execute(_AUDIT_HELD)).all()
         bad_captured = (await conn.execute(_AUDIT_CAPTURED)).all()
         bad_reversed = (await conn.execute(_AUDIT_REVERSED)).all()
+        bad_fx = (await conn.execute(_AUDIT_FX)).all()
     mismatches = [
         {
             "kind": "wallet_balance",
@@ -109,6 +141,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         }
         for r in bad_reversed
     ]
+    mismatches += [{"kind": "fx_transfer", "id": str(r.id)} for r in bad_fx]
     return {
         "ok": not mismatches,
         "wallets_checked": wallets_checked,

@@ -94,6 +94,26 @@ class NotReversible(WalletError):
     message = "Only a COMPLETED deposit, withdrawal or transfer can be reversed."
 
 
+class SameCurrency(InvalidRequest):
+    code = "SAME_CURRENCY"
+    message = "Both wallets hold the same currency; send an ordinary transfer instead."
+
+
+class FxRateUnavailable(InvalidRequest):
+    code = "FX_RATE_UNAVAILABLE"
+    message = "No exchange rate is set for this currency pair."
+
+
+class QuoteExpired(BusinessRuleError):
+    code = "QUOTE_EXPIRED"
+    message = "The quote has expired or was already used; ask for a new one."
+
+
+class QuoteMismatch(InvalidRequest):
+    code = "QUOTE_MISMATCH"
+    message = "The quote was made for other wallets."
+
+
 class CurrencyNotSupported(InvalidRequest):
     code = "CURRENCY_NOT_SUPPORTED"
     message = "The payment provider does not take this currency."
@@ -227,6 +247,7 @@ def recorded_failure(code: str | None, reason: str | None, transaction_id: str) 
         HoldExceeded,
         ReversalExceeded,
         HoldNotActive,
+        QuoteExpired,
         AccountFrozen,
         AccountInactive,
         Forbidden,

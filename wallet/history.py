@@ -22,6 +22,19 @@ _SW, _DW = aliased(Wallet), aliased(Wallet)
 _SU, _DU = aliased(User), aliased(User)
 
 
+def render_fx(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A cross-currency transfer's conversion (wallet/fx.py): the payer paid amount/currency, the payee received
+    destination_amount/destination_currency, at the quote's rate."""
+    return {
+        "quote_id": row["fx_quote_id"],
+        "rate": f"{row['fx_rate']:.10f}",
+        "source_amount": format_minor(row["amount"], row["currency"]),
+        "source_currency": row["currency"],
+        "destination_amount": format_minor(row["destination_amount"], row["destination_currency"]),
+        "destination_currency": row["destination_currency"],
+    }
+
+
 def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, Any]:
     """A transaction as the API shows it to `viewer`: direction and counterparty are from their side."""
     outgoing = row["source_user_id"] == viewer
@@ -57,6 +70,8 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         "hold_id": row["hold_id"],
         "reverses": row["reverses"],
         "reversed_amount": format_minor(row["reversed_amount"], row["currency"]),
+        # Rows built before execution (wallet/ledger.py) carry no FX columns: only a COMPLETED FX transfer has them.
+        "fx": render_fx(row) if row.get("fx_quote_id") is not None else None,
         # Which of the viewer's API keys initiated it; another party's keys are not theirs to see.
         "api_key_id": row["api_key_id"] if row["initiator_id"] == viewer else None,
         "created_at": row["created_at"],

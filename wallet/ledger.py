@@ -174,7 +174,9 @@ async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
     if currency not in _system_wallets:
         async with rt.transaction() as conn:
             found = (
-                await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))
+                await conn.execute(
+                    select(Wallet.id).where(Wallet.is_system, ~Wallet.is_fx, Wallet.currency == currency)
+                )
             ).scalar()
         if found is None:
             try:
@@ -183,7 +185,9 @@ async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
             except IntegrityError:  # another process created it first
                 async with rt.transaction() as conn:
                     found = (
-                        await conn.execute(select(Wallet.id).where(Wallet.is_system, Wallet.currency == currency))
+                        await conn.execute(
+                            select(Wallet.id).where(Wallet.is_system, ~Wallet.is_fx, Wallet.currency == currency)
+                        )
                     ).scalar_one()
         _system_wallets[currency] = found
     return _system_wallets[currency]
@@ -484,6 +488,7 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.
     return Outcome(render_transaction(row, viewer), True, balance)
 
 
+# Step 2: (rt, operation, its PENDING row, initiator) -> (completed_at, source balance after, destination balance after)
 Step2 = Callable[[Runtime, Operation, dict[str, Any], uuid.UUID], Awaitable[tuple[dt.datetime, int | None, int | None]]]
 
 
@@ -495,8 +500,9 @@ async def run(
     viewer: uuid.UUID | None = None,
     step: Step2 = execute,
 ) -> Outcome:
-    """Record, execute (`step`: execute(), or an operation's own step 2 with its contract, as reversals have), and
-    fail or complete one money operation; idempotent per (caller, key)."""
+    """Record, execute (`step`: execute(), or an operation's own step 2 with its own rules: a reversal's,
+    wallet/reversals.py, or a cross-currency transfer's, wallet/fx.py), and fail or complete one money operation;
+    idempotent per (caller, key)."""
     viewer = viewer or principal.user_id
     inserted, existing = await record(rt, principal, op, key)
     if existing is not None:

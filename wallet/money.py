@@ -35,8 +35,8 @@ def normalize_currency(raw: object, field: str = "currency") -> str:
     return code
 
 
-def parse_decimal(raw: object, field: str = "amount") -> Decimal:
-    """Parse a JSON amount (string, integer or exact Decimal) without any float round trip."""
+def exact_decimal(raw: object, field: str) -> Decimal:
+    """Parse a JSON decimal (string, integer or exact Decimal) without any float round trip; finite."""
     if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
         raise ValidationError({field: ["Must be a decimal string or a number."]})
     try:
@@ -45,6 +45,20 @@ def parse_decimal(raw: object, field: str = "amount") -> Decimal:
         value = None
     if value is None or not value.is_finite():
         raise ValidationError({field: ['Must be a finite decimal number such as "10.50".']})
+    return value
+
+
+def decimal_places(value: Decimal) -> int:
+    """Significant decimal places of an exact Decimal ("1.50" has 1), counted from its digits: scaleb() or
+    normalize() would round to the context's 28 digits and take 0.1000...01 for 0.1."""
+    _, digits, power = value.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(-(int(power) + trailing_zeros), 0)
+
+
+def parse_decimal(raw: object, field: str = "amount") -> Decimal:
+    """Parse a JSON amount (string, integer or exact Decimal) without any float round trip."""
+    value = exact_decimal(raw, field)
     if value <= 0:
         raise ValidationError({field: ["Must be greater than zero."]})
     if value > MAX_MAJOR_UNITS:
@@ -56,10 +70,7 @@ def to_minor(value: Decimal, currency: str, field: str = "amount") -> int:
     """Decimal major units -> integer minor units, refusing more decimal places than the currency has."""
     exponent = currency_exponent(currency)
     assert exponent is not None
-    # Counted from the exact digits: scaleb() would round to the context's 28 digits and accept 0.1000...01.
-    _, digits, power = value.as_tuple()
-    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-    if -(int(power) + trailing_zeros) > exponent:
+    if decimal_places(value) > exponent:
         raise ValidationError({field: [f"{currency} allows at most {exponent} decimal places."]})
     return int(value.scaleb(exponent))
 

@@ -152,6 +152,11 @@ async def reverse(
                 f"This {original.type.lower()} is {original.status}; only a COMPLETED deposit, withdrawal or "
                 "transfer can be reversed."
             )
+        if original.fx_quote_id is not None:
+            raise errors.NotReversible(
+                "A cross-currency transfer is not reversed (its rate has moved on): send the money back with a new "
+                "cross-currency transfer instead."
+            )
         sender = await ledger.any_user_wallet(conn, original.source_wallet_id) if original.source_wallet_id else None
         recipient = (
             await ledger.any_user_wallet(conn, original.destination_wallet_id)

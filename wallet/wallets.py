@@ -45,8 +45,11 @@ def render_wallet(row: Any, balance: int | None = None) -> dict[str, Any]:
     }
 
 
-async def open_wallet(conn: AsyncConnection, user_id: uuid.UUID | None, currency: str, name: str | None) -> Any:
-    """Insert a wallet with a fresh random 10-digit number (retrying the rare collision)."""
+async def open_wallet(
+    conn: AsyncConnection, user_id: uuid.UUID | None, currency: str, name: str | None, fx: bool = False
+) -> Any:
+    """Insert a wallet with a fresh random 10-digit number (retrying the rare collision); `fx` makes the system
+    account an FX account (wallet/fx.py)."""
     while True:
         number = f"{secrets.randbelow(9 * 10**9) + 10**9}"
         row = (
@@ -59,6 +62,7 @@ async def open_wallet(conn: AsyncConnection, user_id: uuid.UUID | None, currency
                     currency=currency,
                     name=name,
                     is_system=user_id is None,
+                    is_fx=fx,
                 )
                 .on_conflict_do_nothing(index_elements=[Wallet.number])
                 .returning(*WALLET_COLUMNS)
