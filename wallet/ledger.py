@@ -23,11 +23,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Entry, Transaction, User, Wallet
@@ -116,52 +116,6 @@ async def any_user_wallet(conn: AsyncConnection, wallet_id: uuid.UUID) -> Party:
     return _party(row)
 
 
-# The hot path's statements are plain SQL: building Core statements per call (cache keys, IN-list expansion) was a
-# visible share of a transfer's Python time in the profile (bench/RESULTS.md).
-_TWO_PARTIES = text("""
-SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
-WHERE w.id IN (CAST(:wallet AS uuid), CAST(:to_wallet AS uuid))
-""")
-
-
-async def _own_and_recipient_wallets(
-    conn: AsyncConnection, principal: Principal, wallet_id: uuid.UUID, to_wallet_id: uuid.UUID
-) -> tuple[Party, Party]:
-    """The caller's wallet and the recipient's, both named by id, in one read (the common transfer)."""
-    rows = (await conn.execute(_TWO_PARTIES, {"wallet": wallet_id, "to_wallet": to_wallet_id})).all()
-    found = {row.id: row for row in rows}
-    own = found.get(wallet_id)
-    if own is None or own.user_id != principal.user_id:
-        raise errors.NotFound("Wallet not found.")
-    if to_wallet_id not in found:
-        raise errors.NotFound("Recipient wallet not found.")
-    return _party(own), _party(found[to_wallet_id])
-
-
-async def _recipient(conn: AsyncConnection, recipient: Mapping[str, Any], currency: str) -> Party:
-    """Resolve to_wallet_number / to_username / to_phone to one user wallet."""
-    query = select(*_PARTY_COLUMNS).join(User, User.id == Wallet.user_id)
-    if "to_wallet_number" in recipient:
-        query = query.where(Wallet.number == recipient["to_wallet_number"])
-    else:
-        if "to_username" in recipient:
-            user_filter = func.lower(User.username) == recipient["to_username"].lower()
-        else:
-            user_filter = User.phone == recipient["to_phone"]
-        if (await conn.execute(select(User.id).where(user_filter))).first() is None:
-            raise errors.NotFound("Recipient not found.")
-        # The recipient's wallet in the source currency: their oldest one.
-        query = query.where(user_filter, Wallet.currency == currency).order_by(Wallet.created_at, Wallet.id).limit(1)
-        row = (await conn.execute(query)).first()
-        if row is None:
-            raise errors.CurrencyMismatch(f"The recipient has no {currency} wallet.")
-        return _party(row)
-    row = (await conn.execute(query)).first()
-    if row is None:
-        raise errors.NotFound("Recipient wallet not found.")
-    return _party(row)
-
-
 # ---- the lifecycle --------------------------------------------------------------------------------------------
 
 _system_wallets: dict[str, uuid.UUID] = {}
@@ -233,29 +187,132 @@ def _known_row(
 # died) and it is the same request on the same wallets, this attempt claims it instead. The row lock makes
 # concurrent retries queue here, and each re-checks the claim: exactly one of them takes the row over. A provider
 # deposit is never taken over: it waits for the payment, not for an attempt (wallet/deposits.py).
-_RECORD = text("""
-WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
-INSERT INTO transactions AS t (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
-    source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
-    provider, provider_reference, hold_id)
-SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
-    CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
-    CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description, :provider,
-    :provider_reference, CAST(:hold_id AS uuid)
-FROM relaxed
-ON CONFLICT (initiator_id, idempotency_key) DO UPDATE SET claimed_at = now()
-WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAST(:abandoned AS interval)
-    AND t.request_hash = excluded.request_hash
-    AND t.source_wallet_id IS NOT DISTINCT FROM excluded.source_wallet_id
-    AND t.destination_wallet_id IS NOT DISTINCT FROM excluded.destination_wallet_id
-RETURNING id, reference, created_at
+# The statement also reads the row already under the key when it inserted nothing (a replay needs no second read).
+_PENDING = """
+inserted AS (
+    INSERT INTO transactions AS t (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
+        source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
+        provider, provider_reference, hold_id)
+    {rows}
+    ON CONFLICT (initiator_id, idempotency_key) DO UPDATE SET claimed_at = now()
+    WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAST(:abandoned AS interval)
+        AND t.request_hash = excluded.request_hash
+        AND t.source_wallet_id IS NOT DISTINCT FROM excluded.source_wallet_id
+        AND t.destination_wallet_id IS NOT DISTINCT FROM excluded.destination_wallet_id
+    RETURNING id, reference, created_at
+), claim AS (
+    SELECT i.id AS tx_id, i.reference, i.created_at, e.id AS existing_id, e.request_hash AS existing_hash
+    FROM (SELECT 1) AS one LEFT JOIN inserted i ON true
+    LEFT JOIN transactions e ON i.id IS NULL AND e.initiator_id = CAST(:initiator_id AS uuid)
+        AND e.idempotency_key = :idempotency_key
+)"""
+
+_RECORD_ROW = """
+    SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
+        CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
+        CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description,
+        :provider, :provider_reference, CAST(:hold_id AS uuid)
+    FROM relaxed"""
+_RELAXED = "relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
+_RECORD = text(f"WITH {_RELAXED}, {_PENDING.format(rows=_RECORD_ROW)} SELECT * FROM claim")
+
+
+# Resolving the parties and recording in the same statement (a transfer, a deposit or withdrawal, an admin deposit):
+# `named` is the wallet the request names by id (the caller's own unless :owner is NULL); `recipient` the transfer's
+# other side by id, number, username or phone (then the user's oldest wallet in the named wallet's currency). The
+# row is inserted only when the parties are valid for the operation and :currency is the named wallet's (the caller
+# converted the amount with it, and passes a NULL amount to only resolve); the answer always carries both parties
+# and whether a username or phone found a user, so every refusal is told apart without another read.
+_RESOLVE = """
+named AS (
+    SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+    WHERE w.id = CAST(:wallet AS uuid) AND w.user_id = coalesce(CAST(:owner AS uuid), w.user_id)
+), recipient_user AS (
+    SELECT id FROM users WHERE lower(username) = lower(CAST(:to_username AS text))
+    UNION ALL
+    SELECT id FROM users WHERE phone = CAST(:to_phone AS text)
+), recipient AS (
+    SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+    WHERE w.id = CAST(:to_wallet AS uuid)
+    UNION ALL
+    SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+    WHERE w.number = CAST(:to_number AS text)
+    UNION ALL
+    (SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+     WHERE w.user_id = (SELECT id FROM recipient_user) AND w.currency = (SELECT currency FROM named)
+     ORDER BY w.created_at, w.id LIMIT 1)
+)"""
+
+# A deposit credits the named wallet (its destination); a withdrawal or a transfer debits it (the source).
+_RESOLVED_ROW = """
+    SELECT CAST(:id AS uuid), :reference, CAST(:type AS text), CAST(:amount AS bigint), n.currency,
+        CASE WHEN c.deposit THEN NULL ELSE n.id END, CASE WHEN c.deposit THEN n.id ELSE r.id END,
+        CASE WHEN c.deposit THEN NULL ELSE n.user_id END, CASE WHEN c.deposit THEN n.user_id ELSE r.user_id END,
+        CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description,
+        NULL, NULL, NULL
+    FROM relaxed, (SELECT CAST(:type AS text) = 'DEPOSIT' AS deposit) c, named n LEFT JOIN recipient r ON true
+    WHERE n.currency = :currency AND CAST(:amount AS bigint) IS NOT NULL
+        AND (CAST(:type AS text) <> 'TRANSFER' OR (r.id <> n.id AND r.currency = n.currency))"""
+_RESOLVE_AND_RECORD = text(f"""
+WITH {_RELAXED}, {_RESOLVE}, {_PENDING.format(rows=_RESOLVED_ROW)}
+SELECT n.id, n.user_id, n.username, n.number, n.currency, r.id AS to_id, r.user_id AS to_user_id,
+    r.username AS to_username, r.number AS to_number, r.currency AS to_currency,
+    EXISTS (SELECT 1 FROM recipient_user) AS recipient_user_found, c.*
+FROM claim c LEFT JOIN named n ON true LEFT JOIN recipient r ON true
 """)
 
 
-async def record(rt: Runtime, principal: Principal, op: Operation, key: str | None) -> tuple[Any, Any]:
-    """Step 1. Returns (the id, reference and created_at of the row this attempt claimed, new or abandoned, None),
-    or (None, the row already under the key)."""
-    tx_id, reference = uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
+class Claimed(NamedTuple):
+    """The row step 1 recorded (or took over) for this attempt."""
+
+    id: uuid.UUID
+    reference: str
+    created_at: dt.datetime
+
+
+class Recorded(NamedTuple):
+    """The row already under the key, not this attempt's to execute."""
+
+    id: uuid.UUID
+    request_hash: str
+
+
+async def _claim(
+    conn: AsyncConnection, row: Any, principal: Principal, key: str | None, digest: str
+) -> tuple[Claimed | None, Recorded | None]:
+    if row.tx_id is not None:
+        return Claimed(row.tx_id, row.reference, row.created_at), None
+    existing = Recorded(row.existing_id, row.existing_hash)
+    if row.existing_id is None:  # recorded by a request that committed after this statement's snapshot was taken
+        existing = Recorded(
+            *(
+                await conn.execute(
+                    select(T.c.id, T.c.request_hash).where(
+                        T.c.initiator_id == principal.user_id, T.c.idempotency_key == key
+                    )
+                )
+            ).one()
+        )
+    if existing.request_hash != digest:
+        raise errors.IdempotencyMismatch()
+    return None, existing
+
+
+def _abandoned(rt: Runtime) -> dt.timedelta:
+    return dt.timedelta(seconds=rt.settings.pending_timeout)
+
+
+def _new_reference() -> tuple[uuid.UUID, str]:
+    return uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
+
+
+async def record(
+    rt: Runtime, principal: Principal, op: Operation, key: str | None
+) -> tuple[Claimed | None, Recorded | None]:
+    """Step 1 for an operation whose parties are already resolved (a hold's capture, a provider deposit). Returns
+    (the id, reference and created_at of the row this attempt claimed, new or abandoned, None), or (None, the row
+    already under the key)."""
+    tx_id, reference = _new_reference()
     digest = request_hash(op.params)
     values = {
         "id": tx_id,
@@ -275,35 +332,108 @@ async def record(rt: Runtime, principal: Principal, op: Operation, key: str | No
         "provider": op.provider,
         "provider_reference": reference if op.provider else None,
         "hold_id": op.hold_id,
-        "abandoned": dt.timedelta(seconds=rt.settings.pending_timeout),
+        "abandoned": _abandoned(rt),
     }
     async with rt.autocommit() as conn:
-        inserted = (await conn.execute(_RECORD, values)).first()
-        if inserted is not None:
-            return inserted, None
-        existing = (
-            await conn.execute(
-                select(T.c.id, T.c.request_hash).where(
-                    T.c.initiator_id == principal.user_id, T.c.idempotency_key == key
-                )
-            )
-        ).one()
-    if existing.request_hash != digest:
-        raise errors.IdempotencyMismatch()
-    return None, existing
+        return await _claim(conn, (await conn.execute(_RECORD, values)).one(), principal, key, digest)
 
 
-# FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
-# these locks, or recording and executing deadlock each other.
-_LOCK = text("""
-SELECT w.id, w.balance, w.held, u.status, now() AS now FROM wallets w JOIN users u ON u.id = w.user_id
-WHERE w.id = ANY(CAST(:ids AS uuid[])) ORDER BY w.id FOR NO KEY UPDATE OF w
-""")
+@dataclass(frozen=True)
+class Request:
+    """A money request as the client named it: the wallet by id (`owner`'s, or any user's when None) and, for a
+    transfer, the recipient by to_wallet_id / to_wallet_number / to_username / to_phone."""
+
+    type: str  # DEPOSIT | WITHDRAWAL | TRANSFER
+    wallet_id: uuid.UUID
+    owner: uuid.UUID | None
+    amount: Decimal
+    description: str | None
+    params: Callable[[int], Mapping[str, Any]]  # the normalised request for the amount in minor units
+    recipient: Mapping[str, Any] | None = None
 
 
-async def _locked_parties(conn: AsyncConnection, op: Operation) -> dict[uuid.UUID, Any]:
-    ids = [p.wallet_id for p in (op.source, op.destination) if p is not None]
-    return {r.id: r for r in (await conn.execute(_LOCK, {"ids": ids})).all()}
+# A wallet's currency never changes: this process remembers the ones it has seen, so it converts the amount before
+# the one statement that resolves and records (an unknown wallet is assumed in DEFAULT_CURRENCY; the statement
+# checks, and a wrong guess costs one more statement).
+_currencies: dict[uuid.UUID, str] = {}
+_CURRENCIES_KEPT = 100_000
+
+
+def _minor_or_none(amount: Decimal, currency: str) -> int | None:
+    try:
+        return to_minor(amount, currency)
+    except errors.ValidationError:
+        return None  # refused below once the wallet's currency is known, after the parties' own refusals
+
+
+def _parties(row: Any, request: Request) -> tuple[Party, Party | None]:
+    """The named wallet and the recipient from the statement's answer, or the refusal the request earns."""
+    if row.id is None:
+        raise errors.NotFound("Wallet not found.")
+    named = Party(row.id, row.user_id, row.username, row.number, row.currency)
+    if request.recipient is None:
+        return named, None
+    if row.to_id is None:
+        if "to_wallet_id" in request.recipient or "to_wallet_number" in request.recipient:
+            raise errors.NotFound("Recipient wallet not found.")
+        if not row.recipient_user_found:
+            raise errors.NotFound("Recipient not found.")
+        raise errors.CurrencyMismatch(f"The recipient has no {named.currency} wallet.")
+    if row.to_id == named.wallet_id:
+        raise errors.SameWallet()
+    if row.to_currency != named.currency:
+        raise errors.CurrencyMismatch(
+            f"The source wallet holds {named.currency} and the recipient wallet {row.to_currency}."
+        )
+    return named, Party(row.to_id, row.to_user_id, row.to_username, row.to_number, row.to_currency)
+
+
+async def _resolve_and_record(
+    rt: Runtime, principal: Principal, request: Request, key: str | None, *, only_resolve: bool = False
+) -> tuple[Operation, Claimed | None, Recorded | None]:
+    """Step 1 with the parties resolved in the same statement: one round trip (two when this process had not seen
+    the wallet and it is not in DEFAULT_CURRENCY). With only_resolve, records nothing."""
+    recipient = request.recipient or {}
+    currency = _currencies.get(request.wallet_id, rt.settings.default_currency)
+    tx_id, reference = _new_reference()
+    values = {
+        "id": tx_id,
+        "reference": reference,
+        "type": request.type,
+        "wallet": request.wallet_id,
+        "owner": request.owner,
+        "to_wallet": recipient.get("to_wallet_id"),
+        "to_number": recipient.get("to_wallet_number"),
+        "to_username": recipient.get("to_username"),
+        "to_phone": recipient.get("to_phone"),
+        "initiator_id": principal.user_id,
+        "api_key_id": principal.api_key_id,
+        "idempotency_key": key,
+        "description": request.description,
+        "abandoned": _abandoned(rt),
+    }
+    async with rt.autocommit() as conn:
+        while True:
+            minor = None if only_resolve else _minor_or_none(request.amount, currency)
+            digest = request_hash(request.params(minor)) if minor is not None else None
+            values.update(currency=currency, amount=minor, request_hash=digest)
+            row = (await conn.execute(_RESOLVE_AND_RECORD, values)).one()
+            named, other = _parties(row, request)
+            if len(_currencies) >= _CURRENCIES_KEPT:
+                _currencies.clear()
+            _currencies[named.wallet_id] = named.currency
+            if only_resolve or (minor is not None and named.currency == currency):
+                break
+            to_minor(request.amount, named.currency)  # raises when the amount does not fit the wallet's currency
+            currency = named.currency  # a wrong guess: again, with the amount converted in the wallet's currency
+        source, destination = (None, named) if request.type == "DEPOSIT" else (named, other)
+        op = Operation(
+            request.type, minor or 0, currency, source, destination, request.description, request.params(minor or 0)
+        )
+        if only_resolve:
+            return op, None, None
+        claimed, existing = await _claim(conn, row, principal, key, digest)
+    return op, claimed, existing
 
 
 def _limit_for(rt: Runtime, op: Operation) -> int:
@@ -319,37 +449,28 @@ def _over_daily_limit(op: Operation, limit: int, used: int) -> errors.DailyLimit
     )
 
 
-# Step 2's writes in one round trip: today's usage, added under its row lock so concurrent requests queue there and
-# the limit holds (when :charged_user is set); both user balances (the system account keeps none); the two entries
-# with the balances after them; and the COMPLETED mark, which returns no row when the transaction is no longer
-# PENDING. Every wallet written is already locked by _locked_parties, so the order of these writes cannot deadlock.
-# The transaction's events are written in this same statement and commit (events.CTE; rolled back with the
-# rest when the row is no longer PENDING).
-_MOVE = text(f"""
-WITH {events.CTE}, usage AS (
-    INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
-    SELECT CAST(:charged_user AS uuid), :currency, :type, CAST(timezone('UTC', now()) AS date), CAST(:amount AS bigint)
-    WHERE CAST(:charged_user AS uuid) IS NOT NULL
-    ON CONFLICT (user_id, currency, kind, day) DO UPDATE SET amount = d.amount + excluded.amount
-    RETURNING d.amount
-), moved AS (
-    UPDATE wallets AS w SET balance = w.balance + m.delta, updated_at = now()
-    FROM (VALUES (CAST(:source AS uuid), -CAST(:amount AS bigint)),
-                 (CAST(:destination AS uuid), CAST(:amount AS bigint))) AS m (id, delta)
-    WHERE w.id = m.id
-    RETURNING w.id, w.balance
-), legs AS (
-    INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
-    SELECT CAST(:tx AS uuid), l.wallet_id, l.amount, :currency, moved.balance
-    FROM (VALUES (CAST(:source_leg AS uuid), -CAST(:amount AS bigint)),
-                 (CAST(:destination_leg AS uuid), CAST(:amount AS bigint))) AS l (wallet_id, amount)
-    LEFT JOIN moved ON moved.id = l.wallet_id
-)
-UPDATE transactions SET status = 'COMPLETED', completed_at = now()
-WHERE id = CAST(:tx AS uuid) AND status = 'PENDING'
-RETURNING completed_at, (SELECT amount FROM usage) AS used,
-    (SELECT balance FROM moved WHERE id = CAST(:source AS uuid)) AS source_after,
-    (SELECT balance FROM moved WHERE id = CAST(:destination AS uuid)) AS destination_after
+# Step 2 in one round trip: ledger_execute() (migrations/versions/0012_fast_path.py) locks the wallets in id order,
+# checks status, funds, the balance ceiling and the daily limit (charged under its usage row's lock, so concurrent
+# requests queue there and the limit holds), moves the balances, appends the entries and marks the row COMPLETED;
+# the events CTEs then write the transaction's events with the completed_at it stamped into them, after its locks
+# (wallet/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
+# round trips; a refusal RAISEs and rolls all of it back.
+_EXECUTE = text(f"""
+WITH done AS MATERIALIZED (
+    SELECT * FROM ledger_execute(CAST(:tx AS uuid), :type, CAST(:amount AS bigint), :currency,
+        CAST(:source AS uuid), CAST(:destination AS uuid), CAST(:system AS uuid), CAST(:charged_user AS uuid),
+        CAST(:limit AS bigint), CAST(:released AS bigint), CAST(:max_balance AS bigint), :source_role,
+        :destination_role, CAST(:event_data AS text[]))
+), {events.cte("(SELECT stamped_events FROM done)")}
+SELECT done_at, source_balance, destination_balance FROM done
+""")
+
+# FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
+# these locks, or recording and executing deadlock each other. Only an operation with a draw step (a hold capture)
+# takes them ahead of ledger_execute(), in its own transaction, to run that step under them.
+_LOCK = text("""
+SELECT w.id, u.status FROM wallets w JOIN users u ON u.id = w.user_id
+WHERE w.id = ANY(CAST(:ids AS uuid[])) ORDER BY w.id FOR NO KEY UPDATE OF w
 """)
 
 
@@ -360,54 +481,76 @@ def check_status(status: str, whose: str) -> None:
         raise errors.AccountInactive(f"The {whose} account is inactive.")
 
 
+def _roles(op: Operation) -> tuple[str, str]:
+    """Whose account a status refusal names, for the source and the destination."""
+    return ("sending", "recipient's") if op.type == "TRANSFER" else ("wallet owner's", "wallet owner's")
+
+
+def _refusal(error: DBAPIError, op: Operation, limit: int) -> Exception | None:
+    """The API's error for a refusal ledger_execute() raised (SQLSTATE class WL), else None."""
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if not sqlstate.startswith("WL"):
+        return None
+    detail = getattr(error.orig, "detail", None) or ""
+    message = str(getattr(error.orig.__cause__, "message", ""))  # the status, for WL001
+    if sqlstate == "WL001":
+        check_status(message, detail)
+    if sqlstate == "WL002":
+        available = format_minor(int(detail), op.currency)
+        return errors.InsufficientFunds(f"Insufficient funds: the available balance is {available} {op.currency}.")
+    if sqlstate == "WL003":
+        return errors.BalanceLimitExceeded()
+    if sqlstate == "WL004":
+        return _over_daily_limit(op, limit, int(detail))
+    return NoLongerPending()
+
+
 async def execute(
     rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID
 ) -> tuple[dt.datetime, int | None, int | None]:
     """Step 2. Returns (completed_at, source balance after, destination balance after)."""
-    tx_id = row["id"]
     system_id = await _system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
-    async with rt.transaction() as conn:
-        locked = await _locked_parties(conn, op)
-        # now() is the transaction's start, so it is the completed_at the COMPLETED mark below will write.
-        completed = {**row, "status": "COMPLETED", "completed_at": next(iter(locked.values())).now}
-        if op.source is not None:
-            source = locked[op.source.wallet_id]
-            check_status(source.status, "sending" if op.type == "TRANSFER" else "wallet owner's")
-        if op.destination is not None:
-            check_status(
-                locked[op.destination.wallet_id].status, "recipient's" if op.type == "TRANSFER" else "wallet owner's"
-            )
-        released = await op.draw(conn) if op.draw is not None else 0
-        # What active holds reserve is not available to spend (but what this operation's hold released is).
-        if op.source is not None and source.balance - source.held + released < op.amount:
-            available = format_minor(source.balance - source.held, op.currency)
-            raise errors.InsufficientFunds(f"Insufficient funds: the available balance is {available} {op.currency}.")
-        if op.destination is not None and locked[op.destination.wallet_id].balance + op.amount > MAX_BALANCE:
-            raise errors.BalanceLimitExceeded()
-        limit = _limit_for(rt, op) if op.source is not None else 0
-        moved = (
-            await conn.execute(
-                _MOVE,
-                {
-                    "tx": tx_id,
-                    "type": op.type,
-                    "amount": op.amount,
-                    "currency": op.currency,
-                    "charged_user": op.source.user_id if limit else None,
-                    "source": op.source.wallet_id if op.source else None,
-                    "destination": op.destination.wallet_id if op.destination else None,
-                    "source_leg": op.source.wallet_id if op.source else system_id,
-                    "destination_leg": op.destination.wallet_id if op.destination else system_id,
-                    **events.params(events.transaction_events(completed, initiator_id)),
-                },
-            )
-        ).first()
-        if moved is None:
-            raise NoLongerPending()
-        if limit and moved.used > limit:
-            raise _over_daily_limit(op, limit, moved.used)
+    limit = _limit_for(rt, op) if op.source is not None else 0
+    source_role, destination_role = _roles(op)
+    # completed_at is ledger_execute()'s to stamp into the events.
+    completed = {**row, "status": "COMPLETED", "completed_at": None}
+    values = {
+        "tx": row["id"],
+        "type": op.type,
+        "amount": op.amount,
+        "currency": op.currency,
+        "source": op.source.wallet_id if op.source else None,
+        "destination": op.destination.wallet_id if op.destination else None,
+        "system": system_id,
+        "charged_user": op.source.user_id if limit else None,
+        "limit": limit,
+        "released": 0,
+        "max_balance": MAX_BALANCE,
+        "source_role": source_role,
+        "destination_role": destination_role,
+        **events.params(events.transaction_events(completed, initiator_id)),
+    }
+    try:
+        if op.draw is None:
+            async with rt.autocommit() as conn:
+                done = (await conn.execute(_EXECUTE, values)).one()
+        else:
+            async with rt.transaction() as conn:
+                ids = [p.wallet_id for p in (op.source, op.destination) if p is not None]
+                locked = {r.id: r.status for r in (await conn.execute(_LOCK, {"ids": ids})).all()}
+                for party, whose in ((op.source, source_role), (op.destination, destination_role)):
+                    if party is not None:
+                        check_status(locked[party.wallet_id], whose)
+                # What active holds reserve is not available to spend, but what this capture released is.
+                values["released"] = await op.draw(conn)
+                done = (await conn.execute(_EXECUTE, values)).one()
+    except DBAPIError as error:
+        refusal = _refusal(error, op, limit)
+        if refusal is None:
+            raise
+        raise refusal from None
     metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
-    return moved.completed_at, moved.source_after, moved.destination_after
+    return done.done_at, done.source_balance, done.destination_balance
 
 
 class NoLongerPending(Exception):
@@ -415,23 +558,37 @@ class NoLongerPending(Exception):
     confirmation or recovery finished it first (and this attempt's rollback moved nothing)."""
 
 
-async def mark_failed(rt: Runtime, tx_id: uuid.UUID, code: str, reason: str) -> None:
-    """Step 3 in a fresh session, with its event (only if this marked it). Its commit waits for the disk: the
-    refusal is about to be answered, and a retry of the key after a database crash must replay it, not execute."""
-    async with rt.transaction() as conn:
-        failed = (
-            await conn.execute(
-                update(T)
-                .where(T.c.id == tx_id, T.c.status == "PENDING")
-                .values(status="FAILED", failure_code=code, failure_reason=reason[:255], completed_at=func.now())
-                .returning(T.c.type)
-            )
-        ).first()
-        if failed:  # not when recovery or another delivery decided the row first
+# Step 3 in one round trip: the FAILED mark (only of a row still PENDING) and its events, stamped with its
+# completed_at (ledger_stamp(), migrations/versions/0012_fast_path.py), in one statement and one durable commit.
+_FAILED_EVENTS = events.cte(
+    "(SELECT ledger_stamp(CAST(:event_data AS text[]), completed_at) FROM failed)", "EXISTS (SELECT FROM failed)"
+)
+_MARK_FAILED = text(f"""
+WITH failed AS MATERIALIZED (
+    UPDATE transactions SET status = 'FAILED', failure_code = :code, failure_reason = :reason, completed_at = now()
+    WHERE id = CAST(:tx AS uuid) AND status = 'PENDING'
+    RETURNING type, completed_at
+), {_FAILED_EVENTS}
+SELECT type FROM failed
+""")
+
+
+async def mark_failed(
+    rt: Runtime, tx_id: uuid.UUID, code: str, reason: str, row: Mapping[str, Any] | None = None
+) -> None:
+    """Step 3, with its event (only if this marked it). Its commit waits for the disk: the refusal is about to be
+    answered, and a retry of the key after a database crash must replay it, not execute. `row` is the transaction
+    as rendered so far, when the caller has it (else it is read first)."""
+    reason = reason[:255]
+    async with rt.autocommit() as conn:
+        if row is None:
             row = await load_transaction(conn, tx_id)
-            await events.emit(conn, events.transaction_events(row, row["initiator_id"]))
-    if failed:
-        metrics.money(failed.type, code)
+        failed = {**row, "status": "FAILED", "failure_code": code, "failure_reason": reason, "completed_at": None}
+        values = {"tx": tx_id, "code": code, "reason": reason}
+        values |= events.params(events.transaction_events(failed, failed["initiator_id"]))
+        marked = (await conn.execute(_MARK_FAILED, values)).first()
+    if marked:  # not when recovery or another delivery decided the row first
+        metrics.money(marked.type, code)
 
 
 async def _release(rt: Runtime, tx_id: uuid.UUID) -> None:
@@ -472,13 +629,26 @@ async def run(
     rt: Runtime, principal: Principal, op: Operation, key: str | None, viewer: uuid.UUID | None = None
 ) -> Outcome:
     """Record, execute, and fail or complete one money operation; idempotent per (caller, key)."""
-    viewer = viewer or principal.user_id
-    inserted, existing = await record(rt, principal, op, key)
-    if existing is not None:
+    async with rt.session():
+        claimed, existing = await record(rt, principal, op, key)
+        return await _finish(rt, principal, op, claimed, existing, viewer or principal.user_id)
+
+
+async def _finish(
+    rt: Runtime,
+    principal: Principal,
+    op: Operation,
+    claimed: Claimed | None,
+    existing: Recorded | None,
+    viewer: uuid.UUID,
+) -> Outcome:
+    """Steps 2 and 3 for the row step 1 claimed, or the replay of the one already under the key."""
+    if claimed is None:
+        assert existing is not None
         return await _replay(rt, principal, op, existing.id, viewer)
-    tx_id = inserted.id
+    tx_id = claimed.id
     # created_at comes from the database, as a replay will read it.
-    row = _known_row(principal, op, tx_id, inserted.reference, inserted.created_at)
+    row = _known_row(principal, op, tx_id, claimed.reference, claimed.created_at)
     try:
         completed_at, source_after, destination_after = await execute(rt, op, row, principal.user_id)
     except NoLongerPending:
@@ -488,13 +658,13 @@ async def run(
         error.transaction_id = str(tx_id)
         raise
     except errors.WalletError as error:
-        await mark_failed(rt, tx_id, error.code, error.message)
+        await mark_failed(rt, tx_id, error.code, error.message, row)
         error.transaction_id = str(tx_id)
         raise
     except Exception:
         log.exception("money operation failed unexpectedly", extra={"transaction_id": str(tx_id)})
         try:
-            await mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.")
+            await mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.", row)
         except Exception:
             log.exception("could not mark the transaction FAILED; recovery will", extra={"transaction_id": str(tx_id)})
         raise
@@ -503,20 +673,29 @@ async def run(
     return Outcome(render_transaction(row, viewer), False, own_after)
 
 
+async def _run_request(
+    rt: Runtime, principal: Principal, request: Request, key: str | None, *, owner_views: bool = False
+) -> Outcome:
+    """run() for a request whose parties the recording statement resolves; answered as the caller sees it, or as
+    the credited wallet's owner does (owner_views)."""
+    op, claimed, existing = await _resolve_and_record(rt, principal, request, key)
+    viewer = op.destination.user_id if owner_views and op.destination else principal.user_id
+    return await _finish(rt, principal, op, claimed, existing, viewer)
+
+
 # ---- the operations ---------------------------------------------------------------------------------------------
 
 
-async def _single_wallet_op(
+def _own_wallet_request(
     rt: Runtime, principal: Principal, wallet_id: uuid.UUID, kind: str, amount: Decimal, description: str | None
-) -> tuple[Operation, Party]:
+) -> Request:
     if kind == "DEPOSIT" and not rt.settings.allow_self_deposit:
         raise errors.Forbidden("Self-service deposits are turned off on this server.")
-    async with rt.autocommit() as conn:
-        wallet = await own_wallet(conn, principal, wallet_id)
-    minor = to_minor(amount, wallet.currency)
-    params = {"op": kind, "wallet": wallet.wallet_id, "amount": minor, "description": description}
-    source, destination = (None, wallet) if kind == "DEPOSIT" else (wallet, None)
-    return Operation(kind, minor, wallet.currency, source, destination, description, params), wallet
+
+    def params(minor: int) -> dict[str, Any]:
+        return {"op": kind, "wallet": wallet_id, "amount": minor, "description": description}
+
+    return Request(kind, wallet_id, principal.user_id, amount, description, params)
 
 
 async def own_wallet_operation(
@@ -529,8 +708,9 @@ async def own_wallet_operation(
     key: str | None,
 ) -> Outcome:
     """A DEPOSIT into, or a WITHDRAWAL from, one of the caller's wallets."""
-    op, _ = await _single_wallet_op(rt, principal, wallet_id, kind, amount, description)
-    return await run(rt, principal, op, key)
+    request = _own_wallet_request(rt, principal, wallet_id, kind, amount, description)
+    async with rt.session():
+        return await _run_request(rt, principal, request, key)
 
 
 async def operation(
@@ -544,35 +724,44 @@ async def operation(
 ) -> dict[str, Any]:
     """The compatibility endpoint: a deposit or withdrawal answered with the updated wallet."""
     kind = "DEPOSIT" if operation_type == "DEPOSIT" else "WITHDRAWAL"
-    op, wallet = await _single_wallet_op(rt, principal, wallet_id, kind, amount, description)
-    outcome = await run(rt, principal, op, key)
-    async with rt.transaction() as conn:
-        row = (await conn.execute(select(*WALLET_COLUMNS).where(Wallet.id == wallet.wallet_id))).one()
+    request = _own_wallet_request(rt, principal, wallet_id, kind, amount, description)
+    async with rt.session():
+        outcome = await _run_request(rt, principal, request, key)
+        async with rt.autocommit() as conn:
+            row = (await conn.execute(select(*WALLET_COLUMNS).where(Wallet.id == wallet_id))).one()
     rendered = render_wallet(row, outcome.wallet_balance)
     rendered["updated_at"] = outcome.transaction["completed_at"]
     return {"wallet": rendered, "replayed": outcome.replayed}
 
 
+def _transfer_request(
+    principal: Principal,
+    from_wallet_id: uuid.UUID,
+    recipient: Mapping[str, Any],
+    amount: Decimal,
+    description: str | None,
+) -> Request:
+    def params(minor: int) -> dict[str, Any]:
+        return {
+            "op": "TRANSFER",
+            "wallet": from_wallet_id,
+            "recipient": dict(recipient),
+            "amount": minor,
+            "description": description,
+        }
+
+    return Request("TRANSFER", from_wallet_id, principal.user_id, amount, description, params, recipient)
+
+
 async def payer_and_payee(
     rt: Runtime, principal: Principal, from_wallet_id: uuid.UUID, recipient: Mapping[str, Any]
 ) -> tuple[Party, Party]:
-    """The caller's wallet and a recipient's (by id, number, username or phone) in the same currency: a transfer's
-    or a hold's two sides."""
-    async with rt.autocommit() as conn:
-        if "to_wallet_id" in recipient:
-            source, destination = await _own_and_recipient_wallets(
-                conn, principal, from_wallet_id, recipient["to_wallet_id"]
-            )
-        else:
-            source = await own_wallet(conn, principal, from_wallet_id)
-            destination = await _recipient(conn, recipient, source.currency)
-    if destination.wallet_id == source.wallet_id:
-        raise errors.SameWallet()
-    if destination.currency != source.currency:
-        raise errors.CurrencyMismatch(
-            f"The source wallet holds {source.currency} and the recipient wallet {destination.currency}."
-        )
-    return source, destination
+    """The caller's wallet and a recipient's (by id, number, username or phone) in the same currency: a hold's two
+    sides, resolved by the statement a transfer records with (recording nothing)."""
+    request = _transfer_request(principal, from_wallet_id, recipient, Decimal(0), None)
+    op, _, _ = await _resolve_and_record(rt, principal, request, None, only_resolve=True)
+    assert op.source is not None and op.destination is not None
+    return op.source, op.destination
 
 
 async def transfer(
@@ -584,17 +773,9 @@ async def transfer(
     description: str | None,
     key: str | None,
 ) -> Outcome:
-    source, destination = await payer_and_payee(rt, principal, from_wallet_id, recipient)
-    minor = to_minor(amount, source.currency)
-    params = {
-        "op": "TRANSFER",
-        "wallet": source.wallet_id,
-        "recipient": dict(recipient),
-        "amount": minor,
-        "description": description,
-    }
-    op = Operation("TRANSFER", minor, source.currency, source, destination, description, params)
-    return await run(rt, principal, op, key)
+    request = _transfer_request(principal, from_wallet_id, recipient, amount, description)
+    async with rt.session():
+        return await _run_request(rt, principal, request, key)
 
 
 async def admin_deposit(
@@ -608,18 +789,19 @@ async def admin_deposit(
 ) -> Outcome:
     """An admin credits any user wallet; the admin is kept on the row as its initiator. The logged reason is part
     of the request, so reusing a key with another reason is a mismatch like any other changed parameter."""
-    async with rt.autocommit() as conn:
-        wallet = await any_user_wallet(conn, wallet_id)
-    minor = to_minor(amount, wallet.currency)
-    params = {
-        "op": "ADMIN_DEPOSIT",
-        "wallet": wallet.wallet_id,
-        "amount": minor,
-        "description": description,
-        "reason": reason,
-    }
-    op = Operation("DEPOSIT", minor, wallet.currency, None, wallet, description, params)
-    return await run(rt, principal, op, key, viewer=wallet.user_id)
+
+    def params(minor: int) -> dict[str, Any]:
+        return {
+            "op": "ADMIN_DEPOSIT",
+            "wallet": wallet_id,
+            "amount": minor,
+            "description": description,
+            "reason": reason,
+        }
+
+    request = Request("DEPOSIT", wallet_id, None, amount, description, params)
+    async with rt.session():
+        return await _run_request(rt, principal, request, key, owner_views=True)
 
 
 # ---- recovery --------------------------------------------------------------------------------------------------
