@@ -82,7 +82,7 @@ def fewest_round_trips(relay: CountingRelay, send, times: int = 4) -> int:
     return min(counts)
 
 
-def test_transfers_deposits_and_withdrawals_take_two_round_trips(counted, database_url):
+def test_transfers_deposits_withdrawals_and_operations_take_two_round_trips(counted, database_url):
     server, relay = counted
     phone = unique_phone()
     alice, bob = make_user(server), make_user(server, phone=phone)
@@ -111,7 +111,15 @@ def test_transfers_deposits_and_withdrawals_take_two_round_trips(counted, databa
         for kind in ("deposit", "withdraw"):
             own(kind)
             assert fewest_round_trips(relay, lambda k=kind: own(k)) == 2, kind
-    # 4 recipients x 5 transfers of 0.01 out; 5 deposits and 5 withdrawals of 0.01 cancel out.
+
+        def operation(kind: str) -> None:
+            r = api.post(f"/wallets/{alice.wallet_id}/operation", json={"operation_type": kind, "amount": "0.01"})
+            assert r.status_code == 200 and r.json()["id"] == alice.wallet_id, r.text
+
+        for kind in ("DEPOSIT", "WITHDRAWAL"):  # answered with the wallet, rendered without a read after the move
+            operation(kind)
+            assert fewest_round_trips(relay, lambda k=kind: operation(k)) == 2, kind
+    # 4 recipients x 5 transfers of 0.01 out; the deposits and withdrawals of 0.01 cancel out.
     assert balance(server, alice) == "99.80" and balance(server, bob) == "0.20"
     assert run_audit(database_url).returncode == 0
 

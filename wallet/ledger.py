@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import orjson
@@ -81,6 +82,8 @@ class Outcome:
     replayed: bool
     # The caller's wallet balance right after this operation (for the compatibility endpoint).
     wallet_balance: int | None
+    # And what holds reserved of it then (None on a replay).
+    wallet_held: int | None = None
 
 
 # ---- reading the parties (before anything is recorded) ----------------------------------------------------
@@ -225,7 +228,8 @@ _RECORD = text(f"WITH {_RELAXED}, {_PENDING.format(rows=_RECORD_ROW)} SELECT * F
 # and whether a username or phone found a user, so every refusal is told apart without another read.
 _RESOLVE = """
 named AS (
-    SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
+    SELECT w.id, w.user_id, u.username, w.number, w.currency, w.name, w.status, w.created_at
+    FROM wallets w JOIN users u ON u.id = w.user_id
     WHERE w.id = CAST(:wallet AS uuid) AND w.user_id = coalesce(CAST(:owner AS uuid), w.user_id)
 ), recipient_user AS (
     SELECT id FROM users WHERE lower(username) = lower(CAST(:to_username AS text))
@@ -255,7 +259,8 @@ _RESOLVED_ROW = """
         AND (CAST(:type AS text) <> 'TRANSFER' OR (r.id <> n.id AND r.currency = n.currency))"""
 _RESOLVE_AND_RECORD = text(f"""
 WITH {_RELAXED}, {_RESOLVE}, {_PENDING.format(rows=_RESOLVED_ROW)}
-SELECT n.id, n.user_id, n.username, n.number, n.currency, r.id AS to_id, r.user_id AS to_user_id,
+SELECT n.id, n.user_id, n.username, n.number, n.currency, n.name, n.status, n.created_at AS wallet_created_at,
+    r.id AS to_id, r.user_id AS to_user_id,
     r.username AS to_username, r.number AS to_number, r.currency AS to_currency,
     EXISTS (SELECT 1 FROM recipient_user) AS recipient_user_found, c.*
 FROM claim c LEFT JOIN named n ON true LEFT JOIN recipient r ON true
@@ -390,9 +395,10 @@ def _parties(row: Any, request: Request) -> tuple[Party, Party | None]:
 
 async def _resolve_and_record(
     rt: Runtime, principal: Principal, request: Request, key: str | None, *, only_resolve: bool = False
-) -> tuple[Operation, Claimed | None, Recorded | None]:
+) -> tuple[Operation, Claimed | None, Recorded | None, Any]:
     """Step 1 with the parties resolved in the same statement: one round trip (two when this process had not seen
-    the wallet and it is not in DEFAULT_CURRENCY). With only_resolve, records nothing."""
+        the wallet and it is not in DEFAULT_CURRENCY). With only_resolve, records nothing. Also returns the statement's
+    answer, whose name, status and wallet_created_at describe the named wallet."""
     recipient = request.recipient or {}
     currency = _currencies.get(request.wallet_id, rt.settings.default_currency)
     tx_id, reference = _new_reference()
@@ -431,9 +437,9 @@ async def _resolve_and_record(
             request.type, minor or 0, currency, source, destination, request.description, request.params(minor or 0)
         )
         if only_resolve:
-            return op, None, None
+            return op, None, None, row
         claimed, existing = await _claim(conn, row, principal, key, digest)
-    return op, claimed, existing
+    return op, claimed, existing, row
 
 
 def _limit_for(rt: Runtime, op: Operation) -> int:
@@ -462,7 +468,7 @@ WITH done AS MATERIALIZED (
         CAST(:limit AS bigint), CAST(:released AS bigint), CAST(:max_balance AS bigint), :source_role,
         :destination_role, CAST(:event_data AS text[]))
 ), {events.cte("(SELECT stamped_events FROM done)")}
-SELECT done_at, source_balance, destination_balance FROM done
+SELECT done_at, source_balance, destination_balance, source_held, destination_held FROM done
 """)
 
 # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
@@ -509,6 +515,12 @@ async def execute(
     rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID
 ) -> tuple[dt.datetime, int | None, int | None]:
     """Step 2. Returns (completed_at, source balance after, destination balance after)."""
+    done = await _execute(rt, op, row, initiator_id)
+    return done.done_at, done.source_balance, done.destination_balance
+
+
+async def _execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Any:
+    """Step 2: ledger_execute()'s answer (done_at, and each side's balance and held amount after the move)."""
     system_id = await _system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
     limit = _limit_for(rt, op) if op.source is not None else 0
     source_role, destination_role = _roles(op)
@@ -550,7 +562,7 @@ async def execute(
             raise
         raise refusal from None
     metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
-    return done.done_at, done.source_balance, done.destination_balance
+    return done
 
 
 class NoLongerPending(Exception):
@@ -650,7 +662,7 @@ async def _finish(
     # created_at comes from the database, as a replay will read it.
     row = _known_row(principal, op, tx_id, claimed.reference, claimed.created_at)
     try:
-        completed_at, source_after, destination_after = await execute(rt, op, row, principal.user_id)
+        done = await _execute(rt, op, row, principal.user_id)
     except NoLongerPending:
         return await _replay(rt, principal, op, tx_id, viewer)
     except errors.ServiceUnavailable as error:
@@ -668,9 +680,10 @@ async def _finish(
         except Exception:
             log.exception("could not mark the transaction FAILED; recovery will", extra={"transaction_id": str(tx_id)})
         raise
-    row.update(status="COMPLETED", completed_at=completed_at)
-    own_after = source_after if op.source and op.source.user_id == principal.user_id else destination_after
-    return Outcome(render_transaction(row, viewer), False, own_after)
+    row.update(status="COMPLETED", completed_at=done.done_at)
+    if op.source and op.source.user_id == principal.user_id:
+        return Outcome(render_transaction(row, viewer), False, done.source_balance, done.source_held)
+    return Outcome(render_transaction(row, viewer), False, done.destination_balance, done.destination_held)
 
 
 async def _run_request(
@@ -678,7 +691,7 @@ async def _run_request(
 ) -> Outcome:
     """run() for a request whose parties the recording statement resolves; answered as the caller sees it, or as
     the credited wallet's owner does (owner_views)."""
-    op, claimed, existing = await _resolve_and_record(rt, principal, request, key)
+    op, claimed, existing, _ = await _resolve_and_record(rt, principal, request, key)
     viewer = op.destination.user_id if owner_views and op.destination else principal.user_id
     return await _finish(rt, principal, op, claimed, existing, viewer)
 
@@ -726,11 +739,24 @@ async def operation(
     kind = "DEPOSIT" if operation_type == "DEPOSIT" else "WITHDRAWAL"
     request = _own_wallet_request(rt, principal, wallet_id, kind, amount, description)
     async with rt.session():
-        outcome = await _run_request(rt, principal, request, key)
-        async with rt.autocommit() as conn:
-            row = (await conn.execute(select(*WALLET_COLUMNS).where(Wallet.id == wallet_id))).one()
+        op, claimed, existing, named = await _resolve_and_record(rt, principal, request, key)
+        outcome = await _finish(rt, principal, op, claimed, existing, principal.user_id)
+        if outcome.wallet_held is not None:  # rendered from the two statements' answers: no read after the move
+            row: Any = SimpleNamespace(
+                id=named.id,
+                number=named.number,
+                name=named.name,
+                currency=named.currency,
+                held=outcome.wallet_held,
+                status=named.status,
+                created_at=named.wallet_created_at,
+                updated_at=outcome.transaction["completed_at"],
+            )
+        else:  # a replay: the wallet as it is now
+            async with rt.autocommit() as conn:
+                row = (await conn.execute(select(*WALLET_COLUMNS).where(Wallet.id == wallet_id))).one()
     rendered = render_wallet(row, outcome.wallet_balance)
-    rendered["updated_at"] = outcome.transaction["completed_at"]
+    rendered["updated_at"] = outcome.transaction["completed_at"]  # a replay: when its operation moved the balance
     return {"wallet": rendered, "replayed": outcome.replayed}
 
 
@@ -759,7 +785,7 @@ async def payer_and_payee(
     """The caller's wallet and a recipient's (by id, number, username or phone) in the same currency: a hold's two
     sides, resolved by the statement a transfer records with (recording nothing)."""
     request = _transfer_request(principal, from_wallet_id, recipient, Decimal(0), None)
-    op, _, _ = await _resolve_and_record(rt, principal, request, None, only_resolve=True)
+    op, _, _, _ = await _resolve_and_record(rt, principal, request, None, only_resolve=True)
     assert op.source is not None and op.destination is not None
     return op.source, op.destination
 

@@ -29,7 +29,8 @@ CREATE FUNCTION ledger_execute(
     p_tx uuid, p_type text, p_amount bigint, p_currency text, p_source uuid, p_destination uuid, p_system uuid,
     p_charged_user uuid, p_limit bigint, p_released bigint, p_max_balance bigint,
     p_source_role text, p_destination_role text, p_event_data text[],
-    OUT done_at timestamptz, OUT source_balance bigint, OUT destination_balance bigint, OUT stamped_events text[])
+    OUT done_at timestamptz, OUT source_balance bigint, OUT destination_balance bigint, OUT source_held bigint,
+    OUT destination_held bigint, OUT stamped_events text[])
 LANGUAGE plpgsql AS $$
 DECLARE
     -- NULL for a side the operation does not have (a deposit's source, a withdrawal's destination): every check
@@ -71,11 +72,11 @@ BEGIN
     END IF;
     IF p_source IS NOT NULL THEN
         UPDATE wallets SET balance = balance - p_amount, updated_at = now() WHERE id = p_source
-        RETURNING balance INTO source_balance;
+        RETURNING balance, held INTO source_balance, source_held;
     END IF;
     IF p_destination IS NOT NULL THEN
         UPDATE wallets SET balance = balance + p_amount, updated_at = now() WHERE id = p_destination
-        RETURNING balance INTO destination_balance;
+        RETURNING balance, held INTO destination_balance, destination_held;
     END IF;
     INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
     VALUES (p_tx, coalesce(p_source, p_system), -p_amount, p_currency, source_balance),
