@@ -116,7 +116,7 @@ def test_transfers_deposits_withdrawals_and_operations_take_two_round_trips(coun
             r = api.post(f"/wallets/{alice.wallet_id}/operation", json={"operation_type": kind, "amount": "0.01"})
             assert r.status_code == 200 and r.json()["id"] == alice.wallet_id, r.text
 
-        for kind in ("DEPOSIT", "WITHDRAWAL"):  # answered with the wallet, rendered without a read after the move
+        for kind in ("DEPOSIT", "WITHDRAW"):  # answered with the wallet, rendered without a read after the move
             operation(kind)
             assert fewest_round_trips(relay, lambda k=kind: operation(k)) == 2, kind
     # 4 recipients x 5 transfers of 0.01 out; the deposits and withdrawals of 0.01 cancel out.

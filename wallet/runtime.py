@@ -63,10 +63,11 @@ _held: ContextVar[_Held | None] = ContextVar("held_connection", default=None)
 
 
 def _idle_held() -> _Held | None:
-    """The session's connection when this task may use it now: not inside another of its blocks, and not a task
-    that merely inherited the context (a task spawned during the session runs beside it)."""
+    """The session's connection when this task may use it now: not inside another of its blocks, not a task that
+    merely inherited the context (a task spawned during the session runs beside it), and not lost (after a database
+    outage the blocks that follow, such as releasing the claim, take a fresh connection and fail as one would)."""
     held = _held.get()
-    if held is None or held.busy or held.task is not asyncio.current_task():
+    if held is None or held.busy or held.task is not asyncio.current_task() or held.conn.invalidated:
         return None
     return held
 
