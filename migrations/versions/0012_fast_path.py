@@ -17,7 +17,7 @@ down_revision = "0011_holds"
 branch_labels = None
 depends_on = None
 
-# SQLSTATEs (wallet/ledger.py REFUSALS): WL001 account status (MESSAGE the status, DETAIL whose), WL002 insufficient
+# SQLSTATEs (wallet/ledger_execute.py _refusal): WL001 account status (MESSAGE the status, DETAIL whose), WL002 insufficient
 # funds (DETAIL the available balance), WL003 balance ceiling, WL004 daily limit (DETAIL today's usage with this
 # operation), WL005 the row is no longer PENDING.
 # The events' data (rendered transactions) arrive with completed_at unknown; ledger_stamp() writes the row's
