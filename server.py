@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import marshmallow
+import uvloop
 from tornado import netutil, web
 
 from handlers import (
@@ -272,7 +273,7 @@ def serve(settings: Settings) -> None:
     try:
         if settings.processes > 1 and not _fork_workers(settings.processes):
             return
-        asyncio.run(_serve(settings, sockets, fd_limit))
+        uvloop.run(_serve(settings, sockets, fd_limit))
     finally:
         if os.getpid() == parent:
             shutil.rmtree(metrics_dir, ignore_errors=True)

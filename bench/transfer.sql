@@ -23,18 +23,21 @@ WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAS
     AND t.source_wallet_id IS NOT DISTINCT FROM excluded.source_wallet_id
     AND t.destination_wallet_id IS NOT DISTINCT FROM excluded.destination_wallet_id
 RETURNING id AS tx, reference, created_at \gset
--- 2. Execute: lock both wallets in id order, then one statement writes the two events (wallet/events.py: the
--- per-user head locks, the rows, their webhook deliveries), charges the daily usage, moves the balances, appends the
--- entries and marks the row COMPLETED; one durable commit.
-BEGIN;
-SELECT w.id, w.balance, u.status, now() AS now FROM wallets w JOIN users u ON u.id = w.user_id
- WHERE w.id = ANY(ARRAY[bench_wallet(:a), bench_wallet(:b)]) ORDER BY w.id FOR NO KEY UPDATE OF w;
-WITH new_events (user_id, type, data, n) AS (
-    SELECT * FROM unnest(ARRAY[bench_user(:a), bench_user(:b)],
-        ARRAY['transaction.completed', 'transfer.received'],
+-- 2. Execute in one statement, outside an explicit transaction (one durable commit): ledger_execute() locks both
+-- wallets in id order, checks status, funds and the daily limit, charges the daily usage, moves the balances, appends
+-- the entries, marks the row COMPLETED and stamps completed_at into the events' data; the CTEs after it write the
+-- two events (wallet/events.py: the per-user head locks, the rows, their webhook deliveries).
+WITH done AS MATERIALIZED (
+    SELECT * FROM ledger_execute(CAST(:tx AS uuid), 'TRANSFER', CAST(1 AS bigint), 'USD',
+        bench_wallet(:a), bench_wallet(:b), CAST(NULL AS uuid), bench_user(:a),
+        CAST(1000000000 AS bigint), CAST(0 AS bigint), CAST(1000000000000000000 AS bigint), 'sending',
+        'recipient''s',
         -- A rendered Transaction is about 600 bytes.
-        ARRAY[json_build_object('id', CAST(:tx AS text), 'pad', repeat('x', 560))::text,
-              json_build_object('id', CAST(:tx AS text), 'pad', repeat('y', 560))::text]) WITH ORDINALITY
+        ARRAY[json_build_object('id', CAST(:tx AS text), 'completed_at', NULL, 'pad', repeat('x', 530))::text,
+              json_build_object('id', CAST(:tx AS text), 'completed_at', NULL, 'pad', repeat('y', 530))::text])
+), new_events (user_id, type, data, n) AS (
+    SELECT * FROM unnest(ARRAY[bench_user(:a), bench_user(:b)],
+        ARRAY['transaction.completed', 'transfer.received'], (SELECT stamped_events FROM done)) WITH ORDINALITY
 ), event_locks AS (
     INSERT INTO event_heads AS h (user_id, last_event_at)
     SELECT DISTINCT user_id, now() FROM new_events ORDER BY user_id
@@ -54,26 +57,5 @@ WITH new_events (user_id, type, data, n) AS (
     SELECT gen_random_uuid(), 'email', NULL, e.id, now() FROM emitted e JOIN users u ON u.id = e.user_id
     WHERE u.email IS NOT NULL AND e.type = ANY(ARRAY['transfer.received', 'deposit.completed', 'account.frozen',
         'account.unfrozen', 'account.deactivated'])
-), usage AS (
-    INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
-    SELECT bench_user(:a), 'USD', 'TRANSFER', CAST(timezone('UTC', now()) AS date), CAST(1 AS bigint)
-    WHERE bench_user(:a) IS NOT NULL
-    ON CONFLICT (user_id, currency, kind, day) DO UPDATE SET amount = d.amount + excluded.amount
-    RETURNING d.amount
-), moved AS (
-    UPDATE wallets AS w SET balance = w.balance + m.delta, updated_at = now()
-    FROM (VALUES (bench_wallet(:a), -CAST(1 AS bigint)), (bench_wallet(:b), CAST(1 AS bigint))) AS m (id, delta)
-    WHERE w.id = m.id
-    RETURNING w.id, w.balance
-), legs AS (
-    INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
-    SELECT CAST(:tx AS uuid), l.wallet_id, l.amount, 'USD', moved.balance
-    FROM (VALUES (bench_wallet(:a), -CAST(1 AS bigint)), (bench_wallet(:b), CAST(1 AS bigint))) AS l (wallet_id, amount)
-    LEFT JOIN moved ON moved.id = l.wallet_id
 )
-UPDATE transactions SET status = 'COMPLETED', completed_at = now()
-WHERE id = CAST(:tx AS uuid) AND status = 'PENDING'
-RETURNING completed_at, (SELECT amount FROM usage) AS used,
-    (SELECT balance FROM moved WHERE id = bench_wallet(:a)) AS source_after,
-    (SELECT balance FROM moved WHERE id = bench_wallet(:b)) AS destination_after;
-COMMIT;
+SELECT done_at, source_balance, destination_balance FROM done;

@@ -8,6 +8,8 @@ import httpx
 import psycopg2
 from conftest import balance, fund, make_user, run_audit, scalar
 
+from wallet.db import CLIENT_CHECK_MS
+
 RECOVERY = {"PENDING_TIMEOUT": "2", "RECOVERY_INTERVAL": "1"}
 USERS = 10
 CLIENTS = 12
@@ -61,6 +63,7 @@ def test_kill_during_transfers_then_restart(own_server, database_url, db):
     pending_at_kill = scalar(
         db, f"SELECT COUNT(*) FROM transactions WHERE status = 'PENDING' AND {touching}", {"w": wallet_ids}
     )
+    time.sleep(3 * CLIENT_CHECK_MS / 1000)  # PostgreSQL notices the killed server's connections are gone
     blocker.rollback()
     blocker.close()
     assert len(succeeded) >= SUCCESSES_BEFORE_KILL, "the load did not get going before the kill"

@@ -9,6 +9,7 @@ import psycopg2
 from conftest import assert_error, fund, in_parallel, log_in, make_user, run_audit, scalar
 
 from scripts.local_services import libpq_url
+from wallet.db import CLIENT_CHECK_MS
 
 
 def events_of(server, user, after=0, limit=200):
@@ -245,6 +246,7 @@ def test_events_commit_with_their_change_through_a_kill(alone):
     stop.set()
     for t in threads:
         t.join(30)
+    time.sleep(3 * CLIENT_CHECK_MS / 1000)  # PostgreSQL notices the killed server's connections are gone
     blocker.rollback()
     blocker.close()
     scope = {"u": tuple(u.id for u in users)}

@@ -22,6 +22,8 @@ from conftest import (
     unique_name,
 )
 
+from wallet.db import CLIENT_CHECK_MS
+
 ALL = ["read", "deposit", "withdraw", "transfer"]
 
 
@@ -382,6 +384,7 @@ def test_kill_9_with_a_key_payment_pending_then_restart(own_server, database_url
         time.sleep(0.05)
     tx_id = scalar(db, sql, (key["id"],))
     doomed.kill()
+    time.sleep(3 * CLIENT_CHECK_MS / 1000)  # PostgreSQL notices the killed server's connections are gone
     blocker.rollback()
     blocker.close()
     thread.join(10)

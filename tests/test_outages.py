@@ -43,13 +43,17 @@ class Relay:
             server.connect(address)
             self.sockets += [client, server]
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, a is client), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def sent(self, connection: socket.socket, data: bytes) -> None:
+        """What the relay's client (the wallet server) sent on one connection, as forwarded; for subclasses."""
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
+                if from_client:
+                    self.sent(source, data)
         except OSError:
             pass
         finally:

@@ -10,6 +10,8 @@ import httpx
 import psycopg2
 from conftest import balance, fund, in_parallel, make_user, run_audit, scalar, unique_name
 
+from wallet.db import CLIENT_CHECK_MS
+
 # Small pools (room for the KEYS executions held on a lock, and two more): these servers run beside the session's
 # others on one PostgreSQL of a hundred connections.
 RECOVERY = {"PENDING_TIMEOUT": "1", "RECOVERY_INTERVAL": "1", "DB_POOL_SIZE": "8"}
@@ -62,6 +64,7 @@ def test_retries_racing_the_sweep_take_over_operations_cut_off_by_a_server_kill_
         cur.execute("SELECT status, failure_code FROM transactions WHERE idempotency_key = ANY(%s)", (keys,))
         assert cur.fetchall() == [("PENDING", None)] * KEYS, "the first attempts were not all recorded in time"
     doomed.kill()
+    time.sleep(3 * CLIENT_CHECK_MS / 1000)  # PostgreSQL notices the killed server's connections are gone
     blocker.rollback()
     blocker.close()
     for t in senders:

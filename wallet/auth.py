@@ -26,6 +26,7 @@ from wallet.errors import (
 )
 from wallet.identifiers import email_key
 from wallet.runtime import Runtime
+from wallet.tokens import Verified
 
 ALGORITHM = "HS256"
 
@@ -135,16 +136,20 @@ def _revoked_key(session_id: uuid.UUID | str) -> str:
 
 async def authenticate(rt: Runtime, token: str) -> Principal:
     """Validate an access token: signature, expiry, type, and that its login was not revoked."""
-    claims = _decode(rt, token, "access")
-    session_id = uuid.UUID(str(claims["sid"]))
-    # This process's copy of PostgreSQL's revocations survives any restart of Redis; the Redis flag tells every
-    # process at once, before their next poll.
-    if session_id in rt.revoked or await rt.store.has_flag(_revoked_key(session_id)):
+    verified = rt.tokens.get(token)
+    if verified is None:
+        claims = _decode(rt, token, "access")
+        role = str(claims.get("role"))
+        verified = Verified(float(claims["exp"]), uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"])), role)
+        if role in ("user", "admin"):
+            rt.tokens.add(token, verified)
+    # Per request, cached decode or not: this process's copy of PostgreSQL's revocations survives any restart of
+    # Redis; the Redis flag tells every process at once, before their next poll.
+    if verified.session_id in rt.revoked or await rt.store.has_flag(_revoked_key(verified.session_id)):
         raise TokenRevoked()
-    role = claims.get("role")
-    if role not in ("user", "admin"):
+    if verified.role not in ("user", "admin"):
         raise InvalidToken()
-    return Principal(uuid.UUID(str(claims["sub"])), session_id, str(role))
+    return Principal(verified.user_id, verified.session_id, verified.role)
 
 
 async def poll_revocations(rt: Runtime) -> None:

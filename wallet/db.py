@@ -13,6 +13,8 @@ from settings import Settings, StartupError
 from wallet import metrics
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# How often PostgreSQL checks, during a statement, that the server is still connected.
+CLIENT_CHECK_MS = 500
 
 
 def _url(database_url: str, driver: str) -> URL:
@@ -47,7 +49,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args={
             "timeout": settings.db_pool_timeout,
             "command_timeout": statement_timeout + 1,
-            "server_settings": {"statement_timeout": f"{statement_timeout}s"},
+            "server_settings": {
+                "statement_timeout": f"{statement_timeout}s",
+                # A money operation's execution is one statement that commits by itself (wallet/ledger.py): when
+                # this process dies while it waits for a row lock, PostgreSQL cancels it within this interval
+                # (PostgreSQL 14+) instead of completing it for nobody; the row stays PENDING for a retry or recovery.
+                "client_connection_check_interval": f"{CLIENT_CHECK_MS}ms",
+            },
         },
     )
     event.listen(engine.sync_engine.pool, "checkout", lambda *_: metrics.pool_checkout(1))

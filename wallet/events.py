@@ -55,12 +55,15 @@ class NewEvent:
     data: Mapping[str, Any]
 
 
-# CTEs that write the events given as :event_users / :event_types / :event_data (see params()); a statement that
-# already holds the locks of a change includes them (ledger's one-statement execute), others run emit().
-CTE = """
+def cte(event_data: str = "CAST(:event_data AS text[])", when: str = "true") -> str:
+    """CTEs that write the events given as :event_users / :event_types / :event_data (see params()); a statement
+    that already holds the locks of a change includes them (the ledger's), others run emit(). The ledger passes its
+    own `event_data` expression (the data with completed_at stamped by the change, which also makes these CTEs run
+    after the change's locks) and `when`, a condition for writing them at all (the change took place)."""
+    return f"""
 new_events (user_id, type, data, n) AS (
-    SELECT * FROM unnest(CAST(:event_users AS uuid[]), CAST(:event_types AS text[]), CAST(:event_data AS text[]))
-        WITH ORDINALITY
+    SELECT * FROM unnest(CAST(:event_users AS uuid[]), CAST(:event_types AS text[]), {event_data}) WITH ORDINALITY
+    WHERE {when}
 ), event_locks AS (
     INSERT INTO event_heads AS h (user_id, last_event_at)
     SELECT DISTINCT user_id, now() FROM new_events ORDER BY user_id
@@ -84,7 +87,8 @@ new_events (user_id, type, data, n) AS (
     WHERE u.email IS NOT NULL AND e.type = ANY(CAST(:mailed_types AS text[]))
 )"""
 
-_EMIT = text(f"WITH {CTE} SELECT count(*) FROM emitted")
+
+_EMIT = text(f"WITH {cte()} SELECT count(*) FROM emitted")
 
 
 def to_json(data: Mapping[str, Any]) -> str:

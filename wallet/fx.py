@@ -362,7 +362,7 @@ RETURNING id
 # serialises the limit), the four balances and entries, and the COMPLETED mark with the conversion; the events in
 # the same commit.
 _MOVE = text(f"""
-WITH {events.CTE}, usage AS (
+WITH {events.cte()}, usage AS (
     INSERT INTO daily_usage AS d (user_id, currency, kind, day, amount)
     SELECT CAST(:payer AS uuid), :source_currency, 'TRANSFER', CAST(timezone('UTC', now()) AS date),
         CAST(:source_amount AS bigint)

@@ -48,7 +48,7 @@ SELECT amount - reversed_amount AS remaining FROM transactions WHERE id = CAST(:
 # entry of the original; the original's reversed_amount (its CHECK is the last guard against exceeding); the events;
 # and the COMPLETED mark, which returns no row when the reversal is no longer PENDING (the rollback undoes the rest).
 _GIVE_BACK = text(f"""
-WITH {events.CTE}, back AS (
+WITH {events.cte()}, back AS (
     SELECT e.wallet_id, CASE WHEN e.amount > 0 THEN -CAST(:amount AS bigint) ELSE CAST(:amount AS bigint) END AS amount
     FROM entries e WHERE e.transaction_id = CAST(:original AS uuid)
 ), moved AS (

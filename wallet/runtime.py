@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -21,6 +23,7 @@ from wallet.db import create_engine
 from wallet.errors import ServiceUnavailable
 from wallet.revocations import RevokedSessions
 from wallet.store import Store, create_store
+from wallet.tokens import VerifiedTokens
 
 T = TypeVar("T")
 
@@ -48,6 +51,28 @@ def _database_outage() -> Iterator[None]:
 
 
 @dataclass
+class _Held:
+    """The connection a task holds for a whole unit of work (Runtime.session), idle between its blocks."""
+
+    conn: AsyncConnection
+    task: asyncio.Task[Any] | None
+    busy: bool = False
+
+
+_held: ContextVar[_Held | None] = ContextVar("held_connection", default=None)
+
+
+def _idle_held() -> _Held | None:
+    """The session's connection when this task may use it now: not inside another of its blocks, not a task that
+    merely inherited the context (a task spawned during the session runs beside it), and not lost (after a database
+    outage the blocks that follow, such as releasing the claim, take a fresh connection and fail as one would)."""
+    held = _held.get()
+    if held is None or held.busy or held.task is not asyncio.current_task() or held.conn.invalidated:
+        return None
+    return held
+
+
+@dataclass
 class Runtime:
     settings: Settings
     engine: AsyncEngine
@@ -55,6 +80,7 @@ class Runtime:
     # bcrypt and other CPU-bound work; never on the event loop.
     executor: ThreadPoolExecutor
     revoked: RevokedSessions
+    tokens: VerifiedTokens
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -68,12 +94,46 @@ class Runtime:
             create_store(settings.redis_url, settings.redis_prefix),
             ThreadPoolExecutor(max_workers=cpu_workers),
             RevokedSessions(settings.access_token_ttl),
+            VerifiedTokens(),
         )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """Check one connection out for the whole block: the autocommit() and transaction() blocks inside it use
+        it in turn (a money request takes one connection from the pool, not one per step). Between blocks it is in
+        autocommit mode, so holding it holds no transaction."""
+        if _held.get() is not None:
+            yield
+            return
+        with _database_outage():
+            async with AsyncExitStack() as stack:
+                with metrics.waiting_for_connection():
+                    conn = await stack.enter_async_context(self.engine.connect())
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                token = _held.set(_Held(conn, asyncio.current_task()))
+                try:
+                    yield
+                finally:
+                    _held.reset(token)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One unit of work: commits when the block ends, rolls back when it raises."""
+        held = _idle_held()
         with _database_outage():
+            if held is not None:
+                held.busy = True
+                try:
+                    await held.conn.rollback()  # ends the autocommit blocks' bookkeeping; nothing is sent
+                    await held.conn.execution_options(isolation_level=self.engine.dialect.default_isolation_level)
+                    try:
+                        async with held.conn.begin():
+                            yield held.conn
+                    finally:
+                        await held.conn.execution_options(isolation_level="AUTOCOMMIT")
+                finally:
+                    held.busy = False
+                return
             async with AsyncExitStack() as stack:
                 with metrics.waiting_for_connection():
                     conn = await stack.enter_async_context(self.engine.begin())
@@ -82,7 +142,19 @@ class Runtime:
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """Each statement commits on its own, without the BEGIN and COMMIT round trips: for single-statement work."""
+        held = _idle_held()
         with _database_outage():
+            if held is not None:
+                held.busy = True
+                try:
+                    yield held.conn
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await held.conn.rollback()  # resets the connection's bookkeeping for the next block
+                    raise
+                finally:
+                    held.busy = False
+                return
             async with AsyncExitStack() as stack:
                 with metrics.waiting_for_connection():
                     conn = await stack.enter_async_context(self.engine.connect())

@@ -1,6 +1,6 @@
 """The dispatcher every server process runs: it claims due deliveries (webhooks, e-mail), sends them, records each try.
 
-A delivery row is queued in the same statement that writes its event (events.CTE). Dispatchers claim due rows with
+A delivery row is queued in the same statement that writes its event (events.cte()). Dispatchers claim due rows with
 FOR UPDATE SKIP LOCKED and, in that same short commit, push next_attempt_at past the send timeout: the claim is a
 lease, so no other process takes the row while it is in flight, and a process that dies mid-send leaves it to be
 claimed again when the lease ends (at least once; the webhook-id and the Message-ID let receivers drop repeats).

@@ -1,0 +1,211 @@
+"""Steps 2 and 3 of the money path (wallet/ledger.py): execute a recorded operation in one statement
+(ledger_execute(), migrations/versions/0014_fast_path.py), or mark it FAILED; the public names are imported from
+wallet.ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from models import Wallet
+from wallet import errors, events, metrics
+from wallet.history import load_transaction
+from wallet.ledger_record import Operation
+from wallet.money import currency_exponent, format_minor
+from wallet.runtime import Runtime
+from wallet.wallets import open_wallet
+
+# No wallet may hold more than this many minor units (far below BIGINT's limit).
+MAX_BALANCE = 10**18
+
+_system_wallets: dict[str, uuid.UUID] = {}
+
+
+async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
+    """The per-currency account standing for the outside world (created on first use)."""
+    if currency not in _system_wallets:
+        async with rt.transaction() as conn:
+            found = (
+                await conn.execute(
+                    select(Wallet.id).where(Wallet.is_system, ~Wallet.is_fx, Wallet.currency == currency)
+                )
+            ).scalar()
+        if found is None:
+            try:
+                async with rt.transaction() as conn:
+                    found = (await open_wallet(conn, None, currency, f"system {currency}")).id
+            except IntegrityError:  # another process created it first
+                async with rt.transaction() as conn:
+                    found = (
+                        await conn.execute(
+                            select(Wallet.id).where(Wallet.is_system, ~Wallet.is_fx, Wallet.currency == currency)
+                        )
+                    ).scalar_one()
+        _system_wallets[currency] = found
+    return _system_wallets[currency]
+
+
+def _limit_for(rt: Runtime, op: Operation) -> int:
+    major = rt.settings.daily_withdraw_limit if op.type == "WITHDRAWAL" else rt.settings.daily_transfer_limit
+    return int(major.scaleb(currency_exponent(op.currency) or 0))
+
+
+def _over_daily_limit(op: Operation, limit: int, used: int) -> errors.DailyLimitExceeded:
+    remaining = limit - (used - op.amount)
+    return errors.DailyLimitExceeded(
+        f"This would exceed the daily {op.type.lower()} limit of {format_minor(limit, op.currency)} "
+        f"{op.currency}; {format_minor(max(remaining, 0), op.currency)} remains today."
+    )
+
+
+# Step 2 in one round trip: ledger_execute() (migrations/versions/0014_fast_path.py) locks the wallets in id order,
+# checks status, funds, the balance ceiling and the daily limit (charged under its usage row's lock, so concurrent
+# requests queue there and the limit holds), moves the balances, appends the entries and marks the row COMPLETED;
+# the events CTEs then write the transaction's events with the completed_at it stamped into them, after its locks
+# (wallet/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
+# round trips; a refusal RAISEs and rolls all of it back.
+_EXECUTE = text(f"""
+WITH done AS MATERIALIZED (
+    SELECT * FROM ledger_execute(CAST(:tx AS uuid), :type, CAST(:amount AS bigint), :currency,
+        CAST(:source AS uuid), CAST(:destination AS uuid), CAST(:system AS uuid), CAST(:charged_user AS uuid),
+        CAST(:limit AS bigint), CAST(:released AS bigint), CAST(:max_balance AS bigint), :source_role,
+        :destination_role, CAST(:event_data AS text[]))
+), {events.cte("(SELECT stamped_events FROM done)")}
+SELECT done_at, source_balance, destination_balance, source_held, destination_held FROM done
+""")
+
+# FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
+# these locks, or recording and executing deadlock each other. Only an operation with a draw step (a hold capture)
+# takes them ahead of ledger_execute(), in its own transaction, to run that step under them.
+_LOCK = text("""
+SELECT w.id, u.status FROM wallets w JOIN users u ON u.id = w.user_id
+WHERE w.id = ANY(CAST(:ids AS uuid[])) ORDER BY w.id FOR NO KEY UPDATE OF w
+""")
+
+
+def check_status(status: str, whose: str) -> None:
+    if status == "frozen":
+        raise errors.AccountFrozen(f"The {whose} account is frozen.")
+    if status == "inactive":
+        raise errors.AccountInactive(f"The {whose} account is inactive.")
+
+
+def _roles(op: Operation) -> tuple[str, str]:
+    """Whose account a status refusal names, for the source and the destination."""
+    return ("sending", "recipient's") if op.type == "TRANSFER" else ("wallet owner's", "wallet owner's")
+
+
+def _refusal(error: DBAPIError, op: Operation, limit: int) -> Exception | None:
+    """The API's error for a refusal ledger_execute() raised (SQLSTATE class WL), else None."""
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    if not sqlstate.startswith("WL"):
+        return None
+    detail = getattr(error.orig, "detail", None) or ""
+    message = str(getattr(error.orig.__cause__, "message", ""))  # the status, for WL001
+    if sqlstate == "WL001":
+        check_status(message, detail)
+    if sqlstate == "WL002":
+        available = format_minor(int(detail), op.currency)
+        return errors.InsufficientFunds(f"Insufficient funds: the available balance is {available} {op.currency}.")
+    if sqlstate == "WL003":
+        return errors.BalanceLimitExceeded()
+    if sqlstate == "WL004":
+        return _over_daily_limit(op, limit, int(detail))
+    return NoLongerPending()
+
+
+async def execute(
+    rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID
+) -> tuple[dt.datetime, int | None, int | None]:
+    """Step 2. Returns (completed_at, source balance after, destination balance after)."""
+    done = await execute_row(rt, op, row, initiator_id)
+    return done.done_at, done.source_balance, done.destination_balance
+
+
+async def execute_row(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Any:
+    """Step 2: ledger_execute()'s answer (done_at, and each side's balance and held amount after the move)."""
+    system_id = await _system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
+    limit = _limit_for(rt, op) if op.source is not None else 0
+    source_role, destination_role = _roles(op)
+    # completed_at is ledger_execute()'s to stamp into the events.
+    completed = {**row, "status": "COMPLETED", "completed_at": None}
+    values = {
+        "tx": row["id"],
+        "type": op.type,
+        "amount": op.amount,
+        "currency": op.currency,
+        "source": op.source.wallet_id if op.source else None,
+        "destination": op.destination.wallet_id if op.destination else None,
+        "system": system_id,
+        "charged_user": op.source.user_id if limit else None,
+        "limit": limit,
+        "released": 0,
+        "max_balance": MAX_BALANCE,
+        "source_role": source_role,
+        "destination_role": destination_role,
+        **events.params(events.transaction_events(completed, initiator_id)),
+    }
+    try:
+        if op.draw is None:
+            async with rt.autocommit() as conn:
+                done = (await conn.execute(_EXECUTE, values)).one()
+        else:
+            async with rt.transaction() as conn:
+                ids = [p.wallet_id for p in (op.source, op.destination) if p is not None]
+                locked = {r.id: r.status for r in (await conn.execute(_LOCK, {"ids": ids})).all()}
+                for party, whose in ((op.source, source_role), (op.destination, destination_role)):
+                    if party is not None:
+                        check_status(locked[party.wallet_id], whose)
+                # What active holds reserve is not available to spend, but what this capture released is.
+                values["released"] = await op.draw(conn)
+                done = (await conn.execute(_EXECUTE, values)).one()
+    except DBAPIError as error:
+        refusal = _refusal(error, op, limit)
+        if refusal is None:
+            raise
+        raise refusal from None
+    metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
+    return done
+
+
+class NoLongerPending(Exception):
+    """The row was no longer PENDING when this attempt went to mark it COMPLETED: another attempt, a provider's
+    confirmation or recovery finished it first (and this attempt's rollback moved nothing)."""
+
+
+# Step 3 in one round trip: the FAILED mark (only of a row still PENDING) and its events, stamped with its
+# completed_at (ledger_stamp(), migrations/versions/0014_fast_path.py), in one statement and one durable commit.
+_FAILED_EVENTS = events.cte(
+    "(SELECT ledger_stamp(CAST(:event_data AS text[]), completed_at) FROM failed)", "EXISTS (SELECT FROM failed)"
+)
+_MARK_FAILED = text(f"""
+WITH failed AS MATERIALIZED (
+    UPDATE transactions SET status = 'FAILED', failure_code = :code, failure_reason = :reason, completed_at = now()
+    WHERE id = CAST(:tx AS uuid) AND status = 'PENDING'
+    RETURNING type, completed_at
+), {_FAILED_EVENTS}
+SELECT type FROM failed
+""")
+
+
+async def mark_failed(
+    rt: Runtime, tx_id: uuid.UUID, code: str, reason: str, row: Mapping[str, Any] | None = None
+) -> None:
+    """Step 3, with its event (only if this marked it). Its commit waits for the disk: the refusal is about to be
+    answered, and a retry of the key after a database crash must replay it, not execute. `row` is the transaction
+    as rendered so far, when the caller has it (else it is read first)."""
+    reason = reason[:255]
+    async with rt.autocommit() as conn:
+        if row is None:
+            row = await load_transaction(conn, tx_id)
+        failed = {**row, "status": "FAILED", "failure_code": code, "failure_reason": reason, "completed_at": None}
+        values = {"tx": tx_id, "code": code, "reason": reason}
+        values |= events.params(events.transaction_events(failed, failed["initiator_id"]))
+        marked = (await conn.execute(_MARK_FAILED, values)).first()
+    if marked:  # not when recovery or another delivery decided the row first
+        metrics.money(marked.type, code)
