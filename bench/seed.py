@@ -38,7 +38,7 @@ INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)
     SELECT t.id, t.destination_wallet_id, t.amount, 'USD', t.amount FROM transactions t WHERE t.reference LIKE 'SEED%%'
     UNION ALL
     SELECT t.id, s.id, -t.amount, 'USD', NULL FROM transactions t, wallets s
-    WHERE t.reference LIKE 'SEED%%' AND s.is_system AND NOT s.is_fx AND s.currency = 'USD';
+    WHERE t.reference LIKE 'SEED%%' AND s.number = '0999999999';  -- the outside world's account above
 INSERT INTO sessions (id, user_id, refresh_jti, expires_at)
     SELECT gen_random_uuid(), id, gen_random_uuid(), now() + interval '1 day' FROM users;
 """

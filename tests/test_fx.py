@@ -17,18 +17,12 @@ from conftest import (
     log_in,
     make_user,
     recorded,
-    run_audit,
     scalar,
     unique_name,
 )
 
-
-@pytest.fixture(autouse=True)
-def audited(database_url):
-    """The ledger audit (FX accounts, per-currency sums, transfers against their quotes) passes after every test."""
-    yield
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+# The ledger audit (FX accounts, per-currency sums, transfers against their quotes) passes after every test.
+pytestmark = pytest.mark.usefixtures("ledger_audited")
 
 
 def call(server, who, method, path, body=None, key=None):
