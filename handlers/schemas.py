@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 import phonenumbers
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, post_load, validate, validates_schema
 
@@ -447,32 +449,38 @@ class Output(Schema):
     """A response body: every field is always rendered (the OpenAPI spec marks them all required).
 
     The fields declare the body (the OpenAPI spec is built from them) and say how each value is rendered, but
-    marshmallow's own `dump` does not run on the hot paths: `dump` walks a plan compiled once per class from the
-    same bound fields (`_plan`), with strings and UUIDs turned into text directly and every other leaf through
-    its field's own `_serialize`. That is the only way an answer is rendered; tests/test_rendering.py checks it
-    against marshmallow's Schema.dump on representative bodies so the two cannot drift.
+    marshmallow's `dump` does not render answers: `render` walks a plan compiled once per class from the same
+    bound fields (`_plan`) and hands UUIDs and UTC datetimes to orjson, which writes them as str() and
+    UtcDateTime would; every other leaf goes through its field's own `_serialize`. That is the only way an answer
+    is rendered; tests/test_rendering.py holds it to marshmallow's dump, byte for byte, so the two cannot drift.
     """
 
-    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
-        render = _render_for(type(self))
-        if many if many is not None else self.many:
-            return [render(item) for item in obj]
-        return render(obj)
+    def render(self, obj: Any) -> bytes:
+        """The JSON body for `obj` (a mapping, or an object with the fields as attributes)."""
+        return orjson.dumps(_render_for(type(self))(obj), option=orjson.OPT_UTC_Z)
 
 
 _plans: dict[type[Output], Callable[[Any], dict[str, Any]]] = {}
 
 
 def _render_for(schema: type[Output]) -> Callable[[Any], dict[str, Any]]:
-    """The renderer of an Output class, compiled on first use."""
+    """The plan of an Output class, compiled on first use."""
     render = _plans.get(schema)
     if render is None:
         render = _plans[schema] = _plan(schema)
     return render
 
 
-def _text(value: Any) -> str:
+def _text(value: Any) -> Any:
     return value if type(value) is str else str(value)
+
+
+def _uuid(value: Any) -> Any:
+    return value if type(value) is uuid.UUID else str(value)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
 
 
 def _converter(field: fields.Field) -> Callable[[Any], Any]:
@@ -485,8 +493,9 @@ def _converter(field: fields.Field) -> Callable[[Any], Any]:
     if isinstance(field, fields.List):
         inner = _converter(field.inner)
         return lambda items: [None if item is None else inner(item) for item in items]
-    if type(field) in (fields.String, fields.UUID):  # both are str(value) in marshmallow
-        return _text
+    special = {fields.String: _text, fields.UUID: _uuid, UtcDateTime: _utc}.get(type(field))
+    if special is not None:
+        return special
     serialize = field._serialize
     return lambda value: serialize(value, None, None)
 

@@ -1,5 +1,5 @@
-"""Answers are rendered by handlers/schemas.py's compiled plans (Output.dump), not by marshmallow's Schema.dump:
-the two must give the same JSON, byte for byte, for every response schema and every kind of transaction."""
+"""Answers are rendered by handlers/schemas.py's compiled plans (Output.render), not by marshmallow's dump: the two
+must give the same JSON, byte for byte, for every response schema and every kind of transaction."""
 
 from __future__ import annotations
 
@@ -92,10 +92,8 @@ ROWS = {
 }
 
 
-def same_json(schema: Schema, body: Any) -> None:
-    fast = schema.dump(body)
-    assert fast == Schema.dump(schema, body)
-    assert orjson.dumps(fast) == orjson.dumps(Schema.dump(schema, body))
+def same_json(schema: schemas.Output, body: Any) -> None:
+    assert schema.render(body) == orjson.dumps(schema.dump(body))
 
 
 @pytest.mark.parametrize("kind", ROWS)
@@ -109,9 +107,6 @@ def test_transaction_renders_as_marshmallow_would(kind: str) -> None:
 def test_a_page_of_every_kind_renders_as_marshmallow_would() -> None:
     items = [render_transaction(r, VIEWER) for r in ROWS.values()]
     same_json(schemas.TransactionListSchema(), {"items": items, "next_cursor": "c2VxOjc"})
-    assert schemas.TransactionSchema().dump(items, many=True) == Schema.dump(
-        schemas.TransactionSchema(), items, many=True
-    )
 
 
 def sample(field: fields.Field, n: int) -> Any:
