@@ -392,7 +392,7 @@ class BaseHandler(web.RequestHandler):
         if schema is None:
             self.finish()
             return
-        self.finish(orjson.dumps(schema.dump(body)) + b"\n")  # a newline, so curl's output ends its line
+        self.finish(schema.render(body) + b"\n")  # a newline, so curl's output ends its line
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, union_all
+from sqlalchemy import Integer, Select, and_, bindparam, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 from models import Transaction, User, Wallet
@@ -121,6 +122,38 @@ async def get_transaction(rt: Runtime, principal: Principal, transaction_id: uui
     return render_transaction(row, principal.user_id)
 
 
+# The filters list_transactions() takes besides the page: each compares the insertion sequence or a column.
+_FILTERS = {
+    "cursor": lambda: T.c.seq < bindparam("before_seq"),
+    "type": lambda: T.c.type == bindparam("type"),
+    "status": lambda: T.c.status == bindparam("status"),
+    "since": lambda: T.c.created_at >= bindparam("since"),
+    "until": lambda: T.c.created_at < bindparam("until"),
+}
+_OWNER = select(Wallet.user_id).where(Wallet.id == bindparam("wallet_id"))
+
+
+@functools.cache
+def _listing(by_wallet: bool, given: frozenset[str]) -> Select:
+    """The listing statement for one shape of request (by wallet or by user, which filters are given), built once:
+    building it, and SQLAlchemy's cache key of a new statement, cost several times what PostgreSQL spends on it."""
+    filters = [_FILTERS[name]() for name in sorted(given)]
+    user_id, limit = bindparam("user_id"), bindparam("limit", type_=Integer)
+    if by_wallet:
+        wallet_id = bindparam("wallet_id")
+        out_side = T.c.source_wallet_id == wallet_id
+        in_side = and_(T.c.destination_wallet_id == wallet_id, T.c.source_wallet_id.is_distinct_from(wallet_id))
+    else:
+        out_side = T.c.source_user_id == user_id
+        in_side = and_(T.c.destination_user_id == user_id, T.c.source_user_id.is_distinct_from(user_id))
+    outgoing = select(T).where(out_side, *filters).order_by(T.c.seq.desc()).limit(limit)
+    # Incoming and not yet completed (or refused) only when the user asked for it: their own deposits.
+    shown = or_(T.c.status == "COMPLETED", T.c.initiator_id == user_id)
+    incoming = select(T).where(in_side, shown, *filters).order_by(T.c.seq.desc()).limit(limit)
+    page = union_all(outgoing, incoming).subquery()
+    return _detailed(page).order_by(page.c.seq.desc()).limit(limit)
+
+
 async def list_transactions(
     rt: Runtime,
     user_id: uuid.UUID,
@@ -138,35 +171,19 @@ async def list_transactions(
     Two index range scans (outgoing, then incoming-but-not-outgoing) are merged, so the cost follows the page,
     not the size of the user's history.
     """
-    filters = []
+    params: dict[str, Any] = {"user_id": user_id, "wallet_id": wallet_id, "limit": limit + 1}
+    given = {"type": type, "status": status, "since": since, "until": until}
     if cursor is not None:
-        filters.append(T.c.seq < decode_cursor(cursor, bigint)[0])
-    if type is not None:
-        filters.append(T.c.type == type)
-    if status is not None:
-        filters.append(T.c.status == status)
-    if since is not None:
-        filters.append(T.c.created_at >= since)
-    if until is not None:
-        filters.append(T.c.created_at < until)
+        given["cursor"] = params["before_seq"] = decode_cursor(cursor, bigint)[0]
+    params.update((name, value) for name, value in given.items() if name != "cursor" and value is not None)
+    query = _listing(wallet_id is not None, frozenset(name for name, value in given.items() if value is not None))
 
     async with rt.autocommit() as conn:
         if wallet_id is not None:
-            owner = (await conn.execute(select(Wallet.user_id).where(Wallet.id == wallet_id))).scalar()
+            owner = (await conn.execute(_OWNER, {"wallet_id": wallet_id})).scalar()
             if owner != user_id:
                 raise NotFound("Wallet not found.")
-            out_side = T.c.source_wallet_id == wallet_id
-            in_side = and_(T.c.destination_wallet_id == wallet_id, T.c.source_wallet_id.is_distinct_from(wallet_id))
-        else:
-            out_side = T.c.source_user_id == user_id
-            in_side = and_(T.c.destination_user_id == user_id, T.c.source_user_id.is_distinct_from(user_id))
-        outgoing = select(T).where(out_side, *filters).order_by(T.c.seq.desc()).limit(limit + 1)
-        # Incoming and not yet completed (or refused) only when the user asked for it: their own deposits.
-        shown = or_(T.c.status == "COMPLETED", T.c.initiator_id == user_id)
-        incoming = select(T).where(in_side, shown, *filters).order_by(T.c.seq.desc()).limit(limit + 1)
-        page = union_all(outgoing, incoming).subquery()
-        query = _detailed(page).order_by(page.c.seq.desc()).limit(limit + 1)
-        rows = [r._mapping for r in (await conn.execute(query)).all()]
+        rows = [r._mapping for r in (await conn.execute(query, params)).all()]
 
     more = len(rows) > limit
     rows = rows[:limit]
