@@ -341,7 +341,8 @@ def test_after_a_drop_the_page_resumes_and_shows_what_it_missed_once(own_server,
     payer, payee = make_user(server), make_user(server)
     fund(server, payer, "10.00")
     person = Person(chromium, theirs.url)
-    person.expected += ["ERR_CONNECTION_REFUSED", "WebSocket connection to"]  # while the server is down
+    # While the server is down, and a request the kill cut off mid-way.
+    person.expected += ["ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET", "WebSocket connection to"]
     try:
         person.log_in(payee.username)
         person.connected()
