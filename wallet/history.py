@@ -16,6 +16,7 @@ from wallet.auth import Principal
 from wallet.errors import NotFound
 from wallet.money import format_minor
 from wallet.paging import bigint, decode_cursor, encode_cursor
+from wallet.prepared import Prepared
 from wallet.runtime import Runtime
 
 T = Transaction.__table__
@@ -130,11 +131,11 @@ _FILTERS = {
     "since": lambda: T.c.created_at >= bindparam("since"),
     "until": lambda: T.c.created_at < bindparam("until"),
 }
-_OWNER = select(Wallet.user_id).where(Wallet.id == bindparam("wallet_id"))
+_OWNER = Prepared(select(Wallet.user_id).where(Wallet.id == bindparam("wallet_id")))
 
 
 @functools.cache
-def _listing(by_wallet: bool, given: frozenset[str]) -> Select:
+def _listing(by_wallet: bool, given: frozenset[str]) -> Prepared:
     """The listing statement for one shape of request (by wallet or by user, which filters are given), built once:
     building it, and SQLAlchemy's cache key of a new statement, cost several times what PostgreSQL spends on it."""
     filters = [_FILTERS[name]() for name in sorted(given)]
@@ -151,7 +152,7 @@ def _listing(by_wallet: bool, given: frozenset[str]) -> Select:
     shown = or_(T.c.status == "COMPLETED", T.c.initiator_id == user_id)
     incoming = select(T).where(in_side, shown, *filters).order_by(T.c.seq.desc()).limit(limit)
     page = union_all(outgoing, incoming).subquery()
-    return _detailed(page).order_by(page.c.seq.desc()).limit(limit)
+    return Prepared(_detailed(page).order_by(page.c.seq.desc()).limit(limit))
 
 
 async def list_transactions(
@@ -180,10 +181,10 @@ async def list_transactions(
 
     async with rt.autocommit() as conn:
         if wallet_id is not None:
-            owner = (await conn.execute(_OWNER, {"wallet_id": wallet_id})).scalar()
+            owner = await _OWNER.scalar(conn, {"wallet_id": wallet_id})
             if owner != user_id:
                 raise NotFound("Wallet not found.")
-        rows = [r._mapping for r in (await conn.execute(query, params)).all()]
+        rows = await query.all(conn, params)
 
     more = len(rows) > limit
     rows = rows[:limit]

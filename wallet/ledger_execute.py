@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -17,6 +18,7 @@ from wallet import errors, events, metrics
 from wallet.history import load_transaction
 from wallet.ledger_record import Operation
 from wallet.money import currency_exponent, format_minor
+from wallet.prepared import Prepared, postgres_error
 from wallet.runtime import Runtime
 from wallet.wallets import open_wallet
 
@@ -69,7 +71,7 @@ def _over_daily_limit(op: Operation, limit: int, used: int) -> errors.DailyLimit
 # the events CTEs then write the transaction's events with the completed_at it stamped into them, after its locks
 # (wallet/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
 # round trips; a refusal RAISEs and rolls all of it back.
-_EXECUTE = text(f"""
+_EXECUTE_SQL = text(f"""
 WITH done AS MATERIALIZED (
     SELECT * FROM ledger_execute(CAST(:tx AS uuid), :type, CAST(:amount AS bigint), :currency,
         CAST(:source AS uuid), CAST(:destination AS uuid), CAST(:system AS uuid), CAST(:charged_user AS uuid),
@@ -78,6 +80,7 @@ WITH done AS MATERIALIZED (
 ), {events.cte("(SELECT stamped_events FROM done)")}
 SELECT done_at, source_balance, destination_balance, source_held, destination_held FROM done
 """)
+_EXECUTE = Prepared(_EXECUTE_SQL)
 
 # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
 # these locks, or recording and executing deadlock each other. Only an operation with a draw step (a hold capture)
@@ -100,13 +103,12 @@ def _roles(op: Operation) -> tuple[str, str]:
     return ("sending", "recipient's") if op.type == "TRANSFER" else ("wallet owner's", "wallet owner's")
 
 
-def _refusal(error: DBAPIError, op: Operation, limit: int) -> Exception | None:
+def _refusal(error: DBAPIError | asyncpg.PostgresError, op: Operation, limit: int) -> Exception | None:
     """The API's error for a refusal ledger_execute() raised (SQLSTATE class WL), else None."""
-    sqlstate = getattr(error.orig, "sqlstate", None) or ""
-    if not sqlstate.startswith("WL"):
+    found = postgres_error(error)
+    if found is None or not found.sqlstate.startswith("WL"):
         return None
-    detail = getattr(error.orig, "detail", None) or ""
-    message = str(getattr(error.orig.__cause__, "message", ""))  # the status, for WL001
+    sqlstate, detail, message = found.sqlstate, found.detail or "", found.message  # message: the status, for WL001
     if sqlstate == "WL001":
         check_status(message, detail)
     if sqlstate == "WL002":
@@ -153,7 +155,7 @@ async def execute_row(rt: Runtime, op: Operation, row: dict[str, Any], initiator
     try:
         if op.draw is None:
             async with rt.autocommit() as conn:
-                done = (await conn.execute(_EXECUTE, values)).one()
+                done = await _EXECUTE.one(conn, values)
         else:
             async with rt.transaction() as conn:
                 ids = [p.wallet_id for p in (op.source, op.destination) if p is not None]
@@ -163,8 +165,8 @@ async def execute_row(rt: Runtime, op: Operation, row: dict[str, Any], initiator
                         check_status(locked[party.wallet_id], whose)
                 # What active holds reserve is not available to spend, but what this capture released is.
                 values["released"] = await op.draw(conn)
-                done = (await conn.execute(_EXECUTE, values)).one()
-    except DBAPIError as error:
+                done = (await conn.execute(_EXECUTE_SQL, values)).one()
+    except (DBAPIError, asyncpg.PostgresError) as error:
         refusal = _refusal(error, op, limit)
         if refusal is None:
             raise
@@ -183,7 +185,8 @@ class NoLongerPending(Exception):
 _FAILED_EVENTS = events.cte(
     "(SELECT ledger_stamp(CAST(:event_data AS text[]), completed_at) FROM failed)", "EXISTS (SELECT FROM failed)"
 )
-_MARK_FAILED = text(f"""
+_MARK_FAILED = Prepared(
+    text(f"""
 WITH failed AS MATERIALIZED (
     UPDATE transactions SET status = 'FAILED', failure_code = :code, failure_reason = :reason, completed_at = now()
     WHERE id = CAST(:tx AS uuid) AND status = 'PENDING'
@@ -191,6 +194,7 @@ WITH failed AS MATERIALIZED (
 ), {_FAILED_EVENTS}
 SELECT type FROM failed
 """)
+)
 
 
 async def mark_failed(
@@ -206,6 +210,6 @@ async def mark_failed(
         failed = {**row, "status": "FAILED", "failure_code": code, "failure_reason": reason, "completed_at": None}
         values = {"tx": tx_id, "code": code, "reason": reason}
         values |= events.params(events.transaction_events(failed, failed["initiator_id"]))
-        marked = (await conn.execute(_MARK_FAILED, values)).first()
+        marked = await _MARK_FAILED.first(conn, values)
     if marked:  # not when recovery or another delivery decided the row first
         metrics.money(marked.type, code)

@@ -20,6 +20,7 @@ from models import Transaction, User, Wallet
 from wallet import errors
 from wallet.auth import Principal
 from wallet.money import to_minor
+from wallet.prepared import Prepared
 from wallet.runtime import Runtime
 
 T = Transaction.__table__
@@ -127,7 +128,7 @@ _RECORD_ROW = """
         :provider, :provider_reference, CAST(:hold_id AS uuid), CAST(:reverses AS uuid)
     FROM relaxed"""
 _RELAXED = "relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
-_RECORD = text(f"WITH {_RELAXED}, {_PENDING.format(rows=_RECORD_ROW)} SELECT * FROM claim")
+_RECORD = Prepared(text(f"WITH {_RELAXED}, {_PENDING.format(rows=_RECORD_ROW)} SELECT * FROM claim"))
 
 
 # Resolving the parties and recording in the same statement (a transfer, a deposit or withdrawal, an admin deposit):
@@ -167,7 +168,8 @@ _RESOLVED_ROW = """
     FROM relaxed, (SELECT CAST(:type AS text) = 'DEPOSIT' AS deposit) c, named n LEFT JOIN recipient r ON true
     WHERE n.currency = :currency AND CAST(:amount AS bigint) IS NOT NULL
         AND (CAST(:type AS text) <> 'TRANSFER' OR (r.id <> n.id AND r.currency = n.currency))"""
-_RESOLVE_AND_RECORD = text(f"""
+_RESOLVE_AND_RECORD = Prepared(
+    text(f"""
 WITH {_RELAXED}, {_RESOLVE}, {_PENDING.format(rows=_RESOLVED_ROW)}
 SELECT n.id, n.user_id, n.username, n.number, n.currency, n.name, n.status, n.created_at AS wallet_created_at,
     r.id AS to_id, r.user_id AS to_user_id,
@@ -175,6 +177,7 @@ SELECT n.id, n.user_id, n.username, n.number, n.currency, n.name, n.status, n.cr
     EXISTS (SELECT 1 FROM recipient_user) AS recipient_user_found, c.*
 FROM claim c LEFT JOIN named n ON true LEFT JOIN recipient r ON true
 """)
+)
 
 
 class Claimed(NamedTuple):
@@ -262,7 +265,7 @@ async def record(
         "abandoned": _abandoned(rt),
     }
     async with rt.autocommit() as conn:
-        return await _claim(conn, (await conn.execute(_RECORD, values)).one(), principal, key, digest)
+        return await _claim(conn, await _RECORD.one(conn, values), principal, key, digest)
 
 
 @dataclass(frozen=True)
@@ -345,7 +348,7 @@ async def resolve_and_record(
             minor = None if only_resolve else _minor_or_none(request.amount, currency)
             digest = request_hash(request.params(minor)) if minor is not None else None
             values.update(currency=currency, amount=minor, request_hash=digest)
-            row = (await conn.execute(_RESOLVE_AND_RECORD, values)).one()
+            row = await _RESOLVE_AND_RECORD.one(conn, values)
             named, other = _parties(row, request)
             if len(_currencies) >= _CURRENCIES_KEPT:
                 _currencies.clear()

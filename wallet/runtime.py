@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,6 +22,7 @@ from settings import Settings
 from wallet import metrics
 from wallet.db import create_engine
 from wallet.errors import ServiceUnavailable
+from wallet.prepared import postgres_error
 from wallet.revocations import RevokedSessions
 from wallet.store import Store, create_store
 from wallet.tokens import VerifiedTokens
@@ -41,9 +43,10 @@ def _database_outage() -> Iterator[None]:
     our fault. OSError covers refused connections and asyncpg's client-side timeouts (TimeoutError)."""
     try:
         yield
-    except DBAPIError as error:
-        sqlstate = getattr(error.orig, "sqlstate", None) or ""
-        if not (error.connection_invalidated or sqlstate.startswith(_OUTAGE_SQLSTATES)):
+    except (DBAPIError, asyncpg.PostgresError) as error:
+        found = postgres_error(error)
+        invalidated = isinstance(error, DBAPIError) and error.connection_invalidated
+        if not (invalidated or (found is not None and found.sqlstate.startswith(_OUTAGE_SQLSTATES))):
             raise
         raise ServiceUnavailable("The database is not answering; try again shortly.") from None
     except (OSError, PoolTimeout):

@@ -14,6 +14,7 @@ from models import Wallet
 from wallet.auth import Principal
 from wallet.errors import NotFound
 from wallet.money import format_minor
+from wallet.prepared import Prepared
 from wallet.runtime import Runtime
 
 WALLET_COLUMNS = (
@@ -99,13 +100,15 @@ async def list_user_wallets(rt: Runtime, user_id: uuid.UUID) -> dict[str, Any]:
 
 
 # Built once: a statement built per call costs more of the server's CPU than PostgreSQL spends running it.
-_OWN_WALLET = select(*WALLET_COLUMNS).where(Wallet.id == bindparam("wallet_id"), Wallet.user_id == bindparam("user_id"))
+_OWN_WALLET = Prepared(
+    select(*WALLET_COLUMNS).where(Wallet.id == bindparam("wallet_id"), Wallet.user_id == bindparam("user_id"))
+)
 
 
 async def get_wallet(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) -> dict[str, Any]:
     """The caller's wallet; another user's wallet is reported as not found, never as forbidden."""
     async with rt.autocommit() as conn:
-        row = (await conn.execute(_OWN_WALLET, {"wallet_id": wallet_id, "user_id": principal.user_id})).first()
+        row = await _OWN_WALLET.first(conn, {"wallet_id": wallet_id, "user_id": principal.user_id})
     if row is None:
         raise NotFound("Wallet not found.")
     return render_wallet(row)
