@@ -138,7 +138,9 @@ def measure(
                     reads = openloop(world, url, run_id, args.read_rate, step.seconds, "read", BESIDE_LOGIN)
                     rows.append(to_row("login", processes, LOGINS, report(logins)))
                     rep = report(reads)
-                    note = f"read beside login; {offered(args.read_rate, rep)}, {rep['connections']} conns opened"
+                    note = (
+                        f"read beside login; {offered(args.read_rate, rep)}, {rep['connections']} conns opened in all"
+                    )
                     rows.append(to_row("read+login", processes, BESIDE_LOGIN, rep, note))
                     continue
                 meter = Meter(world, server)
