@@ -1,5 +1,5 @@
 """The bench's load generators and the checks on what they left: wrk (closed loop, bench/wrk.lua) and the open-loop
-transfer generator (bench/openloop.py), both printing one "BENCH {json}" report; the replay of transfers left
+generator (bench/openloop.py, transfers or reads), both printing one "BENCH {json}" report; the replay of transfers left
 unanswered at the stop, and the count of COMPLETED transfers against the 201 answers."""
 
 from __future__ import annotations
@@ -30,10 +30,15 @@ def wrk(world: World, url: str, scenario: str, run_id: str, connections: int, se
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def openloop(world: World, url: str, run_id: str, rate: int, seconds: int) -> subprocess.Popen:
-    """Transfers offered at `rate` a second for `seconds`, in a process of their own as wrk runs in its own."""
+def openloop(
+    world: World, url: str, run_id: str, rate: int, seconds: int, load: str = "transfer", max_connections: int = 0
+) -> subprocess.Popen:
+    """`load` (transfer or read) offered at `rate` a second for `seconds` on at most `max_connections` (0: no limit),
+    in a process of their own as wrk runs in its own."""
     command = [sys.executable, "-m", "bench.openloop", url, str(world.users_file), run_id, str(rate), str(seconds)]
-    command += ["--timeout", str(TIMEOUT)]
+    command += ["--load", load, "--timeout", str(TIMEOUT)]
+    if max_connections:
+        command += ["--max-connections", str(max_connections)]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

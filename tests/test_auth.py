@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,8 @@ import httpx
 import jwt
 import pytest
 from conftest import JWT_SECRET, PASSWORD, WALLET_KEYS, assert_error, create_admin, make_user, unique_name, unique_phone
+
+from wallet.runtime import CPU_POOL_NICENESS
 
 USER_KEYS = {"id", "username", "email", "phone", "role", "status", "auth_providers", "created_at"}
 TOKEN_KEYS = {"access_token", "refresh_token", "token_type", "expires_in"}
@@ -178,6 +181,16 @@ def test_unknown_user_costs_the_same_bcrypt_time(tuned):
         return min(times)
 
     assert fastest(unique_name("ghost")) > 0.5 * fastest(victim.username)
+
+
+def test_bcrypt_runs_at_a_lower_cpu_priority_than_the_event_loop(server, user):
+    """The login that made `user` ran bcrypt in the server's CPU pool, whose threads run CPU_POOL_NICENESS nice levels
+    below the event loop (the main thread), so logins cannot take the core from the other requests."""
+    pid = server.proc.pid
+    loop = os.getpriority(os.PRIO_PROCESS, pid)
+    assert loop < 19  # else nothing could be lower
+    threads = {int(tid) for tid in os.listdir(f"/proc/{pid}/task")} - {pid}
+    assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in threads} & {min(19, loop + CPU_POOL_NICENESS)}
 
 
 def test_passwords_over_72_bytes_are_refused_not_crashed(api, user):
