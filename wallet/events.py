@@ -55,14 +55,20 @@ class NewEvent:
     data: Mapping[str, Any]
 
 
-def cte(event_data: str = "CAST(:event_data AS text[])", when: str = "true") -> str:
+def cte(
+    event_data: str = "CAST(:event_data AS text[])",
+    when: str = "true",
+    users: str = "CAST(:event_users AS uuid[])",
+    types: str = "CAST(:event_types AS text[])",
+) -> str:
     """CTEs that write the events given as :event_users / :event_types / :event_data (see params()); a statement
     that already holds the locks of a change includes them (the ledger's), others run emit(). The ledger passes its
     own `event_data` expression (the data with completed_at stamped by the change, which also makes these CTEs run
-    after the change's locks) and `when`, a condition for writing them at all (the change took place)."""
+    after the change's locks) and `when`, a condition for writing them at all (the change took place); its group
+    commit also its own `users` and `types` (the events of the operations of a batch that took place)."""
     return f"""
 new_events (user_id, type, data, n) AS (
-    SELECT * FROM unnest(CAST(:event_users AS uuid[]), CAST(:event_types AS text[]), {event_data}) WITH ORDINALITY
+    SELECT * FROM unnest({users}, {types}, {event_data}) WITH ORDINALITY
     WHERE {when}
 ), event_locks AS (
     INSERT INTO event_heads AS h (user_id, last_event_at)

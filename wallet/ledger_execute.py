@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from models import Wallet
-from wallet import errors, events, metrics
+from wallet import errors, events, ledger_batch, metrics
 from wallet.history import load_transaction
+from wallet.ledger_batch import Refused
 from wallet.ledger_record import Operation
 from wallet.money import currency_exponent, format_minor
 from wallet.prepared import Prepared, postgres_error
@@ -65,23 +65,6 @@ def _over_daily_limit(op: Operation, limit: int, used: int) -> errors.DailyLimit
     )
 
 
-# Step 2 in one round trip: ledger_execute() (migrations/versions/0014_fast_path.py) locks the wallets in id order,
-# checks status, funds, the balance ceiling and the daily limit (charged under its usage row's lock, so concurrent
-# requests queue there and the limit holds), moves the balances, appends the entries and marks the row COMPLETED;
-# the events CTEs then write the transaction's events with the completed_at it stamped into them, after its locks
-# (wallet/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
-# round trips; a refusal RAISEs and rolls all of it back.
-_EXECUTE_SQL = text(f"""
-WITH done AS MATERIALIZED (
-    SELECT * FROM ledger_execute(CAST(:tx AS uuid), :type, CAST(:amount AS bigint), :currency,
-        CAST(:source AS uuid), CAST(:destination AS uuid), CAST(:system AS uuid), CAST(:charged_user AS uuid),
-        CAST(:limit AS bigint), CAST(:released AS bigint), CAST(:max_balance AS bigint), :source_role,
-        :destination_role, CAST(:event_data AS text[]))
-), {events.cte("(SELECT stamped_events FROM done)")}
-SELECT done_at, source_balance, destination_balance, source_held, destination_held FROM done
-""")
-_EXECUTE = Prepared(_EXECUTE_SQL)
-
 # FOR NO KEY UPDATE: the foreign-key checks (KEY SHARE) of rows being recorded meanwhile must not queue behind
 # these locks, or recording and executing deadlock each other. Only an operation with a draw step (a hold capture)
 # takes them ahead of ledger_execute(), in its own transaction, to run that step under them.
@@ -103,21 +86,17 @@ def _roles(op: Operation) -> tuple[str, str]:
     return ("sending", "recipient's") if op.type == "TRANSFER" else ("wallet owner's", "wallet owner's")
 
 
-def _refusal(error: DBAPIError | asyncpg.PostgresError, op: Operation, limit: int) -> Exception | None:
-    """The API's error for a refusal ledger_execute() raised (SQLSTATE class WL), else None."""
-    found = postgres_error(error)
-    if found is None or not found.sqlstate.startswith("WL"):
-        return None
-    sqlstate, detail, message = found.sqlstate, found.detail or "", found.message  # message: the status, for WL001
-    if sqlstate == "WL001":
-        check_status(message, detail)
-    if sqlstate == "WL002":
-        available = format_minor(int(detail), op.currency)
+def _refusal(refused: Refused, op: Operation, limit: int) -> Exception:
+    """The API's error for a refusal ledger_execute() raised (SQLSTATE class WL)."""
+    if refused.sqlstate == "WL001":
+        check_status(refused.message, refused.detail)  # MESSAGE the status, DETAIL whose
+    if refused.sqlstate == "WL002":
+        available = format_minor(int(refused.detail), op.currency)
         return errors.InsufficientFunds(f"Insufficient funds: the available balance is {available} {op.currency}.")
-    if sqlstate == "WL003":
+    if refused.sqlstate == "WL003":
         return errors.BalanceLimitExceeded()
-    if sqlstate == "WL004":
-        return _over_daily_limit(op, limit, int(detail))
+    if refused.sqlstate == "WL004":
+        return _over_daily_limit(op, limit, int(refused.detail))
     return NoLongerPending()
 
 
@@ -152,27 +131,33 @@ async def execute_row(rt: Runtime, op: Operation, row: dict[str, Any], initiator
         "destination_role": destination_role,
         **events.params(events.transaction_events(completed, initiator_id)),
     }
-    try:
-        if op.draw is None:
-            async with rt.autocommit() as conn:
-                done = await _EXECUTE.one(conn, values)
-        else:
-            async with rt.transaction() as conn:
-                ids = [p.wallet_id for p in (op.source, op.destination) if p is not None]
-                locked = {r.id: r.status for r in (await conn.execute(_LOCK, {"ids": ids})).all()}
-                for party, whose in ((op.source, source_role), (op.destination, destination_role)):
-                    if party is not None:
-                        check_status(locked[party.wallet_id], whose)
-                # What active holds reserve is not available to spend, but what this capture released is.
-                values["released"] = await op.draw(conn)
-                done = (await conn.execute(_EXECUTE_SQL, values)).one()
-    except (DBAPIError, asyncpg.PostgresError) as error:
-        refusal = _refusal(error, op, limit)
-        if refusal is None:
-            raise
-        raise refusal from None
+    if op.draw is None:
+        done = await ledger_batch.execute(rt, values)
+    else:
+        done = await _execute_drawing(rt, op, values)
+    if isinstance(done, Refused):
+        raise _refusal(done, op, limit)
     metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
     return done
+
+
+async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -> ledger_batch.Outcome:
+    """Step 2 of an operation with a draw step (a hold capture), alone, in its own transaction."""
+    try:
+        async with rt.transaction() as conn:
+            ids = [p.wallet_id for p in (op.source, op.destination) if p is not None]
+            locked = {r.id: r.status for r in (await conn.execute(_LOCK, {"ids": ids})).all()}
+            for party, whose in ((op.source, values["source_role"]), (op.destination, values["destination_role"])):
+                if party is not None:
+                    check_status(locked[party.wallet_id], whose)
+            # What active holds reserve is not available to spend, but what this capture released is.
+            values["released"] = await op.draw(conn)
+            return (await conn.execute(ledger_batch.EXECUTE, values)).one()
+    except DBAPIError as error:
+        found = postgres_error(error)
+        if found is None or not found.sqlstate.startswith("WL"):
+            raise
+        return Refused(found.sqlstate, found.message, found.detail or "")
 
 
 class NoLongerPending(Exception):

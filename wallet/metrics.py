@@ -54,6 +54,14 @@ def _m() -> SimpleNamespace:
         pool_waiting=Gauge(
             "wallet_db_pool_waiting", "Requests waiting for a database connection", multiprocess_mode="livesum"
         ),
+        batches=Histogram(
+            "wallet_ledger_statement_operations",
+            "Money operations per step-2 statement (1 alone, more when the group commit batched them)",
+            buckets=(1, 2, 4, 8, 16, 32),
+        ),
+        batch_failures=Counter(
+            "wallet_ledger_batch_failures", "Group-commit batches that failed as a whole and went one by one"
+        ),
         sweeps=Counter("wallet_recovery_sweeps", "Recovery sweeps run", ["sweep"]),
         interrupted=Counter(
             "wallet_interrupted_operations", "Operations failed by a recovery sweep (INTERRUPTED, given up)", ["sweep"]
@@ -69,6 +77,14 @@ def request(route: str, method: str, status: int, seconds: float) -> None:
 
 def money(type_: str, outcome: str) -> None:
     _m().money.labels(type_, outcome).inc()
+
+
+def ledger_statement(operations: int) -> None:
+    _m().batches.observe(operations)
+
+
+def ledger_batch_failed() -> None:
+    _m().batch_failures.inc()
 
 
 def login_failed() -> None:

@@ -1,0 +1,216 @@
+"""Group commit: step 2 of many money operations in one statement, one round trip and one commit.
+
+Step 2 goes as a ledger_execute_batch() call (migrations/versions/0015_group_commit.py). While one batch is in
+flight in this process, the operations that reach step 2 queue; when it finishes, the queued ones (up to MAX_BATCH)
+go together as the next batch, sent by the first of them on the connection its request already holds. Each gets its
+own outcome: done, or refused (that operation alone rolled back). An operation that finds nothing in flight goes at
+once, a batch of one, so a quiet server adds no wait; under load the queue fills while the database works.
+
+A batch never waits long: it waits for its wallets' row locks at most LOCK_WAIT, then defers the operations whose
+wallets another transaction still holds, and those execute alone outside the queue (ledger_execute() waiting for its
+locks as long as it must), as does every operation of a batch that failed as a whole (a deadlock, a timeout, a lost
+connection: it committed nothing). So one slow wallet holds up only the operations on it. A batch is one durable
+commit like a single step 2, and everything else about the money path (PENDING recorded first, only a PENDING row
+completes) is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import asyncpg
+from sqlalchemy import text
+
+from wallet import events, metrics
+from wallet.prepared import Prepared, Row
+from wallet.runtime import Runtime
+
+log = logging.getLogger("wallet.ledger")
+
+# At most this many operations in one batch: each runs in its own subtransaction, and PostgreSQL keeps up to 64 of
+# them per transaction in shared memory before every snapshot gets slower.
+MAX_BATCH = 32
+# How long a batch waits for its wallets' row locks before it defers the operations on the ones still held: longer
+# than another process's batch holds them, far shorter than a request may take.
+LOCK_WAIT = "100ms"
+
+# Step 2 of one operation: ledger_execute() (migrations/versions/0014_fast_path.py) locks the wallets in id order,
+# checks status, funds, the balance ceiling and the daily limit (charged under its usage row's lock, so concurrent
+# requests queue there and the limit holds), moves the balances, appends the entries and marks the row COMPLETED;
+# the events CTEs then write the transaction's events with the completed_at it stamped into them, after its locks
+# (wallet/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
+# round trips; a refusal RAISEs and rolls all of it back.
+EXECUTE = text(f"""
+WITH done AS MATERIALIZED (
+    SELECT * FROM ledger_execute(CAST(:tx AS uuid), :type, CAST(:amount AS bigint), :currency,
+        CAST(:source AS uuid), CAST(:destination AS uuid), CAST(:system AS uuid), CAST(:charged_user AS uuid),
+        CAST(:limit AS bigint), CAST(:released AS bigint), CAST(:max_balance AS bigint), :source_role,
+        :destination_role, CAST(:event_data AS text[]))
+), {events.cte("(SELECT stamped_events FROM done)")}
+SELECT done_at, source_balance, destination_balance, source_held, destination_held FROM done
+""")
+_EXECUTE = Prepared(EXECUTE)
+
+# The same for a batch: the events of the operations that took place, in the batch's order, written after all of
+# its locks.
+_BATCH = Prepared(
+    text(f"""
+WITH done AS MATERIALIZED (
+    SELECT * FROM ledger_execute_batch(CAST(:tx AS uuid[]), CAST(:type AS text[]), CAST(:amount AS bigint[]),
+        CAST(:currency AS text[]), CAST(:source AS uuid[]), CAST(:destination AS uuid[]), CAST(:system AS uuid[]),
+        CAST(:charged_user AS uuid[]), CAST(:limit AS bigint[]), CAST(:max_balance AS bigint),
+        CAST(:source_role AS text[]), CAST(:destination_role AS text[]), CAST(:event_counts AS int[]),
+        CAST(:event_users AS uuid[]), CAST(:event_types AS text[]), CAST(:event_data AS text[]), :lock_wait)
+), taken AS MATERIALIZED (
+    SELECT array_agg(e.user_id ORDER BY d.n, e.k) AS users, array_agg(e.type ORDER BY d.n, e.k) AS types,
+        array_agg(e.data ORDER BY d.n, e.k) AS data
+    FROM done d, unnest(d.event_users, d.event_types, d.stamped_events) WITH ORDINALITY AS e (user_id, type, data, k)
+    WHERE NOT d.deferred AND d.refused_state IS NULL
+), {events.cte("(SELECT data FROM taken)", users="(SELECT users FROM taken)", types="(SELECT types FROM taken)")}
+SELECT deferred, done_at, source_balance, destination_balance, source_held, destination_held, refused_state,
+    refused_message, refused_detail
+FROM done ORDER BY n
+""")
+)
+# The arguments of ledger_execute() that the batch takes as one array each.
+_PER_OPERATION = (
+    "tx",
+    "type",
+    "amount",
+    "currency",
+    "source",
+    "destination",
+    "system",
+    "charged_user",
+    "limit",
+    "source_role",
+    "destination_role",
+)
+
+
+class Refused(NamedTuple):
+    """A refusal of ledger_execute() (SQLSTATE class WL): what it raised, for the ledger to name the API's error."""
+
+    sqlstate: str
+    message: str
+    detail: str
+
+
+Outcome = Row | Refused  # done: done_at, source_balance, destination_balance, source_held, destination_held
+
+
+async def execute(rt: Runtime, values: dict[str, Any]) -> Outcome:
+    """Step 2 of one operation (ledger_execute()'s arguments and its events' parameters), in a batch or alone."""
+    return await _group.execute(rt, values)
+
+
+async def _alone(rt: Runtime, values: dict[str, Any]) -> Outcome:
+    try:
+        async with rt.autocommit() as conn:
+            done: Outcome = await _EXECUTE.one(conn, values)
+    except asyncpg.PostgresError as error:
+        if not error.sqlstate.startswith("WL"):
+            raise
+        done = Refused(error.sqlstate, error.message, error.detail or "")
+    metrics.ledger_statement(1)
+    return done
+
+
+# None: deferred, to execute alone.
+async def _together(rt: Runtime, batch: list[dict[str, Any]]) -> list[Outcome | None]:
+    values: dict[str, Any] = {name: [v[name] for v in batch] for name in _PER_OPERATION}
+    values |= {
+        "max_balance": batch[0]["max_balance"],
+        "event_counts": [len(v["event_users"]) for v in batch],
+        "event_users": [u for v in batch for u in v["event_users"]],
+        "event_types": [t for v in batch for t in v["event_types"]],
+        "event_data": [d for v in batch for d in v["event_data"]],
+        "mailed_types": batch[0]["mailed_types"],
+        "lock_wait": LOCK_WAIT,
+    }
+    async with rt.autocommit() as conn:
+        rows = await _BATCH.all(conn, values)
+    metrics.ledger_statement(sum(not r.deferred for r in rows))
+    return [
+        None
+        if r.deferred
+        else Refused(r.refused_state, r.refused_message, r.refused_detail or "")
+        if r.refused_state
+        else r
+        for r in rows
+    ]
+
+
+@dataclass
+class _Queued:
+    values: dict[str, Any]
+    # ("lead", the batch to send, this one first) | ("done", its outcome) | ("alone", None)
+    turn: asyncio.Future[tuple[str, Any]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class _GroupCommit:
+    """This process's queue of operations waiting for step 2 while a batch is in flight."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.queue: list[_Queued] = []
+
+    async def execute(self, rt: Runtime, values: dict[str, Any]) -> Outcome:
+        queued = _Queued(values)
+        if not self.busy:
+            self.busy = True
+            return await self._lead(rt, [queued])
+        self.queue.append(queued)
+        try:
+            role, given = await queued.turn
+        except asyncio.CancelledError:
+            if not queued.turn.done():
+                self.queue.remove(queued)
+            elif not queued.turn.cancelled() and queued.turn.result()[0] == "lead":
+                self._release(queued.turn.result()[1])  # the others must not wait for a batch no one sends
+            raise
+        if role == "done":
+            return given
+        if role == "alone":
+            return await _alone(rt, values)
+        return await self._lead(rt, given)
+
+    async def _lead(self, rt: Runtime, batch: list[_Queued]) -> Outcome:
+        """Send the batch (this request's operation first), hand each other its outcome, and return this one's."""
+        try:
+            outcomes = await _together(rt, [q.values for q in batch])
+        except Exception as error:  # nothing of the batch committed: each goes alone
+            log.warning("group commit of %d failed, executing each alone: %r", len(batch), error)
+            metrics.ledger_batch_failed()
+            outcomes = [None] * len(batch)
+        except BaseException:
+            self._release(batch)
+            raise
+        finally:
+            self._hand_over()
+        for queued, outcome in zip(batch[1:], outcomes[1:], strict=True):
+            if not queued.turn.done():
+                queued.turn.set_result(("alone", None) if outcome is None else ("done", outcome))
+        return await _alone(rt, batch[0].values) if outcomes[0] is None else outcomes[0]
+
+    def _release(self, batch: list[_Queued]) -> None:
+        """The others of a batch that will not be sent execute alone."""
+        for queued in batch[1:]:
+            if not queued.turn.done():
+                queued.turn.set_result(("alone", None))
+
+    def _hand_over(self) -> None:
+        """The batch in flight finished: the queued operations go next, sent by the first of them."""
+        while self.queue:
+            batch, self.queue = self.queue[:MAX_BATCH], self.queue[MAX_BATCH:]
+            live = [q for q in batch if not q.turn.done()]
+            if live:
+                live[0].turn.set_result(("lead", live))
+                return  # still busy: the batch is on its way
+        self.busy = False
+
+
+_group = _GroupCommit()
