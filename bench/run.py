@@ -193,10 +193,6 @@ def targets(rows: list[Row]) -> list[str]:
         if transfer and textbook:
             ratio = transfer.rps / textbook.rps
             found.append(f"transfer {ratio:.2f}x the textbook ceiling (moonshot >= 1.0) {met(ratio >= 1.0)}")
-        if transfer:
-            found.append(
-                f"transfer p99 {transfer.p99:.1f} ms at {transfer.connections} conns (<= 50) {met(transfer.p99 <= 50)}"
-            )
         if opened:
             found.append(f"open-loop p99 {opened.p99:.1f} ms (<= 50) {met(opened.p99 <= 50)}")
         if transfer and hot:
