@@ -170,7 +170,8 @@ class _GroupCommit:
             if not queued.turn.done():
                 self.queue.remove(queued)
             elif not queued.turn.cancelled() and queued.turn.result()[0] == "lead":
-                self._release(queued.turn.result()[1])  # the others must not wait for a batch no one sends
+                self._release(queued.turn.result()[1])  # the others must not wait for a batch no one sends,
+                self._hand_over()  # nor the queue behind it
             raise
         if role == "done":
             return given
