@@ -6,7 +6,7 @@ from models.events import Event, EventHead
 from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
 from models.keys import ApiKey
-from models.ledger import DailyUsage, Entry, Transaction
+from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
 from models.users import Session, User, UserIdentity
 from models.wallets import Wallet
 from models.webhooks import Delivery, WebhookEndpoint
@@ -24,6 +24,7 @@ __all__ = [
     "FxRate",
     "FxRateChange",
     "Hold",
+    "PendingTransaction",
     "Session",
     "Transaction",
     "User",

@@ -7,7 +7,7 @@ import uuid
 
 import psycopg2
 import pytest
-from conftest import assert_error, balance, fund, log_in, make_admin, make_user, recorded, unique_name
+from conftest import assert_error, balance, fund, log_in, make_admin, make_user, recorded, scalar, unique_name
 from tornado import web
 
 from handlers.base import BaseHandler
@@ -473,6 +473,26 @@ def test_audit_reports_a_balance_corrupted_in_the_database(server, admin, db):
             "entries_total": "5.00",
         }
     ]
+    assert call(server, admin, "GET", "/admin/audit").json()["ok"] is True
+
+
+def test_audit_reports_a_pending_list_out_of_step_with_the_rows(server, admin, db):
+    payer, payee = make_user(server), make_user(server)
+    with server.client(payer.token) as client:
+        body = {"from_wallet_id": payer.wallet_id, "to_wallet_id": payee.wallet_id, "amount": "1.00"}
+        refused = client.post("/transfers", json=body)
+    assert_error(refused, 400, "INSUFFICIENT_FUNDS")
+    failed = refused.json()["transaction_id"]
+    assert scalar(db, "SELECT count(*) FROM pending_transactions WHERE transaction_id = %s", (failed,)) == 0
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO pending_transactions VALUES (%s)", (failed,))
+    try:
+        report = call(server, admin, "GET", "/admin/audit").json()
+    finally:
+        with db.cursor() as cur:
+            cur.execute("DELETE FROM pending_transactions WHERE transaction_id = %s", (failed,))
+    assert report["ok"] is False
+    assert report["mismatches"] == [{"kind": "pending_list", "transaction_id": failed}]
     assert call(server, admin, "GET", "/admin/audit").json()["ok"] is True
 
 

@@ -1,7 +1,7 @@
 """The ledger audit: recompute every user wallet's and FX account's balance from its entries, check every transaction
 sums to zero per currency with the entries its status allows, check the holds' reservations against the wallets and
 their captures, what each transaction says was reversed against its reversals, and every cross-currency transfer
-against its quote.
+against its quote, and the pending list against the PENDING transactions.
 `server.py audit` prints it; GET /admin/audit answers it; the test suite runs it after every test."""
 
 from __future__ import annotations
@@ -85,6 +85,13 @@ _AUDIT_REVERSED = text("""
     WHERE t.reversed_amount <> COALESCE(r.total, 0) OR t.reversed_amount > t.amount
 """)
 
+# The pending list (0016_pending_list) names exactly the PENDING transactions: the recovery sweeps find them there.
+_AUDIT_PENDING = text("""
+    SELECT coalesce(t.id, p.transaction_id) AS id FROM transactions t
+    FULL JOIN pending_transactions p ON p.transaction_id = t.id
+    WHERE (t.status = 'PENDING') IS DISTINCT FROM (p.transaction_id IS NOT NULL)
+""")
+
 
 async def audit(rt: Runtime) -> dict[str, Any]:
     """Recompute every user wallet's balance from its entries and check every transaction balances."""
@@ -100,6 +107,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         bad_captured = (await conn.execute(_AUDIT_CAPTURED)).all()
         bad_reversed = (await conn.execute(_AUDIT_REVERSED)).all()
         bad_fx = (await conn.execute(_AUDIT_FX)).all()
+        bad_pending = (await conn.execute(_AUDIT_PENDING)).all()
     mismatches = [
         {
             "kind": "wallet_balance",
@@ -142,6 +150,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         for r in bad_reversed
     ]
     mismatches += [{"kind": "fx_transfer", "id": str(r.id)} for r in bad_fx]
+    mismatches += [{"kind": "pending_list", "transaction_id": str(r.id)} for r in bad_pending]
     return {
         "ok": not mismatches,
         "wallets_checked": wallets_checked,

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import func, select, update
 
-from models import Transaction, User, Wallet
+from models import PendingTransaction, Transaction, User, Wallet
 from wallet import errors, ledger
 from wallet.auth import Principal
 from wallet.history import load_transaction, render_transaction
@@ -223,7 +223,12 @@ async def sweep(rt: Runtime) -> int:
                     (T.c.created_at < expired).label("expired"),
                     (T.c.created_at < stalled).label("stalled"),
                 )
-                .where(T.c.status == "PENDING", T.c.provider == PROVIDER, T.c.created_at < waited)
+                .where(
+                    T.c.id.in_(select(PendingTransaction.transaction_id)),
+                    T.c.status == "PENDING",
+                    T.c.provider == PROVIDER,
+                    T.c.created_at < waited,
+                )
                 .order_by(T.c.created_at)
                 .limit(SWEEP_BATCH)
             )

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from models import Entry, Transaction, Wallet
+from models import Entry, PendingTransaction, Transaction, Wallet
 from wallet import errors, events
 from wallet.auth import Principal
 from wallet.history import load_transaction, render_transaction
@@ -382,6 +382,7 @@ async def recover_interrupted(rt: Runtime) -> int:
             await conn.execute(
                 update(T)
                 .where(
+                    T.c.id.in_(select(PendingTransaction.transaction_id)),
                     T.c.status == "PENDING",
                     T.c.claimed_at < func.now() - timeout,
                     T.c.idempotency_key.is_(None) | (T.c.claimed_at < func.now() - max(timeout, KEY_RETENTION)),
