@@ -25,7 +25,7 @@ import asyncpg
 from sqlalchemy import text
 
 from wallet import events, metrics
-from wallet.prepared import Prepared, Row
+from wallet.prepared import Prepared, Row, postgres_error
 from wallet.runtime import Runtime
 
 log = logging.getLogger("wallet.ledger")
@@ -107,14 +107,23 @@ async def execute(rt: Runtime, values: dict[str, Any]) -> Outcome:
     return await _group.execute(rt, values)
 
 
+def refusal(error: BaseException) -> Refused | None:
+    """The refusal behind an error from either driver path, when ledger_execute() raised one."""
+    found = postgres_error(error)
+    if found is None or not found.sqlstate.startswith("WL"):
+        return None
+    return Refused(found.sqlstate, found.message, found.detail or "")
+
+
 async def _alone(rt: Runtime, values: dict[str, Any]) -> Outcome:
     try:
         async with rt.autocommit() as conn:
             done: Outcome = await _EXECUTE.one(conn, values)
     except asyncpg.PostgresError as error:
-        if not error.sqlstate.startswith("WL"):
+        refused = refusal(error)
+        if refused is None:
             raise
-        done = Refused(error.sqlstate, error.message, error.detail or "")
+        done = refused
     metrics.ledger_statement(1)
     return done
 

@@ -18,7 +18,7 @@ from wallet.history import load_transaction
 from wallet.ledger_batch import Refused
 from wallet.ledger_record import Operation
 from wallet.money import currency_exponent, format_minor
-from wallet.prepared import Prepared, postgres_error
+from wallet.prepared import Prepared
 from wallet.runtime import Runtime
 from wallet.wallets import open_wallet
 
@@ -154,10 +154,9 @@ async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -
             values["released"] = await op.draw(conn)
             return (await conn.execute(ledger_batch.EXECUTE, values)).one()
     except DBAPIError as error:
-        found = postgres_error(error)
-        if found is None or not found.sqlstate.startswith("WL"):
+        if (refused := ledger_batch.refusal(error)) is None:
             raise
-        return Refused(found.sqlstate, found.message, found.detail or "")
+        return refused
 
 
 class NoLongerPending(Exception):
