@@ -128,8 +128,8 @@ async def _alone(rt: Runtime, values: dict[str, Any]) -> Outcome:
     return done
 
 
-# None: deferred, to execute alone.
 async def _together(rt: Runtime, batch: list[dict[str, Any]]) -> list[Outcome | None]:
+    """One ledger_execute_batch() statement: each operation's outcome, or None for one deferred to run alone."""
     values: dict[str, Any] = {name: [v[name] for v in batch] for name in _PER_OPERATION}
     values |= {
         "max_balance": batch[0]["max_balance"],
