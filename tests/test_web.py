@@ -292,7 +292,8 @@ def pay(server, payer, to_username: str, amount: str) -> None:
 
 def test_a_transfer_arrives_live_in_the_recipient_s_open_page(server, people):
     """The recipient's page is open before the transfer: the balance, the history and a notification appear
-    without a reload; the notification is in the status region, can be dismissed and goes away by itself."""
+    without a reload; the notification is in the status region, can be dismissed and goes away by itself. A filter
+    the recipient has chosen and not yet applied is not thrown away by a redraw."""
     alice, bob = people(), people("phone")
     alice_name, bob_name = unique_name("alice"), unique_name("bob")
     alice.register(alice_name)
@@ -332,6 +333,19 @@ def test_a_transfer_arrives_live_in_the_recipient_s_open_page(server, people):
     second.wait_for()
     second.wait_for(state="detached", timeout=20_000)
     assert alice.page.locator(".toast", has_text="Received").count() == 0  # the sender hears of no money received
+
+    # A filter chosen but not yet applied is kept: the news waits (<main data-stale>) and Apply shows it.
+    bob.field("Type").select_option("TRANSFER")
+    bob.page.locator("body").click(position={"x": 5, "y": 5})  # the focus leaves the form: the choice alone holds
+    alice.send(bob_name, "0.25", "$0.25")
+    bob.page.locator(".toast", has_text="Received $0.25").wait_for()
+    bob.page.locator("main[data-stale]").wait_for(state="attached")
+    assert bob.field("Type").input_value() == "TRANSFER"
+    assert bob.page.locator(".tx").count() == 2
+    bob.page.get_by_role("button", name="Apply").click()
+    bob.shown("/history?type=TRANSFER")
+    assert bob.page.locator(".tx").count() == 3
+    assert bob.page.locator("main[data-stale]").count() == 0
 
 
 def test_after_a_drop_the_page_resumes_and_shows_what_it_missed_once(own_server, server, chromium):

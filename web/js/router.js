@@ -62,6 +62,16 @@ function renderBanner() {
 }
 
 let rendering = 0;
+let edited = false; // a field of the page on screen was changed since it was drawn
+document.getElementById('main').addEventListener('input', () => {
+  edited = true;
+});
+
+/** The person is at work on the page on screen: the focus is in one of its forms, or they changed a field. A live
+ * redraw would throw their choices away: it is held back, and <main data-stale> says the page missed news. */
+function busy() {
+  return edited || Boolean(document.activeElement?.closest('#main form'));
+}
 
 /** Draw the page of the current hash. `again`: the same page redrawn with fresh data, where focus stays put
  * unless it was on something the redraw removed. */
@@ -82,20 +92,26 @@ export async function render({ again = false } = {}) {
   if (!entry.open && !signedIn()) return navigate('/login');
   renderNav();
   renderBanner();
-  if (entry.admin && currentUser()?.role !== 'admin') {
-    main.replaceChildren(h('h1', {}, 'Not allowed'), h('p', {}, 'This page is for administrators.'));
-    return;
-  }
-  const params = Object.fromEntries(entry.names.map((n, i) => [n, decodeURIComponent(groups[i + 1])]));
   const page = h('div', { class: 'page' });
-  try {
-    await entry.view(page, params, query);
-  } catch (error) {
-    if (!error.code) throw error;
-    page.replaceChildren(h('h1', {}, 'Something went wrong'), h('p', { class: 'form-alert' }, messageFor(error)));
+  if (entry.admin && currentUser()?.role !== 'admin') {
+    page.append(h('h1', {}, 'Not allowed'), h('p', {}, 'This page is for administrators.'));
+  } else {
+    const params = Object.fromEntries(entry.names.map((n, i) => [n, decodeURIComponent(groups[i + 1])]));
+    try {
+      await entry.view(page, params, query);
+    } catch (error) {
+      if (!error.code) throw error;
+      page.replaceChildren(h('h1', {}, 'Something went wrong'), h('p', { class: 'form-alert' }, messageFor(error)));
+    }
   }
   if (ticket !== rendering) return;
+  if (again && busy()) {
+    main.dataset.stale = ''; // the person began to type or choose while the redraw was on its way
+    return;
+  }
   main.replaceChildren(page);
+  edited = false;
+  delete main.dataset.stale;
   main.dataset.view = location.hash; // what is on screen (tests wait for it)
   (main.querySelector('h1') || main).setAttribute('tabindex', '-1');
   if (document.activeElement === document.body || (!again && !main.contains(document.activeElement))) {
@@ -103,11 +119,14 @@ export async function render({ again = false } = {}) {
   }
 }
 
-/** Something changed on the server (an event arrived): redraw a live page, unless the person is typing in one of its
- * forms (their input is kept; the next change or visit shows the news); any other page gets a fresh banner. */
+/** Something changed on the server (an event arrived): redraw a live page, unless the person is at work in it (their
+ * input is kept; the next change or visit shows the news); any other page gets a fresh banner. */
 export async function refresh() {
   const [entry] = matching(current().path) || [];
-  if (entry?.live && !document.activeElement?.closest('#main form')) return render({ again: true });
+  if (entry?.live) {
+    if (!busy()) return render({ again: true });
+    document.getElementById('main').dataset.stale = '';
+  }
   try {
     await loadUser();
   } catch {
