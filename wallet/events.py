@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet.errors import ValidationError
 from wallet.history import render_transaction
+from wallet.logs import LoopLog
 from wallet.paging import bigint, decode_cursor, encode_cursor
 from wallet.runtime import Runtime
 
@@ -202,6 +203,7 @@ class Hub:
 
     async def _poll(self) -> None:
         seen: dict[uuid.UUID, int | None] = {}
+        report = LoopLog(log, "event stream poll")
         while self._streams:  # the task ends with the last stream; subscribe() starts it again
             try:
                 async with self._rt.autocommit() as conn:
@@ -212,6 +214,7 @@ class Hub:
                         for wake in self._streams.get(user, ()):
                             wake.set()
                 seen = latest
-            except Exception:  # the database is away: streams keep their cursors and catch up when it is back
-                log.exception("event stream poll failed")
+                report.ok()
+            except Exception as error:  # the database is away: streams keep their cursors and catch up when it is back
+                report.failed(error)
             await asyncio.sleep(self._rt.settings.events_poll_ms / 1000)

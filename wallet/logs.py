@@ -9,6 +9,8 @@ import sys
 
 import orjson
 
+from wallet.errors import ServiceUnavailable
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -31,6 +33,27 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+
+class LoopLog:
+    """How a background loop (a periodic job, the dispatcher, the event streams' poll) reports its laps. A dependency
+    outage (503) is one warning when it begins and one line when a lap succeeds again, not a traceback every lap;
+    any other failure is a fault and logs its traceback each time."""
+
+    def __init__(self, logger: logging.Logger, job: str) -> None:
+        self.logger, self.job, self.outage = logger, job, False
+
+    def ok(self) -> None:
+        if self.outage:
+            self.logger.info(f"{self.job} recovered", extra={"job": self.job})
+        self.outage = False
+
+    def failed(self, error: Exception) -> None:
+        if not isinstance(error, ServiceUnavailable):
+            self.logger.error(f"{self.job} failed", exc_info=error, extra={"job": self.job})
+        elif not self.outage:
+            self.outage = True
+            self.logger.warning(f"{self.job} failed, retrying: {error.message}", extra={"job": self.job})
 
 
 def setup_logging(level: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Delivery, WebhookEndpoint
+from wallet.logs import LoopLog
 from wallet.notify import Attempt, mail, webhooks
 from wallet.runtime import Runtime
 
@@ -91,10 +92,13 @@ async def dispatch_once(rt: Runtime, client: httpx.AsyncClient) -> int:
 async def dispatcher(rt: Runtime) -> None:
     """Runs in every server process for its lifetime."""
     async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
+        report = LoopLog(log, "dispatch")
         while True:
             try:
-                if await dispatch_once(rt, client):
+                more = await dispatch_once(rt, client)
+                report.ok()
+                if more:
                     continue  # more may be due
-            except Exception:
-                log.exception("dispatch failed")
+            except Exception as error:
+                report.failed(error)
             await asyncio.sleep(rt.settings.events_poll_ms / 1000)
