@@ -602,6 +602,8 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_an_expired_token_is_rene
 
 
 def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server, people):
+    """Twenty rows a page, "Load more" for the next, all from the keyboard; a live event does not drop the pages
+    loaded."""
     owner = make_user(server)
     for amount in range(1, 23):
         fund(server, owner, f"{amount}.00")
@@ -630,6 +632,17 @@ def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server,
     person.page.locator(".tx summary").first.focus()
     person.page.keyboard.press("Enter")  # a row opens into its detail from the keyboard
     assert person.page.locator(".tx").first.get_attribute("open") == ""
+
+    # The pages loaded stay when news arrives (a redraw would start again from the first page); the next visit
+    # shows it.
+    person.connected()
+    fund(server, owner, "23.00")
+    person.page.locator(".toast", has_text="Deposit of $23.00 received.").wait_for()
+    person.page.locator("main[data-stale]").wait_for(state="attached")
+    assert rows.count() == 22 and rows.first.inner_text() == "+$22.00"
+    person.page.get_by_role("link", name="History").click()
+    person.page.locator("main:not([data-stale])").wait_for(state="attached")
+    assert rows.count() == 20 and rows.first.inner_text() == "+$23.00"
 
 
 # ---- API keys, Paystack and Google, against a server with both providers ----------------------------------------

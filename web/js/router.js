@@ -40,7 +40,20 @@ export function renderNav() {
       ? navEntries
           .filter((e) => !e.admin || user.role === 'admin')
           .map((e) =>
-            h('a', { href: `#${e.path}`, 'aria-current': path.startsWith(e.path) ? 'page' : null }, e.label),
+            h(
+              'a',
+              {
+                href: `#${e.path}`,
+                'aria-current': path.startsWith(e.path) ? 'page' : null,
+                // The page on screen chosen again is drawn afresh, as a visit: the browser fires no hashchange for it.
+                onclick: (event) => {
+                  if (location.hash !== `#${e.path}` || event.ctrlKey || event.metaKey || event.shiftKey) return;
+                  event.preventDefault();
+                  render();
+                },
+              },
+              e.label,
+            ),
           )
       : []),
   );
@@ -62,15 +75,19 @@ function renderBanner() {
 }
 
 let rendering = 0;
-let edited = false; // a field of the page on screen was changed since it was drawn
-document.getElementById('main').addEventListener('input', () => {
-  edited = true;
-});
+let kept = false; // the person changed a field of the page on screen, or loaded more of it, since it was drawn
+document.getElementById('main').addEventListener('input', () => keepPage());
 
-/** The person is at work on the page on screen: the focus is in one of its forms, or they changed a field. A live
- * redraw would throw their choices away: it is held back, and <main data-stale> says the page missed news. */
+/** The page on screen holds more than its first draw (a history's further pages): a live redraw, which would draw
+ * it afresh, waits for the next visit as it does for a changed field. */
+export function keepPage() {
+  kept = true;
+}
+
+/** The person is at work on the page on screen: the focus is in one of its forms, or it is kept (keepPage). A live
+ * redraw would throw their work away: it is held back, and <main data-stale> says the page missed news. */
 function busy() {
-  return edited || Boolean(document.activeElement?.closest('#main form'));
+  return kept || Boolean(document.activeElement?.closest('#main form'));
 }
 
 /** Draw the page of the current hash. `again`: the same page redrawn with fresh data, where focus stays put
@@ -110,7 +127,7 @@ export async function render({ again = false } = {}) {
     return;
   }
   main.replaceChildren(page);
-  edited = false;
+  kept = false;
   delete main.dataset.stale;
   main.dataset.view = location.hash; // what is on screen (tests wait for it)
   (main.querySelector('h1') || main).setAttribute('tabindex', '-1');

@@ -2,7 +2,7 @@
 import { request } from '../api.js';
 import { facts, field, fmtTime, h, messageFor, toast } from '../dom.js';
 import { formatMoney } from '../money.js';
-import { navEntry, navigate, route } from '../router.js';
+import { keepPage, navEntry, navigate, route } from '../router.js';
 import { walletLabel } from './wallets.js';
 
 const FILTERS = ['wallet_id', 'type', 'status', 'from', 'to'];
@@ -119,12 +119,13 @@ export async function historyList(container, { endpoint, wallets, query, path })
     more.disabled = false;
     empty.hidden = list.children.length > 0;
   };
-  more.addEventListener('click', () =>
+  more.addEventListener('click', () => {
+    keepPage(); // the rows loaded so far stay: a live redraw would start again from the first page
     load().catch((error) => {
       more.disabled = false;
       toast(messageFor(error), 'error');
-    }),
-  );
+    });
+  });
   await load();
   container.append(form, list, empty, more);
 }
