@@ -441,6 +441,26 @@ class BaseHandler(web.RequestHandler):
             _inflight -= 1
 
 
+class BesideTheApi(web.RequestHandler):
+    """A mixin for Tornado's own handlers the server runs beside the API (static files, a redirect): not operations
+    (not BaseHandlers, so not in the OpenAPI document), but with a request id, and errors in the API's JSON shape
+    (a 405 naming the methods that work), never an HTML page."""
+
+    request_id = ""
+
+    def prepare(self) -> None:
+        self.request_id = assign_request_id(self)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Request-ID", self.request_id or assign_request_id(self))
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(v.upper() for v in implemented_verbs(type(self))))
+        code = {403: "FORBIDDEN", **HTTP_CODES}.get(status_code, "INTERNAL_ERROR")  # 403: a path outside the folder
+        self.finish(orjson.dumps({"error": HTTPStatus(status_code).phrase, "code": code}) + b"\n")
+
+
 class NotFoundHandler(BaseHandler):
     """Every path no route matches."""
 

@@ -10,7 +10,7 @@ import orjson
 from swagger_ui_bundle import swagger_ui_path
 from tornado import web
 
-from handlers.base import BaseHandler, api
+from handlers.base import BaseHandler, BesideTheApi, api
 from handlers.openapi import app_routes, build_spec
 
 # The only files of the bundle the page uses; any other path under /docs/ is a JSON 404 like every unknown path.
@@ -74,7 +74,7 @@ class DocsHandler(BaseHandler):
         self.finish(PAGE)
 
 
-class DocsAssetHandler(web.StaticFileHandler):
+class DocsAssetHandler(BesideTheApi, web.StaticFileHandler):
     """Swagger UI's static files (with ETag and Last-Modified); not an API operation, so not in the OpenAPI spec."""
 
     CACHE_MAX_AGE = 86400
@@ -83,10 +83,14 @@ class DocsAssetHandler(web.StaticFileHandler):
         return self.CACHE_MAX_AGE
 
 
+class DocsSlashHandler(BesideTheApi, web.RedirectHandler):
+    """/docs/ leads to /docs."""
+
+
 routes = [
     (r"/openapi\.json", OpenApiHandler),
     (r"/docs", DocsHandler),
-    (r"/docs/", web.RedirectHandler, {"url": "../docs"}),
+    (r"/docs/", DocsSlashHandler, {"url": "../docs"}),
     (
         r"/docs/(" + "|".join(a.replace(".", r"\.") for a in ASSETS) + ")",
         DocsAssetHandler,

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
-import orjson
 from tornado import web
 
-from handlers.base import HTTP_CODES
+from handlers.base import BesideTheApi
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -40,7 +37,7 @@ def csp(protocol: str, host: str) -> str:
     return CSP.format(socket=f" {'wss' if protocol == 'https' else 'ws'}://{host}")
 
 
-class WebFileHandler(web.StaticFileHandler):
+class WebFileHandler(BesideTheApi, web.StaticFileHandler):
     """A file of the web wallet. Not an API operation (no @api, not in the OpenAPI document).
 
     Cache-Control no-cache: the browser keeps the file but revalidates it with its ETag (a 304 costs no body), so a
@@ -57,13 +54,6 @@ class WebFileHandler(web.StaticFileHandler):
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", "no-cache")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """The API's error shape, also for a missing file."""
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        code = {403: "FORBIDDEN", **HTTP_CODES}.get(status_code, "INTERNAL_ERROR")  # 403: a path outside web/
-        self.finish(orjson.dumps({"error": HTTPStatus(status_code).phrase, "code": code}) + b"\n")
 
 
 routes = [

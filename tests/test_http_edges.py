@@ -85,6 +85,16 @@ def test_docs_slash_leads_to_the_docs(server):
     assert "<title>Wallet API - Swagger UI</title>" in r.text
 
 
+@pytest.mark.parametrize("path", ["/", "/web/js/app.js", "/docs", "/docs/", "/docs/swagger-ui.css", "/openapi.json"])
+def test_writing_to_a_page_or_a_file_is_the_api_s_405(server, path):
+    """The web wallet's files, the docs and their assets answer a write like the API does: its JSON error shape
+    and the methods that would work, never an HTML error page."""
+    r = httpx.post(f"{server.url}{path}", content=b"x")
+    body = assert_error(r, 405, "METHOD_NOT_ALLOWED")
+    assert set(body) == {"error", "code"} and r.headers["X-Request-ID"]
+    assert "GET" in names(r.headers["Allow"]) and "POST" not in names(r.headers["Allow"])
+
+
 def test_json_answers_end_with_a_newline(server, user):
     with server.client(user.token) as client:
         for r in (client.get("/users/me"), client.get("/nope"), client.post("/transfers", json={})):
