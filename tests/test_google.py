@@ -1,13 +1,18 @@
 """Google sign-in against a local OIDC provider over HTTP: the redirect, first and later sign-ins, every way an ID
 token can be wrong, replayed state, the pre-account-takeover case, linking, and setting a first password."""
 
+import base64
+import hashlib
+import hmac
+import time
 import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import PASSWORD, assert_error, make_admin, make_user, scalar, unique_name
+import redis
+from conftest import JWT_SECRET, PASSWORD, assert_error, make_admin, make_user, scalar, unique_name
 from oidc_provider import CLIENT_ID, CLIENT_SECRET, REDIRECT_URL, OidcProvider
 
 
@@ -149,6 +154,35 @@ def test_state_works_once_and_only_for_its_own_flow(gserver, provider):
         r = callback(gserver, code, forged)
         assert r.status_code in (400, 401), r.text
         assert r.json()["code"] in ("INVALID_CREDENTIALS", "VALIDATION_ERROR")
+
+
+def signed_state(flow: str, expires: int, owner: str = "") -> str:
+    """A state as the server signs it (<flow>.<expiry>.<HMAC under the server's secret>), for states it never issued."""
+    mac = hmac.new(JWT_SECRET.encode(), f"google-state:{flow}.{expires}:{owner}".encode(), hashlib.sha256).digest()
+    return f"{flow}.{expires}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def test_a_state_is_signed_not_stored_and_refused_once_expired_or_altered(gserver, provider, redis_url):
+    """Starting flows writes nothing (anyone may start as many as they like without filling Redis); a state past its
+    ten minutes, or with any part changed, signs no one in."""
+    store = redis.Redis.from_url(redis_url)
+    before = set(store.scan_iter())
+    locations = [start(gserver) for _ in range(20)]
+    assert set(store.scan_iter()) - before == set()
+    store.close()
+
+    code, state = consent(provider, locations[0], person())
+    flow, expires, mac = state.split(".")
+    assert int(expires) == pytest.approx(time.time() + 600, abs=30)
+    assert state == signed_state(flow, int(expires))  # the test's copy of the signature is the server's
+    for altered in (
+        signed_state(flow, int(time.time()) - 1),  # expired, correctly signed
+        f"{flow}.{int(expires) + 3600}.{mac}",  # a later expiry under the old signature
+        f"{'A' * 32}.{expires}.{mac}",  # another flow's id
+        signed_state(flow, int(expires), owner=str(uuid.uuid4())),  # signed for a link flow
+    ):
+        assert_error(callback(gserver, code, altered), 401, "INVALID_CREDENTIALS")
+    assert callback(gserver, code, state).status_code == 200  # none of them used the flow up
 
 
 def test_a_refused_code_is_401_and_a_provider_outage_503(gserver, provider):

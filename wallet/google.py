@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 import uuid
 from typing import Any
 
@@ -26,7 +27,8 @@ from wallet.wallets import open_wallet
 PROVIDER = "google"
 # A flow must come back within this many seconds, and only once.
 STATE_TTL = 600
-_STATE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
+# <flow id>.<expiry, Unix seconds>.<HMAC of both and the owner>
+_STATE = re.compile(r"^([A-Za-z0-9_-]{32})\.([0-9]{10})\.([A-Za-z0-9_-]{43})\Z")
 
 
 def _client(rt: Runtime) -> google.Client:
@@ -45,30 +47,36 @@ def _secret_derived(rt: Runtime, purpose: str, state: str) -> str:
     return _b64(hmac.new(key, f"google-{purpose}:{state}".encode(), hashlib.sha256).digest())
 
 
-def _state_key(state: str, owner: uuid.UUID | None) -> str:
+def _state_mac(rt: Runtime, flow: str, expires: str, owner: uuid.UUID | None) -> str:
     # A link flow's state is bound to the user who started it; a sign-in flow's to nobody.
-    return f"oidc-state:{state}:{owner or ''}"
+    return _secret_derived(rt, "state", f"{flow}.{expires}:{owner or ''}")
 
 
 async def start(rt: Runtime, principal: Principal | None) -> str:
-    """The provider's authorization URL for a new flow: sign-in without a principal, linking with one."""
+    """The provider's authorization URL for a new flow: sign-in without a principal, linking with one. The state is
+    signed, not stored: starting a flow writes nothing, so no one can fill the store by starting flows."""
     client = _client(rt)
-    state = secrets.token_urlsafe(32)
-    await rt.store.set_flag(_state_key(state, principal.user_id if principal else None), STATE_TTL)
+    flow, expires = secrets.token_urlsafe(24), str(int(time.time()) + STATE_TTL)
+    state = f"{flow}.{expires}.{_state_mac(rt, flow, expires, principal.user_id if principal else None)}"
     verifier = _secret_derived(rt, "verifier", state)
     challenge = _b64(hashlib.sha256(verifier.encode()).digest())
     return await google.authorization_url(client, state, _secret_derived(rt, "nonce", state), challenge)
 
 
 async def _identity(rt: Runtime, code: str | None, state: str, owner: uuid.UUID | None) -> dict[str, Any]:
-    """The verified claims of a flow's ID token; its state works once, for the flow it was issued to."""
+    """The verified claims of a flow's ID token; its state works once, before it expires, for the flow it was issued
+    to."""
     client = _client(rt)
     if not code:
         raise errors.InvalidCredentials("The sign-in was not completed at the provider; start again.")
     unknown = errors.InvalidCredentials("The sign-in state is unknown, expired or already used; start again.")
-    if not _STATE.match(state) or not await rt.store.has_flag(_state_key(state, owner)):
+    found = _STATE.match(state)
+    if not found or int(found[2]) < time.time():
         raise unknown
-    if await rt.store.hit(f"oidc-used:{state}", STATE_TTL) != 1:
+    flow, expires, mac = found.groups()
+    if not hmac.compare_digest(mac, _state_mac(rt, flow, expires, owner)):
+        raise unknown
+    if await rt.store.hit(f"oidc-used:{flow}", STATE_TTL) != 1:
         raise unknown
     verifier = _secret_derived(rt, "verifier", state)
     return await google.verified_identity(client, code, verifier, _secret_derived(rt, "nonce", state))
