@@ -409,9 +409,7 @@ def _executor(quote: Any) -> ledger.Step2:
     """Step 2 of a transfer of this quote, for ledger.run: lock the payer, the payee and both FX accounts in id
     order, use the quote, check status, funds and the daily limit, move and mark COMPLETED in one commit."""
 
-    async def execute(
-        rt: Runtime, op: ledger.Operation, row: dict[str, Any], initiator_id: uuid.UUID
-    ) -> tuple[dt.datetime, int | None, int | None]:
+    async def execute(rt: Runtime, op: ledger.Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> ledger.Moved:
         assert op.source is not None and op.destination is not None
         async with rt.transaction() as conn:
             accounts = dict(
@@ -468,7 +466,7 @@ def _executor(quote: Any) -> ledger.Step2:
                     f"{quote.source_currency}; {remaining} remains today."
                 )
         metrics.money("TRANSFER", "COMPLETED")
-        return moved.completed_at, moved.source_after, moved.destination_after
+        return ledger.Moved(moved.completed_at, moved.source_after, moved.destination_after)
 
     return execute
 

@@ -30,7 +30,7 @@ from models import Entry, PendingTransaction, Transaction, Wallet
 from wallet import errors, events
 from wallet.auth import Principal
 from wallet.history import load_transaction, render_transaction
-from wallet.ledger_execute import MAX_BALANCE, NoLongerPending, check_status, execute, execute_row, mark_failed
+from wallet.ledger_execute import MAX_BALANCE, Moved, NoLongerPending, check_status, execute, mark_failed
 from wallet.ledger_record import (
     Claimed,
     Operation,
@@ -51,6 +51,7 @@ from wallet.wallets import WALLET_COLUMNS, render_wallet
 # and wallet/ledger_execute.py; they are used from here, as ledger.<name>.
 __all__ = [
     "MAX_BALANCE",
+    "Moved",
     "NoLongerPending",
     "Operation",
     "Outcome",
@@ -153,9 +154,9 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.
     return Outcome(render_transaction(row, viewer), True, balance)
 
 
-# An operation's own step 2 (a reversal's, wallet/reversals.py; a cross-currency transfer's, wallet/fx.py):
-# (rt, operation, its PENDING row, initiator) -> (completed_at, source balance after, destination balance after).
-Step2 = Callable[[Runtime, Operation, dict[str, Any], uuid.UUID], Awaitable[tuple[dt.datetime, int | None, int | None]]]
+# An operation's own step 2 (a reversal's, wallet/reversals.py; a cross-currency transfer's, wallet/fx.py), in place
+# of execute(): (rt, operation, its PENDING row, initiator) -> Moved.
+Step2 = Callable[[Runtime, Operation, dict[str, Any], uuid.UUID], Awaitable[Moved]]
 
 
 async def run(
@@ -190,17 +191,7 @@ async def _finish(
     # created_at comes from the database, as a replay will read it.
     row = _known_row(principal, op, tx_id, claimed.reference, claimed.created_at)
     try:
-        if step is None:
-            done = await execute_row(rt, op, row, principal.user_id)
-        else:
-            at, source_after, destination_after = await step(rt, op, row, principal.user_id)
-            done = SimpleNamespace(
-                done_at=at,
-                source_balance=source_after,
-                destination_balance=destination_after,
-                source_held=None,
-                destination_held=None,
-            )
+        done = await (step or execute)(rt, op, row, principal.user_id)
     except NoLongerPending:
         return await _replay(rt, principal, op, tx_id, viewer)
     except errors.ServiceUnavailable as error:

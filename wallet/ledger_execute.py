@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, text
@@ -100,16 +101,20 @@ def _refusal(refused: Refused, op: Operation, limit: int) -> Exception:
     return NoLongerPending()
 
 
-async def execute(
-    rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID
-) -> tuple[dt.datetime, int | None, int | None]:
-    """Step 2. Returns (completed_at, source balance after, destination balance after)."""
-    done = await execute_row(rt, op, row, initiator_id)
-    return done.done_at, done.source_balance, done.destination_balance
+@dataclass(frozen=True)
+class Moved:
+    """What step 2 answers: when the money moved, and each side's balance (and held amount, where the step reads
+    it) after the move."""
+
+    done_at: dt.datetime
+    source_balance: int | None
+    destination_balance: int | None
+    source_held: int | None = None
+    destination_held: int | None = None
 
 
-async def execute_row(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Any:
-    """Step 2: ledger_execute()'s answer (done_at, and each side's balance and held amount after the move)."""
+async def execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Moved:
+    """Step 2 by ledger_execute(), in a group commit or alone (or, for a hold's capture, drawing on the hold)."""
     system_id = await _system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
     limit = _limit_for(rt, op) if op.source is not None else 0
     source_role, destination_role = _roles(op)
@@ -138,7 +143,7 @@ async def execute_row(rt: Runtime, op: Operation, row: dict[str, Any], initiator
     if isinstance(done, Refused):
         raise _refusal(done, op, limit)
     metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
-    return done
+    return Moved(done.done_at, done.source_balance, done.destination_balance, done.source_held, done.destination_held)
 
 
 async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -> ledger_batch.Outcome:

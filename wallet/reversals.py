@@ -18,7 +18,6 @@ executed, then COMPLETED or FAILED durably) with its own step 2, because its rul
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -83,9 +82,7 @@ def _told(completed: dict[str, Any], admin_id: uuid.UUID) -> list[events.NewEven
 def _give_back(reason: str | None) -> ledger.Step2:
     """Step 2 of a reversal (see the module docstring); `reason` goes to the admin action log in its commit."""
 
-    async def step(
-        rt: Runtime, op: ledger.Operation, row: dict[str, Any], initiator_id: uuid.UUID
-    ) -> tuple[dt.datetime, int | None, int | None]:
+    async def step(rt: Runtime, op: ledger.Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> ledger.Moved:
         async with rt.transaction() as conn:
             parties = [p for p in (op.source, op.destination) if p is not None]
             locked = {
@@ -127,7 +124,7 @@ def _give_back(reason: str | None) -> ledger.Step2:
             if moved is None:
                 raise ledger.NoLongerPending()
         metrics.money(op.type, "COMPLETED")
-        return moved.completed_at, moved.source_after, moved.destination_after
+        return ledger.Moved(moved.completed_at, moved.source_after, moved.destination_after)
 
     return step
 
