@@ -601,6 +601,40 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_an_expired_token_is_rene
     assert len(calls) == 2 and calls[0] != calls[1]  # repeated once, with the new access token
 
 
+def test_a_visit_overtaken_by_a_live_redraw_is_still_drawn(server, people):
+    """An event that arrives while the next page is loading redraws that page as the visit it is: whatever the person
+    does meanwhile on the page still on screen, the page they asked for appears, with the news."""
+    payer, payee = make_user(server), make_user(server)
+    fund(server, payer, "5.00")
+    person = people()
+    person.log_in(payee.username)
+    person.connected()
+    held: list[object] = []  # the history's page requests, answered only when the test lets them through
+    person.page.route(re.compile(r"/api/v1/transactions\?"), lambda route: held.append(route))
+
+    def requests_held(count: int) -> None:
+        for _ in range(200):
+            if len(held) >= count:
+                return
+            person.page.wait_for_timeout(50)
+        raise AssertionError(f"{len(held)} history requests, not {count}")
+
+    person.page.get_by_role("link", name="History").click()
+    requests_held(1)
+    with server.client(payer.token) as api:
+        r = api.post(
+            "/transfers", json={"from_wallet_id": payer.wallet_id, "to_wallet_id": payee.wallet_id, "amount": "1.00"}
+        )
+        assert r.status_code == 201, r.text
+    person.page.locator(".toast", has_text="Received $1.00").wait_for()
+    requests_held(2)  # the event draws the history again while its first draw waits
+    person.field("Currency").fill("EUR")  # typed on the wallets page, still on screen
+    for route in held:
+        route.continue_()
+    person.shown("/history")
+    assert person.page.locator(".tx").count() == 1
+
+
 def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server, people):
     """Twenty rows a page, "Load more" for the next, all from the keyboard; a live event does not drop the pages
     loaded."""

@@ -90,10 +90,14 @@ function busy() {
   return kept || Boolean(document.activeElement?.closest('#main form'));
 }
 
+let visiting = false; // a visit (a navigation) is being drawn and is not on screen yet
+
 /** Draw the page of the current hash. `again`: the same page redrawn with fresh data, where focus stays put
- * unless it was on something the redraw removed. */
-export async function render({ again = false } = {}) {
+ * unless it was on something the redraw removed. A redraw that overtakes a visit still on its way is that visit. */
+export async function render({ again: redraw = false } = {}) {
   const ticket = ++rendering;
+  const again = redraw && !visiting;
+  visiting = !again;
   const { path, query } = current();
   const match = matching(path);
   if (!match) return navigate(signedIn() ? '/wallets' : '/login');
@@ -128,6 +132,7 @@ export async function render({ again = false } = {}) {
   }
   main.replaceChildren(page);
   kept = false;
+  visiting = false;
   delete main.dataset.stale;
   main.dataset.view = location.hash; // what is on screen (tests wait for it)
   (main.querySelector('h1') || main).setAttribute('tabindex', '-1');
@@ -141,7 +146,7 @@ export async function render({ again = false } = {}) {
 export async function refresh() {
   const [entry] = matching(current().path) || [];
   if (entry?.live) {
-    if (!busy()) return render({ again: true });
+    if (visiting || !busy()) return render({ again: true }); // a visit on its way is drawn again with the news
     document.getElementById('main').dataset.stale = '';
   }
   try {
