@@ -667,16 +667,23 @@ def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server,
     person.page.keyboard.press("Enter")  # a row opens into its detail from the keyboard
     assert person.page.locator(".tx").first.get_attribute("open") == ""
 
-    # The pages loaded stay when news arrives (a redraw would start again from the first page); the next visit
-    # shows it.
+    # The pages loaded stay when news arrives (a redraw would start again from the first page); a line at the top
+    # offers the news.
     person.connected()
     fund(server, owner, "23.00")
     person.page.locator(".toast", has_text="Deposit of $23.00 received.").wait_for()
     person.page.locator("main[data-stale]").wait_for(state="attached")
     assert rows.count() == 22 and rows.first.inner_text() == "+$22.00"
-    person.page.get_by_role("link", name="History").click()
+    person.page.get_by_role("button", name="Show the latest").click()
     person.page.locator("main:not([data-stale])").wait_for(state="attached")
     assert rows.count() == 20 and rows.first.inner_text() == "+$23.00"
+    assert person.page.get_by_role("button", name="Show the latest").count() == 0
+    # The menu entry of the page on screen draws it afresh, as a visit: back to the first page.
+    more.click()
+    rows.nth(22).wait_for()
+    person.page.get_by_role("link", name="History").click()
+    rows.nth(20).wait_for(state="detached")
+    assert rows.count() == 20
 
 
 # ---- API keys, Paystack and Google, against a server with both providers ----------------------------------------

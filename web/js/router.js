@@ -85,9 +85,24 @@ export function keepPage() {
 }
 
 /** The person is at work on the page on screen: the focus is in one of its forms, or it is kept (keepPage). A live
- * redraw would throw their work away: it is held back, and <main data-stale> says the page missed news. */
+ * redraw would throw their work away: it is held back (see stale()). */
 function busy() {
   return kept || Boolean(document.activeElement?.closest('#main form'));
+}
+
+/** A redraw was held back: <main data-stale>, and a line at the top of the page offers the news when the person
+ * wants it (a visit of the same page, which draws it afresh). */
+function stale(main) {
+  if ('stale' in main.dataset) return;
+  main.dataset.stale = '';
+  main.prepend(
+    h(
+      'p',
+      { class: 'stale-note' },
+      'There is news since this page was drawn. ',
+      h('button', { type: 'button', class: 'link-button', onclick: () => render() }, 'Show the latest'),
+    ),
+  );
 }
 
 let visiting = false; // a visit (a navigation) is being drawn and is not on screen yet
@@ -126,10 +141,7 @@ export async function render({ again: redraw = false } = {}) {
     }
   }
   if (ticket !== rendering) return;
-  if (again && busy()) {
-    main.dataset.stale = ''; // the person began to type or choose while the redraw was on its way
-    return;
-  }
+  if (again && busy()) return stale(main); // the person began to type or choose while the redraw was on its way
   main.replaceChildren(page);
   kept = false;
   visiting = false;
@@ -147,7 +159,7 @@ export async function refresh() {
   const [entry] = matching(current().path) || [];
   if (entry?.live) {
     if (visiting || !busy()) return render({ again: true }); // a visit on its way is drawn again with the news
-    document.getElementById('main').dataset.stale = '';
+    stale(document.getElementById('main'));
   }
   try {
     await loadUser();
