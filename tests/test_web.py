@@ -637,7 +637,7 @@ def test_a_visit_overtaken_by_a_live_redraw_is_still_drawn(server, people):
 
 def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server, people):
     """Twenty rows a page, "Load more" for the next, all from the keyboard; a live event does not drop the pages
-    loaded."""
+    loaded or close a row opened."""
     owner = make_user(server)
     for amount in range(1, 23):
         fund(server, owner, f"{amount}.00")
@@ -678,6 +678,13 @@ def test_history_pages_by_cursor_newest_first_and_the_keyboard_is_enough(server,
     person.page.locator("main:not([data-stale])").wait_for(state="attached")
     assert rows.count() == 20 and rows.first.inner_text() == "+$23.00"
     assert person.page.get_by_role("button", name="Show the latest").count() == 0
+    # A row opened stays open when news arrives.
+    person.page.locator(".tx summary").first.click()
+    fund(server, owner, "24.00")
+    person.page.locator(".toast", has_text="Deposit of $24.00 received.").wait_for()
+    person.page.locator("main[data-stale]").wait_for(state="attached")
+    assert person.page.locator(".tx").first.get_attribute("open") == ""
+    assert rows.first.inner_text() == "+$23.00"
     # The menu entry of the page on screen draws it afresh, as a visit: back to the first page.
     more.click()
     rows.nth(22).wait_for()

@@ -75,11 +75,13 @@ function renderBanner() {
 }
 
 let rendering = 0;
-let kept = false; // the person changed a field of the page on screen, or loaded more of it, since it was drawn
+let kept = false; // the person changed a field of the page on screen, opened a detail or loaded more of it
 document.getElementById('main').addEventListener('input', () => keepPage());
+// A row's <details> opened or closed (toggle does not bubble: caught on its way down).
+document.getElementById('main').addEventListener('toggle', () => keepPage(), true);
 
-/** The page on screen holds more than its first draw (a history's further pages): a live redraw, which would draw
- * it afresh, waits for the next visit as it does for a changed field. */
+/** The page on screen holds more than its first draw (a history's further pages, a row opened): a live redraw,
+ * which would draw it afresh, waits for the next visit as it does for a changed field. */
 export function keepPage() {
   kept = true;
 }
