@@ -59,6 +59,7 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
     for package in ("handlers", "wallet", "models", "migrations"):
         expected |= {str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "web").rglob("*") if p.is_file()}
+    expected |= {"wallet/fonts/DejaVuSansMono.ttf", "wallet/fonts/LICENSE"}
     assert expected <= names, expected - names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "postman/"))]
     assert "wallet-server = server:main" in entry_points

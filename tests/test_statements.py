@@ -5,6 +5,7 @@ import datetime as dt
 import io
 import threading
 import time
+import unicodedata
 from decimal import Decimal
 
 import httpx
@@ -177,6 +178,25 @@ def test_pdf(server, story):
         "Page 1 of 1",
     ):
         assert expected in text, expected
+
+
+def test_pdf_draws_what_people_write_in_any_script_the_font_has(server):
+    """Names and descriptions in Yoruba, Greek, Cyrillic or with a euro sign come out as written (the statement embeds
+    a Unicode font); a character the font lacks (CJK, emoji) is '?'."""
+    user = make_user(server)
+    with server.client(user.token) as client:
+        r = client.post("/wallets", json={"currency": "EUR", "name": "Ọmọ Ελλάδα €"})
+        assert r.status_code == 201, r.text
+    wallet_id = r.json()["id"]
+    written = ("Adébáyọ̀ ṣe owó", "Иван Петров", "李 😀 gift")
+    for description in written:
+        post(server, user, f"/wallets/{wallet_id}/deposit", {"amount": "1", "description": description})
+    r = statement(server, user, wallet_id=wallet_id, format="pdf")
+    assert r.status_code == 200, r.text
+    text = PdfReader(io.BytesIO(r.content)).pages[0].extract_text()
+    assert "Ọmọ Ελλάδα €" in text
+    assert unicodedata.normalize("NFC", written[0]) in unicodedata.normalize("NFC", text)
+    assert "Иван Петров" in text and "? ? gift" in text
 
 
 def test_pdf_pages_are_numbered_and_bounded(own_server):
