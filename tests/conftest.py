@@ -246,6 +246,15 @@ WALLET_KEYS = {
 }
 
 
+def wait_for(check: Callable[[], Any], timeout: float = 15) -> Any:
+    """Wait until `check()` returns something truthy (what a server does on its own schedule), and return it."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return found
+
+
 def unique_name(prefix: str = "u") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import fund, make_admin, make_user, unique_name
+from conftest import fund, make_admin, make_user, unique_name, wait_for
 
 from scripts.local_services import free_port, libpq_url
 
@@ -61,13 +61,6 @@ def deliveries(alone, user_id):
         return cur.fetchall()
 
 
-def wait_until(condition, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def event_ids(server, user, type_):
     with server.client(user.token) as client:
         return [e["id"] for e in client.get("/events").json()["items"] if e["type"] == type_]
@@ -95,7 +88,7 @@ def test_mails_for_money_received_and_status_changes(alone, smtp):
     with server.client(admin.token) as client:
         for action in ("freeze", "unfreeze"):
             assert client.post(f"/admin/users/{bob.id}/{action}").status_code == 200
-    wait_until(lambda: len(inbox.messages) >= 3)
+    wait_for(lambda: len(inbox.messages) >= 3)
     time.sleep(0.3)
     assert len(inbox.messages) == 3  # the user without an e-mail got none
     received, frozen, unfrozen = sorted(inbox.messages, key=lambda m: int(m["Message-ID"].split("-")[1].split("@")[0]))
@@ -117,7 +110,7 @@ def test_a_refusing_server_fails_the_mail_for_good(alone, smtp):
     server = alone(**FAST, SMTP_URL=smtp(inbox))
     user = make_user(server, email=f"{unique_name()}@example.com")
     fund(server, user, "1.00")
-    wait_until(lambda: deliveries(alone, user.id) and deliveries(alone, user.id)[0][1] != "pending")
+    wait_for(lambda: deliveries(alone, user.id) and deliveries(alone, user.id)[0][1] != "pending")
     ((kind, status, attempts, code, error),) = deliveries(alone, user.id)
     assert (kind, status, attempts, code) == ("deposit.completed", "failed", 1, 550)
     assert "No such mailbox" in error
@@ -134,12 +127,12 @@ def test_a_hanging_server_times_out_without_slowing_anything_else(alone):
         server = alone(**FAST, SMTP_URL=f"smtp://127.0.0.1:{listener.getsockname()[1]}")
         user = make_user(server, email=f"{unique_name()}@example.com")
         fund(server, user, "1.00")
-        wait_until(lambda: held)
+        wait_for(lambda: held)
         started = time.monotonic()
         with server.client(user.token) as client:
             assert client.get(f"/wallets/{user.wallet_id}/balance").json()["balance"] == "1.00"
         assert time.monotonic() - started < 2
-        wait_until(lambda: deliveries(alone, user.id)[0][4] is not None, timeout=20)
+        wait_for(lambda: deliveries(alone, user.id)[0][4] is not None, timeout=20)
         ((_, status, attempts, code, error),) = deliveries(alone, user.id)
         assert status == "pending" and attempts == 1 and code is None  # to be retried
         assert "Timeout" in error
@@ -155,7 +148,7 @@ def test_without_smtp_mails_are_written_as_eml_files(alone, tmp_path):
     fund(server, user, "7.25")
     (event_id,) = event_ids(server, user, "deposit.completed")
     path = Path(tmp_path) / "mail" / f"event-{event_id}.eml"
-    wait_until(path.exists)
+    wait_for(path.exists)
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert message["Subject"] == "7.25 USD was deposited"
     assert message["Message-ID"] == f"<event-{event_id}@example.com>"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import PASSWORD, assert_error, unique_name
+from conftest import PASSWORD, assert_error, unique_name, wait_for
 from sqlalchemy.engine import make_url
 
 from scripts.local_services import free_port
@@ -102,7 +102,7 @@ def test_database_outage_is_503_and_service_resumes(own_server, relay):
     assert warnings and warnings[-1]["msg"] == "not ready: database down" and warnings[-1]["level"] == "warning"
     # The background loops (the revocation poll every second, the dispatcher every 250 ms) say the outage once
     # each, without a traceback, however many laps run into it; and once more when they pass again.
-    _eventually(lambda: _job_lines(server, "revocation poll"))
+    wait_for(lambda: _job_lines(server, "revocation poll"))
     time.sleep(2.5)
     for job in LOOPS:
         lines = _job_lines(server, job)
@@ -119,18 +119,9 @@ def test_database_outage_is_503_and_service_resumes(own_server, relay):
         assert r.status_code == 201 and r.json()["status"] == "COMPLETED", r.text
     assert httpx.get(f"{server.url}/ready").status_code == 200
     for job in LOOPS:
-        recovered = _eventually(lambda job=job: _job_lines(server, job)[1:])
+        recovered = wait_for(lambda job=job: _job_lines(server, job)[1:])
         assert [(e["level"], e["msg"]) for e in recovered] == [("info", f"{job} recovered")]
 
 
 def _job_lines(server, job: str) -> list[dict]:
     return [e for e in server.log_entries() if e.get("job") == job]
-
-
-def _eventually(found, timeout: float = 10) -> list:
-    """Wait until `found()` returns something (a log line the server writes on its own schedule)."""
-    give_up = time.monotonic() + timeout
-    while not (result := found()) and time.monotonic() < give_up:
-        time.sleep(0.1)
-    assert result, "not found in the server's log"
-    return result

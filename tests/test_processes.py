@@ -2,11 +2,11 @@
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker ids from Linux's /proc")
 
@@ -15,23 +15,16 @@ def workers(pid: int) -> set[int]:
     return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
-def wait_for(check, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_workers_share_the_port_and_stop_with_the_parent(own_server):
     server = own_server(PROCESSES="2")
     parent = server.proc.pid
-    first = wait_for(lambda: workers(parent) if len(workers(parent)) == 2 else None)
+    first = wait_for(lambda: workers(parent) if len(workers(parent)) == 2 else None, timeout=20)
 
     crashed = min(first)
     os.kill(crashed, signal.SIGKILL)
-    now = wait_for(lambda: workers(parent) if len(workers(parent)) == 2 and crashed not in workers(parent) else None)
+    now = wait_for(
+        lambda: workers(parent) if len(workers(parent)) == 2 and crashed not in workers(parent) else None, timeout=20
+    )
     assert now - first and first - now == {crashed}  # the crashed worker was replaced, the other kept serving
     for _ in range(20):
         assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
 import pytest
-from conftest import assert_error, fund, make_user, run_audit
+from conftest import assert_error, fund, make_user, run_audit, wait_for
 from standardwebhooks import Webhook
 
 from scripts.local_services import libpq_url
@@ -81,13 +81,6 @@ def deliveries(server, user, endpoint):
     return r.json()["items"]
 
 
-def wait_until(condition, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_an_event_is_posted_signed_as_standard_webhooks_says(hooks, receiver):
     user = make_user(hooks)
     endpoint = register(hooks, user, receiver.url, events=["deposit.completed"])
@@ -103,7 +96,7 @@ def test_an_event_is_posted_signed_as_standard_webhooks_says(hooks, receiver):
     assert event == next(e for e in stored if e["type"] == "deposit.completed")
     assert headers["webhook-id"] == str(event["id"])
     assert abs(int(headers["webhook-timestamp"]) - time.time()) < 30
-    wait_until(lambda: deliveries(hooks, user, endpoint)[0]["status"] == "succeeded")
+    wait_for(lambda: deliveries(hooks, user, endpoint)[0]["status"] == "succeeded")
     (delivery,) = deliveries(hooks, user, endpoint)
     assert delivery["event_id"] == event["id"] and delivery["event_type"] == "deposit.completed"
     assert delivery["attempts"] == 1 and delivery["last_status_code"] == 200
@@ -118,7 +111,7 @@ def test_a_receiver_failing_three_times_gets_the_fourth_with_backoff(hooks):
         endpoint = register(hooks, user, receiver.url, events=["deposit.completed"])
         fund(hooks, user, "1.00")
         received = receiver.wait_for(4)
-        wait_until(lambda: deliveries(hooks, user, endpoint)[0]["status"] == "succeeded")
+        wait_for(lambda: deliveries(hooks, user, endpoint)[0]["status"] == "succeeded")
         assert [status for _, _, status in received] == [500, 503, 404, 204]
         assert len({h["webhook-id"] for h, _, _ in received}) == 1  # the same event each time
         stamps = [int(h["webhook-timestamp"]) for h, _, _ in received]
@@ -136,7 +129,7 @@ def test_after_the_retry_period_the_endpoint_is_failing_until_a_redelivery_succe
         user = make_user(server)
         endpoint = register(server, user, receiver.url, events=["deposit.completed"])
         fund(server, user, "1.00")
-        wait_until(lambda: deliveries(server, user, endpoint)[0]["status"] == "failed")
+        wait_for(lambda: deliveries(server, user, endpoint)[0]["status"] == "failed")
         (failed,) = deliveries(server, user, endpoint)
         assert failed["attempts"] >= 2 and failed["last_status_code"] == 500 and failed["next_attempt_at"] is None
         with server.client(user.token) as client:
@@ -145,7 +138,7 @@ def test_after_the_retry_period_the_endpoint_is_failing_until_a_redelivery_succe
             receiver.answers = [200]
             r = client.post(f"/webhook-endpoints/{endpoint['id']}/deliveries/{failed['id']}/retry")
             assert r.status_code == 202, r.text
-            wait_until(lambda: deliveries(server, user, endpoint)[0]["status"] == "succeeded")
+            wait_for(lambda: deliveries(server, user, endpoint)[0]["status"] == "succeeded")
             assert client.get(f"/webhook-endpoints/{endpoint['id']}").json()["status"] == "active"
         assert len(deliveries(server, user, endpoint)) == 1
     finally:
@@ -252,7 +245,7 @@ def test_an_address_that_turned_private_after_registration_is_not_called(alone, 
         planted = {"id": str(cur.fetchone()[0])}
     fund(server, user, "1.00")
     # An attempt counts from its claim; its outcome is written when it ends: wait for that.
-    wait_until(lambda: deliveries(server, user, planted) and deliveries(server, user, planted)[0]["last_error"])
+    wait_for(lambda: deliveries(server, user, planted) and deliveries(server, user, planted)[0]["last_error"])
     attempt = deliveries(server, user, planted)[0]
     assert attempt["status"] == "pending" and attempt["last_status_code"] is None
     assert "non-public" in attempt["last_error"]
