@@ -45,11 +45,12 @@ export function renderNav() {
               {
                 href: `#${e.path}`,
                 'aria-current': path.startsWith(e.path) ? 'page' : null,
-                // The page on screen chosen again is drawn afresh, as a visit: the browser fires no hashchange for it.
+                // navigate() draws the page on screen afresh when it is chosen again (the browser fires no
+                // hashchange for the same hash); a modified click still opens a new tab or window.
                 onclick: (event) => {
-                  if (location.hash !== `#${e.path}` || event.ctrlKey || event.metaKey || event.shiftKey) return;
+                  if (event.ctrlKey || event.metaKey || event.shiftKey) return;
                   event.preventDefault();
-                  render();
+                  navigate(e.path);
                 },
               },
               e.label,
