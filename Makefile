@@ -44,9 +44,10 @@ test: setup ## the whole test suite against real PostgreSQL and Redis (embedded 
 migrate: setup ## apply database migrations
 	$(PY) server.py migrate
 
-lint: setup ## ruff check and ruff format --check
+lint: setup ## ruff check, ruff format --check, and the layers' import contracts (pyproject.toml)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup ## ruff format and ruff check --fix
 	$(PY) -m ruff format .

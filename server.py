@@ -45,18 +45,20 @@ from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
 from handlers.schemas import RegisterSchema
 from settings import Settings, SettingsError, StartupError, load_settings
-from wallet import accounts, backup, ledger, metrics
-from wallet import audit as ledger_audit
-from wallet import deposits as provider_deposits
-from wallet import events as wallet_events
-from wallet import holds as wallet_holds
-from wallet.auth import poll_revocations
-from wallet.db import check_database, migrate
 from wallet.errors import ValidationError, WalletError
-from wallet.logs import LoopLog, setup_logging
+from wallet.identity import accounts
+from wallet.identity.auth import poll_revocations
+from wallet.ledger import audit as ledger_audit
+from wallet.ledger import lifecycle
 from wallet.notify import dispatch
-from wallet.runtime import Runtime
-from wallet.store import check_redis
+from wallet.notify import events as wallet_events
+from wallet.operations import deposits as provider_deposits
+from wallet.operations import holds as wallet_holds
+from wallet.platform import backup, metrics
+from wallet.platform.db import check_database, migrate
+from wallet.platform.logs import LoopLog, setup_logging
+from wallet.platform.runtime import Runtime
+from wallet.platform.store import check_redis
 
 log = logging.getLogger("wallet.server")
 
@@ -108,7 +110,7 @@ def resolve_database(settings: Settings) -> Settings:
     if settings.database_url:
         check_database(settings.database_url)
         return settings
-    from wallet.embedded import start_embedded_postgres
+    from wallet.platform.embedded import start_embedded_postgres
 
     try:
         url = start_embedded_postgres(settings.var_dir)
@@ -161,7 +163,7 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
             _periodically(
                 "recovery sweep of interrupted transactions",
                 every,
-                lambda: _sweep(rt, ledger.recover_interrupted, "interrupted transactions"),
+                lambda: _sweep(rt, lifecycle.recover_interrupted, "interrupted transactions"),
             )
         ),
         asyncio.create_task(
@@ -372,7 +374,7 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         tool = backup.restore(resolve_database(settings).database_url, args.file, args.force)
         print(f"restored {args.file} (with {tool}); start the server to use it")
     elif command == "stop-embedded":
-        from wallet.embedded import stop_orphaned_postgres
+        from wallet.platform.embedded import stop_orphaned_postgres
 
         if stop_orphaned_postgres(settings.var_dir):
             print("stopped the embedded PostgreSQL that a killed server had left running")

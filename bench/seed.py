@@ -10,7 +10,7 @@ import psycopg2
 
 from scripts.local_services import libpq_url
 from settings import Settings
-from wallet.auth import _token_pair
+from wallet.identity.auth import _token_pair
 
 PASSWORD = "bench-password-1"
 BALANCE = 1_000_000  # minor units (10,000.00 USD) per wallet; transfers move 0.01

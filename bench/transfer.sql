@@ -1,4 +1,4 @@
--- The ceiling: the SQL one transfer runs (wallet/ledger.py), as a pgbench script over the seeded wallets: its two
+-- The ceiling: the SQL one transfer runs (wallet/ledger/lifecycle.py), as a pgbench script over the seeded wallets: its two
 -- statements as they run for a transfer alone. (Under load the server's group commit sends the step 2 of many
 -- transfers as one ledger_execute_batch() call, which runs this same ledger_execute() for each: the server can pass
 -- this ceiling, one transfer per commit, that way.)
@@ -9,7 +9,7 @@
 \set b :b + 1
 \endif
 -- 1. Resolve the parties (the caller's wallet by id, the recipient by wallet id) and record the PENDING row (or take
--- over an abandoned one) in one statement whose commit does not wait for the disk: wallet/ledger_record.py's
+-- over an abandoned one) in one statement whose commit does not wait for the disk: wallet/ledger/record.py's
 -- _RESOLVE_AND_RECORD with this script's values in place of its parameters.
 \set k random(1, 1000000000000000)
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
@@ -62,7 +62,7 @@ FROM claim c LEFT JOIN named n ON true LEFT JOIN recipient r ON true \gset
 -- 2. Execute in one statement, outside an explicit transaction (one durable commit): ledger_execute() locks both
 -- wallets in id order, checks status, funds and the daily limit, charges the daily usage, moves the balances, appends
 -- the entries, marks the row COMPLETED and stamps completed_at into the events' data; the CTEs after it write the
--- two events (wallet/events.py: the per-user head locks, the rows, their webhook deliveries).
+-- two events (wallet/notify/events.py: the per-user head locks, the rows, their webhook deliveries).
 WITH done AS MATERIALIZED (
     SELECT * FROM ledger_execute(CAST(:tx AS uuid), 'TRANSFER', CAST(1 AS bigint), 'USD',
         bench_wallet(:a), bench_wallet(:b), CAST(NULL AS uuid), bench_user(:a),

@@ -20,7 +20,9 @@ from handlers.schemas import (
     UtcDateTime,
     WalletListSchema,
 )
-from wallet import accounts, admin, audit, reversals
+from wallet.identity import accounts
+from wallet.ledger import audit
+from wallet.operations import admin, reversals
 
 # ---- requests ------------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from handlers.base import BaseHandler, api, authenticated
 from handlers.schemas import LoginSchema, RefreshSchema, RegisteredSchema, RegisterSchema, TokenPairSchema
-from wallet import accounts, auth
+from wallet.identity import accounts, auth
 
 
 class RegisterHandler(BaseHandler):

@@ -21,10 +21,13 @@ import orjson
 from tornado import httputil, web
 
 from settings import Network
-from wallet import errors, keys, metrics
-from wallet.auth import Principal, authenticate
-from wallet.logs import request_id_var
-from wallet.runtime import Runtime
+from wallet import errors
+from wallet.identity import keys
+from wallet.identity.auth import authenticate
+from wallet.platform import metrics
+from wallet.platform.logs import request_id_var
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 log = logging.getLogger("wallet.http")
 

@@ -18,8 +18,8 @@ from tornado.ioloop import IOLoop
 
 log = logging.getLogger("wallet.server")
 
-# Descriptors kept back from the connection cap for everything else a process holds open: the database pool
-# (added separately), Redis's pool (wallet/store.py), the log, the event loop, the listening sockets, libraries.
+# Descriptors kept back from the connection cap for everything else a process holds open: the database pool (added
+# separately), Redis's pool (wallet/platform/store.py), the log, the event loop, the listening sockets, libraries.
 RESERVED_FDS = 128
 # Out of descriptors anyway: how long the accept loop rests before it tries again.
 ACCEPT_PAUSE = 0.1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from handlers.base import BaseHandler, api, parse_uuid, requires
 from handlers.money import MoneyHandler
 from handlers.schemas import CheckoutSchema, HealthSchema, PaystackDepositSchema, TransactionSchema
-from wallet import deposits
+from wallet.operations import deposits
 
 REFERENCE = {"type": "string", "maxLength": 64, "description": "The `reference` its checkout answered."}
 

@@ -15,9 +15,12 @@ from tornado import iostream, websocket
 
 from handlers.base import BaseHandler, api, assign_request_id, render_error, requires
 from handlers.schemas import EventListSchema, EventQuery, EventSchema, StreamQuery
-from wallet import errors, events, keys
-from wallet.auth import Principal, authenticate
-from wallet.runtime import Runtime
+from wallet import errors
+from wallet.identity import keys
+from wallet.identity.auth import authenticate
+from wallet.notify import events
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 log = logging.getLogger("wallet.events")
 

@@ -14,7 +14,7 @@ from handlers.schemas import (
     FxRateSetSchema,
     PageQuery,
 )
-from wallet import fx
+from wallet.operations import fx
 
 CURRENCY_PATH = {"type": "string", "pattern": "^[A-Z]{3}$", "description": "An ISO 4217 code in capitals."}
 PAIR = {"base": CURRENCY_PATH, "quote": CURRENCY_PATH}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from handlers.base import BaseHandler, api, authenticated
 from handlers.schemas import AuthorizationUrlSchema, GoogleCallbackQuery, GoogleCodeSchema, TokenPairSchema, UserSchema
-from wallet import google
+from wallet.identity import google
 
 
 class GoogleStartHandler(BaseHandler):

@@ -12,7 +12,7 @@ from handlers.schemas import (
     HoldSchema,
     TransactionSchema,
 )
-from wallet import holds
+from wallet.operations import holds
 
 
 class HoldListHandler(MoneyHandler):

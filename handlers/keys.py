@@ -11,7 +11,7 @@ from handlers.schemas import (
     NewApiKeySchema,
     PageQuery,
 )
-from wallet import keys
+from wallet.identity import keys
 
 
 class KeyListHandler(BaseHandler):

@@ -14,11 +14,12 @@ from handlers.schemas import (
     TransferSchema,
     WalletSchema,
 )
-from wallet import fx, history, ledger
+from wallet.ledger import history, lifecycle
+from wallet.operations import fx
 
 
 class MoneyHandler(BaseHandler):
-    def respond_outcome(self, outcome: ledger.Outcome) -> None:
+    def respond_outcome(self, outcome: lifecycle.Outcome) -> None:
         if outcome.replayed:
             self.set_header("Idempotent-Replayed", "true")
         self.respond(outcome.transaction, 201)
@@ -34,7 +35,7 @@ class OwnWalletMoneyHandler(MoneyHandler):
 
     async def move(self, wallet_id: str) -> None:
         data = self.load()
-        outcome = await ledger.own_wallet_operation(
+        outcome = await lifecycle.own_wallet_operation(
             self.rt,
             self.principal,
             parse_uuid(wallet_id, "wallet_id"),
@@ -76,7 +77,7 @@ class OperationHandler(MoneyHandler):
         """
         data = self.load()
         self.principal.require("deposit" if data["operation_type"] == "DEPOSIT" else "withdraw")
-        result = await ledger.operation(
+        result = await lifecycle.operation(
             self.rt,
             self.principal,
             parse_uuid(wallet_id, "wallet_id"),
@@ -102,7 +103,7 @@ class TransferHandler(MoneyHandler):
         if data["quote_id"] is not None:
             outcome = await fx.transfer(*parties, data["quote_id"], data["description"], self.idempotency_key())
         else:
-            outcome = await ledger.transfer(*parties, data["amount"], data["description"], self.idempotency_key())
+            outcome = await lifecycle.transfer(*parties, data["amount"], data["description"], self.idempotency_key())
         self.respond_outcome(outcome)
 
 

@@ -6,7 +6,8 @@ import hmac
 
 from handlers.base import BaseHandler, api
 from handlers.schemas import HealthSchema
-from wallet import errors, health, metrics
+from wallet import errors
+from wallet.platform import health, metrics
 
 
 class HealthHandler(BaseHandler):

@@ -13,12 +13,13 @@ import orjson
 import phonenumbers
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, post_load, validate, validates_schema
 
-from wallet import errors, fx
-from wallet.events import TYPES as EVENT_TYPES
-from wallet.identifiers import normalize_email
-from wallet.keys import LIFETIMES, SCOPES
+from wallet import errors
+from wallet.identity.identifiers import normalize_email
+from wallet.identity.keys import LIFETIMES, SCOPES
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
-from wallet.paging import utc_moment
+from wallet.notify.events import TYPES as EVENT_TYPES
+from wallet.operations import fx
+from wallet.platform.paging import utc_moment
 
 TRANSACTION_TYPES = ("DEPOSIT", "WITHDRAWAL", "TRANSFER", "REVERSAL")
 HOLD_STATUSES = ("ACTIVE", "CAPTURED", "VOIDED", "EXPIRED")
@@ -182,7 +183,7 @@ def one_of_required(names: tuple[str, ...]) -> dict[str, Any]:
 
 # ---- requests -------------------------------------------------------------------------------------------
 
-# The policy wallet/accounts.py checks (JSON Schema cannot count UTF-8 bytes), for the OpenAPI spec.
+# The policy wallet/identity/accounts.py checks (JSON Schema cannot count UTF-8 bytes), for the OpenAPI spec.
 NEW_PASSWORD = {"description": "8 to 72 bytes of UTF-8, not all digits, not the username."}
 
 
@@ -293,7 +294,9 @@ class HoldCreateSchema(MoneySchema):
 
 class FxRateSetSchema(Schema):
     rate = FxRateValue(required=True)
-    spread = FxSpread(load_default=None)  # 0 (wallet/fx.py); a Decimal default would not serialise into the spec
+    spread = FxSpread(
+        load_default=None
+    )  # 0 (wallet/operations/fx.py); a Decimal default would not serialise into the spec
 
 
 class FxQuoteCreateSchema(Schema):

@@ -9,8 +9,8 @@ from tornado import iostream
 
 from handlers.base import BaseHandler, admin_only, api, parse_uuid, requires
 from handlers.schemas import StatementEntrySchema, StatementQuery, StatementSchema
-from wallet import statements
-from wallet.statement_pdf import StatementPdf
+from wallet.operations import statements
+from wallet.operations.statement_pdf import StatementPdf
 
 _HEAD = StatementSchema(exclude=("entries",))
 _ENTRIES = StatementEntrySchema(many=True)

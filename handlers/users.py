@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from handlers.base import BaseHandler, api, authenticated
 from handlers.schemas import UserSchema, UserUpdateSchema
-from wallet import accounts
+from wallet.identity import accounts
 
 
 class MeHandler(BaseHandler):

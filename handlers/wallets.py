@@ -11,7 +11,7 @@ from handlers.schemas import (
     WalletListSchema,
     WalletSchema,
 )
-from wallet import history, wallets
+from wallet.ledger import history, wallets
 
 
 class WalletListHandler(BaseHandler):

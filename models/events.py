@@ -16,7 +16,8 @@ from models.base import Base, timestamp_now
 class Event(Base):
     __tablename__ = "events"
 
-    # Taken while the user's EventHead row is locked, so one user's ids increase in commit order (wallet/events.py).
+    # Taken while the user's EventHead row is locked, so one user's ids increase in commit order
+    # (wallet/notify/events.py).
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), nullable=False)
     type: Mapped[str] = mapped_column(String(32), nullable=False)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, timestamp_now, uuid_pk
 
-# Rates are units of the quote currency per 1 base unit with exactly this many decimal places (wallet/fx.py).
+# Rates are units of the quote currency per 1 base unit with exactly this many decimal places (wallet/operations/fx.py).
 RATE_PLACES = 10
 # A spread is a fraction (0.0025 = 0.25 %) with at most this many decimal places.
 SPREAD_PLACES = 6

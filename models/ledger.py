@@ -45,16 +45,17 @@ class Transaction(Base):
     provider: Mapped[str | None] = mapped_column(String(16))
     provider_reference: Mapped[str | None] = mapped_column(String(64))
     authorization_url: Mapped[str | None] = mapped_column(String(1024))
-    # The hold this transfer captures from (wallet/holds.py).
+    # The hold this transfer captures from (wallet/operations/holds.py).
     hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"), index=True)
-    # A REVERSAL's original (wallet/reversals.py); on the original, how much of it COMPLETED reversals gave back.
+    # A REVERSAL's original (wallet/operations/reversals.py); on the original, how much of it COMPLETED reversals gave
+    # back.
     reverses: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("transactions.id"), index=True)
     reversed_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # When the attempt executing a PENDING row started; a keyed row whose claim is older than PENDING_TIMEOUT was
     # abandoned (its attempt died), and a retry with the same key takes it over.
     claimed_at: Mapped[dt.datetime] = timestamp_now()
-    # A cross-currency transfer (wallet/fx.py), set when it COMPLETED: the quote it used (once: unique), the rate,
-    # and what the payee received; amount and currency above are what the payer paid.
+    # A cross-currency transfer (wallet/operations/fx.py), set when it COMPLETED: the quote it used (once: unique), the
+    # rate, and what the payee received; amount and currency above are what the payer paid.
     fx_quote_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("fx_quotes.id"), unique=True)
     fx_rate: Mapped[Decimal | None] = mapped_column(Numeric(24, 10))
     destination_amount: Mapped[int | None] = mapped_column(BigInteger)

@@ -50,7 +50,7 @@ class Session(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        # Every process polls the recent revocations each second (wallet/revocations.py).
+        # Every process polls the recent revocations each second (wallet/identity/revocations.py).
         Index("ix_sessions_revoked_at", revoked_at, postgresql_where=revoked_at.is_not(None)),
     )
 

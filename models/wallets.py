@@ -1,5 +1,5 @@
 """Wallets: user wallets (balance never below zero), one system account per currency for the outside world, and one
-FX account per currency for the house's currency position (wallet/fx.py)."""
+FX account per currency for the house's currency position (wallet/operations/fx.py)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ class Wallet(Base):
     # step with the holds under this row's lock; available balance = balance - held.
     held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     is_system: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
-    # A system account that is the house's position in its currency for cross-currency transfers (wallet/fx.py):
-    # unlike the outside world's account it keeps its balance, which may go negative (the house owes it).
+    # A system account that is the house's position in its currency for cross-currency transfers
+    # (wallet/operations/fx.py): unlike the outside world's account it keeps its balance, which may go negative (the
+    # house owes it).
     is_fx: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active")
     created_at: Mapped[dt.datetime] = timestamp_now()

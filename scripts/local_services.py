@@ -24,7 +24,7 @@ import psutil
 import psycopg2
 from sqlalchemy.engine import make_url
 
-from wallet.db import libpq_url, migrate
+from wallet.platform.db import libpq_url, migrate
 
 
 def free_port() -> int:

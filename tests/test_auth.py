@@ -14,7 +14,7 @@ import jwt
 import pytest
 from conftest import JWT_SECRET, PASSWORD, WALLET_KEYS, assert_error, create_admin, make_user, unique_name, unique_phone
 
-from wallet.runtime import CPU_POOL_NICENESS
+from wallet.platform.runtime import CPU_POOL_NICENESS
 
 USER_KEYS = {"id", "username", "email", "phone", "role", "status", "auth_providers", "created_at"}
 TOKEN_KEYS = {"access_token", "refresh_token", "token_type", "expires_in"}

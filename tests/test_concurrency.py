@@ -138,8 +138,9 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
                 answered["all"] += 1
         return outcomes, keys, hold_keys
 
-    # Reversals (wallet/reversals.py): an admin gives back random parts of completed operations while the clients
-    # race. Always with an amount, so that every refusal (over-reversal, money gone) is a FAILED row like the others.
+    # Reversals (wallet/operations/reversals.py): an admin gives back random parts of completed operations while the
+    # clients race. Always with an amount, so that every refusal (over-reversal, money gone) is a FAILED row like the
+    # others.
     clients_done = threading.Event()
     reversing = {"outcomes": Counter(), "keys": []}
 

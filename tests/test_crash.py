@@ -8,7 +8,7 @@ import httpx
 import psycopg2
 from conftest import balance, fund, make_user, run_audit, scalar
 
-from wallet.db import CLIENT_CHECK_MS
+from wallet.platform.db import CLIENT_CHECK_MS
 
 RECOVERY = {"PENDING_TIMEOUT": "2", "RECOVERY_INTERVAL": "1"}
 USERS = 10

@@ -9,7 +9,7 @@ import psycopg2
 from conftest import assert_error, fund, in_parallel, log_in, make_user, run_audit, scalar
 
 from scripts.local_services import libpq_url
-from wallet.db import CLIENT_CHECK_MS
+from wallet.platform.db import CLIENT_CHECK_MS
 
 
 def events_of(server, user, after=0, limit=200):

@@ -1,7 +1,7 @@
-"""The money path's shape (wallet/ledger.py): a transfer, a deposit and a withdrawal are two round trips to PostgreSQL
-(record PENDING with the parties resolved in the same statement; execute with its durable commit) whichever way the
-recipient is named; and the cache of verified access tokens (wallet/tokens.py) never lets a revoked or expired token
-through.
+"""The money path's shape (wallet/ledger/lifecycle.py): a transfer, a deposit and a withdrawal are two round trips to
+PostgreSQL (record PENDING with the parties resolved in the same statement; execute with its durable commit) whichever
+way the recipient is named; and the cache of verified access tokens (wallet/identity/tokens.py) never lets a revoked or
+expired token through.
 
 Round trips are counted on the wire: the server reaches PostgreSQL through a relay that counts the client's Sync and
 Query messages (each ends one round trip of the extended or the simple protocol)."""

@@ -1,4 +1,4 @@
-"""Group commit (wallet/ledger_batch.py): the transfers that queue for step 2 while a batch is in flight go together
+"""Group commit (wallet/ledger/batch.py): the transfers that queue for step 2 while a batch is in flight go together
 as one statement, each with its own outcome; one on a busy wallet is deferred without holding up the others; a
 batch that fails or dies commits nothing, and each retry executes once.
 
@@ -20,7 +20,7 @@ import pytest
 from conftest import assert_error, balance, fund, make_user, resend_while_in_progress, run_audit, scalar
 from test_metrics import TOKEN, scrape, value
 
-from wallet.db import CLIENT_CHECK_MS
+from wallet.platform.db import CLIENT_CHECK_MS
 
 pytestmark = pytest.mark.usefixtures("ledger_audited")
 

@@ -22,7 +22,7 @@ from conftest import (
     unique_name,
 )
 
-from wallet.db import CLIENT_CHECK_MS
+from wallet.platform.db import CLIENT_CHECK_MS
 
 ALL = ["read", "deposit", "withdraw", "transfer"]
 

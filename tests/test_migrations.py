@@ -16,7 +16,7 @@ from sqlalchemy import CheckConstraint, create_engine, inspect, pool, text
 from sqlalchemy.engine import make_url
 
 from models import Base
-from wallet.db import MIGRATIONS, migrate, sync_url
+from wallet.platform.db import MIGRATIONS, migrate, sync_url
 
 
 def alembic_config(database_url: str) -> Config:

@@ -59,7 +59,7 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
     for package in ("handlers", "wallet", "models", "migrations"):
         expected |= {str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "web").rglob("*") if p.is_file()}
-    expected |= {"wallet/fonts/DejaVuSansMono.ttf", "wallet/fonts/LICENSE"}
+    expected |= {"wallet/operations/fonts/DejaVuSansMono.ttf", "wallet/operations/fonts/LICENSE"}
     assert expected <= names, expected - names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "postman/"))]
     assert "wallet-server = server:main" in entry_points
@@ -93,7 +93,9 @@ def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, pos
         )
 
     where = run(
-        str(venv / "bin" / "python"), "-c", "import server, wallet.db; print(server.__file__, wallet.db.MIGRATIONS)"
+        str(venv / "bin" / "python"),
+        "-c",
+        "import server, wallet.platform.db as db; print(server.__file__, db.MIGRATIONS)",
     )
     assert where.stdout.split() and all(p.startswith(str(site)) for p in where.stdout.split()), where.stdout
     helped = run(str(venv / "bin" / "wallet-server"), "--help")

@@ -14,7 +14,7 @@ import pytest
 from marshmallow import Schema, fields
 
 from handlers import schemas
-from wallet.history import render_transaction
+from wallet.ledger.history import render_transaction
 
 VIEWER, OTHER = uuid.uuid4(), uuid.uuid4()
 NOW = dt.datetime(2026, 11, 29, 23, 0, 1, 123456, tzinfo=dt.UTC)
@@ -23,7 +23,7 @@ ELSEWHERE = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hou
 
 
 def row(**changes: Any) -> dict[str, Any]:
-    """A transaction row as wallet/history.py loads it: a completed transfer from VIEWER unless changed."""
+    """A transaction row as wallet/ledger/history.py loads it: a completed transfer from VIEWER unless changed."""
     base = {
         "id": uuid.uuid4(),
         "seq": 7,

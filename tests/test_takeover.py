@@ -10,7 +10,7 @@ import httpx
 import psycopg2
 from conftest import balance, fund, in_parallel, make_user, run_audit, scalar, unique_name
 
-from wallet.db import CLIENT_CHECK_MS
+from wallet.platform.db import CLIENT_CHECK_MS
 
 # Small pools (room for the KEYS executions held on a lock, and two more): these servers run beside the session's
 # others on one PostgreSQL of a hundred connections.

@@ -7,7 +7,7 @@ Revises: 0003_provider_deposits
 import sqlalchemy as sa
 from alembic import op
 
-from wallet.identifiers import email_key
+from wallet.identity.identifiers import email_key
 
 revision = '0004_auth_hardening'
 down_revision = '0003_provider_deposits'
@@ -21,7 +21,7 @@ def upgrade() -> None:
         postgresql_where=sa.text('revoked_at IS NOT NULL'),
     )
 
-    # The key is computed in Python (wallet/identifiers.py), the one place that defines it: PostgreSQL's lower()
+    # The key is computed in Python (wallet/identity/identifiers.py), the one place that defines it: PostgreSQL's lower()
     # folds case differently (İ, ß) and knows no NFKC. Two existing addresses that share a key stop the migration:
     # an operator decides which account keeps the address.
     op.add_column('users', sa.Column('email_key', sa.String(), nullable=True))

@@ -14,7 +14,7 @@ branch_labels = None
 depends_on = None
 
 # A finished transaction row never changes again, except that a COMPLETED one's reversed_amount may grow (in the
-# commit of a reversal, wallet/reversals.py); the CHECK keeps it within the amount.
+# commit of a reversal, wallet/operations/reversals.py); the CHECK keeps it within the amount.
 FINAL_WITH_REVERSALS = """
     CREATE OR REPLACE FUNCTION ledger_final_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE

@@ -1,4 +1,4 @@
-"""fast path: ledger_execute(), step 2 of the money path (wallet/ledger.py) as one server-side function, and
+"""fast path: ledger_execute(), step 2 of the money path (wallet/ledger/lifecycle.py) as one server-side function, and
 ledger_stamp() for the events of a transaction as it completes or fails
 
 One call locks the wallets in id order, checks status, funds and the balance ceiling, charges the daily usage, moves
@@ -17,12 +17,12 @@ down_revision = "0013_fx"
 branch_labels = None
 depends_on = None
 
-# SQLSTATEs (wallet/ledger_execute.py _refusal): WL001 account status (MESSAGE the status, DETAIL whose), WL002 insufficient
+# SQLSTATEs (wallet/ledger/execute.py _refusal): WL001 account status (MESSAGE the status, DETAIL whose), WL002 insufficient
 # funds (DETAIL the available balance), WL003 balance ceiling, WL004 daily limit (DETAIL today's usage with this
 # operation), WL005 the row is no longer PENDING.
 # The events' data (rendered transactions) arrive with completed_at unknown; ledger_stamp() writes the row's
 # completed_at into them as the API writes times (ISO 8601, UTC, Z, microseconds unless zero: orjson's OPT_UTC_Z), and
-# ledger_execute() returns them for the caller's statement to write into the outbox after its locks (wallet/events.py).
+# ledger_execute() returns them for the caller's statement to write into the outbox after its locks (wallet/notify/events.py).
 # The ledger's one-statement FAILED mark stamps its events the same way.
 FUNCTION = r"""
 CREATE FUNCTION ledger_execute(

@@ -1,6 +1,6 @@
 """group commit: ledger_execute_batch(), step 2 of many money operations in one statement and one commit
 
-The server's group commit (wallet/ledger_batch.py) sends the step 2 of the operations that queued while the previous
+The server's group commit (wallet/ledger/batch.py) sends the step 2 of the operations that queued while the previous
 batch was in flight as one call. It first locks every wallet of the batch in id order, as ledger_execute() does for
 one operation, so batches and single executions take their wallet locks in one global order. It waits for them at
 most p_lock_wait: past that (a wallet held by a slow transaction), it takes the ones free now and defers the

@@ -11,12 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import User, UserIdentity
-from wallet import events
-from wallet.auth import Principal, Revoked, announce_revoked, check_password_of, end_user_logins, hash_password
 from wallet.errors import AlreadyExists, NotFound, ValidationError
-from wallet.identifiers import email_key
-from wallet.runtime import Runtime
-from wallet.wallets import open_wallet, render_wallet
+from wallet.identity.auth import Revoked, announce_revoked, check_password_of, end_user_logins, hash_password
+from wallet.identity.identifiers import email_key
+from wallet.ledger.wallets import open_wallet, render_wallet
+from wallet.notify import events
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 _PROFILE = (User.id, User.username, User.email, User.phone, User.role, User.status, User.created_at)
 # How the user can sign in, read with the profile (correlated, so UPDATE ... RETURNING can carry it too).

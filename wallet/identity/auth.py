@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
-from dataclasses import dataclass
 
 import bcrypt
 import jwt
@@ -13,20 +12,21 @@ from sqlalchemy import ColumnElement, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Session, User
-from models.keys import SCOPES
-from wallet import metrics
+from settings import Settings
 from wallet.errors import (
     AccountInactive,
-    Forbidden,
     InvalidCredentials,
     InvalidToken,
     RateLimited,
     TokenExpired,
     TokenRevoked,
 )
-from wallet.identifiers import email_key
-from wallet.runtime import Runtime
-from wallet.tokens import Verified
+from wallet.identity.identifiers import email_key
+from wallet.identity.revocations import RevokedSessions
+from wallet.identity.tokens import Verified, VerifiedTokens
+from wallet.platform import metrics
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 ALGORITHM = "HS256"
 
@@ -37,29 +37,12 @@ def _dummy_hash(rounds: int) -> bytes:
     return bcrypt.hashpw(b"not-a-real-password", bcrypt.gensalt(rounds))
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a user through a login session (every scope) or through one of their API keys."""
+class _Known:
+    """What this process knows of logins besides PostgreSQL: the access tokens it verified, the sessions revoked."""
 
-    user_id: uuid.UUID
-    session_id: uuid.UUID | None
-    role: str
-    api_key_id: uuid.UUID | None = None
-    scopes: frozenset[str] = frozenset(SCOPES)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin" and self.api_key_id is None
-
-    def require(self, scope: str) -> None:
-        if scope not in self.scopes:
-            raise Forbidden(f"This API key lacks the '{scope}' scope.")
-
-
-async def lock_user(conn: AsyncConnection, user_id: uuid.UUID) -> None:
-    """Serialise one user's changes to a per-user limit (API keys, webhook endpoints), so concurrent creations
-    cannot pass it together. NO KEY UPDATE: rows that merely refer to the user are not held up."""
-    await conn.execute(select(User.id).where(User.id == user_id).with_for_update(key_share=True))
+    def __init__(self, settings: Settings) -> None:
+        self.tokens = VerifiedTokens()
+        self.revoked = RevokedSessions(settings.access_token_ttl)
 
 
 def _now() -> dt.datetime:
@@ -136,16 +119,17 @@ def _revoked_key(session_id: uuid.UUID | str) -> str:
 
 async def authenticate(rt: Runtime, token: str) -> Principal:
     """Validate an access token: signature, expiry, type, and that its login was not revoked."""
-    verified = rt.tokens.get(token)
+    known = rt.per_process(_Known)
+    verified = known.tokens.get(token)
     if verified is None:
         claims = _decode(rt, token, "access")
         role = str(claims.get("role"))
         verified = Verified(float(claims["exp"]), uuid.UUID(str(claims["sub"])), uuid.UUID(str(claims["sid"])), role)
         if role in ("user", "admin"):
-            rt.tokens.add(token, verified)
+            known.tokens.add(token, verified)
     # Per request, cached decode or not: this process's copy of PostgreSQL's revocations survives any restart of
     # Redis; the Redis flag tells every process at once, before their next poll.
-    if verified.session_id in rt.revoked or await rt.store.has_flag(_revoked_key(verified.session_id)):
+    if verified.session_id in known.revoked or await rt.store.has_flag(_revoked_key(verified.session_id)):
         raise TokenRevoked()
     if verified.role not in ("user", "admin"):
         raise InvalidToken()
@@ -155,7 +139,7 @@ async def authenticate(rt: Runtime, token: str) -> Principal:
 async def poll_revocations(rt: Runtime) -> None:
     """Bring this process's copy of the revoked sessions up to date with PostgreSQL."""
     async with rt.autocommit() as conn:
-        await rt.revoked.poll(conn)
+        await rt.per_process(_Known).revoked.poll(conn)
 
 
 async def _reserve_attempt(rt: Runtime, key: str, limit: int) -> None:
@@ -293,7 +277,7 @@ async def end_user_logins(conn: AsyncConnection, user_id: uuid.UUID, keep: uuid.
 
 async def announce_revoked(rt: Runtime, revoked: Revoked) -> None:
     """Tell this process at once, and every other through Redis before their next poll of PostgreSQL."""
-    rt.revoked.add(revoked)
+    rt.per_process(_Known).revoked.add(revoked)
     for session_id, _ in revoked:
         # An access token outlives its session by at most its own lifetime.
         await rt.store.set_flag(_revoked_key(session_id), rt.settings.access_token_ttl + 60)

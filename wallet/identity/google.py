@@ -17,12 +17,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
 from models import User, UserIdentity
-from wallet import accounts, errors
-from wallet.auth import Principal, start_session
-from wallet.identifiers import email_key
+from wallet import errors
+from wallet.identity import accounts
+from wallet.identity.auth import start_session
+from wallet.identity.identifiers import email_key
+from wallet.ledger.wallets import open_wallet
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 from wallet.providers import google
-from wallet.runtime import Runtime
-from wallet.wallets import open_wallet
 
 PROVIDER = "google"
 # A flow must come back within this many seconds, and only once.

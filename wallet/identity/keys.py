@@ -15,10 +15,12 @@ from sqlalchemy import func, select, text, update
 
 from models import ApiKey
 from models.keys import SCOPES as SCOPES
-from wallet import errors, events
-from wallet.auth import Principal, lock_user
-from wallet.paging import created_page
-from wallet.runtime import Runtime
+from wallet import errors
+from wallet.notify import events
+from wallet.platform.locks import lock_user
+from wallet.platform.paging import created_page
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 MAX_ACTIVE_KEYS = 5
 # 1M and 1Y are 30 and 365 days.

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 
 from models import Transaction, Wallet
 from wallet.money import format_minor
-from wallet.runtime import Runtime
+from wallet.platform.runtime import Runtime
 
 T = Transaction.__table__
 
@@ -39,8 +39,8 @@ _AUDIT_TRANSACTIONS = text("""
         OR (t.status = 'COMPLETED' AND COALESCE(SUM(e.n), 0) < 2)
         OR (t.status <> 'COMPLETED' AND COUNT(e.transaction_id) > 0)
 """)
-# Cross-currency transfers (wallet/fx.py): a COMPLETED one moved exactly its quote's amounts, payer to the source FX
-# account and the destination FX account to the payee, and its quote is marked used.
+# Cross-currency transfers (wallet/operations/fx.py): a COMPLETED one moved exactly its quote's amounts, payer to the
+# source FX account and the destination FX account to the payee, and its quote is marked used.
 _AUDIT_FX = text("""
     SELECT t.id FROM transactions t JOIN fx_quotes q ON q.id = t.fx_quote_id
     WHERE t.status <> 'COMPLETED' OR q.used_at IS NULL
@@ -60,8 +60,8 @@ _AUDIT_FX = text("""
         AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.fx_quote_id = q.id)
 """)
 
-# Holds (wallet/holds.py): a wallet's held total is what its ACTIVE holds have not captured, and what a hold says it
-# captured is what its COMPLETED transfers moved.
+# Holds (wallet/operations/holds.py): a wallet's held total is what its ACTIVE holds have not captured, and what a hold
+# says it captured is what its COMPLETED transfers moved.
 _AUDIT_HELD = text("""
     SELECT w.id, w.currency, w.held, COALESCE(h.total, 0) AS holds_total
     FROM wallets w
@@ -75,8 +75,8 @@ _AUDIT_CAPTURED = text("""
     GROUP BY h.id HAVING h.captured_amount <> COALESCE(SUM(t.amount), 0)
 """)
 
-# Reversals (wallet/reversals.py): what a transaction says was reversed is what its COMPLETED reversals gave back, and
-# never more than its amount.
+# Reversals (wallet/operations/reversals.py): what a transaction says was reversed is what its COMPLETED reversals gave
+# back, and never more than its amount.
 _AUDIT_REVERSED = text("""
     SELECT t.id, t.amount, t.reversed_amount, COALESCE(r.total, 0) AS reversals_total
     FROM transactions t

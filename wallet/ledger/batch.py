@@ -24,9 +24,10 @@ from typing import Any, NamedTuple
 import asyncpg
 from sqlalchemy import text
 
-from wallet import events, metrics
-from wallet.prepared import Prepared, Row, postgres_error
-from wallet.runtime import Runtime
+from wallet.notify import events
+from wallet.platform import metrics
+from wallet.platform.prepared import Prepared, Row, postgres_error
+from wallet.platform.runtime import Runtime
 
 log = logging.getLogger("wallet.ledger")
 
@@ -41,7 +42,7 @@ LOCK_WAIT = "100ms"
 # checks status, funds, the balance ceiling and the daily limit (charged under its usage row's lock, so concurrent
 # requests queue there and the limit holds), moves the balances, appends the entries and marks the row COMPLETED;
 # the events CTEs then write the transaction's events with the completed_at it stamped into them, after its locks
-# (wallet/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
+# (wallet/notify/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
 # round trips; a refusal RAISEs and rolls all of it back.
 EXECUTE = text(f"""
 WITH done AS MATERIALIZED (

@@ -1,6 +1,6 @@
-"""Steps 2 and 3 of the money path (wallet/ledger.py): execute a recorded operation in one statement
-(ledger_execute(), migrations/versions/0014_fast_path.py), or mark it FAILED; the public names are imported from
-wallet.ledger."""
+"""Steps 2 and 3 of the money path (lifecycle.py): execute a recorded operation in one statement (ledger_execute(),
+migrations/versions/0014_fast_path.py), or mark it FAILED. The lifecycle and the operations built on the ledger
+(wallet/operations/) import them from here."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from models import Wallet
-from wallet import errors, events, ledger_batch, metrics
-from wallet.history import load_transaction
-from wallet.ledger_batch import Refused
-from wallet.ledger_record import Operation
+from wallet import errors
+from wallet.ledger import batch, history
+from wallet.ledger.batch import Refused
+from wallet.ledger.history import load_transaction
+from wallet.ledger.record import Operation
+from wallet.ledger.wallets import open_wallet
 from wallet.money import currency_exponent, format_minor
-from wallet.prepared import Prepared
-from wallet.runtime import Runtime
-from wallet.wallets import open_wallet
+from wallet.notify import events
+from wallet.platform import metrics
+from wallet.platform.prepared import Prepared
+from wallet.platform.runtime import Runtime
 
 # No wallet may hold more than this many minor units (far below BIGINT's limit).
 MAX_BALANCE = 10**18
@@ -134,10 +137,10 @@ async def execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id:
         "max_balance": MAX_BALANCE,
         "source_role": source_role,
         "destination_role": destination_role,
-        **events.params(events.transaction_events(completed, initiator_id)),
+        **events.params(history.transaction_events(completed, initiator_id)),
     }
     if op.draw is None:
-        done = await ledger_batch.execute(rt, values)
+        done = await batch.execute(rt, values)
     else:
         done = await _execute_drawing(rt, op, values)
     if isinstance(done, Refused):
@@ -146,7 +149,7 @@ async def execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id:
     return Moved(done.done_at, done.source_balance, done.destination_balance, done.source_held, done.destination_held)
 
 
-async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -> ledger_batch.Outcome:
+async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -> batch.Outcome:
     """Step 2 of an operation with a draw step (a hold capture), alone, in its own transaction."""
     try:
         async with rt.transaction() as conn:
@@ -157,9 +160,9 @@ async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -
                     check_status(locked[party.wallet_id], whose)
             # What active holds reserve is not available to spend, but what this capture released is.
             values["released"] = await op.draw(conn)
-            return (await conn.execute(ledger_batch.EXECUTE, values)).one()
+            return (await conn.execute(batch.EXECUTE, values)).one()
     except DBAPIError as error:
-        if (refused := ledger_batch.refusal(error)) is None:
+        if (refused := batch.refusal(error)) is None:
             raise
         return refused
 
@@ -198,7 +201,7 @@ async def mark_failed(
             row = await load_transaction(conn, tx_id)
         failed = {**row, "status": "FAILED", "failure_code": code, "failure_reason": reason, "completed_at": None}
         values = {"tx": tx_id, "code": code, "reason": reason}
-        values |= events.params(events.transaction_events(failed, failed["initiator_id"]))
+        values |= events.params(history.transaction_events(failed, failed["initiator_id"]))
         marked = await _MARK_FAILED.first(conn, values)
     if marked:  # not when recovery or another delivery decided the row first
         metrics.money(marked.type, code)

@@ -12,12 +12,13 @@ from sqlalchemy import Integer, Select, and_, bindparam, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 from models import Transaction, User, Wallet
-from wallet.auth import Principal
 from wallet.errors import NotFound
 from wallet.money import format_minor
-from wallet.paging import bigint, decode_cursor, encode_cursor
-from wallet.prepared import Prepared
-from wallet.runtime import Runtime
+from wallet.notify import events
+from wallet.platform.paging import bigint, decode_cursor, encode_cursor
+from wallet.platform.prepared import Prepared
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 T = Transaction.__table__
 _SW, _DW = aliased(Wallet), aliased(Wallet)
@@ -25,8 +26,8 @@ _SU, _DU = aliased(User), aliased(User)
 
 
 def render_fx(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A cross-currency transfer's conversion (wallet/fx.py): the payer paid amount/currency, the payee received
-    destination_amount/destination_currency, at the quote's rate."""
+    """A cross-currency transfer's conversion (wallet/operations/fx.py): the payer paid amount/currency, the payee
+    received destination_amount/destination_currency, at the quote's rate."""
     return {
         "quote_id": row["fx_quote_id"],
         "rate": f"{row['fx_rate']:.10f}",
@@ -72,13 +73,28 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         "hold_id": row["hold_id"],
         "reverses": row["reverses"],
         "reversed_amount": format_minor(row["reversed_amount"], row["currency"]),
-        # Rows built before execution (wallet/ledger.py) carry no FX columns: only a COMPLETED FX transfer has them.
+        # Rows built before execution (wallet/ledger/lifecycle.py) carry no FX columns: only a COMPLETED FX transfer has
+        # them.
         "fx": render_fx(row) if row.get("fx_quote_id") is not None else None,
         # Which of the viewer's API keys initiated it; another party's keys are not theirs to see.
         "api_key_id": row["api_key_id"] if row["initiator_id"] == viewer else None,
         "created_at": row["created_at"],
         "completed_at": row["completed_at"],
     }
+
+
+def transaction_events(row: Mapping[str, Any], initiator_id: uuid.UUID) -> list[events.NewEvent]:
+    """What a COMPLETED or FAILED transaction tells whom: its initiator learns the outcome; on completion the owner
+    of the credited wallet learns the money arrived (every deposit, a transfer from someone else)."""
+    status = row["status"].lower()
+    found = [events.NewEvent(initiator_id, f"transaction.{status}", render_transaction(row, initiator_id))]
+    recipient = row["destination_user_id"]
+    if status == "completed" and recipient is not None:
+        if row["type"] == "DEPOSIT":
+            found.append(events.NewEvent(recipient, "deposit.completed", render_transaction(row, recipient)))
+        elif row["type"] == "TRANSFER" and recipient != initiator_id:
+            found.append(events.NewEvent(recipient, "transfer.received", render_transaction(row, recipient)))
+    return found
 
 
 def _detailed(inner: Any) -> Select:

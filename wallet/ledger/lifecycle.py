@@ -27,45 +27,23 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from models import Entry, PendingTransaction, Transaction, Wallet
-from wallet import errors, events
-from wallet.auth import Principal
-from wallet.history import load_transaction, render_transaction
-from wallet.ledger_execute import MAX_BALANCE, Moved, NoLongerPending, check_status, execute, mark_failed
-from wallet.ledger_record import (
+from wallet import errors
+from wallet.ledger import history
+from wallet.ledger.execute import Moved, NoLongerPending, execute, mark_failed
+from wallet.ledger.history import load_transaction, render_transaction
+from wallet.ledger.record import (
     Claimed,
     Operation,
     Party,
     Recorded,
     Request,
-    any_user_wallet,
-    own_wallet,
     record,
-    recorded_amount,
-    request_hash,
     resolve_and_record,
 )
-from wallet.runtime import Runtime
-from wallet.wallets import WALLET_COLUMNS, render_wallet
-
-# The stages other modules call (holds, deposits, reversals, cross-currency transfers) live in wallet/ledger_record.py
-# and wallet/ledger_execute.py; they are used from here, as ledger.<name>.
-__all__ = [
-    "MAX_BALANCE",
-    "Moved",
-    "NoLongerPending",
-    "Operation",
-    "Outcome",
-    "Party",
-    "any_user_wallet",
-    "check_status",
-    "execute",
-    "mark_failed",
-    "own_wallet",
-    "record",
-    "recorded_amount",
-    "request_hash",
-    "run",
-]
+from wallet.ledger.wallets import WALLET_COLUMNS, render_wallet
+from wallet.notify import events
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 log = logging.getLogger("wallet.ledger")
 
@@ -154,8 +132,8 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.
     return Outcome(render_transaction(row, viewer), True, balance)
 
 
-# An operation's own step 2 (a reversal's, wallet/reversals.py; a cross-currency transfer's, wallet/fx.py), in place
-# of execute(): (rt, operation, its PENDING row, initiator) -> Moved.
+# An operation's own step 2 (a reversal's, wallet/operations/reversals.py; a cross-currency transfer's,
+# wallet/operations/fx.py), in place of execute(): (rt, operation, its PENDING row, initiator) -> Moved.
 Step2 = Callable[[Runtime, Operation, dict[str, Any], uuid.UUID], Awaitable[Moved]]
 
 
@@ -366,7 +344,7 @@ async def recover_interrupted(rt: Runtime) -> int:
     """Step 4: fail rows whose claim is older than the timeout and that no retry can take over any more: those
     without a key, and keyed ones past the key's retention. Their execution never committed (or they would not be
     PENDING), so no balance was touched; the status guard makes this safe against a late commit or a claim. A
-    provider deposit waits for its provider instead: wallet/deposits.py sweeps those."""
+    provider deposit waits for its provider instead: wallet/operations/deposits.py sweeps those."""
     timeout = dt.timedelta(seconds=rt.settings.pending_timeout)
     async with rt.transaction() as conn:
         failed = (
@@ -390,5 +368,5 @@ async def recover_interrupted(rt: Runtime) -> int:
         ).all()
         # Their events, in the same commit (rare, so one read per row is fine).
         for tx in failed:
-            await events.emit(conn, events.transaction_events(await load_transaction(conn, tx.id), tx.initiator_id))
+            await events.emit(conn, history.transaction_events(await load_transaction(conn, tx.id), tx.initiator_id))
     return len(failed)

@@ -1,5 +1,5 @@
-"""Step 1 of the money path (wallet/ledger.py): an operation's parties, and its PENDING record with the idempotency
-check, in one statement; the public names are imported from wallet.ledger."""
+"""Step 1 of the money path (lifecycle.py): an operation's parties, and its PENDING record with the idempotency check,
+in one statement. The lifecycle and the operations built on the ledger (wallet/operations/) import them from here."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Transaction, User, Wallet
 from wallet import errors
-from wallet.auth import Principal
 from wallet.money import to_minor
-from wallet.prepared import Prepared
-from wallet.runtime import Runtime
+from wallet.platform.prepared import Prepared
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 T = Transaction.__table__
 
@@ -46,13 +46,14 @@ class Operation:
     destination: Party | None
     description: str | None
     params: Mapping[str, Any]  # the normalised request, hashed for idempotency
-    provider: str | None = None  # a payment provider confirms it later (wallet/deposits.py); else it runs at once
-    # Hook for holds (wallet/holds.py): the hold a capture draws on, kept on the row; and a step run inside step 2's
-    # transaction right after the wallet locks (so it can lock the hold row after them, in the one lock order), which
-    # may refuse (raise) and returns how much of the source's held amount it released for this operation to spend.
+    # A payment provider confirms it later (wallet/operations/deposits.py); else it runs at once.
+    provider: str | None = None
+    # Hook for holds (wallet/operations/holds.py): the hold a capture draws on, kept on the row; and a step run inside
+    # step 2's transaction right after the wallet locks (so it can lock the hold row after them, in the one lock order),
+    # which may refuse (raise) and returns how much of the source's held amount it released for this operation to spend.
     hold_id: uuid.UUID | None = None
     draw: Callable[[AsyncConnection], Awaitable[int]] | None = None
-    # The transaction a REVERSAL gives back (part of), kept on the row (wallet/reversals.py).
+    # The transaction a REVERSAL gives back (part of), kept on the row (wallet/operations/reversals.py).
     reverses: uuid.UUID | None = None
 
 
@@ -100,7 +101,7 @@ def request_hash(params: Mapping[str, Any]) -> str:
 # A key already recorded by this caller inserts nothing; if that row is PENDING and its claim expired (the attempt
 # died) and it is the same request on the same wallets, this attempt claims it instead. The row lock makes
 # concurrent retries queue here, and each re-checks the claim: exactly one of them takes the row over. A provider
-# deposit is never taken over: it waits for the payment, not for an attempt (wallet/deposits.py).
+# deposit is never taken over: it waits for the payment, not for an attempt (wallet/operations/deposits.py).
 # The statement also reads the row already under the key when it inserted nothing (a replay needs no second read).
 _PENDING = """
 inserted AS (

@@ -11,11 +11,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Wallet
-from wallet.auth import Principal
 from wallet.errors import NotFound
 from wallet.money import format_minor
-from wallet.prepared import Prepared
-from wallet.runtime import Runtime
+from wallet.platform.prepared import Prepared
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 WALLET_COLUMNS = (
     Wallet.id,
@@ -38,7 +38,8 @@ def render_wallet(row: Any, balance: int | None = None) -> dict[str, Any]:
         "name": row.name,
         "currency": row.currency,
         "balance": format_minor(balance, row.currency),
-        # What active holds (wallet/holds.py) reserve is still in the balance but no longer available to spend.
+        # What active holds (wallet/operations/holds.py) reserve is still in the balance but no longer available to
+        # spend.
         "available_balance": format_minor(balance - row.held, row.currency),
         "status": row.status,
         "created_at": row.created_at,
@@ -50,7 +51,7 @@ async def open_wallet(
     conn: AsyncConnection, user_id: uuid.UUID | None, currency: str, name: str | None, fx: bool = False
 ) -> Any:
     """Insert a wallet with a fresh random 10-digit number (retrying the rare collision); `fx` makes the system
-    account an FX account (wallet/fx.py)."""
+    account an FX account (wallet/operations/fx.py)."""
     while True:
         number = f"{secrets.randbelow(9 * 10**9) + 10**9}"
         row = (

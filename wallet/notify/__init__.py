@@ -1,4 +1,8 @@
-"""Telling the outside world about events: webhooks to clients and e-mail, both sent by wallet/notify/dispatch.py."""
+"""Telling the world about changes: the event outbox (events.py: written in the change's own commit, read in order by
+the live stream and the events API), and its deliveries, webhooks to clients and e-mail, sent by dispatch.py.
+
+It may use platform and the kernel; the ledger and identity write into it, never the other way round.
+"""
 
 from __future__ import annotations
 

@@ -18,9 +18,9 @@ from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Delivery, WebhookEndpoint
-from wallet.logs import LoopLog
 from wallet.notify import Attempt, mail, webhooks
-from wallet.runtime import Runtime
+from wallet.platform.logs import LoopLog
+from wallet.platform.runtime import Runtime
 
 log = logging.getLogger("wallet.dispatch")
 

@@ -22,10 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wallet.errors import ValidationError
-from wallet.history import render_transaction
-from wallet.logs import LoopLog
-from wallet.paging import bigint, decode_cursor, encode_cursor
-from wallet.runtime import Runtime
+from wallet.platform.logs import LoopLog
+from wallet.platform.paging import bigint, decode_cursor, encode_cursor
+from wallet.platform.runtime import Runtime
 
 log = logging.getLogger("wallet.events")
 
@@ -119,20 +118,6 @@ async def emit(conn: AsyncConnection, events: Sequence[NewEvent]) -> None:
     """Write events in the caller's transaction; call it after the change's own row locks are taken."""
     if events:
         await conn.execute(_EMIT, params(events))
-
-
-def transaction_events(row: Mapping[str, Any], initiator_id: uuid.UUID) -> list[NewEvent]:
-    """What a COMPLETED or FAILED transaction tells whom: its initiator learns the outcome; on completion the owner
-    of the credited wallet learns the money arrived (every deposit, a transfer from someone else)."""
-    status = row["status"].lower()
-    found = [NewEvent(initiator_id, f"transaction.{status}", render_transaction(row, initiator_id))]
-    recipient = row["destination_user_id"]
-    if status == "completed" and recipient is not None:
-        if row["type"] == "DEPOSIT":
-            found.append(NewEvent(recipient, "deposit.completed", render_transaction(row, recipient)))
-        elif row["type"] == "TRANSFER" and recipient != initiator_id:
-            found.append(NewEvent(recipient, "transfer.received", render_transaction(row, recipient)))
-    return found
 
 
 def render_event(row: Any) -> dict[str, Any]:

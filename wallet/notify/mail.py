@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from wallet.notify import Attempt
-from wallet.runtime import Runtime
+from wallet.platform.runtime import Runtime
 
 
 def _money(amount: str, currency: str) -> str:

@@ -17,11 +17,11 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 from standardwebhooks import Webhook
 
 from models import Delivery, Event, WebhookEndpoint
-from wallet import errors, events
-from wallet.auth import lock_user
-from wallet.notify import Attempt
-from wallet.paging import decode_cursor, encode_cursor
-from wallet.runtime import Runtime
+from wallet import errors
+from wallet.notify import Attempt, events
+from wallet.platform.locks import lock_user
+from wallet.platform.paging import decode_cursor, encode_cursor
+from wallet.platform.runtime import Runtime
 
 MAX_ENDPOINTS = 10
 E = WebhookEndpoint.__table__

@@ -1,5 +1,5 @@
 """Admin services: find users, change their status, credit wallets, read any history; each change is logged
-(reversals, wallet/reversals.py, log theirs with log_money_action)."""
+(reversals, wallet/operations/reversals.py, log theirs with log_money_action)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import AdminAction, User
 from models.admin import ACTIONS as ACTIONS
-from wallet import accounts, errors, events, history, ledger, wallets
-from wallet.auth import Principal, announce_revoked
+from wallet import errors
+from wallet.identity import accounts
+from wallet.identity.auth import announce_revoked
+from wallet.ledger import history, lifecycle, wallets
 from wallet.money import format_minor
-from wallet.paging import created_page
-from wallet.runtime import Runtime
+from wallet.notify import events
+from wallet.platform.paging import created_page
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 # action -> (the statuses it may start from, the status it sets). Repeating an action is allowed (and logged);
 # a deactivated account is brought back only by `activate`, and a frozen one only by `unfreeze`.
@@ -166,10 +170,10 @@ async def credit(
     description: str | None,
     reason: str | None,
     key: str | None,
-) -> ledger.Outcome:
+) -> lifecycle.Outcome:
     """Credit any user wallet as a DEPOSIT initiated by the admin; a refused credit is logged too."""
     try:
-        outcome = await ledger.admin_deposit(rt, principal, wallet_id, amount, description, reason, key)
+        outcome = await lifecycle.admin_deposit(rt, principal, wallet_id, amount, description, reason, key)
     except errors.WalletError as error:
         if error.transaction_id is not None:  # recorded, then FAILED (e.g. the account is frozen)
             await log_outcome(rt, principal, "credit", uuid.UUID(error.transaction_id), reason)

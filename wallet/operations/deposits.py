@@ -19,12 +19,14 @@ import orjson
 from sqlalchemy import func, select, update
 
 from models import PendingTransaction, Transaction, User, Wallet
-from wallet import errors, ledger
-from wallet.auth import Principal
-from wallet.history import load_transaction, render_transaction
+from wallet import errors
+from wallet.ledger.execute import NoLongerPending, check_status, execute, mark_failed
+from wallet.ledger.history import load_transaction, render_transaction
+from wallet.ledger.record import Operation, Party, own_wallet, record
 from wallet.money import format_minor, to_minor
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 from wallet.providers import paystack
-from wallet.runtime import Runtime
 
 log = logging.getLogger("wallet.deposits")
 
@@ -80,10 +82,10 @@ async def initialize(
     """Record a PENDING deposit into the caller's wallet and open Paystack's checkout for it."""
     client = _client(rt)
     async with rt.autocommit() as conn:
-        wallet = await ledger.own_wallet(conn, principal, wallet_id)
+        wallet = await own_wallet(conn, principal, wallet_id)
         owner = (await conn.execute(select(User.email, User.status).where(User.id == principal.user_id))).one()
     # Refused before the payer is sent to pay: money taken for a blocked account could only wait at Paystack.
-    ledger.check_status(owner.status, "wallet owner's")
+    check_status(owner.status, "wallet owner's")
     email = owner.email
     if wallet.currency not in paystack.CURRENCIES:
         raise errors.CurrencyNotSupported(
@@ -97,8 +99,8 @@ async def initialize(
     minor = to_minor(amount, wallet.currency)
     callback_url = callback_url or rt.settings.paystack_callback_url
     params = {"op": "PAYSTACK_DEPOSIT", "wallet": wallet.wallet_id, "amount": minor, "callback_url": callback_url}
-    op = ledger.Operation("DEPOSIT", minor, wallet.currency, None, wallet, None, params, provider=PROVIDER)
-    inserted, _ = await ledger.record(rt, principal, op, key)
+    op = Operation("DEPOSIT", minor, wallet.currency, None, wallet, None, params, provider=PROVIDER)
+    inserted, _ = await record(rt, principal, op, key)
     if inserted is None:  # the key's row: still initializing, waiting for the payment, or finished
         return await _replay(rt, principal, key)  # type: ignore[arg-type]  # only a key finds an earlier row
 
@@ -108,7 +110,7 @@ async def initialize(
         )
     except paystack.PaystackError as error:
         log.warning("paystack initialize failed", extra={"transaction_id": str(inserted.id), "reason": str(error)})
-        await ledger.mark_failed(rt, inserted.id, errors.ProviderError.code, str(error))
+        await mark_failed(rt, inserted.id, errors.ProviderError.code, str(error))
         raise errors.ProviderError(str(error), transaction_id=str(inserted.id)) from None
     # A durable commit (also of the PENDING row before it) before the payer is sent to pay.
     async with rt.transaction() as conn:
@@ -143,7 +145,7 @@ async def apply(rt: Runtime, reference: str, status: str, amount: int, currency:
             log.error("paystack confirmed a deposit that had failed; refund or credit it by hand", extra=context)
         return
     if status in DECLINED:
-        await ledger.mark_failed(rt, row.id, "PROVIDER_DECLINED", f"Paystack reports the payment {status}.")
+        await mark_failed(rt, row.id, "PROVIDER_DECLINED", f"Paystack reports the payment {status}.")
         return
     if status != "success":
         return
@@ -153,20 +155,20 @@ async def apply(rt: Runtime, reference: str, status: str, amount: int, currency:
             "paystack reported another amount or currency; not credited, an operator must look",
             extra={**context, "expected_minor": row.amount, "reported_minor": amount, "reported_currency": currency},
         )
-        await ledger.mark_failed(
+        await mark_failed(
             rt,
             row.id,
             "PROVIDER_MISMATCH",
             f"Paystack reported {reported}, but {format_minor(row.amount, row.currency)} {row.currency} was asked for.",
         )
         return
-    wallet = ledger.Party(row.destination_wallet_id, row.destination_user_id, row.username, row.number, row.currency)
-    op = ledger.Operation("DEPOSIT", row.amount, row.currency, None, wallet, None, {}, provider=PROVIDER)
+    wallet = Party(row.destination_wallet_id, row.destination_user_id, row.username, row.number, row.currency)
+    op = Operation("DEPOSIT", row.amount, row.currency, None, wallet, None, {}, provider=PROVIDER)
     async with rt.autocommit() as conn:
         recorded = dict(await load_transaction(conn, row.id))  # what its events will show
     try:
-        await ledger.execute(rt, op, recorded, recorded["initiator_id"])
-    except ledger.NoLongerPending:
+        await execute(rt, op, recorded, recorded["initiator_id"])
+    except NoLongerPending:
         return  # another delivery or a verify completed it first (the status guard refused this one)
     except errors.WalletError as error:
         # Paid, but the account is frozen or inactive now: keep it PENDING so the sweep credits it once allowed.
@@ -237,7 +239,7 @@ async def sweep(rt: Runtime) -> int:
     for row in rows:
         if row.authorization_url is None:
             if row.stalled:
-                await ledger.mark_failed(rt, row.id, errors.Interrupted.code, errors.Interrupted.message)
+                await mark_failed(rt, row.id, errors.Interrupted.code, errors.Interrupted.message)
                 given_up += 1
             continue
         if not rt.settings.paystack_secret_key:
@@ -248,7 +250,7 @@ async def sweep(rt: Runtime) -> int:
             log.warning("paystack verify failed; the sweep retries", extra={"reason": str(error)})
             break  # Paystack is down: the next round tries again, nothing is given up meanwhile
         if row.expired and (verified is None or verified.status != "success"):
-            await ledger.mark_failed(rt, row.id, "PROVIDER_EXPIRED", "The payment was not completed in time.")
+            await mark_failed(rt, row.id, "PROVIDER_EXPIRED", "The payment was not completed in time.")
             given_up += 1
     return given_up
 

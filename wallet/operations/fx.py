@@ -1,5 +1,5 @@
 """Cross-currency transfers: exchange rates set by admins, quotes offered to users, and the transfer that executes a
-quote through the ledger's lifecycle (wallet/ledger.py: record, this module's execution, fail or complete).
+quote through the ledger's lifecycle (wallet/ledger/lifecycle.py: record, this module's execution, fail or complete).
 
 Rates are units of the quote currency per 1 base unit, exactly RATE_PLACES decimal places, one per direction (an
 inverse is never derived: a desk prices each direction itself). A quote's customer rate is market * (1 - spread)
@@ -28,13 +28,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import AdminAction, FxQuote, FxRate, FxRateChange, Transaction, Wallet
 from models.fx import RATE_PLACES, SPREAD_PLACES
-from wallet import errors, events, ledger, metrics
-from wallet.auth import Principal
-from wallet.history import render_fx
+from wallet import errors
+from wallet.ledger import history, lifecycle
+from wallet.ledger.execute import MAX_BALANCE, Moved, NoLongerPending, check_status
+from wallet.ledger.history import render_fx
+from wallet.ledger.record import Operation, Party, any_user_wallet, own_wallet
+from wallet.ledger.wallets import open_wallet
 from wallet.money import MAX_MAJOR_UNITS, currency_exponent, decimal_places, exact_decimal, format_minor, to_minor
-from wallet.paging import created_page
-from wallet.runtime import Runtime
-from wallet.wallets import open_wallet
+from wallet.notify import events
+from wallet.platform import metrics
+from wallet.platform.paging import created_page
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 RATE_STEP = Decimal(1).scaleb(-RATE_PLACES)
 MAX_RATE = Decimal(10) ** 12
@@ -271,7 +276,7 @@ def render_quote(row: Any) -> dict[str, Any]:
     }
 
 
-async def _recipient_wallet(conn: AsyncConnection, recipient: Mapping[str, Any]) -> ledger.Party:
+async def _recipient_wallet(conn: AsyncConnection, recipient: Mapping[str, Any]) -> Party:
     wallet_id = recipient.get("to_wallet_id")
     if wallet_id is None:
         wallet_id = (
@@ -280,7 +285,7 @@ async def _recipient_wallet(conn: AsyncConnection, recipient: Mapping[str, Any])
         if wallet_id is None:
             raise errors.NotFound("Recipient wallet not found.")
     try:
-        return await ledger.any_user_wallet(conn, wallet_id)
+        return await any_user_wallet(conn, wallet_id)
     except errors.NotFound:
         raise errors.NotFound("Recipient wallet not found.") from None
 
@@ -306,7 +311,7 @@ async def create_quote(
     """Offer the caller a rate and both amounts for a transfer between two wallets of different currencies, valid
     for FX_QUOTE_TTL seconds."""
     async with rt.autocommit() as conn:
-        payer = await ledger.own_wallet(conn, principal, from_wallet_id)
+        payer = await own_wallet(conn, principal, from_wallet_id)
         payee = await _recipient_wallet(conn, recipient)
         if payee.wallet_id == payer.wallet_id:
             raise errors.SameWallet()
@@ -405,11 +410,11 @@ def _fx_columns(quote: Any) -> dict[str, Any]:
     }
 
 
-def _executor(quote: Any) -> ledger.Step2:
-    """Step 2 of a transfer of this quote, for ledger.run: lock the payer, the payee and both FX accounts in id
+def _executor(quote: Any) -> lifecycle.Step2:
+    """Step 2 of a transfer of this quote, for lifecycle.run: lock the payer, the payee and both FX accounts in id
     order, use the quote, check status, funds and the daily limit, move and mark COMPLETED in one commit."""
 
-    async def execute(rt: Runtime, op: ledger.Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> ledger.Moved:
+    async def execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Moved:
         assert op.source is not None and op.destination is not None
         async with rt.transaction() as conn:
             accounts = dict(
@@ -425,14 +430,14 @@ def _executor(quote: Any) -> ledger.Step2:
             if (await conn.execute(_USE_QUOTE, {"quote": quote.id})).first() is None:
                 raise errors.QuoteExpired()
             source, destination = locked[op.source.wallet_id], locked[op.destination.wallet_id]
-            ledger.check_status(source.status, "sending")
-            ledger.check_status(destination.status, "recipient's")
+            check_status(source.status, "sending")
+            check_status(destination.status, "recipient's")
             if source.balance - source.held < quote.source_amount:
                 available = format_minor(source.balance - source.held, quote.source_currency)
                 raise errors.InsufficientFunds(
                     f"Insufficient funds: the available balance is {available} {quote.source_currency}."
                 )
-            if destination.balance + quote.destination_amount > ledger.MAX_BALANCE:
+            if destination.balance + quote.destination_amount > MAX_BALANCE:
                 raise errors.BalanceLimitExceeded()
             # A limit of 0 is none (settings); then no usage is counted, as for every other operation.
             limit = int(rt.settings.daily_transfer_limit.scaleb(currency_exponent(quote.source_currency) or 0))
@@ -453,12 +458,12 @@ def _executor(quote: Any) -> ledger.Step2:
                         "source_currency": quote.source_currency,
                         "destination_amount": quote.destination_amount,
                         "destination_currency": quote.destination_currency,
-                        **events.params(events.transaction_events(completed, initiator_id)),
+                        **events.params(history.transaction_events(completed, initiator_id)),
                     },
                 )
             ).first()
             if moved is None:
-                raise ledger.NoLongerPending()
+                raise NoLongerPending()
             if limit and moved.used > limit:
                 remaining = format_minor(max(limit - (moved.used - quote.source_amount), 0), quote.source_currency)
                 raise errors.DailyLimitExceeded(
@@ -466,7 +471,7 @@ def _executor(quote: Any) -> ledger.Step2:
                     f"{quote.source_currency}; {remaining} remains today."
                 )
         metrics.money("TRANSFER", "COMPLETED")
-        return ledger.Moved(moved.completed_at, moved.source_after, moved.destination_after)
+        return Moved(moved.completed_at, moved.source_after, moved.destination_after)
 
     return execute
 
@@ -485,7 +490,7 @@ async def transfer(
     quote_id: uuid.UUID,
     description: str | None,
     key: str | None,
-) -> ledger.Outcome:
+) -> lifecycle.Outcome:
     """Execute the caller's quote: pay its source amount, the payee receives its destination amount. Idempotent per
     key like every ledger operation; refusals decided under the locks are recorded FAILED."""
     async with rt.autocommit() as conn:
@@ -495,8 +500,8 @@ async def transfer(
         named = {"to_wallet_id": quote.to_wallet_id, "to_wallet_number": quote.to_number}
         if from_wallet_id != quote.from_wallet_id or any(named.get(k) != v for k, v in recipient.items()):
             raise errors.QuoteMismatch()
-        payer = await ledger.own_wallet(conn, principal, quote.from_wallet_id)
-        payee = await ledger.any_user_wallet(conn, quote.to_wallet_id)
+        payer = await own_wallet(conn, principal, quote.from_wallet_id)
+        payee = await any_user_wallet(conn, quote.to_wallet_id)
         earlier = None
         if key is not None:
             earlier = (
@@ -513,8 +518,8 @@ async def transfer(
         "quote": quote.id,
         "description": description,
     }
-    op = ledger.Operation("TRANSFER", quote.source_amount, quote.source_currency, payer, payee, description, params)
-    outcome = await ledger.run(rt, principal, op, key, step=_executor(quote))
+    op = Operation("TRANSFER", quote.source_amount, quote.source_currency, payer, payee, description, params)
+    outcome = await lifecycle.run(rt, principal, op, key, step=_executor(quote))
     # The answer's row was built before execution, without the conversion (a replay reads it from the row).
     conversion = render_fx({"amount": quote.source_amount, "currency": quote.source_currency, **_fx_columns(quote)})
     return dataclasses.replace(outcome, transaction={**outcome.transaction, "fx": conversion})

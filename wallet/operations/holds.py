@@ -19,11 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from models import Hold, Wallet
-from wallet import errors, events, ledger
-from wallet.auth import Principal
+from wallet import errors
+from wallet.ledger import lifecycle
+from wallet.ledger.execute import check_status
+from wallet.ledger.record import Operation, Party, any_user_wallet, recorded_amount, request_hash
 from wallet.money import format_minor, to_minor
-from wallet.paging import created_page
-from wallet.runtime import Runtime
+from wallet.notify import events
+from wallet.platform.paging import created_page
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 H = Hold.__table__
 _PAYER, _PAYEE = aliased(Wallet), aliased(Wallet)
@@ -89,7 +93,7 @@ async def place(
     """Reserve `amount` of the caller's wallet for the recipient, in one transaction under the payer's row lock
     (so a withdrawal or another hold racing for the same funds queues behind it and sees it). Returns (the hold,
     replayed). A refusal records nothing: a retry of its key is decided afresh."""
-    payer, payee = await ledger.payer_and_payee(rt, principal, from_wallet_id, recipient)
+    payer, payee = await lifecycle.payer_and_payee(rt, principal, from_wallet_id, recipient)
     minor = to_minor(amount, payer.currency)
     params = {
         "op": "HOLD",
@@ -99,7 +103,7 @@ async def place(
         "expires_in": expires_in,
         "description": description,
     }
-    request_hash = ledger.request_hash(params)
+    hashed = request_hash(params)
     async with rt.transaction() as conn:
         locked = (await conn.execute(_LOCK_PAYER, {"wallet": payer.wallet_id})).one()
         values = {
@@ -108,7 +112,7 @@ async def place(
             "to_wallet": payee.wallet_id,
             "initiator": principal.user_id,
             "key": key,
-            "request_hash": request_hash,
+            "request_hash": hashed,
             "amount": minor,
             "currency": payer.currency,
             "description": description,
@@ -116,8 +120,8 @@ async def place(
         }
         hold = (await conn.execute(_PLACE, values)).first()
         if hold is not None:
-            ledger.check_status(locked.status, "paying")
-            ledger.check_status((await conn.execute(_PAYEE_STATUS, {"wallet": payee.wallet_id})).scalar(), "payee's")
+            check_status(locked.status, "paying")
+            check_status((await conn.execute(_PAYEE_STATUS, {"wallet": payee.wallet_id})).scalar(), "payee's")
             if locked.balance - locked.held < minor:
                 available = format_minor(locked.balance - locked.held, payer.currency)
                 raise errors.InsufficientFunds(
@@ -129,7 +133,7 @@ async def place(
         existing = (
             await conn.execute(select(H).where(H.c.initiator_id == principal.user_id, H.c.idempotency_key == key))
         ).one()
-    if existing.request_hash != request_hash:
+    if existing.request_hash != hashed:
         raise errors.IdempotencyMismatch()
     return render_hold(existing), True
 
@@ -199,7 +203,7 @@ _UNRESERVE = text("UPDATE wallets SET held = held - CAST(:amount AS bigint) WHER
 
 
 def _drawer(
-    hold_id: uuid.UUID, payer: ledger.Party, payee: ledger.Party, amount: int, final: bool
+    hold_id: uuid.UUID, payer: Party, payee: Party, amount: int, final: bool
 ) -> Callable[[AsyncConnection], Awaitable[int]]:
     """The capture's step inside the ledger's execution (Operation.draw), after the wallet locks: refuse unless the
     hold is active, unexpired and covers the amount; then count the capture, and release from the payer's held
@@ -223,20 +227,20 @@ def _drawer(
 
 async def capture(
     rt: Runtime, principal: Principal, hold_id: uuid.UUID, amount: Decimal | None, final: bool, key: str | None
-) -> ledger.Outcome:
+) -> lifecycle.Outcome:
     """Transfer all (the default) or part of what remains of a hold from payer to payee; the payer or the payee
     asks. Idempotent per key like any ledger operation; every refusal decided under the locks is recorded FAILED."""
     async with rt.autocommit() as conn:
         hold = await _visible_hold(conn, principal, hold_id)
-        payer = await ledger.any_user_wallet(conn, hold.from_wallet_id)
-        payee = await ledger.any_user_wallet(conn, hold.to_wallet_id)
-        earlier = await ledger.recorded_amount(conn, principal, key)
+        payer = await any_user_wallet(conn, hold.from_wallet_id)
+        payee = await any_user_wallet(conn, hold.to_wallet_id)
+        earlier = await recorded_amount(conn, principal, key)
     if earlier is None and hold.status != "ACTIVE":
         raise errors.HoldNotActive()  # a new request with nothing left to capture: no amount to record
     requested = None if amount is None else to_minor(amount, hold.currency)
     minor = requested or earlier or hold.amount - hold.captured_amount
     params = {"op": "CAPTURE", "hold": hold_id, "amount": requested, "final": final}
-    op = ledger.Operation(
+    op = Operation(
         "TRANSFER",
         minor,
         hold.currency,
@@ -247,7 +251,7 @@ async def capture(
         hold_id=hold_id,
         draw=_drawer(hold_id, payer, payee, minor, final),
     )
-    return await ledger.run(rt, principal, op, key)
+    return await lifecycle.run(rt, principal, op, key)
 
 
 # ---- release: void and expiry ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Reversals: an admin gives back all or part of a COMPLETED deposit, withdrawal or transfer as a new REVERSAL
 transaction linked to it (`reverses`). The original is never edited; only its `reversed_amount` grows.
 
-A reversal runs the ledger's money path (ledger.run: recorded PENDING first with its key and request hash, then
+A reversal runs the ledger's money path (lifecycle.run: recorded PENDING first with its key and request hash, then
 executed, then COMPLETED or FAILED durably) with its own step 2, because its rules are not a user's:
 - The money goes back the way it came: each entry of the original is mirrored with the opposite sign for the
   reversal's amount. A deposit: from the user's wallet to the currency's system account; a withdrawal: from the
@@ -25,11 +25,17 @@ from typing import Any
 from sqlalchemy import select, text
 
 from models import Transaction
-from wallet import admin, errors, events, ledger, metrics
-from wallet.auth import Principal
-from wallet.history import render_transaction
+from wallet import errors
+from wallet.ledger import history, lifecycle
+from wallet.ledger.execute import MAX_BALANCE, Moved, NoLongerPending
+from wallet.ledger.history import render_transaction
+from wallet.ledger.record import Operation, any_user_wallet, recorded_amount
 from wallet.money import format_minor, to_minor
-from wallet.runtime import Runtime
+from wallet.notify import events
+from wallet.operations import admin
+from wallet.platform import metrics
+from wallet.platform.runtime import Runtime
+from wallet.principal import Principal
 
 T = Transaction.__table__
 REVERSIBLE = ("DEPOSIT", "WITHDRAWAL", "TRANSFER")
@@ -72,17 +78,17 @@ RETURNING completed_at,
 
 def _told(completed: dict[str, Any], admin_id: uuid.UUID) -> list[events.NewEvent]:
     """transaction.completed for the admin and for each user whose wallet the reversal touched, from their side."""
-    told = events.transaction_events(completed, admin_id)
+    told = history.transaction_events(completed, admin_id)
     for user in dict.fromkeys((completed["source_user_id"], completed["destination_user_id"])):
         if user is not None and user != admin_id:
             told.append(events.NewEvent(user, "transaction.completed", render_transaction(completed, user)))
     return told
 
 
-def _give_back(reason: str | None) -> ledger.Step2:
+def _give_back(reason: str | None) -> lifecycle.Step2:
     """Step 2 of a reversal (see the module docstring); `reason` goes to the admin action log in its commit."""
 
-    async def step(rt: Runtime, op: ledger.Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> ledger.Moved:
+    async def step(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Moved:
         async with rt.transaction() as conn:
             parties = [p for p in (op.source, op.destination) if p is not None]
             locked = {
@@ -102,7 +108,7 @@ def _give_back(reason: str | None) -> ledger.Step2:
                         f"Insufficient funds: the wallet the money comes back from has {available} {op.currency} "
                         "available."
                     )
-            if op.destination is not None and locked[op.destination.wallet_id].balance + op.amount > ledger.MAX_BALANCE:
+            if op.destination is not None and locked[op.destination.wallet_id].balance + op.amount > MAX_BALANCE:
                 raise errors.BalanceLimitExceeded()
             # now() is the transaction's start, so it is the completed_at the COMPLETED mark below will write.
             completed = {**row, "status": "COMPLETED", "completed_at": locked[parties[0].wallet_id].now}
@@ -122,9 +128,9 @@ def _give_back(reason: str | None) -> ledger.Step2:
                 )
             ).first()
             if moved is None:
-                raise ledger.NoLongerPending()
+                raise NoLongerPending()
         metrics.money(op.type, "COMPLETED")
-        return ledger.Moved(moved.completed_at, moved.source_after, moved.destination_after)
+        return Moved(moved.completed_at, moved.source_after, moved.destination_after)
 
     return step
 
@@ -136,7 +142,7 @@ async def reverse(
     amount: Decimal | None,
     reason: str | None,
     key: str | None,
-) -> ledger.Outcome:
+) -> lifecycle.Outcome:
     """Give back `amount` (default: all not yet reversed) of a COMPLETED deposit, withdrawal or transfer; the admin
     asks. Idempotent per key like any ledger operation; a refusal decided under the locks is recorded FAILED, and
     the reversal is logged in the admin action log either way."""
@@ -154,20 +160,18 @@ async def reverse(
                 "A cross-currency transfer is not reversed (its rate has moved on): send the money back with a new "
                 "cross-currency transfer instead."
             )
-        sender = await ledger.any_user_wallet(conn, original.source_wallet_id) if original.source_wallet_id else None
+        sender = await any_user_wallet(conn, original.source_wallet_id) if original.source_wallet_id else None
         recipient = (
-            await ledger.any_user_wallet(conn, original.destination_wallet_id)
-            if original.destination_wallet_id
-            else None
+            await any_user_wallet(conn, original.destination_wallet_id) if original.destination_wallet_id else None
         )
-        earlier = await ledger.recorded_amount(conn, principal, key)
+        earlier = await recorded_amount(conn, principal, key)
     requested = None if amount is None else to_minor(amount, original.currency)
     minor = requested or earlier or original.amount - original.reversed_amount  # "all not yet reversed", once
     if not minor:  # a new request with nothing left to reverse: no amount to record
         raise errors.ReversalExceeded("The transaction has already been reversed in full.")
     params = {"op": "REVERSAL", "reverses": original_id, "amount": requested, "reason": reason}
     # The money goes back: from the original's recipient (or the system account) to its sender (or the system).
-    op = ledger.Operation(
+    op = Operation(
         "REVERSAL",
         minor,
         original.currency,
@@ -179,7 +183,7 @@ async def reverse(
     )
     viewer = (recipient or sender).user_id  # type: ignore[union-attr]  # a reversible transaction has a user side
     try:
-        return await ledger.run(rt, principal, op, key, viewer=viewer, step=_give_back(reason))
+        return await lifecycle.run(rt, principal, op, key, viewer=viewer, step=_give_back(reason))
     except errors.WalletError as error:
         if error.transaction_id is not None:  # recorded, then FAILED (e.g. the money is no longer there)
             await admin.log_outcome(rt, principal, "reverse", uuid.UUID(error.transaction_id), reason)

@@ -11,14 +11,14 @@ from typing import Any
 from fontTools.ttLib import TTFont
 from fpdf import FPDF
 
-from wallet.statements import Statement
+from wallet.operations.statements import Statement
 
 LEFT, RIGHT, TOP, BOTTOM = 12.0, 198.0, 14.0, 282.0  # mm on a 210 x 297 page
 LINE = 4.0
-# What people write (descriptions, wallet names) is drawn in DejaVu Sans Mono (wallet/fonts/, its licence beside it),
-# embedded as a subset of the glyphs used: Latin with every accent, Greek, Cyrillic, and more. Fixed text stays in
-# the core fonts. Both monospaced fonts advance 0.6 em a character, so the bold Courier column titles line up over
-# the rows: 128 columns at 6.8 pt fill the 186 mm between the margins.
+# What people write (descriptions, wallet names) is drawn in DejaVu Sans Mono (wallet/operations/fonts/, its licence
+# beside it), embedded as a subset of the glyphs used: Latin with every accent, Greek, Cyrillic, and more. Fixed text
+# stays in the core fonts. Both monospaced fonts advance 0.6 em a character, so the bold Courier column titles line up
+# over the rows: 128 columns at 6.8 pt fill the 186 mm between the margins.
 FONT_FILE = Path(__file__).resolve().parent / "fonts" / "DejaVuSansMono.ttf"
 TEXT_FONT = "DejaVuSansMono"
 TABLE_SIZE = 6.8

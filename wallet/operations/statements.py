@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from wallet.errors import NotFound, ValidationError
 from wallet.money import format_minor
-from wallet.runtime import Runtime
+from wallet.platform.runtime import Runtime
 
 BATCH = 1000  # entries fetched (and written out) at a time: memory follows the batch, not the period
 

@@ -12,8 +12,8 @@ import psycopg2
 from sqlalchemy.engine import make_url
 
 from settings import StartupError
-from wallet.db import libpq_url
-from wallet.embedded import embedded_bin
+from wallet.platform.db import libpq_url
+from wallet.platform.embedded import embedded_bin
 
 
 def _major(tool: Path) -> int | None:

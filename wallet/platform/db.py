@@ -10,9 +10,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settings import Settings, StartupError
-from wallet import metrics
+from wallet.platform import metrics
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # How often PostgreSQL checks, during a statement, that the server is still connected.
 CLIENT_CHECK_MS = 500
 
@@ -51,8 +51,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "command_timeout": statement_timeout + 1,
             "server_settings": {
                 "statement_timeout": f"{statement_timeout}s",
-                # A money operation's execution is one statement that commits by itself (wallet/ledger.py): when
-                # this process dies while it waits for a row lock, PostgreSQL cancels it within this interval
+                # A money operation's execution is one statement that commits by itself (wallet/ledger/lifecycle.py):
+                # when this process dies while it waits for a row lock, PostgreSQL cancels it within this interval
                 # (PostgreSQL 14+) instead of completing it for nobody; the row stays PENDING for a retry or recovery.
                 "client_connection_check_interval": f"{CLIENT_CHECK_MS}ms",
             },

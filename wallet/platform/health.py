@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 
 from wallet.errors import ServiceUnavailable
-from wallet.runtime import Runtime
+from wallet.platform.runtime import Runtime
 
 log = logging.getLogger("wallet.health")
 

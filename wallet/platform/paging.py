@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select, tuple_
 
 from wallet.errors import ValidationError
-from wallet.runtime import Runtime
+from wallet.platform.runtime import Runtime
 
 _VERSION = "v1"
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
@@ -21,15 +21,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from settings import Settings
-from wallet import metrics
-from wallet.db import create_engine
 from wallet.errors import ServiceUnavailable
-from wallet.prepared import postgres_error
-from wallet.revocations import RevokedSessions
-from wallet.store import Store, create_store
-from wallet.tokens import VerifiedTokens
+from wallet.platform import metrics
+from wallet.platform.db import create_engine
+from wallet.platform.prepared import postgres_error
+from wallet.platform.store import Store, create_store
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 # How much lower than the event loop's the CPU pool's threads run (Linux nice levels, per thread; with the kernel's
 # autogroups a nice value ranks a thread against the others of its session, the event loop first): a login's bcrypt
@@ -100,8 +99,7 @@ class Runtime:
     store: Store
     # bcrypt and other CPU-bound work; never on the event loop, and at a lower CPU priority than it.
     executor: ThreadPoolExecutor
-    revoked: RevokedSessions
-    tokens: VerifiedTokens
+    _kept: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -114,9 +112,16 @@ class Runtime:
             create_engine(settings),
             create_store(settings.redis_url, settings.redis_prefix),
             ThreadPoolExecutor(max_workers=cpu_workers, initializer=_lower_priority),
-            RevokedSessions(settings.access_token_ttl),
-            VerifiedTokens(),
         )
+
+    def per_process(self, kind: Callable[[Settings], S]) -> S:
+        """This process's one instance of `kind`, made from the settings on first use: state an upper layer keeps for
+        the process's lifetime (identity's verified tokens and revoked sessions) without this layer knowing its type."""
+        try:
+            return self._kept[kind]
+        except KeyError:
+            made = self._kept[kind] = kind(self.settings)
+            return made
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
