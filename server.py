@@ -41,9 +41,9 @@ from handlers import (
     webapp,
     webhooks,
 )
+from handlers.auth import RegisterSchema
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
-from handlers.schemas import RegisterSchema
 from settings import Settings, SettingsError, StartupError, load_settings
 from wallet.errors import ValidationError, WalletError
 from wallet.identity import accounts

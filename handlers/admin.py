@@ -24,7 +24,7 @@ from wallet.identity import accounts
 from wallet.ledger import audit
 from wallet.operations import admin, reversals
 
-# ---- requests ------------------------------------------------------------------------------------------------
+# ---- requests ---------------------------------------------------------------------------------------------------
 
 
 class UserQuery(PageQuery):
@@ -48,7 +48,7 @@ class ReversalSchema(ReasonSchema):
     amount = Amount(load_default=None, metadata={"description": "Default: all of the transaction not yet reversed."})
 
 
-# ---- responses -----------------------------------------------------------------------------------------------
+# ---- responses --------------------------------------------------------------------------------------------------
 
 
 class UserListSchema(Output):

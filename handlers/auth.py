@@ -2,9 +2,64 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from marshmallow import Schema, fields, validate, validates_schema
+
 from handlers.base import BaseHandler, api, authenticated
-from handlers.schemas import LoginSchema, RefreshSchema, RegisteredSchema, RegisterSchema, TokenPairSchema
+from handlers.field_types import (
+    NEW_PASSWORD,
+    USERNAME,
+    Currency,
+    Email,
+    Phone,
+    Text,
+    exactly_one,
+    one_of_required,
+)
+from handlers.schemas import (
+    Output,
+    TokenPairSchema,
+    UserSchema,
+    WalletSchema,
+)
 from wallet.identity import accounts, auth
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class RegisterSchema(Schema):
+    username = Text(required=True, validate=validate.Regexp(USERNAME, error="3 to 32 of A-Z a-z 0-9 _ . -"))
+    password = Text(required=True, validate=validate.Length(max=1024), metadata=NEW_PASSWORD)
+    email = Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
+    phone = Phone(load_default=None, allow_none=True)
+    currency = Currency(load_default=None, allow_none=True)
+
+
+class LoginSchema(Schema):
+    IDENTIFIERS = ("username", "email", "phone")
+    json_schema = one_of_required(IDENTIFIERS)
+
+    username = Text(validate=validate.Length(max=254))
+    email = Text(validate=validate.Length(max=254))
+    phone = Phone()
+    password = Text(required=True, validate=validate.Length(max=1024))
+
+    @validates_schema
+    def one_identifier(self, data: dict[str, Any], **kwargs: Any) -> None:
+        exactly_one(data, self.IDENTIFIERS)
+
+
+class RefreshSchema(Schema):
+    refresh_token = Text(required=True, validate=validate.Length(max=4096))
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class RegisteredSchema(Output):
+    user = fields.Nested(UserSchema)
+    wallet = fields.Nested(WalletSchema)
 
 
 class RegisterHandler(BaseHandler):

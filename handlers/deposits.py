@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+from marshmallow import Schema, fields, validate
+
 from handlers.base import BaseHandler, api, parse_uuid, requires
+from handlers.field_types import (
+    Amount,
+)
 from handlers.money import MoneyHandler
-from handlers.schemas import CheckoutSchema, HealthSchema, PaystackDepositSchema, TransactionSchema
+from handlers.schemas import (
+    HealthSchema,
+    Output,
+    TransactionSchema,
+)
 from wallet.operations import deposits
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class PaystackDepositSchema(Schema):
+    amount = Amount(required=True)
+    callback_url = fields.Url(
+        load_default=None,
+        allow_none=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=validate.Length(max=1024),
+        metadata={"description": "Where Paystack sends the payer after paying (default: PAYSTACK_CALLBACK_URL)."},
+    )
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class CheckoutSchema(Output):
+    transaction = fields.Nested(TransactionSchema)
+    reference = fields.String(metadata={"description": "The deposit's reference at Paystack (ours)."})
+    authorization_url = fields.String(metadata={"description": "Paystack's page where the payer pays."})
+
 
 REFERENCE = {"type": "string", "maxLength": 64, "description": "The `reference` its checkout answered."}
 

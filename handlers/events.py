@@ -11,16 +11,53 @@ from typing import Any
 
 import marshmallow
 import orjson
+from marshmallow import Schema, fields, validate
 from tornado import iostream, websocket
 
 from handlers.base import BaseHandler, api, assign_request_id, render_error, requires
-from handlers.schemas import EventListSchema, EventQuery, EventSchema, StreamQuery
+from handlers.field_types import (
+    Text,
+    UtcDateTime,
+)
+from handlers.schemas import Output, PageQuery
 from wallet import errors
 from wallet.identity import keys
 from wallet.identity.auth import authenticate
 from wallet.notify import events
 from wallet.platform.runtime import Runtime
 from wallet.principal import Principal
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class EventQuery(PageQuery):
+    after = fields.Integer(
+        validate=validate.Range(min=0, max=2**63 - 1), metadata={"description": "Only events after this event id."}
+    )
+
+
+class StreamQuery(Schema):
+    after = fields.Integer(
+        validate=validate.Range(min=0, max=2**63 - 1),
+        metadata={"description": "Replay the events after this id first."},
+    )
+    access_token = Text(metadata={"description": "The access token (or send it as the second WebSocket subprotocol)."})
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class EventSchema(Output):
+    id = fields.Integer(metadata={"description": "Increases in commit order for each user."})
+    type = fields.String()
+    created_at = UtcDateTime()
+    data = fields.Dict(metadata={"description": "The Transaction (as the receiver sees it) or the change reported."})
+
+
+class EventListSchema(Output):
+    items = fields.List(fields.Nested(EventSchema))
+    next_cursor = fields.String(allow_none=True)
+
 
 log = logging.getLogger("wallet.events")
 

@@ -3,18 +3,134 @@ and ask for quotes (a transfer executes a quote through POST /transfers with quo
 
 from __future__ import annotations
 
+from typing import Any
+
+from marshmallow import Schema, fields, validate, validates_schema
+
 from handlers.base import BaseHandler, admin_only, api, requires
-from handlers.schemas import (
-    FxPositionListSchema,
-    FxQuoteCreateSchema,
-    FxQuoteSchema,
-    FxRateChangeListSchema,
-    FxRateListSchema,
-    FxRateSchema,
-    FxRateSetSchema,
-    PageQuery,
+from handlers.field_types import (
+    CURRENCY,
+    DECIMAL,
+    Amount,
+    FxRateValue,
+    FxSpread,
+    Text,
+    UtcDateTime,
+    exactly_one,
+    one_of_required,
 )
+from handlers.schemas import Output, PageQuery
 from wallet.operations import fx
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class FxRateSetSchema(Schema):
+    rate = FxRateValue(required=True)
+    # None means 0 (wallet/operations/fx.py): a Decimal default would not serialise into the spec.
+    spread = FxSpread(load_default=None)
+
+
+class FxQuoteCreateSchema(Schema):
+    RECIPIENTS = ("to_wallet_id", "to_wallet_number")
+    AMOUNTS = ("source_amount", "destination_amount")
+    json_schema = {"allOf": [one_of_required(RECIPIENTS), one_of_required(AMOUNTS)]}
+
+    from_wallet_id = fields.UUID(required=True)
+    to_wallet_id = fields.UUID()
+    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    source_amount = Amount(
+        load_default=None, metadata={"description": "What the payer pays, in the source wallet's currency."}
+    )
+    destination_amount = Amount(
+        load_default=None, metadata={"description": "What the payee receives, in the recipient wallet's currency."}
+    )
+
+    @validates_schema
+    def one_recipient_one_amount(self, data: dict[str, Any], **kwargs: Any) -> None:
+        exactly_one(data, self.RECIPIENTS)
+        exactly_one(data, self.AMOUNTS)
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class FxRateSchema(Output):
+    base = fields.String(validate=CURRENCY)
+    quote = fields.String(validate=CURRENCY)
+    rate = fields.String(validate=DECIMAL, metadata={"description": "Units of quote per 1 base, 10 decimal places."})
+    spread = fields.String(validate=DECIMAL, metadata={"description": "The fraction taken against the customer."})
+    updated_by = fields.UUID(metadata={"description": "The admin who set it."})
+    updated_at = UtcDateTime()
+
+
+class FxRateListSchema(Output):
+    items = fields.List(fields.Nested(FxRateSchema))
+
+
+class FxRateChangeSchema(Output):
+    id = fields.UUID()
+    base = fields.String(validate=CURRENCY)
+    quote = fields.String(validate=CURRENCY)
+    rate = fields.String(validate=DECIMAL)
+    spread = fields.String(validate=DECIMAL)
+    set_by = fields.UUID(metadata={"description": "The admin who set it."})
+    created_at = UtcDateTime()
+
+
+class FxRateChangeListSchema(Output):
+    items = fields.List(fields.Nested(FxRateChangeSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class FxRoundingSchema(Output):
+    source = fields.String(validate=validate.OneOf(["up"]), metadata={"description": "The source amount rounds up."})
+    destination = fields.String(
+        validate=validate.OneOf(["down"]), metadata={"description": "The destination amount rounds down."}
+    )
+    unrounded_source_amount = fields.String(
+        validate=DECIMAL, metadata={"description": "Before rounding, cut to 20 decimal places."}
+    )
+    unrounded_destination_amount = fields.String(
+        validate=DECIMAL, metadata={"description": "Before rounding, cut to 20 decimal places."}
+    )
+
+
+class FxQuoteSchema(Output):
+    id = fields.UUID()
+    from_wallet_id = fields.UUID()
+    to_wallet_id = fields.UUID()
+    rate = fields.String(
+        validate=DECIMAL, metadata={"description": "The customer's rate: market_rate * (1 - spread), rounded down."}
+    )
+    market_rate = fields.String(validate=DECIMAL)
+    spread = fields.String(validate=DECIMAL)
+    source_amount = fields.String(validate=DECIMAL)
+    source_currency = fields.String(validate=CURRENCY)
+    destination_amount = fields.String(validate=DECIMAL)
+    destination_currency = fields.String(validate=CURRENCY)
+    fixed = fields.String(
+        validate=validate.OneOf(["source", "destination"]),
+        metadata={"description": "The amount the caller gave; the other one was computed and rounded."},
+    )
+    rounding = fields.Nested(FxRoundingSchema)
+    expires_at = UtcDateTime()
+    created_at = UtcDateTime()
+
+
+class FxPositionSchema(Output):
+    currency = fields.String(validate=CURRENCY)
+    balance = fields.String(
+        validate=validate.Regexp(r"^-?[0-9]+(\.[0-9]+)?$"),
+        metadata={"description": "The FX account's balance: negative when the house paid out more than it took in."},
+    )
+    wallet_id = fields.UUID()
+    wallet_number = fields.String()
+
+
+class FxPositionListSchema(Output):
+    items = fields.List(fields.Nested(FxPositionSchema))
+
 
 CURRENCY_PATH = {"type": "string", "pattern": "^[A-Z]{3}$", "description": "An ISO 4217 code in capitals."}
 PAIR = {"base": CURRENCY_PATH, "quote": CURRENCY_PATH}

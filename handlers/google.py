@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+from marshmallow import EXCLUDE, Schema, fields, validate
+
 from handlers.base import BaseHandler, api, authenticated
-from handlers.schemas import AuthorizationUrlSchema, GoogleCallbackQuery, GoogleCodeSchema, TokenPairSchema, UserSchema
+from handlers.field_types import (
+    Text,
+)
+from handlers.schemas import (
+    Output,
+    TokenPairSchema,
+    UserSchema,
+)
 from wallet.identity import google
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class GoogleCallbackQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the provider adds parameters of its own (scope, authuser, prompt, ...)
+
+    code = Text(load_default=None, validate=validate.Length(min=1, max=2048))
+    state = Text(required=True, validate=validate.Length(min=1, max=256))
+    error = Text(load_default=None, metadata={"description": "Sent by the provider instead of a code (401)."})
+
+
+class GoogleCodeSchema(Schema):
+    code = Text(required=True, validate=validate.Length(min=1, max=2048))
+    state = Text(required=True, validate=validate.Length(min=1, max=256))
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class AuthorizationUrlSchema(Output):
+    authorization_url = fields.String()
 
 
 class GoogleStartHandler(BaseHandler):

@@ -2,17 +2,85 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from marshmallow import Schema, fields, validate, validates_schema
+
 from handlers.base import BaseHandler, api, parse_uuid, requires
+from handlers.field_types import (
+    CURRENCY,
+    DECIMAL,
+    HOLD_STATUSES,
+    Amount,
+    Text,
+    UtcDateTime,
+    exactly_one,
+    one_of_required,
+)
 from handlers.money import MoneyHandler
 from handlers.schemas import (
-    CaptureSchema,
-    HoldCreateSchema,
-    HoldListSchema,
-    HoldQuery,
-    HoldSchema,
+    MoneySchema,
+    Output,
+    PageQuery,
     TransactionSchema,
 )
 from wallet.operations import holds
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class HoldCreateSchema(MoneySchema):
+    RECIPIENTS = ("to_wallet_id", "to_wallet_number")
+    json_schema = one_of_required(RECIPIENTS)
+
+    from_wallet_id = fields.UUID(required=True)
+    to_wallet_id = fields.UUID()
+    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    expires_in = fields.Integer(
+        load_default=604800,
+        strict=True,
+        validate=validate.Range(min=60, max=604800),
+        metadata={"description": "Seconds until the hold expires and its remaining amount is released."},
+    )
+
+    @validates_schema
+    def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
+        exactly_one(data, self.RECIPIENTS)
+
+
+class CaptureSchema(Schema):
+    amount = Amount(load_default=None, metadata={"description": "Default: all that remains of the hold."})
+    final = fields.Boolean(
+        load_default=True, metadata={"description": "Release what remains after this capture (default true)."}
+    )
+
+
+class HoldQuery(PageQuery):
+    wallet_id = fields.UUID()
+    status = Text(validate=validate.OneOf(HOLD_STATUSES))
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class HoldSchema(Output):
+    id = fields.UUID()
+    from_wallet_id = fields.UUID()
+    to_wallet_id = fields.UUID()
+    amount = fields.String(validate=DECIMAL)
+    captured_amount = fields.String(validate=DECIMAL)
+    remaining_amount = fields.String(validate=DECIMAL, metadata={"description": "Still reserved (0 unless ACTIVE)."})
+    currency = fields.String(validate=CURRENCY)
+    status = fields.String(validate=validate.OneOf(HOLD_STATUSES))
+    description = fields.String(allow_none=True)
+    expires_at = UtcDateTime()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class HoldListSchema(Output):
+    items = fields.List(fields.Nested(HoldSchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class HoldListHandler(MoneyHandler):

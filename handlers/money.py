@@ -4,18 +4,48 @@ from __future__ import annotations
 
 from typing import Any
 
+from marshmallow import ValidationError, fields, validate, validates_schema
+
 from handlers.base import BaseHandler, api, parse_uuid, requires
-from handlers.schemas import (
-    MoneySchema,
-    OperationSchema,
-    TransactionListSchema,
-    TransactionQuery,
-    TransactionSchema,
-    TransferSchema,
-    WalletSchema,
-)
+from handlers.field_types import USERNAME, Amount, Phone, Text, exactly_one, one_of_required
+from handlers.schemas import MoneySchema, TransactionListSchema, TransactionQuery, TransactionSchema, WalletSchema
 from wallet.ledger import history, lifecycle
 from wallet.operations import fx
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class OperationSchema(MoneySchema):
+    operation_type = Text(required=True, validate=validate.OneOf(["DEPOSIT", "WITHDRAW"]))
+
+
+class TransferSchema(MoneySchema):
+    RECIPIENTS = ("to_wallet_id", "to_wallet_number", "to_username", "to_phone")
+    WHAT = ("amount", "quote_id")
+    json_schema = {"allOf": [one_of_required(RECIPIENTS), one_of_required(WHAT)]}
+
+    amount = Amount(load_default=None, metadata={"description": "In the source currency; not with quote_id."})
+    quote_id = fields.UUID(
+        load_default=None,
+        metadata={
+            "description": "Execute this FX quote (POST /fx/quotes) instead of sending an amount: the recipient "
+            "must be the quote's wallet, named by to_wallet_id or to_wallet_number."
+        },
+    )
+    from_wallet_id = fields.UUID(required=True)
+    to_wallet_id = fields.UUID()
+    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    to_username = Text(validate=validate.Regexp(USERNAME, error="Not a valid username."))
+    to_phone = Phone()
+
+    @validates_schema
+    def one_recipient(self, data: dict[str, Any], **kwargs: Any) -> None:
+        exactly_one(data, self.RECIPIENTS)
+        if data.get("amount") is None and data.get("quote_id") is None:
+            raise ValidationError("Missing data for required field (or give quote_id).", "amount")
+        exactly_one(data, self.WHAT)
+        if data.get("quote_id") is not None and ("to_username" in data or "to_phone" in data):
+            raise ValidationError("A quote names its recipient's wallet: give to_wallet_id or to_wallet_number.")
 
 
 class MoneyHandler(BaseHandler):

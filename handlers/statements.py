@@ -3,14 +3,73 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import orjson
+from marshmallow import ValidationError, fields, validate, validates_schema
 from tornado import iostream
 
 from handlers.base import BaseHandler, admin_only, api, parse_uuid, requires
-from handlers.schemas import StatementEntrySchema, StatementQuery, StatementSchema
+from handlers.field_types import (
+    CURRENCY,
+    DECIMAL,
+    TRANSACTION_TYPES,
+    Text,
+    UtcDateTime,
+)
+from handlers.schemas import CounterpartySchema, Output, PeriodQuery
 from wallet.operations import statements
 from wallet.operations.statement_pdf import StatementPdf
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class StatementQuery(PeriodQuery):
+    format = Text(
+        load_default="json",
+        validate=validate.OneOf(["json", "csv", "pdf"]),
+        metadata={"description": "json (the default), csv or pdf; from defaults to the wallet's opening, to to now."},
+    )
+
+    @validates_schema
+    def ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "from_" in data and "to" in data and data["from_"] >= data["to"]:
+            raise ValidationError("Must be before `to`.", "from")
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class StatementWalletSchema(Output):
+    id = fields.UUID()
+    number = fields.String(validate=validate.Regexp(r"^[0-9]{10}$"))
+    name = fields.String(allow_none=True)
+    currency = fields.String(validate=CURRENCY)
+
+
+class StatementEntrySchema(Output):
+    transaction_id = fields.UUID()
+    reference = fields.String()
+    type = fields.String(validate=validate.OneOf(TRANSACTION_TYPES))
+    description = fields.String(allow_none=True)
+    counterparty = fields.Nested(CounterpartySchema, allow_none=True)
+    direction = fields.String(validate=validate.OneOf(["in", "out"]))
+    amount = fields.String(validate=DECIMAL)
+    balance = fields.String(validate=DECIMAL, metadata={"description": "The wallet's balance after this entry."})
+    created_at = UtcDateTime()
+
+
+class StatementSchema(Output):
+    wallet = fields.Nested(StatementWalletSchema)
+    from_ = UtcDateTime(data_key="from", attribute="since")
+    to = UtcDateTime(attribute="until", metadata={"description": "The end of the period, excluded."})
+    opening_balance = fields.String(validate=DECIMAL)
+    closing_balance = fields.String(validate=DECIMAL)
+    total_in = fields.String(validate=DECIMAL)
+    total_out = fields.String(validate=DECIMAL)
+    entry_count = fields.Integer()
+    entries = fields.List(fields.Nested(StatementEntrySchema), metadata={"description": "Oldest first."})
+
 
 _HEAD = StatementSchema(exclude=("entries",))
 _ENTRIES = StatementEntrySchema(many=True)

@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from marshmallow import Schema, ValidationError, validate, validates_schema
+
 from handlers.base import BaseHandler, api, authenticated
-from handlers.schemas import UserSchema, UserUpdateSchema
+from handlers.field_types import (
+    NEW_PASSWORD,
+    Email,
+    Phone,
+    Text,
+)
+from handlers.schemas import (
+    UserSchema,
+)
 from wallet.identity import accounts
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class UserUpdateSchema(Schema):
+    json_schema = {"minProperties": 1}
+
+    email = Email(allow_none=True, validate=validate.Length(max=254))
+    phone = Phone(allow_none=True)
+    password = Text(validate=validate.Length(max=1024), metadata=NEW_PASSWORD)
+    current_password = Text(
+        validate=validate.Length(max=1024),
+        metadata={"description": "Required with password, unless the account has none yet (made by Google)."},
+    )
+
+    @validates_schema
+    def consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one of email, phone, password.", "_schema")
 
 
 class MeHandler(BaseHandler):

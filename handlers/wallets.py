@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+from marshmallow import Schema, fields, validate
+
 from handlers.base import BaseHandler, api, authenticated, parse_uuid, requires
+from handlers.field_types import (
+    CURRENCY,
+    DECIMAL,
+    Currency,
+    Text,
+)
 from handlers.schemas import (
-    BalanceSchema,
+    Output,
     PageQuery,
     TransactionListSchema,
-    WalletCreateSchema,
     WalletListSchema,
     WalletSchema,
 )
 from wallet.ledger import history, wallets
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class WalletCreateSchema(Schema):
+    currency = Currency(required=True)
+    name = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class BalanceSchema(Output):
+    wallet_id = fields.UUID()
+    currency = fields.String(validate=CURRENCY)
+    balance = fields.String(validate=DECIMAL)
+    available_balance = fields.String(validate=DECIMAL, metadata={"description": "The balance minus active holds."})
 
 
 class WalletListHandler(BaseHandler):

@@ -2,18 +2,79 @@
 
 from __future__ import annotations
 
+from marshmallow import Schema, fields, validate
+
 from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.field_types import (
+    Text,
+    UtcDateTime,
+)
 from handlers.schemas import (
+    Output,
     PageQuery,
-    RotateSecretSchema,
-    WebhookDeliveryListSchema,
-    WebhookDeliverySchema,
-    WebhookEndpointCreateSchema,
-    WebhookEndpointListSchema,
-    WebhookEndpointSchema,
-    WebhookEndpointSecretSchema,
 )
 from wallet.notify import webhooks
+from wallet.notify.events import TYPES as EVENT_TYPES
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+
+
+class WebhookEndpointCreateSchema(Schema):
+    url = Text(required=True, validate=validate.Length(min=1, max=2048))
+    events = fields.List(
+        Text(validate=validate.OneOf([*EVENT_TYPES, "*"])),
+        required=True,
+        validate=validate.Length(min=1, max=len(EVENT_TYPES)),
+        metadata={"description": 'Event types to send, or ["*"] for all.'},
+    )
+    description = Text(load_default=None, validate=validate.Length(max=255))
+
+
+class RotateSecretSchema(Schema):
+    grace_seconds = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=86400),
+        metadata={"description": "How long the old secret keeps signing too (both signatures are sent)."},
+    )
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+
+
+class WebhookEndpointSchema(Output):
+    id = fields.UUID()
+    url = fields.String()
+    events = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    status = fields.String(validate=validate.OneOf(["active", "failing"]))
+    created_at = UtcDateTime()
+
+
+class WebhookEndpointSecretSchema(WebhookEndpointSchema):
+    secret = fields.String(metadata={"description": "whsec_ and the base64 signing key; shown only here."})
+
+
+class WebhookEndpointListSchema(Output):
+    items = fields.List(fields.Nested(WebhookEndpointSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class WebhookDeliverySchema(Output):
+    id = fields.UUID()
+    event_id = fields.Integer()
+    event_type = fields.String()
+    status = fields.String(validate=validate.OneOf(["pending", "succeeded", "failed"]))
+    attempts = fields.Integer()
+    last_status_code = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    next_attempt_at = UtcDateTime(allow_none=True)
+    created_at = UtcDateTime()
+    delivered_at = UtcDateTime(allow_none=True)
+
+
+class WebhookDeliveryListSchema(Output):
+    items = fields.List(fields.Nested(WebhookDeliverySchema))
+    next_cursor = fields.String(allow_none=True)
 
 
 class WebhookEndpointListHandler(BaseHandler):

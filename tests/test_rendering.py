@@ -4,7 +4,8 @@ must give the same JSON, byte for byte, for every response schema and every kind
 from __future__ import annotations
 
 import datetime as dt
-import inspect
+import importlib
+import pkgutil
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,10 @@ import orjson
 import pytest
 from marshmallow import Schema, fields
 
+import handlers
 from handlers import schemas
+from handlers.deposits import CheckoutSchema
+from handlers.wallets import BalanceSchema
 from wallet.ledger.history import render_transaction
 
 VIEWER, OTHER = uuid.uuid4(), uuid.uuid4()
@@ -101,7 +105,7 @@ def test_transaction_renders_as_marshmallow_would(kind: str) -> None:
     item = render_transaction(ROWS[kind], VIEWER)
     same_json(schemas.TransactionSchema(), item)
     same_json(schemas.TransactionListSchema(), {"items": [item, item], "next_cursor": None})
-    same_json(schemas.CheckoutSchema(), {"transaction": item, "reference": "r", "authorization_url": "https://x"})
+    same_json(CheckoutSchema(), {"transaction": item, "reference": "r", "authorization_url": "https://x"})
 
 
 def test_a_page_of_every_kind_renders_as_marshmallow_would() -> None:
@@ -135,7 +139,14 @@ def body_of(schema: type[Schema], n: int) -> dict[str, Any]:
     return {(f.attribute or name): sample(f, n) for name, f in schema().dump_fields.items()}
 
 
-OUTPUTS = [cls for _, cls in inspect.getmembers(schemas, inspect.isclass) if issubclass(cls, schemas.Output)]
+def subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *subclasses(direct))]
+
+
+# Every response schema: the shared ones in handlers/schemas.py, and each resource's beside its handlers.
+for module in pkgutil.iter_modules(handlers.__path__, "handlers."):
+    importlib.import_module(module.name)
+OUTPUTS = sorted(set(subclasses(schemas.Output)), key=lambda cls: cls.__name__)
 
 
 @pytest.mark.parametrize("schema", OUTPUTS, ids=lambda cls: cls.__name__)
@@ -154,4 +165,4 @@ def test_objects_render_by_attribute() -> None:
     class Balance:
         wallet_id, currency, balance, available_balance = uuid.uuid4(), "USD", "1.00", "0.50"
 
-    same_json(schemas.BalanceSchema(), Balance())
+    same_json(BalanceSchema(), Balance())
