@@ -24,6 +24,8 @@ from wallet.identity import accounts
 from wallet.ledger import audit
 from wallet.operations import admin, reversals
 
+TAG = "Admin"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -84,7 +86,7 @@ class AuditSchema(Output):
 
 
 class AdminUserListHandler(BaseHandler):
-    @api({200: UserListSchema}, query=UserQuery)
+    @api("listUsers", {200: UserListSchema}, query=UserQuery)
     @admin_only
     async def get(self) -> None:
         """Users, newest first; `q` finds a part of the username, e-mail or phone, ignoring case."""
@@ -92,7 +94,7 @@ class AdminUserListHandler(BaseHandler):
 
 
 class AdminUserHandler(BaseHandler):
-    @api({200: UserSchema})
+    @api("getUser", {200: UserSchema})
     @admin_only
     async def get(self, user_id: str) -> None:
         """Any user's account."""
@@ -100,7 +102,12 @@ class AdminUserHandler(BaseHandler):
 
 
 class AdminUserStatusHandler(BaseHandler):
-    @api({200: UserSchema}, body=ReasonSchema, path={"action": {"type": "string", "enum": list(admin.TRANSITIONS)}})
+    @api(
+        "setUserStatus",
+        {200: UserSchema},
+        body=ReasonSchema,
+        path={"action": {"type": "string", "enum": list(admin.TRANSITIONS)}},
+    )
     @admin_only
     async def post(self, user_id: str, action: str) -> None:
         """Freeze, unfreeze, activate or deactivate a user (not oneself); logged with the optional reason.
@@ -117,7 +124,7 @@ class AdminUserStatusHandler(BaseHandler):
 
 
 class AdminUserWalletsHandler(BaseHandler):
-    @api({200: WalletListSchema})
+    @api("listUserWallets", {200: WalletListSchema})
     @admin_only
     async def get(self, user_id: str) -> None:
         """Any user's wallets and their total per currency (to find the wallet to credit)."""
@@ -125,7 +132,7 @@ class AdminUserWalletsHandler(BaseHandler):
 
 
 class AdminUserTransactionsHandler(BaseHandler):
-    @api({200: TransactionListSchema}, query=TransactionQuery)
+    @api("listUserTransactions", {200: TransactionListSchema}, query=TransactionQuery)
     @admin_only
     async def get(self, user_id: str) -> None:
         """Any user's transactions as they see them, with the filters and paging of GET /transactions."""
@@ -134,7 +141,7 @@ class AdminUserTransactionsHandler(BaseHandler):
 
 
 class AdminCreditHandler(MoneyHandler):
-    @api({201: TransactionSchema}, body=CreditSchema, idempotent=True)
+    @api("creditWallet", {201: TransactionSchema}, body=CreditSchema, idempotent=True)
     @admin_only
     async def post(self, wallet_id: str) -> None:
         """Credit any user's wallet: a DEPOSIT initiated by the admin, logged with the optional reason."""
@@ -152,7 +159,7 @@ class AdminCreditHandler(MoneyHandler):
 
 
 class AdminReversalHandler(MoneyHandler):
-    @api({201: TransactionSchema}, body=ReversalSchema, idempotent=True, errors=(409,))
+    @api("reverseTransaction", {201: TransactionSchema}, body=ReversalSchema, idempotent=True, errors=(409,))
     @admin_only
     async def post(self, transaction_id: str) -> None:
         """Give back all or part of a COMPLETED deposit, withdrawal or transfer: a new REVERSAL transaction with
@@ -173,7 +180,7 @@ class AdminReversalHandler(MoneyHandler):
 
 
 class AdminAuditHandler(BaseHandler):
-    @api({200: AuditSchema})
+    @api("auditLedger", {200: AuditSchema})
     @admin_only
     async def get(self) -> None:
         """Verify the ledger: each wallet's balance equals the sum of its entries, each transaction sums to zero."""
@@ -181,7 +188,7 @@ class AdminAuditHandler(BaseHandler):
 
 
 class AdminActionListHandler(BaseHandler):
-    @api({200: AdminActionListSchema}, query=ActionQuery)
+    @api("listAdminActions", {200: AdminActionListSchema}, query=ActionQuery)
     @admin_only
     async def get(self) -> None:
         """The admin action log (who changed what, when and why), newest first."""

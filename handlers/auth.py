@@ -25,6 +25,8 @@ from handlers.schemas import (
 )
 from wallet.identity import accounts, auth
 
+TAG = "Auth"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -63,7 +65,7 @@ class RegisteredSchema(Output):
 
 
 class RegisterHandler(BaseHandler):
-    @api({201: RegisteredSchema}, body=RegisterSchema, errors=(409,))
+    @api("register", {201: RegisteredSchema}, body=RegisterSchema, errors=(409,))
     async def post(self) -> None:
         """Create an account; every new user gets a default wallet."""
         data = self.load()
@@ -71,7 +73,7 @@ class RegisterHandler(BaseHandler):
 
 
 class LoginHandler(BaseHandler):
-    @api({200: TokenPairSchema}, body=LoginSchema, errors=(401, 403, 429))
+    @api("login", {200: TokenPairSchema}, body=LoginSchema, errors=(401, 403, 429))
     async def post(self) -> None:
         """Log in with exactly one of username, email or phone, and the password."""
         data = self.load()
@@ -87,7 +89,7 @@ class LoginHandler(BaseHandler):
 
 
 class RefreshHandler(BaseHandler):
-    @api({200: TokenPairSchema}, body=RefreshSchema, errors=(401, 403))
+    @api("refreshToken", {200: TokenPairSchema}, body=RefreshSchema, errors=(401, 403))
     async def post(self) -> None:
         """Trade a refresh token for a new pair; each refresh token works once."""
         data = self.load()
@@ -95,7 +97,7 @@ class RefreshHandler(BaseHandler):
 
 
 class LogoutHandler(BaseHandler):
-    @api({204: None})
+    @api("logout", {204: None})
     @authenticated
     async def post(self) -> None:
         """End this login: its access and refresh tokens stop working at once."""

@@ -133,6 +133,7 @@ class Application(web.Application):
 class Api:
     """What one verb accepts and answers: the handler loads and renders with it, the OpenAPI spec documents it."""
 
+    operation_id: str
     responses: dict[int, marshmallow.Schema | dict[str, Any] | None]
     body: marshmallow.Schema | None = None
     query: marshmallow.Schema | None = None
@@ -144,6 +145,7 @@ class Api:
 
 
 def api(
+    operation_id: str,
     responses: dict[int, type[marshmallow.Schema] | dict[str, Any] | None],
     *,
     body: type[marshmallow.Schema] | None = None,
@@ -154,9 +156,10 @@ def api(
     media: str = "application/json",
     alternatives: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Verb], Verb]:
-    """Declare a verb: success responses (schema class, or a JSON Schema for what no schema renders) by status,
-    body, query, extra error statuses, Idempotency-Key, path parameters that are not UUIDs, response media type,
-    and other media types the success response may come in (each with its JSON Schema).
+    """Declare a verb: its operationId (camelCase, unique in the API: what generated clients name its function),
+    success responses (schema class, or a JSON Schema for what no schema renders) by status, body, query, extra
+    error statuses, Idempotency-Key, path parameters that are not UUIDs, response media type, and other media types
+    the success response may come in (each with its JSON Schema).
 
     Error statuses that follow from the declaration (400 for input, 401/403 for access, 404 for a path id,
     409/422 for idempotency, 413 for a body) are documented without being listed in `errors`.
@@ -164,6 +167,7 @@ def api(
 
     def declare(method: Verb) -> Verb:
         method.api = Api(  # type: ignore[attr-defined]
+            operation_id,
             {status: schema() if isinstance(schema, type) else schema for status, schema in responses.items()},
             body() if body else None,
             query() if query else None,

@@ -16,6 +16,8 @@ from handlers.schemas import (
 )
 from wallet.operations import deposits
 
+TAG = "Paystack"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -44,7 +46,13 @@ REFERENCE = {"type": "string", "maxLength": 64, "description": "The `reference` 
 
 
 class PaystackDepositHandler(MoneyHandler):
-    @api({201: CheckoutSchema}, body=PaystackDepositSchema, idempotent=True, errors=(403, 502, 503))
+    @api(
+        "createPaystackDeposit",
+        {201: CheckoutSchema},
+        body=PaystackDepositSchema,
+        idempotent=True,
+        errors=(403, 502, 503),
+    )
     @requires("deposit")
     async def post(self, wallet_id: str) -> None:
         """Start a deposit paid through Paystack: answers the checkout page to send the payer to.
@@ -68,7 +76,7 @@ class PaystackDepositHandler(MoneyHandler):
 
 
 class ProviderDepositHandler(BaseHandler):
-    @api({200: TransactionSchema}, path={"reference": REFERENCE})
+    @api("getProviderDeposit", {200: TransactionSchema}, path={"reference": REFERENCE})
     @requires("read")
     async def get(self, reference: str) -> None:
         """One of the caller's provider deposits; while PENDING, Paystack is asked first and its answer applied."""
@@ -76,7 +84,7 @@ class ProviderDepositHandler(BaseHandler):
 
 
 class PaystackWebhookHandler(BaseHandler):
-    @api({200: HealthSchema}, errors=(400, 401, 413, 503))
+    @api("receivePaystackWebhook", {200: HealthSchema}, errors=(400, 401, 413, 503))
     async def post(self) -> None:
         """Paystack's events, authenticated by `x-paystack-signature` (HMAC-SHA512 of the raw body) alone.
 

@@ -13,6 +13,8 @@ from tornado import web
 from handlers.base import BaseHandler, BesideTheApi, api
 from handlers.openapi import app_routes, build_spec
 
+TAG = "Service"  # the OpenAPI tag of this module's operations
+
 # The only files of the bundle the page uses; any other path under /docs/ is a JSON 404 like every unknown path.
 ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png")
 
@@ -58,7 +60,7 @@ def _spec_json(app: web.Application) -> bytes:
 
 
 class OpenApiHandler(BaseHandler):
-    @api({200: {"type": "object", "description": "An OpenAPI 3.1 document."}})
+    @api("getOpenApiDocument", {200: {"type": "object", "description": "An OpenAPI 3.1 document."}})
     async def get(self) -> None:
         """This API's OpenAPI 3.1 document."""
         self.finish(_spec_json(self.application))
@@ -67,7 +69,7 @@ class OpenApiHandler(BaseHandler):
 class DocsHandler(BaseHandler):
     content_security_policy = DOCS_POLICY
 
-    @api({200: {"type": "string"}}, media="text/html")
+    @api("getApiDocs", {200: {"type": "string"}}, media="text/html")
     async def get(self) -> None:
         """Swagger UI for this API (served from local files; works offline)."""
         self.set_header("Content-Type", "text/html; charset=UTF-8")

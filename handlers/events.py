@@ -27,6 +27,8 @@ from wallet.notify import events
 from wallet.platform.runtime import Runtime
 from wallet.principal import Principal
 
+TAG = "Events"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -70,7 +72,7 @@ PAGE = 100
 
 
 class EventListHandler(BaseHandler):
-    @api({200: EventListSchema}, query=EventQuery)
+    @api("listEvents", {200: EventListSchema}, query=EventQuery)
     @requires("read")
     async def get(self) -> None:
         """The caller's events, oldest first, after an event id (`after`) or a page's `next_cursor`."""
@@ -133,7 +135,7 @@ class EventStreamHandler(websocket.WebSocketHandler):
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return "bearer" if "bearer" in subprotocols else None
 
-    @api({101: None}, query=StreamQuery)
+    @api("streamEvents", {101: None}, query=StreamQuery)
     @requires("read")
     async def get(self) -> None:
         """The caller's events as WebSocket messages (Event JSON), oldest first after `after`, then live.

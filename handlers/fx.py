@@ -22,6 +22,8 @@ from handlers.field_types import (
 from handlers.schemas import Output, PageQuery
 from wallet.operations import fx
 
+TAG = "FX"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -137,7 +139,7 @@ PAIR = {"base": CURRENCY_PATH, "quote": CURRENCY_PATH}
 
 
 class AdminFxRateHandler(BaseHandler):
-    @api({200: FxRateSchema}, body=FxRateSetSchema, path=PAIR)
+    @api("setFxRate", {200: FxRateSchema}, body=FxRateSetSchema, path=PAIR)
     @admin_only
     async def put(self, base: str, quote: str) -> None:
         """Set the rate of base -> quote (units of quote per 1 base) and its spread; every change is kept with its
@@ -147,7 +149,7 @@ class AdminFxRateHandler(BaseHandler):
 
 
 class AdminFxRateHistoryHandler(BaseHandler):
-    @api({200: FxRateChangeListSchema}, query=PageQuery, path=PAIR)
+    @api("listFxRateHistory", {200: FxRateChangeListSchema}, query=PageQuery, path=PAIR)
     @admin_only
     async def get(self, base: str, quote: str) -> None:
         """Every rate set for base -> quote, newest first, with who set it."""
@@ -155,7 +157,7 @@ class AdminFxRateHistoryHandler(BaseHandler):
 
 
 class AdminFxPositionHandler(BaseHandler):
-    @api({200: FxPositionListSchema})
+    @api("getFxPosition", {200: FxPositionListSchema})
     @admin_only
     async def get(self) -> None:
         """The house's FX position: each currency's FX account balance (negative: more paid out than taken in)."""
@@ -163,7 +165,7 @@ class AdminFxPositionHandler(BaseHandler):
 
 
 class FxRateListHandler(BaseHandler):
-    @api({200: FxRateListSchema})
+    @api("listFxRates", {200: FxRateListSchema})
     @requires("read")
     async def get(self) -> None:
         """The current exchange rates."""
@@ -171,7 +173,7 @@ class FxRateListHandler(BaseHandler):
 
 
 class FxQuoteHandler(BaseHandler):
-    @api({201: FxQuoteSchema}, body=FxQuoteCreateSchema, errors=(404,))
+    @api("createFxQuote", {201: FxQuoteSchema}, body=FxQuoteCreateSchema, errors=(404,))
     @requires("transfer")
     async def post(self) -> None:
         """A quote for a transfer between two of different currencies: the rate and both amounts (the one given, the

@@ -15,6 +15,8 @@ from handlers.schemas import (
 )
 from wallet.identity import google
 
+TAG = "Google"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -40,7 +42,7 @@ class AuthorizationUrlSchema(Output):
 
 
 class GoogleStartHandler(BaseHandler):
-    @api({302: None}, errors=(503,))
+    @api("startGoogleSignIn", {302: None}, errors=(503,))
     async def get(self) -> None:
         """Sign in with Google: a redirect to the provider with state, nonce and PKCE (S256)."""
         self.set_header("Location", await google.start(self.rt, None))
@@ -48,7 +50,7 @@ class GoogleStartHandler(BaseHandler):
 
 
 class GoogleCallbackHandler(BaseHandler):
-    @api({200: TokenPairSchema}, query=GoogleCallbackQuery, errors=(401, 403, 409, 503))
+    @api("finishGoogleSignIn", {200: TokenPairSchema}, query=GoogleCallbackQuery, errors=(401, 403, 409, 503))
     async def get(self) -> None:
         """Where the provider sends the browser back: the token pair of the Google account's user.
 
@@ -60,7 +62,7 @@ class GoogleCallbackHandler(BaseHandler):
 
 
 class GoogleLinkStartHandler(BaseHandler):
-    @api({200: AuthorizationUrlSchema}, errors=(503,))
+    @api("startGoogleLink", {200: AuthorizationUrlSchema}, errors=(503,))
     @authenticated
     async def post(self) -> None:
         """Start linking Google to this account: the provider URL of a flow bound to the caller."""
@@ -68,7 +70,7 @@ class GoogleLinkStartHandler(BaseHandler):
 
 
 class GoogleLinkHandler(BaseHandler):
-    @api({200: UserSchema}, body=GoogleCodeSchema, errors=(409, 503))
+    @api("finishGoogleLink", {200: UserSchema}, body=GoogleCodeSchema, errors=(409, 503))
     @authenticated
     async def post(self) -> None:
         """Finish linking: the code and state the provider sent back for a flow this user started."""

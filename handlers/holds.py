@@ -26,6 +26,8 @@ from handlers.schemas import (
 )
 from wallet.operations import holds
 
+TAG = "Holds"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -84,7 +86,7 @@ class HoldListSchema(Output):
 
 
 class HoldListHandler(MoneyHandler):
-    @api({201: HoldSchema}, body=HoldCreateSchema, idempotent=True, errors=(403, 404))
+    @api("createHold", {201: HoldSchema}, body=HoldCreateSchema, idempotent=True, errors=(403, 404))
     @requires("transfer")
     async def post(self) -> None:
         """Reserve an amount of the caller's wallet for a payee: it leaves the available balance at once and stays
@@ -105,7 +107,7 @@ class HoldListHandler(MoneyHandler):
             self.set_header("Idempotent-Replayed", "true")
         self.respond(hold, 201)
 
-    @api({200: HoldListSchema}, query=HoldQuery, errors=(404,))
+    @api("listHolds", {200: HoldListSchema}, query=HoldQuery, errors=(404,))
     @requires("read")
     async def get(self) -> None:
         """The holds the caller pays or receives, newest first, filtered by wallet (404 if not yours) and status."""
@@ -113,7 +115,7 @@ class HoldListHandler(MoneyHandler):
 
 
 class HoldHandler(BaseHandler):
-    @api({200: HoldSchema})
+    @api("getHold", {200: HoldSchema})
     @requires("read")
     async def get(self, hold_id: str) -> None:
         """One hold the caller pays or receives."""
@@ -121,7 +123,7 @@ class HoldHandler(BaseHandler):
 
 
 class HoldCaptureHandler(MoneyHandler):
-    @api({201: TransactionSchema}, body=CaptureSchema, idempotent=True, errors=(403, 409))
+    @api("captureHold", {201: TransactionSchema}, body=CaptureSchema, idempotent=True, errors=(403, 409))
     @requires("transfer")
     async def post(self, hold_id: str) -> None:
         """Transfer all or part of what remains of a hold to its payee (the payer or the payee asks); the final
@@ -139,7 +141,7 @@ class HoldCaptureHandler(MoneyHandler):
 
 
 class HoldVoidHandler(BaseHandler):
-    @api({200: HoldSchema}, errors=(409,))
+    @api("voidHold", {200: HoldSchema}, errors=(409,))
     @requires("transfer")
     async def post(self, hold_id: str) -> None:
         """Release what remains of an active hold (the payer or the payee asks)."""

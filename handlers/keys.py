@@ -16,6 +16,8 @@ from handlers.schemas import (
 from wallet.identity import keys
 from wallet.identity.keys import LIFETIMES, SCOPES
 
+TAG = "Keys"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -58,14 +60,14 @@ class ApiKeyListSchema(Output):
 
 
 class KeyListHandler(BaseHandler):
-    @api({201: NewApiKeySchema}, body=KeyCreateSchema, errors=(409,))
+    @api("createApiKey", {201: NewApiKeySchema}, body=KeyCreateSchema, errors=(409,))
     @authenticated
     async def post(self) -> None:
         """Create an API key with scopes and a lifetime; the secret is in this answer only. At most 5 active."""
         data = self.load()
         self.respond(await keys.create_key(self.rt, self.principal, **data), 201)
 
-    @api({200: ApiKeyListSchema}, query=PageQuery)
+    @api("listApiKeys", {200: ApiKeyListSchema}, query=PageQuery)
     @authenticated
     async def get(self) -> None:
         """The caller's API keys, newest first, with their status and when each was last used."""
@@ -73,7 +75,7 @@ class KeyListHandler(BaseHandler):
 
 
 class KeyRevokeHandler(BaseHandler):
-    @api({200: ApiKeySchema})
+    @api("revokeApiKey", {200: ApiKeySchema})
     @authenticated
     async def post(self, key_id: str) -> None:
         """Revoke a key at once (also one in its rollover grace); repeating it changes nothing."""
@@ -81,7 +83,7 @@ class KeyRevokeHandler(BaseHandler):
 
 
 class KeyRolloverHandler(BaseHandler):
-    @api({201: NewApiKeySchema}, body=KeyRolloverSchema, errors=(409,))
+    @api("rolloverApiKey", {201: NewApiKeySchema}, body=KeyRolloverSchema, errors=(409,))
     @authenticated
     async def post(self, key_id: str) -> None:
         """A new secret with the same name and scopes; the old one stops after grace_seconds (at once by default).

@@ -12,6 +12,8 @@ from handlers.schemas import MoneySchema, TransactionListSchema, TransactionQuer
 from wallet.ledger import history, lifecycle
 from wallet.operations import fx
 
+TAG = "Transactions"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -80,7 +82,7 @@ class OwnWalletMoneyHandler(MoneyHandler):
 class DepositHandler(OwnWalletMoneyHandler):
     kind = "DEPOSIT"
 
-    @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
+    @api("deposit", {201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @requires("deposit")
     async def post(self, wallet_id: str) -> None:
         """Deposit into one of the caller's wallets (when the server allows self-service deposits)."""
@@ -90,7 +92,7 @@ class DepositHandler(OwnWalletMoneyHandler):
 class WithdrawHandler(OwnWalletMoneyHandler):
     kind = "WITHDRAWAL"
 
-    @api({201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
+    @api("withdraw", {201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @requires("withdraw")
     async def post(self, wallet_id: str) -> None:
         """Withdraw from one of the caller's wallets, within the daily limit."""
@@ -98,7 +100,7 @@ class WithdrawHandler(OwnWalletMoneyHandler):
 
 
 class OperationHandler(MoneyHandler):
-    @api({200: WalletSchema}, body=OperationSchema, idempotent=True, errors=(403,))
+    @api("depositOrWithdraw", {200: WalletSchema}, body=OperationSchema, idempotent=True, errors=(403,))
     @requires("deposit", "withdraw")
     async def post(self, wallet_id: str) -> None:
         """Deposit or withdraw and answer with the updated wallet (a common wallet-service API).
@@ -122,7 +124,7 @@ class OperationHandler(MoneyHandler):
 
 
 class TransferHandler(MoneyHandler):
-    @api({201: TransactionSchema}, body=TransferSchema, idempotent=True, errors=(403, 404))
+    @api("transfer", {201: TransactionSchema}, body=TransferSchema, idempotent=True, errors=(403, 404))
     @requires("transfer")
     async def post(self) -> None:
         """Send money to a wallet (by id or number), a username or a phone, in the source currency; or, with
@@ -140,7 +142,7 @@ class TransferHandler(MoneyHandler):
 class TransactionListHandler(BaseHandler):
     cacheable = True
 
-    @api({200: TransactionListSchema}, query=TransactionQuery, errors=(404,))
+    @api("listTransactions", {200: TransactionListSchema}, query=TransactionQuery, errors=(404,))
     @requires("read")
     async def get(self) -> None:
         """The caller's transactions, newest first, filtered by wallet (404 if not yours), type, status, time."""
@@ -149,7 +151,7 @@ class TransactionListHandler(BaseHandler):
 
 
 class TransactionHandler(BaseHandler):
-    @api({200: TransactionSchema})
+    @api("getTransaction", {200: TransactionSchema})
     @requires("read")
     async def get(self, transaction_id: str) -> None:
         """One transaction touching the caller's wallets."""

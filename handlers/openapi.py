@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +26,27 @@ accept an `Idempotency-Key`: a repeat with the same key and parameters returns t
 `Idempotent-Replayed: true`. Use "Authorize" with the `access_token` from `POST /api/v1/auth/login`, or with
 an API key (`X-API-Key`) on the operations that list it.
 """
+
+# The tags in the order a reader meets them (Swagger UI's sections, a generated client's api/<tag>/ packages). An
+# operation's tag is its handler module's TAG, or Admin for an operation only an admin may call.
+TAGS = {
+    "Auth": "Register, log in, refresh a token pair, log out.",
+    "Google": "Sign in with Google, and link Google to an account.",
+    "Users": "The caller's own account.",
+    "Wallets": "The caller's wallets: open, list, read one, its balance and its history.",
+    "Transactions": "Move money (deposit, withdraw, transfer) and read the caller's transactions.",
+    "Statements": "A wallet's statement over a period, as JSON, CSV or PDF.",
+    "Holds": "Reserve an amount for a payee, then capture or void it.",
+    "FX": "Exchange rates, and quotes for transfers between currencies.",
+    "Paystack": "Deposits paid through Paystack, and Paystack's webhook.",
+    "Keys": "API keys: programs that act for the caller within scopes.",
+    "Events": "The caller's events in commit order, page by page.",
+    "Webhooks": "URLs the caller's events are sent to, and their deliveries.",
+    "Admin": "What only an admin may do: users, credits, reversals, exchange rates, the audit, the action log.",
+    "Service": "Liveness, readiness, metrics, this document and its Swagger UI.",
+}
+# camelCase, a verb first: what a generated client turns into its function names (list_wallets, create_hold).
+OPERATION_ID = re.compile(r"^[a-z]+(?:[A-Z][a-z0-9]*)*$")
 
 _GROUP = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _HEADERS = {
@@ -124,14 +146,23 @@ def _response(status: int, content: dict[str, Any] | None, idempotent: bool) -> 
     return response
 
 
+def _tag(handler: type[web.RequestHandler], access: str | None) -> str:
+    tag = "Admin" if access == "admin" else getattr(sys.modules[handler.__module__], "TAG", None)
+    if tag not in TAGS:
+        raise ValueError(f"{handler.__name__}: its module's TAG {tag!r} is not one of handlers/openapi.py's TAGS")
+    return tag
+
+
 def _operation(handler: type[web.RequestHandler], verb: Any, path_params: list[str]) -> dict[str, Any]:
     declared: Api = verb.api
     access = getattr(verb, "access", None)
     doc = inspect.getdoc(verb) or ""
+    if not OPERATION_ID.match(declared.operation_id):
+        raise ValueError(f"{handler.__name__}.{verb.__name__}: operationId {declared.operation_id!r} is not camelCase")
     operation: dict[str, Any] = {
-        "operationId": f"{handler.__name__}.{verb.__name__}",
+        "operationId": declared.operation_id,
         "summary": doc.split("\n", 1)[0],
-        "tags": [handler.__module__.rsplit(".", 1)[-1].capitalize()],
+        "tags": [_tag(handler, access)],
         "security": _security(access, getattr(verb, "scopes", ())),
         "parameters": [
             {
@@ -166,7 +197,8 @@ def _operation(handler: type[web.RequestHandler], verb: Any, path_params: list[s
 
 
 def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[str, Any]:
-    """The OpenAPI document of these (pattern, handler) routes; every verb they implement must be declared with @api."""
+    """The OpenAPI document of these (pattern, handler) routes; every verb they implement must be declared with @api,
+    under an operationId no other verb has."""
     plugin = _Plugin()
     spec = APISpec(
         title="Wallet API",
@@ -174,6 +206,7 @@ def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[s
         openapi_version="3.1.0",
         plugins=[plugin],
         info={"description": DESCRIPTION},
+        tags=[{"name": name, "description": description} for name, description in TAGS.items()],
     )
     plugin.converter.add_attribute_function(_field_json_schema)
     plugin.converter.add_attribute_function(_ecma_pattern)
@@ -199,12 +232,17 @@ def build_spec(routes: Iterable[tuple[str, type[web.RequestHandler]]]) -> dict[s
             "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern},
         },
     )
+    declared_by: dict[str, str] = {}  # operationId -> the verb that declared it
     for pattern, handler in routes:
         operations: dict[str, Any] = {}
         path = ""
         for name, verb in implemented_verbs(handler).items():
             if not hasattr(verb, "api"):
                 raise TypeError(f"{handler.__name__}.{name} has no @api declaration")
+            operation_id, where = verb.api.operation_id, f"{handler.__name__}.{name}"
+            if operation_id in declared_by:
+                raise ValueError(f"{where}: operationId {operation_id!r} is {declared_by[operation_id]}'s already")
+            declared_by[operation_id] = where
             path, params = openapi_path(pattern, verb)
             operations[name] = _operation(handler, verb, params)
         if operations:

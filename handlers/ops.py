@@ -9,16 +9,18 @@ from handlers.schemas import HealthSchema
 from wallet import errors
 from wallet.platform import health, metrics
 
+TAG = "Service"  # the OpenAPI tag of this module's operations
+
 
 class HealthHandler(BaseHandler):
-    @api({200: HealthSchema})
+    @api("getHealth", {200: HealthSchema})
     async def get(self) -> None:
         """Liveness: 200 while the process runs."""
         self.respond({"status": "ok"}, 200)
 
 
 class ReadyHandler(BaseHandler):
-    @api({200: HealthSchema}, errors=(503,))
+    @api("getReadiness", {200: HealthSchema}, errors=(503,))
     async def get(self) -> None:
         """Readiness: 200 when the database (and Redis, when configured) answer.
 
@@ -29,7 +31,7 @@ class ReadyHandler(BaseHandler):
 
 
 class MetricsHandler(BaseHandler):
-    @api({200: {"type": "string"}}, media="text/plain", errors=(401, 404))
+    @api("getMetrics", {200: {"type": "string"}}, media="text/plain", errors=(401, 404))
     async def get(self) -> None:
         """Prometheus metrics of the whole server (every worker process), for a scraper.
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from marshmallow import ValidationError, fields, validate, validates_schema
 from tornado import iostream
 
-from handlers.base import BaseHandler, admin_only, api, parse_uuid, requires
+from handlers.base import BaseHandler, Verb, admin_only, api, parse_uuid, requires
 from handlers.field_types import (
     CURRENCY,
     DECIMAL,
@@ -20,6 +21,8 @@ from handlers.field_types import (
 from handlers.schemas import CounterpartySchema, Output, PeriodQuery
 from wallet.operations import statements
 from wallet.operations.statement_pdf import StatementPdf
+
+TAG = "Statements"  # the OpenAPI tag of this module's operations
 
 # ---- requests ---------------------------------------------------------------------------------------------------
 
@@ -78,14 +81,17 @@ PDF = "application/pdf"
 
 
 # Both routes answer the same way; the OpenAPI document describes the three media types.
-_DECLARED = api(
-    {200: StatementSchema},
-    query=StatementQuery,
-    alternatives={
-        CSV: {"type": "string", "description": "A header row, then one row per entry (format=csv)."},
-        PDF: {"type": "string", "contentMediaType": PDF, "description": "An A4 statement (format=pdf)."},
-    },
-)
+def _declared(operation_id: str) -> Callable[[Verb], Verb]:
+    """The declaration both statements share (the owner's and an admin's), under their own operationIds."""
+    return api(
+        operation_id,
+        {200: StatementSchema},
+        query=StatementQuery,
+        alternatives={
+            CSV: {"type": "string", "description": "A header row, then one row per entry (format=csv)."},
+            PDF: {"type": "string", "contentMediaType": PDF, "description": "An A4 statement (format=pdf)."},
+        },
+    )
 
 
 class StatementHandler(BaseHandler):
@@ -137,7 +143,7 @@ class StatementHandler(BaseHandler):
 
 
 class WalletStatementHandler(StatementHandler):
-    @_DECLARED
+    @_declared("getStatement")
     @requires("read")
     async def get(self, wallet_id: str) -> None:
         """A wallet's statement: opening balance, every entry with its running balance, closing balance, totals.
@@ -150,7 +156,7 @@ class WalletStatementHandler(StatementHandler):
 
 
 class AdminStatementHandler(StatementHandler):
-    @_DECLARED
+    @_declared("getUserStatement")
     @admin_only
     async def get(self, user_id: str, wallet_id: str) -> None:
         """Any user's wallet statement, as the owner gets it (a wallet that is not that user's is 404)."""

@@ -18,6 +18,8 @@ from handlers.schemas import (
 )
 from wallet.identity import accounts
 
+TAG = "Users"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -39,20 +41,20 @@ class UserUpdateSchema(Schema):
 
 
 class MeHandler(BaseHandler):
-    @api({200: UserSchema})
+    @api("getMe", {200: UserSchema})
     @authenticated
     async def get(self) -> None:
         """The caller's account."""
         self.respond(await accounts.get_me(self.rt, self.principal), 200)
 
-    @api({200: UserSchema}, body=UserUpdateSchema, errors=(409, 429))
+    @api("updateMe", {200: UserSchema}, body=UserUpdateSchema, errors=(409, 429))
     @authenticated
     async def patch(self) -> None:
         """Change email, phone, or the password (with current_password; other sessions end)."""
         changes = self.load()
         self.respond(await accounts.update_me(self.rt, self.principal, changes, self.request.remote_ip or ""), 200)
 
-    @api({204: None})
+    @api("deleteMe", {204: None})
     @authenticated
     async def delete(self) -> None:
         """Deactivate the account: its tokens stop working and login is refused; the ledger stays."""

@@ -20,6 +20,8 @@ from handlers.schemas import (
 )
 from wallet.ledger import history, wallets
 
+TAG = "Wallets"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -39,13 +41,13 @@ class BalanceSchema(Output):
 
 
 class WalletListHandler(BaseHandler):
-    @api({200: WalletListSchema})
+    @api("listWallets", {200: WalletListSchema})
     @requires("read")
     async def get(self) -> None:
         """Every wallet of the caller, and the total balance per currency."""
         self.respond(await wallets.list_wallets(self.rt, self.principal), 200)
 
-    @api({201: WalletSchema}, body=WalletCreateSchema)
+    @api("createWallet", {201: WalletSchema}, body=WalletCreateSchema)
     @authenticated
     async def post(self) -> None:
         """Open a wallet in a currency."""
@@ -56,7 +58,7 @@ class WalletListHandler(BaseHandler):
 class WalletHandler(BaseHandler):
     cacheable = True
 
-    @api({200: WalletSchema})
+    @api("getWallet", {200: WalletSchema})
     @requires("read")
     async def get(self, wallet_id: str) -> None:
         """One of the caller's wallets."""
@@ -67,7 +69,7 @@ class WalletHandler(BaseHandler):
 class WalletBalanceHandler(BaseHandler):
     cacheable = True
 
-    @api({200: BalanceSchema})
+    @api("getBalance", {200: BalanceSchema})
     @requires("read")
     async def get(self, wallet_id: str) -> None:
         """A wallet's balance."""
@@ -78,7 +80,7 @@ class WalletBalanceHandler(BaseHandler):
 class WalletTransactionsHandler(BaseHandler):
     cacheable = True
 
-    @api({200: TransactionListSchema}, query=PageQuery)
+    @api("listWalletTransactions", {200: TransactionListSchema}, query=PageQuery)
     @requires("read")
     async def get(self, wallet_id: str) -> None:
         """The transactions touching a wallet, newest first, with their direction."""

@@ -16,6 +16,8 @@ from handlers.schemas import (
 from wallet.notify import webhooks
 from wallet.notify.events import TYPES as EVENT_TYPES
 
+TAG = "Webhooks"  # the OpenAPI tag of this module's operations
+
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
@@ -78,13 +80,13 @@ class WebhookDeliveryListSchema(Output):
 
 
 class WebhookEndpointListHandler(BaseHandler):
-    @api({200: WebhookEndpointListSchema})
+    @api("listWebhookEndpoints", {200: WebhookEndpointListSchema})
     @authenticated
     async def get(self) -> None:
         """The caller's webhook endpoints."""
         self.respond(await webhooks.list_endpoints(self.rt, self.principal.user_id), 200)
 
-    @api({201: WebhookEndpointSecretSchema}, body=WebhookEndpointCreateSchema, errors=(409,))
+    @api("createWebhookEndpoint", {201: WebhookEndpointSecretSchema}, body=WebhookEndpointCreateSchema, errors=(409,))
     @authenticated
     async def post(self) -> None:
         """Register a URL for events (Standard Webhooks); the signing secret is in this answer only."""
@@ -96,13 +98,13 @@ class WebhookEndpointListHandler(BaseHandler):
 
 
 class WebhookEndpointHandler(BaseHandler):
-    @api({200: WebhookEndpointSchema})
+    @api("getWebhookEndpoint", {200: WebhookEndpointSchema})
     @authenticated
     async def get(self, endpoint_id: str) -> None:
         """One of the caller's webhook endpoints."""
         self.respond(await webhooks.get_endpoint(self.rt, self.principal.user_id, parse_uuid(endpoint_id, "id")), 200)
 
-    @api({204: None})
+    @api("deleteWebhookEndpoint", {204: None})
     @authenticated
     async def delete(self, endpoint_id: str) -> None:
         """Remove an endpoint; nothing more is sent to it."""
@@ -111,7 +113,7 @@ class WebhookEndpointHandler(BaseHandler):
 
 
 class WebhookSecretHandler(BaseHandler):
-    @api({200: WebhookEndpointSecretSchema}, body=RotateSecretSchema)
+    @api("rotateWebhookSecret", {200: WebhookEndpointSecretSchema}, body=RotateSecretSchema)
     @authenticated
     async def post(self, endpoint_id: str) -> None:
         """A new signing secret; the old one also signs for `grace_seconds`."""
@@ -121,7 +123,7 @@ class WebhookSecretHandler(BaseHandler):
 
 
 class WebhookDeliveryListHandler(BaseHandler):
-    @api({200: WebhookDeliveryListSchema}, query=PageQuery)
+    @api("listWebhookDeliveries", {200: WebhookDeliveryListSchema}, query=PageQuery)
     @authenticated
     async def get(self, endpoint_id: str) -> None:
         """An endpoint's deliveries, newest first, with their attempts and last status code."""
@@ -130,7 +132,7 @@ class WebhookDeliveryListHandler(BaseHandler):
 
 
 class WebhookRetryHandler(BaseHandler):
-    @api({202: WebhookDeliverySchema})
+    @api("retryWebhookDelivery", {202: WebhookDeliverySchema})
     @authenticated
     async def post(self, endpoint_id: str, delivery_id: str) -> None:
         """Send a delivery again soon, whatever its state."""

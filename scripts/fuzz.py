@@ -91,7 +91,7 @@ def main() -> int:
     with httpx.Client(base_url=url, timeout=30) as client:
         tokens = seed(client)
     # Logging out or deactivating would end the session the other operations are fuzzed with.
-    enders = ("LogoutHandler.post", "MeHandler.delete")
+    enders = ("logout", "deleteMe")
     exclude_enders = [arg for op in enders for arg in ("--exclude-operation-id", op)]
     only_enders = [arg for op in enders for arg in ("--include-operation-id", op)]
     # Paystack and Google are not configured on this server: their operations answer 503 PROVIDER_NOT_CONFIGURED by

@@ -3,17 +3,20 @@ it says about access, bodies and errors is what the running server does."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
 import pytest
+from conftest import ROOT
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
 import server as app_module
-from handlers.base import implemented_verbs
-from handlers.openapi import api_routes, openapi_path
+from handlers.base import BaseHandler, api, implemented_verbs
+from handlers.openapi import TAGS, api_routes, build_spec, openapi_path
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+TAG = "Wallets"  # the tag build_spec gives the handlers this module declares (a module's TAG)
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +197,50 @@ def test_405_says_which_methods_are_allowed(server):
 def test_static_files_redirects_and_options_are_not_operations(spec):
     assert not [path for path in spec["paths"] if path.startswith("/docs/") or path == "/"]
     assert not [(path, method) for path, method, _ in operations(spec) if method in ("options", "head")]
+
+
+def test_operation_ids_and_tags_are_the_ones_the_api_guide_lists(spec):
+    """They name a generated client's functions and packages: stable, and documented (docs/api.md)."""
+    guide = (ROOT / "docs" / "api.md").read_text().split("## Operation names and tags", 1)[1]
+    rows = re.findall(r"^\| (\w+) \| (`.+`) \|$", guide, re.M)
+    documented = {tag: re.findall(r"`(\w+)`", ids) for tag, ids in rows}
+    served: dict[str, list[str]] = {}
+    for _, _, operation in operations(spec):
+        assert len(operation["tags"]) == 1, operation["operationId"]
+        served.setdefault(operation["tags"][0], []).append(operation["operationId"])
+    assert {tag: sorted(ids) for tag, ids in documented.items()} == {tag: sorted(ids) for tag, ids in served.items()}
+    assert [tag["name"] for tag in spec["tags"]] == list(documented) == list(TAGS)
+    assert all(tag["description"] for tag in spec["tags"])
+    assert sum(map(len, documented.values())) == len(list(operations(spec)))  # so each operationId is unique
+
+
+def declared(name: str, operation_id: str | None, module: str = __name__) -> type[BaseHandler]:
+    async def get(self) -> None:
+        """Something."""
+
+    verb = get if operation_id is None else api(operation_id, {204: None})(get)
+    return type(name, (BaseHandler,), {"get": verb, "__module__": module})
+
+
+def test_a_verb_builds_with_its_operation_id_and_its_modules_tag():
+    operation = build_spec([("/thing$", declared("ThingHandler", "getThing"))])["paths"]["/thing"]["get"]
+    assert (operation["operationId"], operation["tags"]) == ("getThing", ["Wallets"])
+
+
+@pytest.mark.parametrize(
+    ("routes", "error", "message"),
+    [
+        ([("/a$", declared("A", None))], TypeError, "A.get has no @api declaration"),
+        (
+            [("/a$", declared("A", "getThing")), ("/b$", declared("B", "getThing"))],
+            ValueError,
+            "B.get: operationId 'getThing' is A.get's already",
+        ),
+        ([("/a$", declared("A", "get_thing"))], ValueError, "A.get: operationId 'get_thing' is not camelCase"),
+        ([("/a$", declared("A", "GetThing"))], ValueError, "A.get: operationId 'GetThing' is not camelCase"),
+        ([("/a$", declared("A", "getThing", "handlers.base"))], ValueError, "A: its module's TAG None is not one"),
+    ],
+)
+def test_the_document_refuses_to_build_without_a_unique_camel_case_operation_id_and_a_tag(routes, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        build_spec(routes)
