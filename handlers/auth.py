@@ -40,7 +40,10 @@ class RegisterSchema(Schema):
 
 class LoginSchema(Schema):
     IDENTIFIERS = ("username", "email", "phone")
-    json_schema = one_of_required(IDENTIFIERS)
+    json_schema = {
+        **one_of_required(IDENTIFIERS),
+        "description": "The password and exactly one of username, email, phone.",
+    }
 
     username = Text(validate=validate.Length(max=254))
     email = Text(validate=validate.Length(max=254))

@@ -171,9 +171,12 @@ def exactly_one(data: dict[str, Any], names: tuple[str, ...]) -> None:
         raise ValidationError(f"Give exactly one of {', '.join(names)}.", "_schema")
 
 
-def one_of_required(names: tuple[str, ...]) -> dict[str, Any]:
-    """exactly_one as JSON Schema, for a schema's `json_schema` (which the OpenAPI spec merges in)."""
-    return {"oneOf": [{"required": [name]} for name in names]}
+def one_of_required(*groups: tuple[str, ...]) -> dict[str, Any]:
+    """exactly_one of each group as JSON Schema, for a schema's `json_schema` (which the OpenAPI spec merges in).
+
+    The rules stand under allOf: a oneOf at the top of the schema would read to a client generator as a choice
+    between shapes without properties (an untyped body) instead of one model with optional fields."""
+    return {"allOf": [{"oneOf": [{"required": [name]} for name in names]} for names in groups]}
 
 
 # The policy wallet/identity/accounts.py checks (JSON Schema cannot count UTF-8 bytes), for the OpenAPI spec.

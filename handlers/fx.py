@@ -36,7 +36,7 @@ class FxRateSetSchema(Schema):
 class FxQuoteCreateSchema(Schema):
     RECIPIENTS = ("to_wallet_id", "to_wallet_number")
     AMOUNTS = ("source_amount", "destination_amount")
-    json_schema = {"allOf": [one_of_required(RECIPIENTS), one_of_required(AMOUNTS)]}
+    json_schema = one_of_required(RECIPIENTS, AMOUNTS)
 
     from_wallet_id = fields.UUID(required=True)
     to_wallet_id = fields.UUID()

@@ -24,7 +24,7 @@ class OperationSchema(MoneySchema):
 class TransferSchema(MoneySchema):
     RECIPIENTS = ("to_wallet_id", "to_wallet_number", "to_username", "to_phone")
     WHAT = ("amount", "quote_id")
-    json_schema = {"allOf": [one_of_required(RECIPIENTS), one_of_required(WHAT)]}
+    json_schema = one_of_required(RECIPIENTS, WHAT)
 
     amount = Amount(load_default=None, metadata={"description": "In the source currency; not with quote_id."})
     quote_id = fields.UUID(

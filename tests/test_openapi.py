@@ -176,6 +176,22 @@ def test_request_bodies_are_the_schemas_the_server_validates_with(server, spec, 
     assert checked >= 11
 
 
+def test_request_bodies_are_one_object_with_properties_not_a_choice_of_shapes(spec):
+    """Rules across fields (exactly one of username, email, phone) stand under allOf: a top-level oneOf reads to a
+    client generator as a choice between shapes without properties, and the body comes out untyped."""
+    schemas = spec["components"]["schemas"]
+    for path, method, operation in operations(spec):
+        if "requestBody" in operation:
+            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            body = schemas[ref.rsplit("/", 1)[1]]
+            assert body["type"] == "object" and body["properties"], (method, path)
+            assert not {"oneOf", "anyOf"} & set(body), (method, path)
+    login = schemas["Login"]
+    assert set(login["properties"]) == {"username", "email", "phone", "password"}
+    assert login["required"] == ["password"]
+    assert login["allOf"] == [{"oneOf": [{"required": [name]} for name in ("username", "email", "phone")]}]
+
+
 def test_responses_carry_every_documented_field(server, spec, user):
     """Response schemas mark all fields required; a real answer has exactly those fields."""
     wallet_schema = spec["components"]["schemas"]["Wallet"]
