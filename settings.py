@@ -57,6 +57,9 @@ class Settings:
     login_ip_max_failures: int = 50
     login_account_max_failures: int = 100
     login_window: int = 900
+    step_up_window: int = 300
+    step_up_amount: Decimal = Decimal("1000")
+    admin_require_2fa: bool = False
     db_pool_size: int = 20
     db_statement_timeout: int = 5
     db_pool_timeout: int = 5
@@ -220,6 +223,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "LOGIN_IP_MAX_FAILURES": ("login_ip_max_failures", _int("LOGIN_IP_MAX_FAILURES", 1, 100000)),
     "LOGIN_ACCOUNT_MAX_FAILURES": ("login_account_max_failures", _int("LOGIN_ACCOUNT_MAX_FAILURES", 1, 100000)),
     "LOGIN_WINDOW": ("login_window", _int("LOGIN_WINDOW", 1, 24 * 3600)),
+    "STEP_UP_WINDOW": ("step_up_window", _int("STEP_UP_WINDOW", 10, 24 * 3600)),
+    "STEP_UP_AMOUNT": ("step_up_amount", _limit("STEP_UP_AMOUNT")),
+    "ADMIN_REQUIRE_2FA": ("admin_require_2fa", _bool("ADMIN_REQUIRE_2FA")),
     "DB_POOL_SIZE": ("db_pool_size", _int("DB_POOL_SIZE", 1, 500)),
     "DB_STATEMENT_TIMEOUT": ("db_statement_timeout", _int("DB_STATEMENT_TIMEOUT", 1, 3600)),
     "DB_POOL_TIMEOUT": ("db_pool_timeout", _int("DB_POOL_TIMEOUT", 1, 300)),

@@ -1,4 +1,4 @@
-"""Auth endpoints: register, login, refresh, logout."""
+"""Auth endpoints: register, login (and its two-factor step), refresh, step-up, logout."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from handlers.field_types import (
     Currency,
     Email,
     Phone,
+    RecoveryCode,
     Text,
+    TotpCode,
     exactly_one,
     one_of_required,
 )
 from handlers.schemas import (
+    AccessTokenSchema,
     Output,
     TokenPairSchema,
     UserSchema,
     WalletSchema,
 )
-from wallet.identity import accounts, auth
+from wallet.identity import accounts, auth, twofactor
 
 TAG = "Auth"  # the OpenAPI tag of this module's operations
 
@@ -55,6 +58,35 @@ class LoginSchema(Schema):
         exactly_one(data, self.IDENTIFIERS)
 
 
+class LoginMfaSchema(Schema):
+    CODES = ("code", "recovery_code")
+    json_schema = one_of_required(CODES)
+
+    mfa_token = Text(required=True, validate=validate.Length(max=4096))
+    code = TotpCode(load_default=None)
+    recovery_code = RecoveryCode(load_default=None)
+
+    @validates_schema
+    def one_code(self, data: dict[str, Any], **kwargs: Any) -> None:
+        exactly_one(data, self.CODES)
+
+
+class StepUpSchema(Schema):
+    PROOFS = ("password", "code")
+    json_schema = one_of_required(PROOFS)
+
+    password = Text(
+        load_default=None,
+        validate=validate.Length(max=1024),
+        metadata={"description": "When two-factor sign-in is off."},
+    )
+    code = TotpCode(load_default=None)
+
+    @validates_schema
+    def one_proof(self, data: dict[str, Any], **kwargs: Any) -> None:
+        exactly_one(data, self.PROOFS)
+
+
 class RefreshSchema(Schema):
     refresh_token = Text(required=True, validate=validate.Length(max=4096))
 
@@ -78,16 +110,34 @@ class RegisterHandler(BaseHandler):
 class LoginHandler(BaseHandler):
     @api("login", {200: TokenPairSchema}, body=LoginSchema, errors=(401, 403, 429))
     async def post(self) -> None:
-        """Log in with exactly one of username, email or phone, and the password."""
+        """Log in with exactly one of username, email or phone, and the password.
+
+        An account with two-factor sign-in answers 401 MFA_REQUIRED with an `mfa_token` (valid 5 minutes) and no
+        tokens: finish at POST /auth/login/mfa with a code."""
         data = self.load()
         field = next(f for f in ("username", "email", "phone") if f in data)
         tokens = await auth.login(
-            self.rt,
-            field=field,
-            identifier=data[field],
-            password=data["password"],
-            client_ip=self.request.remote_ip or "",
+            self.rt, field=field, identifier=data[field], password=data["password"], device=self.device()
         )
+        self.respond(tokens, 200)
+
+
+class LoginMfaHandler(BaseHandler):
+    @api("loginWithCode", {200: TokenPairSchema}, body=LoginMfaSchema, errors=(401, 403, 429))
+    async def post(self) -> None:
+        """The second step of a two-factor sign-in: the `mfa_token` of MFA_REQUIRED and a code from the app (or a
+        recovery code). A wrong, expired or already used code is 401 INVALID_CREDENTIALS; tries are throttled like
+        passwords (429); an mfa_token works for one sign-in."""
+        self.respond(await twofactor.login_mfa(self.rt, **self.load(), device=self.device()), 200)
+
+
+class StepUpHandler(BaseHandler):
+    @api("stepUp", {200: AccessTokenSchema}, body=StepUpSchema, errors=(401, 429))
+    @authenticated
+    async def post(self) -> None:
+        """Authenticate this login again, with a code when two-factor sign-in is on and the password otherwise: a
+        new access token with a fresh `auth_time`, for what answers 403 STEP_UP_REQUIRED (the refresh token stays)."""
+        tokens = await twofactor.step_up(self.rt, self.principal, **self.load(), ip=self.request.remote_ip or "")
         self.respond(tokens, 200)
 
 
@@ -111,6 +161,8 @@ class LogoutHandler(BaseHandler):
 routes = [
     (r"/api/v1/auth/register", RegisterHandler),
     (r"/api/v1/auth/login", LoginHandler),
+    (r"/api/v1/auth/login/mfa", LoginMfaHandler),
+    (r"/api/v1/auth/step-up", StepUpHandler),
     (r"/api/v1/auth/refresh", RefreshHandler),
     (r"/api/v1/auth/logout", LogoutHandler),
 ]

@@ -23,7 +23,7 @@ from tornado import httputil, web
 from settings import Network
 from wallet import errors
 from wallet.identity import keys
-from wallet.identity.auth import authenticate
+from wallet.identity.auth import Device, authenticate
 from wallet.platform import metrics
 from wallet.platform.logs import request_id_var
 from wallet.platform.runtime import Runtime
@@ -212,6 +212,8 @@ def render_error(handler: web.RequestHandler, error: errors.WalletError) -> tupl
         body["details"] = error.details
     if error.transaction_id:
         body["transaction_id"] = error.transaction_id
+    if isinstance(error, errors.MfaRequired):
+        body["mfa_token"] = error.mfa_token
     if isinstance(error, errors.AuthError):
         handler.set_header("WWW-Authenticate", f'Bearer error="{error.code.lower()}"')
     if error.retry_after is not None:
@@ -223,9 +225,11 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
 
 
-def _guard(access: str, scopes: tuple[str, ...] = ()) -> Callable[[Verb], Verb]:
+def _guard(access: str, scopes: tuple[str, ...] = (), recent: bool = False) -> Callable[[Verb], Verb]:
     """Who may call a verb: `user` and `admin` need a login session; `key` also takes an API key with one of
-    `scopes` (a session has them all). The OpenAPI spec documents `access` and `scopes`."""
+    `scopes` (a session has them all). `recent`: the login must have authenticated within STEP_UP_WINDOW (an API key
+    never has). With ADMIN_REQUIRE_2FA an admin's login must have used a second factor. The OpenAPI spec documents
+    `access`, `scopes` and `recent`."""
 
     def decorate(method: Verb) -> Verb:
         @functools.wraps(method)
@@ -237,18 +241,25 @@ def _guard(access: str, scopes: tuple[str, ...] = ()) -> Callable[[Verb], Verb]:
                     if scopes
                     else "API keys cannot be used here; use a Bearer token."
                 )
-            if access == "admin" and not principal.is_admin:
-                raise errors.Forbidden("Admins only.")
+            if access == "admin":
+                if not principal.is_admin:
+                    raise errors.Forbidden("Admins only.")
+                if self.rt.settings.admin_require_2fa and "mfa" not in principal.amr:
+                    raise errors.TwoFactorRequired()
+            if recent:
+                principal.require_recent_authentication(self.rt.settings.step_up_window)
             await method(self, *args, **kwargs)
 
         wrapper.access = access  # type: ignore[attr-defined]
         wrapper.scopes = scopes  # type: ignore[attr-defined]
+        wrapper.recent = recent  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
 
 
 authenticated = _guard("user")  # a login session (Bearer token); API keys are refused with 403
+recently_authenticated = _guard("user", recent=True)  # a login session that authenticated within STEP_UP_WINDOW
 admin_only = _guard("admin")  # an admin's login session
 
 
@@ -350,6 +361,16 @@ class BaseHandler(web.RequestHandler):
         if self.principal is None:
             raise self._auth_error or errors.AuthError()
         return self.principal
+
+    def device(self) -> Device:
+        """Where this request comes from, as a sign-in records it."""
+        return Device(self.request.remote_ip or "", self.request.headers.get("User-Agent", ""))
+
+    def step_up_above(self, amount: Decimal) -> None:
+        """Moving more than STEP_UP_AMOUNT needs a recent authentication: decided from the amount asked and the
+        token's claims, with no query (an API key never passes)."""
+        s = self.rt.settings
+        self.require_principal().require_recent_authentication_above(amount, s.step_up_amount, s.step_up_window)
 
     def raw_body(self) -> bytes:
         """The body exactly as received (what a webhook signature covers)."""

@@ -134,6 +134,34 @@ class Phone(Text):
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+class TotpCode(Text):
+    """The 6-digit code an authenticator app shows now."""
+
+    json_schema = {"pattern": "^[0-9]{6}$", "description": "The 6-digit code the authenticator app shows now."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(r"[0-9]{6}", text):
+            raise ValidationError("Must be the 6 digits the app shows.")
+        return text
+
+
+class RecoveryCode(Text):
+    """One of the recovery codes given when two-factor sign-in was turned on (dashes and case do not matter)."""
+
+    json_schema = {
+        "pattern": "^[A-Za-z0-9 -]{10,20}$",
+        "description": "A recovery code such as abcde-fghjk (given when two-factor sign-in was turned on); each works "
+        "once.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(r"[A-Za-z0-9 -]{10,20}", text):
+            raise ValidationError("Must be a recovery code such as abcde-fghjk.")
+        return text
+
+
 class UtcDateTime(fields.DateTime):
     """ISO 8601 in UTC with a Z; on input a date means its midnight UTC."""
 

@@ -55,10 +55,11 @@ class GoogleCallbackHandler(BaseHandler):
         """Where the provider sends the browser back: the token pair of the Google account's user.
 
         The first sign-in creates the account (no password, a default wallet). An existing account with the
-        same e-mail is 409: log in with its password and link Google from the account.
+        same e-mail is 409: log in with its password and link Google from the account. An account with two-factor
+        sign-in answers 401 MFA_REQUIRED, as a password login does.
         """
         query = self.query()
-        self.respond(await google.sign_in(self.rt, query["code"], query["state"]), 200)
+        self.respond(await google.sign_in(self.rt, query["code"], query["state"], self.device()), 200)
 
 
 class GoogleLinkStartHandler(BaseHandler):

@@ -92,6 +92,7 @@ class HoldListHandler(MoneyHandler):
         """Reserve an amount of the caller's wallet for a payee: it leaves the available balance at once and stays
         in the balance until captured, voided or expired."""
         data = self.load()
+        self.step_up_above(data["amount"])
         recipient = {k: v for k, v in data.items() if k.startswith("to_")}
         hold, replayed = await holds.place(
             self.rt,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.base import BaseHandler, api, authenticated, parse_uuid, recently_authenticated
 from handlers.field_types import (
     Text,
     UtcDateTime,
@@ -61,9 +61,11 @@ class ApiKeyListSchema(Output):
 
 class KeyListHandler(BaseHandler):
     @api("createApiKey", {201: NewApiKeySchema}, body=KeyCreateSchema, errors=(409,))
-    @authenticated
+    @recently_authenticated
     async def post(self) -> None:
-        """Create an API key with scopes and a lifetime; the secret is in this answer only. At most 5 active."""
+        """Create an API key with scopes and a lifetime; the secret is in this answer only. At most 5 active.
+
+        Needs a recent authentication (step-up); the owner is told by e-mail (the api_key.created event)."""
         data = self.load()
         self.respond(await keys.create_key(self.rt, self.principal, **data), 201)
 
@@ -84,11 +86,12 @@ class KeyRevokeHandler(BaseHandler):
 
 class KeyRolloverHandler(BaseHandler):
     @api("rolloverApiKey", {201: NewApiKeySchema}, body=KeyRolloverSchema, errors=(409,))
-    @authenticated
+    @recently_authenticated
     async def post(self, key_id: str) -> None:
         """A new secret with the same name and scopes; the old one stops after grace_seconds (at once by default).
 
         Without expires_in the new key gets the old one's lifetime. A revoked or already rolled-over key is a 409.
+        A new secret is a new key: this needs a recent authentication (step-up) too.
         """
         data = self.load()
         rolled = await keys.rollover_key(self.rt, self.principal, parse_uuid(key_id, "key_id"), **data)

@@ -67,6 +67,8 @@ class OwnWalletMoneyHandler(MoneyHandler):
 
     async def move(self, wallet_id: str) -> None:
         data = self.load()
+        if self.kind == "WITHDRAWAL":
+            self.step_up_above(data["amount"])
         outcome = await lifecycle.own_wallet_operation(
             self.rt,
             self.principal,
@@ -109,6 +111,8 @@ class OperationHandler(MoneyHandler):
         """
         data = self.load()
         self.principal.require("deposit" if data["operation_type"] == "DEPOSIT" else "withdraw")
+        if data["operation_type"] == "WITHDRAW":
+            self.step_up_above(data["amount"])
         result = await lifecycle.operation(
             self.rt,
             self.principal,
@@ -132,9 +136,10 @@ class TransferHandler(MoneyHandler):
         data = self.load()
         recipient = {k: v for k, v in data.items() if k.startswith("to_")}
         parties = (self.rt, self.principal, data["from_wallet_id"], recipient)
-        if data["quote_id"] is not None:
+        if data["quote_id"] is not None:  # its amount was judged when it was quoted
             outcome = await fx.transfer(*parties, data["quote_id"], data["description"], self.idempotency_key())
         else:
+            self.step_up_above(data["amount"])
             outcome = await lifecycle.transfer(*parties, data["amount"], data["description"], self.idempotency_key())
         self.respond_outcome(outcome)
 

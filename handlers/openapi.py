@@ -25,6 +25,11 @@ JSON number. Every error has the shape `{"error", "code", "details"?, "transacti
 accept an `Idempotency-Key`: a repeat with the same key and parameters returns the first answer with
 `Idempotent-Replayed: true`. Use "Authorize" with the `access_token` from `POST /api/v1/auth/login`, or with
 an API key (`X-API-Key`) on the operations that list it.
+
+An account with two-factor sign-in answers the login with 401 `MFA_REQUIRED` and an `mfa_token`, which
+`POST /api/v1/auth/login/mfa` exchanges with a code for the tokens. Operations marked `x-step-up: true` (and money
+movements above the server's STEP_UP_AMOUNT) need a login that authenticated within STEP_UP_WINDOW seconds; otherwise
+they answer 403 `STEP_UP_REQUIRED`, and `POST /api/v1/auth/step-up` gives a fresh access token.
 """
 
 # The tags in the order a reader meets them (Swagger UI's sections, a generated client's api/<tag>/ packages). An
@@ -177,6 +182,8 @@ def _operation(handler: type[web.RequestHandler], verb: Any, path_params: list[s
     }
     if "\n" in doc:
         operation["description"] = doc.split("\n", 1)[1].strip()
+    if getattr(verb, "recent", False):
+        operation["x-step-up"] = True
     if declared.query:
         operation["parameters"].append({"in": "query", "schema": declared.query})
     if declared.idempotent:

@@ -144,6 +144,7 @@ class UserSchema(Output):
     role = fields.String(validate=validate.OneOf(["user", "admin"]))
     status = fields.String(validate=validate.OneOf(["active", "frozen", "inactive"]))
     auth_providers = fields.List(fields.String(validate=validate.OneOf(["password", "google"])))
+    two_factor = fields.Boolean(metadata={"description": "Whether sign-in needs a code from an authenticator app."})
     created_at = UtcDateTime()
 
 
@@ -159,11 +160,16 @@ class WalletSchema(Output):
     updated_at = UtcDateTime()
 
 
-class TokenPairSchema(Output):
-    access_token = fields.String()
-    refresh_token = fields.String()
+class AccessTokenSchema(Output):
+    access_token = fields.String(
+        metadata={"description": "A JWT; its auth_time and amr claims say when and how the login last authenticated."}
+    )
     token_type = fields.String(validate=validate.OneOf(["Bearer"]))
     expires_in = fields.Integer()
+
+
+class TokenPairSchema(AccessTokenSchema):
+    refresh_token = fields.String()
 
 
 class TotalSchema(Output):
@@ -235,3 +241,4 @@ class ErrorSchema(Schema):
     code = fields.String(required=True)
     details = fields.Dict()
     transaction_id = fields.UUID()
+    mfa_token = fields.String(metadata={"description": "With MFA_REQUIRED: for POST /api/v1/auth/login/mfa."})

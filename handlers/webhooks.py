@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from handlers.base import BaseHandler, api, authenticated, parse_uuid
+from handlers.base import BaseHandler, api, authenticated, parse_uuid, recently_authenticated
 from handlers.field_types import (
     Text,
     UtcDateTime,
@@ -87,9 +87,10 @@ class WebhookEndpointListHandler(BaseHandler):
         self.respond(await webhooks.list_endpoints(self.rt, self.principal.user_id), 200)
 
     @api("createWebhookEndpoint", {201: WebhookEndpointSecretSchema}, body=WebhookEndpointCreateSchema, errors=(409,))
-    @authenticated
+    @recently_authenticated
     async def post(self) -> None:
-        """Register a URL for events (Standard Webhooks); the signing secret is in this answer only."""
+        """Register a URL for events (Standard Webhooks); the signing secret is in this answer only. Needs a recent
+        authentication (step-up)."""
         data = self.load()
         endpoint = await webhooks.create_endpoint(
             self.rt, self.principal.user_id, data["url"], data["events"], data["description"]
@@ -114,9 +115,9 @@ class WebhookEndpointHandler(BaseHandler):
 
 class WebhookSecretHandler(BaseHandler):
     @api("rotateWebhookSecret", {200: WebhookEndpointSecretSchema}, body=RotateSecretSchema)
-    @authenticated
+    @recently_authenticated
     async def post(self, endpoint_id: str) -> None:
-        """A new signing secret; the old one also signs for `grace_seconds`."""
+        """A new signing secret; the old one also signs for `grace_seconds`. Needs a recent authentication."""
         grace = self.load()["grace_seconds"]
         endpoint = await webhooks.rotate_secret(self.rt, self.principal.user_id, parse_uuid(endpoint_id, "id"), grace)
         self.respond(endpoint, 200)

@@ -7,7 +7,7 @@ from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
-from models.users import Session, User, UserIdentity
+from models.users import Session, TwoFactor, User, UserIdentity
 from models.wallets import Wallet
 from models.webhooks import Delivery, WebhookEndpoint
 
@@ -27,6 +27,7 @@ __all__ = [
     "PendingTransaction",
     "Session",
     "Transaction",
+    "TwoFactor",
     "User",
     "UserIdentity",
     "Wallet",

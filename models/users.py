@@ -1,12 +1,13 @@
-"""Users, their login sessions (one row per login; refresh tokens rotate within it), and their external identities."""
+"""Users, their login sessions (one row per login; refresh tokens rotate within it), their second factor (TOTP), and
+their external identities."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, UniqueConstraint, func
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, timestamp_now, uuid_pk
@@ -48,11 +49,37 @@ class Session(Base):
     created_at: Mapped[dt.datetime] = timestamp_now()
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # When and how its user last proved who they are: the sign-in, then each step-up (the access tokens' auth_time
+    # and amr claims).
+    authenticated_at: Mapped[dt.datetime] = timestamp_now()
+    amr: Mapped[list[str]] = mapped_column(ARRAY(String(16)), nullable=False, server_default=text("'{}'"))
+    # What the owner sees in their list of sessions. last_used_at moves at sign-in, refresh and step-up only, never
+    # per request: an active client refreshes every ACCESS_TOKEN_TTL, so it is that coarse.
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    last_used_at: Mapped[dt.datetime] = timestamp_now()
 
     __table_args__ = (
         # Every process polls the recent revocations each second (wallet/identity/revocations.py).
         Index("ix_sessions_revoked_at", revoked_at, postgresql_where=revoked_at.is_not(None)),
     )
+
+
+class TwoFactor(Base):
+    """A user's TOTP second factor: pending from enrolment until a first code confirms it, then on."""
+
+    __tablename__ = "two_factor"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("users.id"), primary_key=True)
+    # The shared secret, encrypted with a key derived from JWT_SECRET (wallet/identity/twofactor.py): a copy of the
+    # database alone does not give it away.
+    secret: Mapped[str] = mapped_column(String(255), nullable=False)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The TOTP time step of the last code accepted: a code is taken only for a later step, so each works once.
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # SHA-256 of each recovery code not used yet (they are random enough that a slow hash would add nothing).
+    recovery_hashes: Mapped[list[str]] = mapped_column(ARRAY(String(64)), nullable=False, server_default=text("'{}'"))
+    created_at: Mapped[dt.datetime] = timestamp_now()
 
 
 class UserIdentity(Base):

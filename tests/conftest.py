@@ -351,7 +351,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     body = response.json()
     assert body["code"] == code, body
     assert isinstance(body["error"], str) and body["error"], body
-    assert set(body) <= {"error", "code", "details", "transaction_id"}, body
+    assert set(body) <= {"error", "code", "details", "transaction_id", "mfa_token"}, body
     return body
 
 

@@ -16,7 +16,7 @@ from conftest import JWT_SECRET, PASSWORD, WALLET_KEYS, assert_error, create_adm
 
 from wallet.platform.runtime import CPU_POOL_NICENESS
 
-USER_KEYS = {"id", "username", "email", "phone", "role", "status", "auth_providers", "created_at"}
+USER_KEYS = {"id", "username", "email", "phone", "role", "status", "auth_providers", "two_factor", "created_at"}
 TOKEN_KEYS = {"access_token", "refresh_token", "token_type", "expires_in"}
 
 

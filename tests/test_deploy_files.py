@@ -100,9 +100,9 @@ def test_systemd_unit(subcommands):
 
 
 def test_env_example_and_the_readme_list_exactly_the_settings():
-    example = set(re.findall(r"^# ([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    example = set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
     assert example == SETTINGS, example ^ SETTINGS
     table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
     first_column = re.findall(r"^\| (.*?) \|", table, re.M)
-    documented = {name for cell in first_column for name in re.findall(r"`([A-Z_]+)`", cell)}
+    documented = {name for cell in first_column for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", cell)}
     assert documented == SETTINGS, documented ^ SETTINGS

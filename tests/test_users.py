@@ -9,7 +9,7 @@ import httpx
 import pytest
 from conftest import PASSWORD, assert_error, make_user, unique_name, unique_phone
 
-USER_KEYS = {"id", "username", "email", "phone", "role", "status", "auth_providers", "created_at"}
+USER_KEYS = {"id", "username", "email", "phone", "role", "status", "auth_providers", "two_factor", "created_at"}
 NEW_PASSWORD = "battery-staple-42"
 
 

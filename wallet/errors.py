@@ -152,6 +152,18 @@ class InvalidCredentials(AuthError):
     message = "Invalid credentials."
 
 
+class MfaRequired(AuthError):
+    """The password (or Google) was right and the account has two-factor sign-in on: the login continues at
+    POST /auth/login/mfa with this short-lived token and a code; no session exists yet."""
+
+    code = "MFA_REQUIRED"
+    message = "Enter the code from your authenticator app (or a recovery code) to finish signing in."
+
+    def __init__(self, mfa_token: str, expires_in: int) -> None:
+        super().__init__(details={"expires_in": expires_in, "methods": ["code", "recovery_code"]})
+        self.mfa_token = mfa_token
+
+
 class InvalidApiKey(AuthError):
     code = "INVALID_API_KEY"
     message = "The API key is unknown, expired or revoked."
@@ -171,6 +183,26 @@ class AccountFrozen(Forbidden):
 class AccountInactive(Forbidden):
     code = "ACCOUNT_INACTIVE"
     message = "The account is inactive."
+
+
+class StepUpRequired(Forbidden):
+    """The action needs an authentication of this login within the last `max_age` seconds (POST /auth/step-up)."""
+
+    code = "STEP_UP_REQUIRED"
+    message = "Confirm it is you: authenticate again (POST /api/v1/auth/step-up) and repeat the request."
+
+    def __init__(self, max_age: int, message: str | None = None) -> None:
+        super().__init__(message, details={"max_age": max_age})
+
+
+class TwoFactorRequired(Forbidden):
+    """ADMIN_REQUIRE_2FA: an admin's login must have used a second factor before any admin route answers."""
+
+    code = "TWO_FACTOR_REQUIRED"
+    message = (
+        "Administrators must use two-factor authentication: turn it on (POST /api/v1/users/me/2fa), then sign in "
+        "again or step up with a code."
+    )
 
 
 # 404

@@ -10,8 +10,9 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from models import User, UserIdentity
+from models import TwoFactor, User, UserIdentity
 from wallet.errors import AlreadyExists, NotFound, ValidationError
+from wallet.identity import keys
 from wallet.identity.auth import Revoked, announce_revoked, check_password_of, end_user_logins, hash_password
 from wallet.identity.identifiers import email_key
 from wallet.ledger.wallets import open_wallet, render_wallet
@@ -28,14 +29,20 @@ _HAS_GOOGLE = (
     .correlate(User)
     .label("has_google")
 )
-USER_COLUMNS = (*_PROFILE, _HAS_PASSWORD, _HAS_GOOGLE)
+_TWO_FACTOR = (
+    exists()
+    .where(TwoFactor.user_id == User.id, TwoFactor.confirmed_at.is_not(None))
+    .correlate(User)
+    .label("two_factor")
+)
+USER_COLUMNS = (*_PROFILE, _HAS_PASSWORD, _HAS_GOOGLE, _TWO_FACTOR)
 
 _UNIQUE_FIELDS = {"uq_users_username_lower": "username", "uq_users_email_key": "email", "uq_users_phone": "phone"}
 
 
 def render_user(row: Any) -> dict[str, Any]:
     providers = [name for name, has in (("password", row.has_password), ("google", row.has_google)) if has]
-    return {**{c.key: getattr(row, c.key) for c in _PROFILE}, "auth_providers": providers}
+    return {**{c.key: getattr(row, c.key) for c in _PROFILE}, "auth_providers": providers, "two_factor": row.two_factor}
 
 
 def check_password_policy(password: str, username: str) -> None:
@@ -121,8 +128,11 @@ async def get_me(rt: Runtime, principal: Principal) -> dict[str, Any]:
 
 
 async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any], client_ip: str) -> dict[str, Any]:
-    """Change e-mail, phone and/or password; a password change needs the current one (unless the account has
-    none yet, as one made by Google sign-in) and ends other logins."""
+    """Change e-mail, phone and/or password. A new e-mail or password needs a recent authentication (step-up); a
+    password change needs the current one too (unless the account has none yet, as one made by Google sign-in),
+    ends the other logins and revokes the API keys (unless `revoke_api_keys` is false)."""
+    if "email" in changes or "password" in changes:
+        principal.require_recent_authentication(rt.settings.step_up_window)
     values = {"phone": changes["phone"]} if "phone" in changes else {}
     if "email" in changes:
         values.update(_email(changes["email"]))
@@ -149,6 +159,8 @@ async def update_me(rt: Runtime, principal: Principal, changes: dict[str, Any], 
                 )
             ).one()
             revoked = await end_user_logins(conn, principal.user_id, keep=principal.session_id) if new_password else []
+            if new_password and changes.get("revoke_api_keys", True):
+                await keys.revoke_all(conn, principal.user_id)
     except IntegrityError as error:
         raise _already_exists(error) from None
     await announce_revoked(rt, revoked)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from models import User, UserIdentity
 from wallet import errors
 from wallet.identity import accounts
-from wallet.identity.auth import start_session
+from wallet.identity.auth import Device, start_session
 from wallet.identity.identifiers import email_key
 from wallet.ledger.wallets import open_wallet
 from wallet.platform.runtime import Runtime
@@ -147,8 +147,9 @@ def _use_your_password() -> errors.AlreadyExists:
     )
 
 
-async def sign_in(rt: Runtime, code: str | None, state: str) -> dict[str, Any]:
-    """The token pair of the account linked to this Google account, made on the first sign-in.
+async def sign_in(rt: Runtime, code: str | None, state: str, device: Device) -> dict[str, Any]:
+    """The token pair of the account linked to this Google account, made on the first sign-in (or MfaRequired, when
+    the account has two-factor sign-in on).
 
     An existing account with the same e-mail is never signed into by e-mail alone (our e-mails are not verified,
     so someone could have registered a victim's address first): its owner links Google from the account.
@@ -172,7 +173,7 @@ async def sign_in(rt: Runtime, code: str | None, state: str) -> dict[str, Any]:
         if found.taken:
             raise _use_your_password()
         user_id = await _create_account(rt, claims)
-    return await start_session(rt, user_id)
+    return await start_session(rt, user_id, ["google"], device)
 
 
 async def link(rt: Runtime, principal: Principal, code: str, state: str) -> dict[str, Any]:

@@ -145,6 +145,21 @@ async def _revoked_event(conn: Any, user_id: uuid.UUID, row: Any) -> None:
     await events.emit(conn, [events.NewEvent(user_id, "api_key.revoked", render_key(row))])
 
 
+async def revoke_all(conn: Any, user_id: uuid.UUID) -> None:
+    """Stop every key of a user that still works (a password change does), in the caller's transaction."""
+    revoked = await conn.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.user_id == user_id,
+            (ApiKey.revoked_at.is_(None)) | (ApiKey.revoked_at > func.now()),
+            ApiKey.expires_at > func.now(),
+        )
+        .values(revoked_at=func.now())
+        .returning(*_COLUMNS)
+    )
+    await events.emit(conn, [events.NewEvent(user_id, "api_key.revoked", render_key(row)) for row in revoked])
+
+
 async def rollover_key(
     rt: Runtime, principal: Principal, key_id: uuid.UUID, expires_in: str | None, grace_seconds: int
 ) -> dict[str, Any]:

@@ -17,6 +17,8 @@ class Verified(NamedTuple):
     user_id: uuid.UUID
     session_id: uuid.UUID
     role: str
+    auth_time: float  # when the login last authenticated (sign-in or step-up), seconds since the epoch
+    amr: tuple[str, ...]  # how
 
 
 class VerifiedTokens:

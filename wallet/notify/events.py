@@ -45,7 +45,14 @@ TYPES = (
 )
 
 # The events that are also e-mailed (wallet/notify/mail.py writes them).
-MAILED = ("transfer.received", "deposit.completed", "account.frozen", "account.unfrozen", "account.deactivated")
+MAILED = (
+    "transfer.received",
+    "deposit.completed",
+    "account.frozen",
+    "account.unfrozen",
+    "account.deactivated",
+    "api_key.created",
+)
 
 
 @dataclass(frozen=True)

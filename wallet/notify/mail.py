@@ -40,6 +40,12 @@ def _lines(row: Any) -> tuple[str, list[str]]:
         ]
     if row.type == "account.unfrozen":
         return "Your account is active again", ["An administrator unfroze your account: you can use it again."]
+    if row.type == "api_key.created":
+        return f"A new API key: {data['name']}", [
+            f"An API key named '{data['name']}' (starting {data['prefix']}) was made for your account. It may "
+            f"{', '.join(data['scopes'])} until {data['expires_at']}.",
+            "If you did not make it, revoke it under API keys and change your password at once.",
+        ]
     assert row.type == "account.deactivated", row.type
     return "Your account is deactivated", [
         "Your account was deactivated: you are logged out everywhere and cannot log in until it is activated again."

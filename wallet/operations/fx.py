@@ -309,7 +309,7 @@ async def create_quote(
     destination_amount: Decimal | None,
 ) -> dict[str, Any]:
     """Offer the caller a rate and both amounts for a transfer between two wallets of different currencies, valid
-    for FX_QUOTE_TTL seconds."""
+    for FX_QUOTE_TTL seconds. One that takes more than STEP_UP_AMOUNT needs a recent authentication."""
     async with rt.autocommit() as conn:
         payer = await own_wallet(conn, principal, from_wallet_id)
         payee = await _recipient_wallet(conn, recipient)
@@ -328,6 +328,13 @@ async def create_quote(
         if rate <= 0:
             raise errors.FxRateUnavailable(f"The rate from {payer.currency} to {payee.currency} is too small to use.")
         paid, received = convert(rate, payer.currency, payee.currency, source_amount, destination_amount)
+        # A quote is where a cross-currency transfer's amount is known (executing it names only the quote): a large
+        # one needs a recent authentication, judged by what it would take from the payer, in the payer's currency.
+        principal.require_recent_authentication_above(
+            Decimal(paid).scaleb(-(currency_exponent(payer.currency) or 0)),
+            rt.settings.step_up_amount,
+            rt.settings.step_up_window,
+        )
         row = (
             await conn.execute(
                 _NEW_QUOTE,

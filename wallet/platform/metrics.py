@@ -49,7 +49,7 @@ def _m() -> SimpleNamespace:
         latency=Histogram("wallet_http_request_duration_seconds", "Time to answer", ["route", "method"]),
         money=Counter("wallet_money_operations", "Money operations by type and outcome", ["type", "outcome"]),
         login_failures=Counter("wallet_login_failures", "Logins refused for wrong credentials"),
-        throttled=Counter("wallet_login_throttled", "Password attempts refused by the throttle", ["scope"]),
+        throttled=Counter("wallet_login_throttled", "Password and code attempts refused by the throttle", ["scope"]),
         pool_in_use=Gauge("wallet_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum"),
         pool_waiting=Gauge(
             "wallet_db_pool_waiting", "Requests waiting for a database connection", multiprocess_mode="livesum"
