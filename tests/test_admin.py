@@ -22,6 +22,7 @@ PUBLIC = {
     "/ready",
     "/api/v1/auth/register",
     "/api/v1/auth/login",
+    "/api/v1/auth/login/mfa",
     "/api/v1/auth/refresh",
     "/api/v1/auth/google",
     "/api/v1/auth/google/callback",
@@ -175,6 +176,7 @@ def test_search_users_by_part_of_username_email_or_phone_ignoring_case(server, a
         "role": "user",
         "status": "active",
         "auth_providers": ["password"],
+        "two_factor": False,
         "created_at": r.json()["created_at"],
     }
     assert r.json()["created_at"].endswith("Z")
