@@ -9,6 +9,8 @@ let refreshTimer = null;
 let refreshing = null;
 let me = null;
 const sessionListeners = new Set();
+let stepUpPrompt = null; // asks the person to confirm it is them (views/mfa.js): resolves true once they have
+let steppingUp = null; // the prompt on screen, shared by every request that met STEP_UP_REQUIRED meanwhile
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -17,6 +19,7 @@ export class ApiError extends Error {
     this.code = body.code || `HTTP_${status}`;
     this.details = body.details || null;
     this.transactionId = body.transaction_id || null;
+    this.mfaToken = body.mfa_token || null; // MFA_REQUIRED: the sign-in goes on at auth/login/mfa with a code
   }
 }
 
@@ -92,7 +95,16 @@ async function parse(response) {
   return body;
 }
 
-/** One API call: JSON in and out; an expired access token is refreshed once and the call repeated. */
+/** Who answers STEP_UP_REQUIRED: `prompt()` asks the person for their password or code, steps up (stepUp()) and
+ * resolves true, or false when they decline. */
+export function onStepUp(prompt) {
+  stepUpPrompt = prompt;
+}
+
+/** One API call: JSON in and out; an expired access token is refreshed once and the call repeated. A call that
+ * needs a recent authentication (403 STEP_UP_REQUIRED) asks the person to confirm it is them and is repeated once,
+ * with the same body and headers (the same Idempotency-Key: the refused call recorded nothing), so a form keeps
+ * everything typed into it. */
 export async function request(method, path, options = {}) {
   const hadSession = accessToken !== null;
   let response = await send(method, path, options);
@@ -107,8 +119,21 @@ export async function request(method, path, options = {}) {
     return await parse(response);
   } catch (error) {
     if (error.status === 401 && hadSession && SESSION_OVER.has(error.code)) endSession();
+    if (error.code === 'STEP_UP_REQUIRED' && hadSession && stepUpPrompt && !options.steppedUp) {
+      steppingUp ??= stepUpPrompt().finally(() => {
+        steppingUp = null;
+      });
+      if (await steppingUp) return request(method, path, { ...options, steppedUp: true });
+    }
     throw error;
   }
+}
+
+/** Confirm it is the person (`{password}` or `{code}`): a fresh access token for this login; the refresh token
+ * stays. */
+export async function stepUp(proof) {
+  const fresh = await request('POST', 'auth/step-up', { body: proof });
+  accessToken = fresh.access_token;
 }
 
 /** A new token pair from the stored refresh token; concurrent callers share one request (each token works once). */
@@ -157,8 +182,15 @@ export async function startSession(pair) {
   sessionChanged();
 }
 
+/** A password sign-in; an account with two-factor sign-in throws ApiError MFA_REQUIRED with its `mfaToken`,
+ * for finishSignIn(). */
 export async function logIn(credentials) {
   await startSession(await request('POST', 'auth/login', { body: credentials, anonymous: true }));
+}
+
+/** The second step of a sign-in that answered MFA_REQUIRED: its token and `{code}` or `{recovery_code}`. */
+export async function finishSignIn(mfaToken, code) {
+  await startSession(await request('POST', 'auth/login/mfa', { body: { mfa_token: mfaToken, ...code }, anonymous: true }));
 }
 
 export async function logOut() {

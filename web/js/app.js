@@ -8,6 +8,8 @@ import './views/history.js';
 import './views/profile.js';
 import './views/admin.js';
 import './views/keys.js';
+import './views/security.js';
+import './views/mfa.js'; // answers STEP_UP_REQUIRED with its dialog
 import './views/auth.js'; // last: its "Sign out" ends the menu
 
 onSessionChange((isIn) => {

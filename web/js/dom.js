@@ -49,6 +49,9 @@ const MESSAGES = {
   INVALID_CREDENTIALS: 'Wrong username or password.',
   RATE_LIMITED: 'Too many attempts. Wait a few minutes and try again.',
   IDEMPOTENCY_IN_PROGRESS: 'This request is still being processed. Try again in a moment.',
+  STEP_UP_REQUIRED: 'This needs you to confirm it is you: try again, and enter your password or code when asked.',
+  TWO_FACTOR_REQUIRED:
+    'Administrators must use two-factor sign-in: turn it on under Security, then sign in again with a code.',
   SERVICE_UNAVAILABLE: 'The service is unavailable right now. Try again shortly.',
 };
 
@@ -63,9 +66,10 @@ export function clearErrors(form) {
 }
 
 /** Show an API error in a form: VALIDATION_ERROR details under their fields; `fieldFor[code]` puts a refusal under
- * a field; anything else in the form's alert. */
+ * a field; anything else in the form's alert. `form.words[code]` says a code in this form's own words. */
 export function showError(form, error, fieldFor = {}) {
   clearErrors(form);
+  const words = () => form.words?.[error.code] || messageFor(error);
   const alert = form.querySelector('.form-alert');
   const placed = (name, text) => {
     const slot = form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
@@ -80,8 +84,8 @@ export function showError(form, error, fieldFor = {}) {
       const text = [texts].flat(Infinity).join(' ');
       if (!placed(name, text)) loose.push(name === '_schema' ? text : `${name}: ${text}`);
     }
-  } else if (!(fieldFor[error.code] && placed(fieldFor[error.code], messageFor(error)))) {
-    loose.push(messageFor(error));
+  } else if (!(fieldFor[error.code] && placed(fieldFor[error.code], words()))) {
+    loose.push(words());
   }
   alert.textContent = loose.join(' ');
   alert.hidden = loose.length === 0;

@@ -3,6 +3,7 @@ import { logIn, logOut, request, signedIn } from '../api.js';
 import { field, formAlert, h, onSubmit, toast } from '../dom.js';
 import { navEntry, navigate, route } from '../router.js';
 import { googleButton } from './google.js';
+import { codeStep } from './mfa.js';
 
 /** "alice" / "alice@example.com" / "+15551234567" -> the login field it is. */
 function identifierField(text) {
@@ -33,6 +34,7 @@ function loginPage(page, _params, query) {
     try {
       await logIn({ [kind]: identifier, password: data.get('password') });
     } catch (error) {
+      if (error.code === 'MFA_REQUIRED') return codeStep(page, error.mfaToken, () => afterSignIn(query));
       // The identifier is typed into one field whatever its kind: show its errors there.
       if (error.details?.[kind]) error.details = { ...error.details, identifier: error.details[kind] };
       throw error;

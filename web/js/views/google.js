@@ -2,6 +2,7 @@
 import { ApiError, onSessionChange, request, signedIn, startSession } from '../api.js';
 import { h, messageFor, toast } from '../dom.js';
 import { navigate, route } from '../router.js';
+import { codeStep } from './mfa.js';
 
 const START = new URL('api/v1/auth/google', document.baseURI);
 // The state of a linking flow this tab started: when the provider sends that state back, the code links Google to
@@ -95,6 +96,7 @@ async function googlePage(page, _params, query) {
     await startSession(await request('GET', 'auth/google/callback', { query: flow, anonymous: true }));
   } catch (error) {
     if (!error.code) throw error;
+    if (error.code === 'MFA_REQUIRED') return codeStep(page, error.mfaToken, () => navigate('/wallets'));
     return fail(words(error, linking));
   }
   navigate('/wallets');
