@@ -13,7 +13,6 @@ from handlers.field_types import (
     Currency,
     Email,
     Phone,
-    RecoveryCode,
     Text,
     TotpCode,
     exactly_one,
@@ -22,6 +21,7 @@ from handlers.field_types import (
 from handlers.schemas import (
     AccessTokenSchema,
     Output,
+    SecondFactorSchema,
     TokenPairSchema,
     UserSchema,
     WalletSchema,
@@ -58,17 +58,8 @@ class LoginSchema(Schema):
         exactly_one(data, self.IDENTIFIERS)
 
 
-class LoginMfaSchema(Schema):
-    CODES = ("code", "recovery_code")
-    json_schema = one_of_required(CODES)
-
+class LoginMfaSchema(SecondFactorSchema):
     mfa_token = Text(required=True, validate=validate.Length(max=4096))
-    code = TotpCode(load_default=None)
-    recovery_code = RecoveryCode(load_default=None)
-
-    @validates_schema
-    def one_code(self, data: dict[str, Any], **kwargs: Any) -> None:
-        exactly_one(data, self.CODES)
 
 
 class StepUpSchema(Schema):

@@ -11,16 +11,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-from marshmallow import Schema, fields, missing, post_load, validate
+from marshmallow import Schema, fields, missing, post_load, validate, validates_schema
 
 from handlers.field_types import (
     CURRENCY,
     DECIMAL,
     TRANSACTION_TYPES,
     Amount,
+    RecoveryCode,
     Text,
+    TotpCode,
     UtcDateTime,
     UtcDateTimeUntil,
+    exactly_one,
+    one_of_required,
 )
 
 # ---- requests ---------------------------------------------------------------------------------------------------
@@ -29,6 +33,20 @@ from handlers.field_types import (
 class MoneySchema(Schema):
     amount = Amount(required=True)
     description = Text(load_default=None, allow_none=True, validate=validate.Length(max=255))
+
+
+class SecondFactorSchema(Schema):
+    """Exactly one of a code from the authenticator app and a recovery code."""
+
+    CODES = ("code", "recovery_code")
+    json_schema = one_of_required(CODES)
+
+    code = TotpCode(load_default=None)
+    recovery_code = RecoveryCode(load_default=None)
+
+    @validates_schema
+    def one_code(self, data: dict[str, Any], **kwargs: Any) -> None:
+        exactly_one(data, self.CODES)
 
 
 class PageQuery(Schema):

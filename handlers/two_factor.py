@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
 from handlers.base import BaseHandler, api, authenticated, recently_authenticated
-from handlers.field_types import RecoveryCode, Text, TotpCode, exactly_one, one_of_required
-from handlers.schemas import Output
+from handlers.field_types import Text, TotpCode
+from handlers.schemas import Output, SecondFactorSchema
 from wallet.identity import twofactor
 
 TAG = "Users"  # the OpenAPI tag of this module's operations
@@ -20,21 +18,12 @@ class ConfirmSchema(Schema):
     code = TotpCode(required=True)
 
 
-class DisableSchema(Schema):
-    CODES = ("code", "recovery_code")
-    json_schema = one_of_required(CODES)
-
+class DisableSchema(SecondFactorSchema):
     password = Text(
         load_default=None,
         validate=validate.Length(max=1024),
         metadata={"description": "Required unless the account has no password (then a recent authentication is)."},
     )
-    code = TotpCode(load_default=None)
-    recovery_code = RecoveryCode(load_default=None)
-
-    @validates_schema
-    def one_code(self, data: dict[str, Any], **kwargs: Any) -> None:
-        exactly_one(data, self.CODES)
 
 
 # ---- responses --------------------------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import jwt
 import pyotp
 import pytest
+import test_google
 from conftest import PASSWORD, assert_error, make_admin, make_user, scalar, unique_name, wait_for
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, REDIRECT_URL, OidcProvider
-from test_google import sign_in as google_sign_in
 from test_step_up import KEY, aged, bearer
 
 pytestmark = pytest.mark.usefixtures("ledger_audited")
@@ -213,30 +212,17 @@ def test_enrolment_needs_a_recent_authentication(server):
 # ---- Google sign-in ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def provider():
-    with OidcProvider() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def gserver(module_server, provider):
-    return module_server(
-        GOOGLE_CLIENT_ID=CLIENT_ID,
-        GOOGLE_CLIENT_SECRET=CLIENT_SECRET,
-        GOOGLE_DISCOVERY_URL=provider.discovery_url,
-        GOOGLE_REDIRECT_URL=REDIRECT_URL,
-    )
+provider, gserver = test_google.provider, test_google.gserver  # the local OIDC provider and a server using it
 
 
 def test_google_sign_in_of_a_user_with_two_factor_needs_the_code(gserver, provider):
     who = {"sub": uuid.uuid4().hex, "email": f"{unique_name('g')}@example.com"}
-    r = google_sign_in(gserver, provider, who)
+    r = test_google.sign_in(gserver, provider, who)
     assert r.status_code == 200, r.text
     with gserver.client(r.json()["access_token"]) as api:  # just signed in: recent enough to enrol
         app = Authenticator(api.post("/users/me/2fa").json()["secret"])
         assert api.post("/users/me/2fa/confirm", json={"code": app.code()}).status_code == 200
-    r = google_sign_in(gserver, provider, who)
+    r = test_google.sign_in(gserver, provider, who)
     body = assert_error(r, 401, "MFA_REQUIRED")
     r = code_step(gserver, body["mfa_token"], code=app.code())
     assert r.status_code == 200, r.text

@@ -5,7 +5,6 @@ key's form, the sessions list with its sign-out buttons, and an admin told to en
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,17 +21,7 @@ pytestmark = pytest.mark.usefixtures("ledger_audited")
 chromium = test_web.chromium  # the browser, as test_web starts it (a fixture, once per module)
 
 
-@pytest.fixture
-def person_at(chromium) -> Iterator[object]:
-    opened: list[Person] = []
-
-    def open_person(base_url: str) -> Person:
-        opened.append(Person(chromium, base_url))
-        return opened[-1]
-
-    yield open_person
-    for person in opened:
-        person.close()
+person_at = test_web.person_at  # people at a server's URL, each in a context of their own
 
 
 def signed_in_long_ago(person: Person, db, refresh_token: str, user_id: str) -> None:
@@ -45,6 +34,15 @@ def signed_in_long_ago(person: Person, db, refresh_token: str, user_id: str) -> 
     person.page.evaluate("token => sessionStorage.setItem('wallet.refresh_token', token)", refresh_token)
     person.page.reload()
     person.page.get_by_role("heading", name="Wallets").wait_for()
+
+
+def wrong_code_then_right(person: Person, app: Authenticator, label: str, button: str, said: str) -> None:
+    """A wrong code is refused in words under its field; then the right one is sent."""
+    person.field(label).fill(app.wrong())
+    person.page.get_by_role("button", name=button).click()
+    person.page.locator("[data-error-for=code]", has_text=said).wait_for()
+    person.field(label).fill(app.code())
+    person.page.get_by_role("button", name=button).click()
 
 
 def test_turn_on_two_factor_then_sign_in_with_a_code_and_a_recovery_code(server, person_at):
@@ -60,11 +58,7 @@ def test_turn_on_two_factor_then_sign_in_with_a_code_and_a_recovery_code(server,
     app = Authenticator(person.page.locator("code.secret").inner_text())
     person.assert_labelled()
     person.shot("security-enrol")
-    person.field("Code from the app").fill(app.wrong())
-    person.page.get_by_role("button", name="Turn on").click()
-    person.page.locator("[data-error-for=code]", has_text="wrong or expired").wait_for()
-    person.field("Code from the app").fill(app.code())
-    person.page.get_by_role("button", name="Turn on").click()
+    wrong_code_then_right(person, app, "Code from the app", "Turn on", "wrong or expired")
     codes = person.page.get_by_role("list", name="Recovery codes").locator("li")
     codes.nth(9).wait_for()
     recovery = codes.all_inner_texts()
@@ -81,11 +75,9 @@ def test_turn_on_two_factor_then_sign_in_with_a_code_and_a_recovery_code(server,
     person.page.get_by_role("button", name="Sign in").click()
     person.page.get_by_role("heading", name="Enter your code").wait_for()
     person.shot("sign-in-code")
-    person.field("Code from your authenticator app").fill(app.wrong())
-    person.page.get_by_role("button", name="Verify").click()
-    person.page.locator("[data-error-for=code]", has_text="wrong, expired or was already used").wait_for()
-    person.field("Code from your authenticator app").fill(app.code())
-    person.page.get_by_role("button", name="Verify").click()
+    wrong_code_then_right(
+        person, app, "Code from your authenticator app", "Verify", "wrong, expired or was already used"
+    )
     person.page.get_by_role("heading", name="Wallets").wait_for()
 
     # A recovery code instead, once.
