@@ -56,7 +56,7 @@ def seed(database_url: str, settings: Settings, wallets: int, workdir: Path) -> 
         with conn, conn.cursor() as cur:
             cur.execute(_SEED, {"hash": password_hash, "n": wallets, "balance": BALANCE})
             cur.execute(
-                "SELECT u.id, u.username, w.id, s.id, s.refresh_jti FROM users u"
+                "SELECT u.id, u.username, w.id, s.id, s.refresh_jti, s.authenticated_at, s.amr FROM users u"
                 " JOIN wallets w ON w.user_id = u.id JOIN sessions s ON s.user_id = u.id ORDER BY w.number"
             )
             rows = cur.fetchall()
@@ -65,7 +65,9 @@ def seed(database_url: str, settings: Settings, wallets: int, workdir: Path) -> 
     token_settings = SimpleNamespace(settings=settings)
     users_file = workdir / "users.tsv"
     with open(users_file, "w") as out:
-        for user_id, username, wallet_id, session_id, refresh_jti in rows[1:]:  # rows[0] is the merchant
-            access = _token_pair(token_settings, user_id, "user", session_id, refresh_jti)["access_token"]  # type: ignore[arg-type]
+        for user_id, username, wallet_id, session_id, refresh_jti, authenticated_at, amr in rows[1:]:  # [0]: merchant
+            session = SimpleNamespace(authenticated_at=authenticated_at, amr=amr)
+            pair = _token_pair(token_settings, user_id, "user", session_id, refresh_jti, session)  # type: ignore[arg-type]
+            access = pair["access_token"]
             out.write(f"{access}\t{wallet_id}\t{username}\n")
     return users_file, str(rows[0][2])

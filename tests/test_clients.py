@@ -41,6 +41,7 @@ def test_postman_collection_is_v21_with_a_test_on_every_request():
         "History",
         "Holds",
         "API keys",
+        "Two-factor, step-up and sessions",
         "Admin",
         "Cross-currency",
     ]
