@@ -38,8 +38,12 @@ stop: ## stop what `make run` started, and an embedded PostgreSQL that a killed 
 		rm -f $(VAR_DIR)/server.pid; fi
 	@$(PY) server.py stop-embedded
 
-test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset)
-	$(PY) -m pytest
+# Parallel test workers (pytest-xdist): more than the cores pay, as tests mostly wait on servers and the database.
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 4
+
+test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset), on TEST_WORKERS
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 migrate: setup ## apply database migrations
 	$(PY) server.py migrate

