@@ -166,9 +166,12 @@ def test_a_state_is_signed_not_stored_and_refused_once_expired_or_altered(gserve
     """Starting flows writes nothing (anyone may start as many as they like without filling Redis); a state past its
     ten minutes, or with any part changed, signs no one in."""
     store = redis.Redis.from_url(redis_url)
-    before = set(store.scan_iter())
+    # Every key the server writes starts with its REDIS_PREFIX (wallet/platform/store.py); other test sessions write
+    # their own keys into the same Redis meanwhile.
+    mine = gserver.env["REDIS_PREFIX"] + "*"
+    before = set(store.scan_iter(match=mine))
     locations = [start(gserver) for _ in range(20)]
-    assert set(store.scan_iter()) - before == set()
+    assert set(store.scan_iter(match=mine)) - before == set()
     store.close()
 
     code, state = consent(provider, locations[0], person())
