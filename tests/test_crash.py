@@ -6,7 +6,7 @@ import time
 
 import httpx
 import psycopg2
-from conftest import balance, fund, make_user, run_audit, scalar
+from conftest import balance, fund, make_user, run_audit, scalar, wait_for
 
 from wallet.platform.db import CLIENT_CHECK_MS
 
@@ -70,7 +70,9 @@ def test_kill_during_transfers_then_restart(own_server, database_url, db):
     assert pending_at_kill >= STUCK_CLIENTS
 
     restarted = own_server(**RECOVERY)
-    time.sleep(2 + 1 + 1)  # the timeout, one recovery interval, and a margin
+    # Recovery settles what the kill left PENDING within the timeout, one recovery interval, and a margin.
+    pending = f"SELECT COUNT(*) FROM transactions WHERE status = 'PENDING' AND {touching}"
+    wait_for(lambda: scalar(db, pending, {"w": wallet_ids}) == 0, timeout=2 + 1 + 1)
     assert (
         scalar(db, "SELECT COUNT(*) FROM transactions WHERE status = 'PENDING' AND created_at < now() - interval '2 s'")
         == 0
