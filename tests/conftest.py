@@ -8,6 +8,7 @@ worker is a session of its own with its own database, Redis prefix and ports.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -31,6 +32,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from scripts.local_services import free_port, fresh_database, libpq_url, postgres_server, redis_server, stop, wait_ready
+from settings import load_settings
+from wallet.ledger import audit as ledger_audit
+from wallet.platform.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -493,11 +497,28 @@ def assert_one_line_naming(done: subprocess.CompletedProcess, variable: str) -> 
 def ledger_audited(database_url: str) -> Iterator[None]:
     """The ledger audit passes after the test (a module applies it to all its tests with usefixtures)."""
     yield
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(database_url)
+
+
+def assert_audit_ok(database_url: str) -> None:
+    """The ledger audit (wallet/ledger/audit.py, what `server.py audit` runs) passes on that database. It runs in
+    this process: `server.py audit` in a subprocess would spend a second or more of CPU importing the server, for
+    every test that checks the books (tests/test_cli.py and run_audit keep the command itself covered)."""
+    settings = load_settings({"DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET})
+
+    async def audited() -> dict[str, Any]:
+        rt = Runtime.create(settings)
+        try:
+            return await ledger_audit.audit(rt)
+        finally:
+            await rt.close()
+
+    report = asyncio.run(audited())
+    assert report["ok"], ledger_audit.format_audit(report)
 
 
 def run_audit(database_url: str) -> subprocess.CompletedProcess:
+    """`server.py audit` as an operator runs it: its exit code and what it printed."""
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": JWT_SECRET, "LOG_LEVEL": "WARNING"}
     return subprocess.run(
         [sys.executable, str(ROOT / "server.py"), "audit"],

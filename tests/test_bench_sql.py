@@ -7,7 +7,7 @@ import subprocess
 
 import psycopg2
 import pytest
-from conftest import run_audit
+from conftest import assert_audit_ok
 
 from bench.pgbench import SCRIPTS, pgbench_binary
 from bench.seed import seed
@@ -46,4 +46,4 @@ def test_the_ceiling_scripts_run_against_the_current_schema(
             assert cur.fetchone()[0] == 80  # two legs each
             cur.execute("SELECT count(*) FROM events")
             assert cur.fetchone()[0] == 40 * events  # the server's SQL tells the sender and the recipient
-        assert run_audit(url).returncode == 0
+        assert_audit_ok(url)

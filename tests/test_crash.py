@@ -6,7 +6,7 @@ import time
 
 import httpx
 import psycopg2
-from conftest import balance, fund, make_user, run_audit, scalar, wait_for
+from conftest import assert_audit_ok, balance, fund, make_user, scalar, wait_for
 
 from wallet.platform.db import CLIENT_CHECK_MS
 
@@ -89,8 +89,7 @@ def test_kill_during_transfers_then_restart(own_server, database_url, db):
     assert completed == set(succeeded)
     # Transfers only move money between these wallets, and the hot wallet's deposits never completed.
     assert scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %(w)s", {"w": wallet_ids}) == USERS * 100_00
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(database_url)
 
     # The restarted server serves the wallet whose executions were cut off.
     before = balance(restarted, hot)

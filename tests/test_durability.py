@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
-from conftest import assert_error, balance, make_user, run_audit, scalar, unique_name
+from conftest import assert_audit_ok, assert_error, balance, make_user, scalar, unique_name
 
 from scripts.local_services import PostgresProcesses, fresh_database, postgres_server
 
@@ -142,8 +142,7 @@ def test_no_500_while_postgres_crashes_and_restarts(own_server, private_db, pg):
     assert set(statuses) <= {200, 201, 409, 503} and statuses[503] > 0 and statuses[201] > 0
     for user in users:
         assert balance(server, user) == f"{deposited[user.id] / 100:.2f}"
-    audit = run_audit(private_db)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(private_db)
 
 
 def test_a_paused_database_answers_503_in_seconds_and_a_retry_finishes_the_operation_once(own_server, private_db, pg):

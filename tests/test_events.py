@@ -6,7 +6,7 @@ import time
 
 import httpx
 import psycopg2
-from conftest import assert_error, fund, in_parallel, log_in, make_user, run_audit, scalar
+from conftest import assert_audit_ok, assert_error, fund, in_parallel, log_in, make_user, scalar
 
 from scripts.local_services import libpq_url
 from wallet.platform.db import CLIENT_CHECK_MS
@@ -45,7 +45,7 @@ def test_a_transfer_tells_the_sender_and_the_recipient(server, database_url):
     assert received[0]["data"]["direction"] == "in"
     assert received[0]["data"]["counterparty"]["username"] == alice.username
     assert received[0]["created_at"] == received[0]["data"]["completed_at"]
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)
 
 
 def test_a_refused_transfer_tells_only_the_sender(server):
@@ -202,7 +202,7 @@ def test_a_reader_following_after_misses_nothing_while_events_commit_concurrentl
     stored = events_of(server, payee, limit=200)
     assert len(stored) == 8 * 25
     assert [e["id"] for e in seen] == [e["id"] for e in stored]
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)
 
 
 def test_events_commit_with_their_change_through_a_kill(alone):
@@ -275,5 +275,5 @@ def test_events_commit_with_their_change_through_a_kill(alone):
         written = sorted(cur.fetchall())
     assert written == expected
     assert len(expected) > 80
-    assert run_audit(alone.database_url).returncode == 0
+    assert_audit_ok(alone.database_url)
     db.close()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import assert_error, balance, fund, make_user, run_audit, unique_phone
+from conftest import assert_audit_ok, assert_error, balance, fund, make_user, unique_phone
 from test_outages import Relay
 
 # A startup-phase request that is not the startup message itself (the server answers it, then the client goes on).
@@ -121,7 +121,7 @@ def test_transfers_deposits_withdrawals_and_operations_take_two_round_trips(coun
             assert fewest_round_trips(relay, lambda k=kind: operation(k)) == 2, kind
     # 4 recipients x 5 transfers of 0.01 out; the deposits and withdrawals of 0.01 cancel out.
     assert balance(server, alice) == "99.80" and balance(server, bob) == "0.20"
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)
 
 
 def test_a_refused_transfer_is_recorded_failed_in_one_more_round_trip(counted):

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
-from conftest import assert_error, balance, fund, make_user, resend_while_in_progress, run_audit, scalar
+from conftest import assert_audit_ok, assert_error, balance, fund, make_user, resend_while_in_progress, scalar
 from test_metrics import TOKEN, scrape, value
 
 from wallet.platform.db import CLIENT_CHECK_MS
@@ -214,4 +214,4 @@ def test_a_batch_cut_off_by_kill_9_commits_nothing_and_each_retry_executes_once(
             assert retry(payer, f"gk-{i}", "2.50").status_code == 201  # a replay
     assert balance(server, merchant) == f"{10 + 2.5 * QUEUED:.2f}"
     assert pending(db, "gk-") == 0
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)

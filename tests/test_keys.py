@@ -11,13 +11,13 @@ import httpx
 import psycopg2
 import pytest
 from conftest import (
+    assert_audit_ok,
     assert_error,
     balance,
     fund,
     make_admin,
     make_user,
     recorded,
-    run_audit,
     scalar,
     unique_name,
 )
@@ -321,7 +321,7 @@ def test_money_moved_with_a_key_records_it_and_replays_through_the_owners_token(
         assert client.get(f"/transactions/{sent['id']}").json()["api_key_id"] is None
     assert scalar(db, "SELECT api_key_id::text FROM transactions WHERE id = %s", (sent["id"],)) == key["id"]
     assert balance(server, user) == "8.00"
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)
 
 
 def test_deactivated_owners_keys_stop_at_once_and_frozen_owners_keys_only_read(server, user, database_url):
@@ -340,7 +340,7 @@ def test_deactivated_owners_keys_stop_at_once_and_frozen_owners_keys_only_read(s
         with server.client(admin.token) as admin_client:
             assert admin_client.post(f"/admin/users/{user.id}/activate", json={}).status_code == 200
         assert client.get("/wallets").status_code == 200  # reactivation brings the unrevoked keys back
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)
 
 
 def test_concurrent_idempotent_requests_through_a_key_move_money_once(server, user, database_url, db):
@@ -358,7 +358,7 @@ def test_concurrent_idempotent_requests_through_a_key_move_money_once(server, us
     ids = {tx for status, tx in results if status == 201}
     assert len(ids) == 1 and {s for s, _ in results} <= {201, 409}
     assert balance(server, user) == "2.00"
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)
 
 
 def test_kill_9_with_a_key_payment_pending_then_restart(own_server, database_url, db):
@@ -404,7 +404,7 @@ def test_kill_9_with_a_key_payment_pending_then_restart(own_server, database_url
     assert recorded(db, tx_id)[:3] == ("COMPLETED", None, 2)
     assert balance(restarted, owner) == "4.00"
     restarted.stop()
-    assert run_audit(database_url).returncode == 0
+    assert_audit_ok(database_url)
 
 
 # Where a key is accepted, and with which scopes: the contract's list, as the OpenAPI document must declare it.

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from conftest import assert_error, fund, make_user, run_audit
+from conftest import assert_audit_ok, assert_error, fund, make_user
 from pypdf import PdfReader
 
 from bench.statement import seed_entries
@@ -56,8 +56,7 @@ def story(server, database_url):
     post(server, bob, "/transfers", {"from_wallet_id": bob.wallet_id, "to_wallet_id": alice.wallet_id, "amount": "3"})
     post(server, alice, f"{w}/deposit", {"amount": "1", "description": '=HYPERLINK("http://x","pay")'})
     yield alice, bob, boundary, failed
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(database_url)
 
 
 def test_whole_history_with_running_balances(server, story):
@@ -271,8 +270,7 @@ def test_a_statement_is_one_snapshot_while_money_moves(server, database_url):
         stop.set()
         for t in threads:
             t.join()
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(database_url)
 
 
 def test_a_long_statement_streams_in_batches(server, db, database_url):
@@ -299,8 +297,7 @@ def test_a_long_statement_streams_in_batches(server, db, database_url):
     assert ok_json(server, user)["entry_count"] == 2500
     time.sleep(0.5)  # the abandoned request notices at its next flush
     assert not [line for line in server.log_path.read_text().splitlines() if left in line and '"error"' in line]
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(database_url)
 
 
 def test_the_openapi_document_describes_the_three_formats(server):

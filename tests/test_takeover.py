@@ -8,7 +8,7 @@ from collections import Counter
 
 import httpx
 import psycopg2
-from conftest import balance, fund, in_parallel, make_user, run_audit, scalar, unique_name
+from conftest import assert_audit_ok, balance, fund, in_parallel, make_user, scalar, unique_name
 
 from wallet.platform.db import CLIENT_CHECK_MS
 
@@ -97,8 +97,7 @@ def test_retries_racing_the_sweep_take_over_operations_cut_off_by_a_server_kill_
         assert cur.fetchall() == [("COMPLETED", KEYS, 2 * KEYS)]
     moved = sum(range(1, KEYS + 1))
     assert (balance(restarted, payer), balance(restarted, payee)) == (f"{100 - moved:.2f}", f"{moved:.2f}")
-    audit = run_audit(database_url)
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_ok(database_url)
 
 
 def test_a_slow_attempt_and_the_retry_that_took_it_over_move_money_once(own_server, db):

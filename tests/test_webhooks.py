@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
 import pytest
-from conftest import assert_error, fund, make_user, run_audit, wait_for
+from conftest import assert_audit_ok, assert_error, fund, make_user, wait_for
 from standardwebhooks import Webhook
 
 from scripts.local_services import libpq_url
@@ -186,7 +186,7 @@ def test_two_processes_deliver_each_event_once(alone, receiver):
         h["webhook-id"]: 1 for h, _, _ in receiver.received
     }
     assert len(receiver.received) == 40
-    assert run_audit(alone.database_url).returncode == 0
+    assert_audit_ok(alone.database_url)
 
 
 def test_a_server_killed_between_commit_and_delivery_delivers_after_restart(alone, receiver):
