@@ -15,7 +15,6 @@ from pypdf import PdfReader
 
 from bench.statement import seed_entries
 
-NOW = dt.datetime.now(dt.UTC)
 CSV_HEADER = "date,reference,type,description,counterparty,counterparty_wallet,money_in,money_out,balance"
 
 
@@ -99,14 +98,15 @@ def test_empty_periods(server, story):
     assert past["entries"] == [] and past["entry_count"] == 0
     assert (past["opening_balance"], past["closing_balance"], past["total_in"]) == ("0.00", "0.00", "0.00")
     assert past["to"] == "2020-02-01T00:00:00Z"  # a bare `to` date includes that whole day
-    future = ok_json(server, alice, **{"from": (NOW + dt.timedelta(days=2)).date().isoformat(), "to": "2099-12-31"})
+    later = (story[2] + dt.timedelta(days=2)).date().isoformat()  # two days after the story (boundary) happened
+    future = ok_json(server, alice, **{"from": later, "to": "2099-12-31"})
     assert (future["opening_balance"], future["closing_balance"], future["entries"]) == ("38.75", "38.75", [])
 
 
 def test_a_bare_to_date_includes_that_day(server, story):
-    alice = story[0]
-    assert ok_json(server, alice, to=NOW.date().isoformat())["entry_count"] == 5
-    assert ok_json(server, alice, to=(NOW.date() - dt.timedelta(days=1)).isoformat())["entry_count"] == 0
+    alice, _, boundary, _ = story  # the story's day (not the day this test runs: a run may cross midnight)
+    assert ok_json(server, alice, to=boundary.date().isoformat())["entry_count"] == 5
+    assert ok_json(server, alice, to=(boundary.date() - dt.timedelta(days=1)).isoformat())["entry_count"] == 0
 
 
 def test_csv(server, story):
@@ -114,7 +114,7 @@ def test_csv(server, story):
     r = statement(server, alice, format="csv", **{"from": boundary.isoformat()})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "text/csv; charset=utf-8"
-    day = NOW.date().isoformat()
+    day = dt.datetime.now(dt.UTC).date().isoformat()  # the default `to`: the moment of the request
     expected = f'attachment; filename="statement-{alice.wallet_number}-{boundary.date()}-{day}.csv"'
     assert r.headers["content-disposition"] == expected
     rows = list(csv.reader(io.StringIO(r.content.decode("utf-8"))))
@@ -151,7 +151,7 @@ def test_pdf(server, story):
     r = statement(server, alice, format="pdf")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/pdf"
-    day = NOW.date().isoformat()
+    day = dt.datetime.now(dt.UTC).date().isoformat()  # the default `to`: the moment of the request
     assert r.headers["content-disposition"].startswith(f'attachment; filename="statement-{alice.wallet_number}-')
     assert r.headers["content-disposition"].endswith(f'-{day}.pdf"')
     reader = PdfReader(io.BytesIO(r.content))
