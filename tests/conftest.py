@@ -513,7 +513,9 @@ def assert_audit_ok(database_url: str) -> None:
         finally:
             await rt.close()
 
-    report = asyncio.run(audited())
+    # A thread of its own: a test may have an event loop running in this one (Playwright's sync API does).
+    with ThreadPoolExecutor(1) as pool:
+        report = pool.submit(asyncio.run, audited()).result()
     assert report["ok"], ledger_audit.format_audit(report)
 
 
