@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,7 +57,8 @@ def seed(database_url: str, settings: Settings, wallets: int, workdir: Path) -> 
         with conn, conn.cursor() as cur:
             cur.execute(_SEED, {"hash": password_hash, "n": wallets, "balance": BALANCE})
             cur.execute(
-                "SELECT u.id, u.username, w.id, s.id, s.refresh_jti, s.authenticated_at, s.amr FROM users u"
+                # to_jsonb(s): an older revision's sessions (--against) have no authenticated_at/amr columns yet.
+                "SELECT u.id, u.username, w.id, s.id, s.refresh_jti, to_jsonb(s) FROM users u"
                 " JOIN wallets w ON w.user_id = u.id JOIN sessions s ON s.user_id = u.id ORDER BY w.number"
             )
             rows = cur.fetchall()
@@ -65,8 +67,12 @@ def seed(database_url: str, settings: Settings, wallets: int, workdir: Path) -> 
     token_settings = SimpleNamespace(settings=settings)
     users_file = workdir / "users.tsv"
     with open(users_file, "w") as out:
-        for user_id, username, wallet_id, session_id, refresh_jti, authenticated_at, amr in rows[1:]:  # [0]: merchant
-            session = SimpleNamespace(authenticated_at=authenticated_at, amr=amr)
+        for user_id, username, wallet_id, session_id, refresh_jti, columns in rows[1:]:  # [0]: merchant
+            signed_in = columns.get("authenticated_at")
+            session = SimpleNamespace(
+                authenticated_at=dt.datetime.fromisoformat(signed_in) if signed_in else dt.datetime.now(dt.UTC),
+                amr=columns.get("amr") or ["pwd"],
+            )
             pair = _token_pair(token_settings, user_id, "user", session_id, refresh_jti, session)  # type: ignore[arg-type]
             access = pair["access_token"]
             out.write(f"{access}\t{wallet_id}\t{username}\n")
