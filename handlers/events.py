@@ -67,6 +67,7 @@ log = logging.getLogger("wallet.events")
 CLOSE_REVOKED = 4401  # the login was revoked or the token expired: log in (or refresh) first
 CLOSE_TOO_SLOW = 4408  # a message waited longer than SEND_TIMEOUT to be taken
 CLOSE_UNAVAILABLE = 1011  # a dependency is down
+CLOSE_RESTART = 1012  # the server is stopping (a deploy): reconnect at once, another server (or this one, back) answers
 SEND_TIMEOUT = 10
 PAGE = 100
 
@@ -122,6 +123,8 @@ class EventStreamHandler(websocket.WebSocketHandler):
             self.principal.require("read")
             if self.request.headers.get("Upgrade", "").lower() != "websocket":
                 raise errors.InvalidRequest("This endpoint is a WebSocket: send 'Upgrade: websocket'.")
+            if self.application.draining:
+                raise errors.ServiceUnavailable("The server is stopping; connect again.")
         except errors.WalletError as error:
             status, body = render_error(self, error)
             self.set_status(status)
@@ -142,8 +145,8 @@ class EventStreamHandler(websocket.WebSocketHandler):
 
         Authenticate with `?access_token=`, `Sec-WebSocket-Protocol: bearer, <token>` or `X-API-Key` (a key with
         `read`). Close codes: 4401 the login was revoked, the token expired or the key was revoked; 4408 the client
-        read too slowly; 1011 a dependency is down. After any close, reconnect with `?after=<the last id received>`
-        to miss nothing."""
+        read too slowly; 1011 a dependency is down; 1012 the server is restarting (reconnect at once). After any
+        close, reconnect with `?after=<the last id received>` to miss nothing."""
         await super().get()
 
     def open(self) -> None:
@@ -175,6 +178,9 @@ class EventStreamHandler(websocket.WebSocketHandler):
             while True:
                 wake.clear()  # before reading: an event committed from here on wakes the next round
                 await self._send_new(user_id)
+                if hub.closing:
+                    self._close(CLOSE_RESTART, "The server is restarting")
+                    return
                 if loop.time() - checked >= self.ping_interval:
                     checked = loop.time()
                     await self.authenticate(self.rt, self.token)

@@ -5,77 +5,16 @@ log see each real client, and a header a client forged is ignored."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import ssl
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, ROOT, assert_error, free_port, unique_name
+from conftest import PASSWORD, assert_error, unique_name
+from nginx import SKIP, Proxy
 
-from scripts.local_services import stop
-
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-pytestmark = pytest.mark.skipif(
-    not NGINX or not shutil.which("openssl"),
-    reason="needs Debian's nginx and the openssl CLI (apt-get install -y nginx; .ci/run installs it)",
-)
-
-
-class Proxy:
-    """nginx with deploy/nginx.conf rendered for this machine: its ports, the server's port, files under `home`."""
-
-    def __init__(self, home: Path, upstream_port: int) -> None:
-        self.home = home
-        self.https_port, self.http_port = free_port(), free_port()
-        certificate = "-x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost"
-        subprocess.run(
-            [
-                *("openssl", "req", *certificate.split(), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-                *("-keyout", str(home / "key.pem"), "-out", str(home / "cert.pem")),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        config = (ROOT / "deploy" / "nginx.conf").read_text()
-        for shipped, here in {
-            "server wallet:8000;": f"server 127.0.0.1:{upstream_port};",
-            "listen 80;": f"listen 127.0.0.1:{self.http_port};",
-            "listen 443 ssl;": f"listen 127.0.0.1:{self.https_port} ssl;",
-            "/etc/nginx/tls/": f"{home}/",
-            "access_log /dev/stdout;": f"access_log {home}/access.log;",
-        }.items():
-            assert shipped in config, f"deploy/nginx.conf no longer has {shipped!r}: update this test with it"
-            config = config.replace(shipped, here)
-        (home / "nginx.conf").write_text(config)
-        self.proc = subprocess.Popen(
-            [
-                *(NGINX, "-p", str(home), "-e", str(home / "error.log"), "-c", str(home / "nginx.conf")),
-                *("-g", f"daemon off; pid {home}/nginx.pid;"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.https_port), timeout=0.2).close()
-                break
-            except OSError:
-                log = (home / "error.log").read_text() if (home / "error.log").exists() else ""
-                assert self.proc.poll() is None and time.monotonic() < deadline, f"nginx did not start: {log}"
-                time.sleep(0.05)
-
-    def client(self, source: str) -> httpx.Client:
-        """An HTTPS client that connects from `source` (any 127.0.0.0/8 address is this machine's)."""
-        context = ssl.create_default_context(cafile=str(self.home / "cert.pem"))
-        transport = httpx.HTTPTransport(verify=context, local_address=source)
-        return httpx.Client(base_url=f"https://localhost:{self.https_port}/api/v1", transport=transport, timeout=30)
+pytestmark = pytest.mark.skipif(**SKIP)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +34,7 @@ def backend(module_server):
 def proxy(backend, tmp_path_factory):
     proxy = Proxy(tmp_path_factory.mktemp("nginx"), backend.port)
     yield proxy
-    stop(proxy.proc, timeout=10)
+    proxy.stop()
 
 
 def test_register_login_and_deposit_over_https_through_the_proxy(backend, proxy):
