@@ -4,9 +4,13 @@ connection (never read: a retry is the first attempt); every key retried afterwa
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import json
 import signal
+import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,6 +20,8 @@ import httpx
 import pytest
 from conftest import User, fund, make_user, wait_for
 from nginx import SKIP, Proxy
+from test_event_stream import FAST, connect, pay, receive
+from tornado import httpclient
 
 # Small, so the test takes seconds: the defaults are 30 s and 5 s.
 DRAIN = {"PROCESSES": "2", "SHUTDOWN_GRACE": "10", "DRAIN_DELAY": "1", "LOG_LEVEL": "INFO"}
@@ -192,3 +198,70 @@ def test_sigterm_behind_nginx_loses_nothing(own_server, tmp_path):
         print(f"through nginx: {figures}")
     finally:
         proxy.stop()
+
+
+def test_a_stream_is_closed_with_reconnect_and_its_cursor_and_no_new_one_opens(own_server):
+    server = own_server(PROCESSES="1", SHUTDOWN_GRACE="5", DRAIN_DELAY="2", **FAST)
+    alice, bob = make_user(server), make_user(server)
+    fund(server, alice, "5.00")
+
+    async def scenario() -> tuple[dict[str, Any], Any, Any]:
+        conn = await connect(server, bob.token, subprotocol=True)
+        await asyncio.to_thread(pay, server, alice, bob)
+        (event,) = await receive(conn, 1)
+        server.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(conn.read_message(), 5) is None
+        # While the port is still open (DRAIN_DELAY), a new stream is refused: the client tries again elsewhere.
+        with pytest.raises(httpclient.HTTPClientError) as refused:
+            await connect(server, bob.token, subprotocol=True)
+        return event, conn, refused.value.response
+
+    event, conn, response = asyncio.run(scenario())
+    assert conn.close_code == 1012
+    assert conn.close_reason == f"The server is restarting; reconnect with ?after={event['id']}"
+    assert response.code == 503 and json.loads(response.body)["code"] == "SERVICE_UNAVAILABLE"
+    assert server.proc.wait(10) == 0
+
+
+def test_an_idle_keep_alive_connection_is_closed_not_reset(own_server):
+    server = own_server(PROCESSES="2", SHUTDOWN_GRACE="5", DRAIN_DELAY="1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: wallet\r\n\r\n")
+        answer = idle.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" not in answer
+        server.proc.send_signal(signal.SIGTERM)
+        assert idle.recv(1) == b""  # a FIN (a reset would raise ConnectionResetError)
+    assert server.proc.wait(10) == 0
+
+
+def a_request_left_unfinished(server: Any) -> socket.socket:
+    """A connection whose request has headers but only part of its body: it holds the drain open."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: wallet\r\nContent-Length: 100\r\n\r\n{")
+    return sock
+
+
+def test_the_grace_running_out_cuts_off_what_is_left_and_says_so(own_server):
+    server = own_server(PROCESSES="1", SHUTDOWN_GRACE="2", DRAIN_DELAY="0", BODY_TIMEOUT="60")
+    with a_request_left_unfinished(server):
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
+        assert 2 <= time.monotonic() - started < 5
+    (cut,) = [entry for entry in server.log_entries() if entry["msg"].startswith("stopping now")]
+    assert cut["msg"] == "stopping now (SHUTDOWN_GRACE ran out): cutting off what is left"
+    assert cut["level"] == "warning" and cut["requests"] == 1
+
+
+def test_a_second_sigterm_stops_at_once_through_the_parent(own_server):
+    server = own_server(PROCESSES="2", SHUTDOWN_GRACE="60", DRAIN_DELAY="1", BODY_TIMEOUT="60", LOG_LEVEL="INFO")
+    with a_request_left_unfinished(server):
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: server.log_path.read_text().count('"listener closed"') == 2)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
+        assert time.monotonic() - started < 5
+    messages = [entry["msg"] for entry in server.log_entries()]
+    assert "second stop signal: the workers stop now" in messages
+    assert "stopping now (a second signal): cutting off what is left" in messages
