@@ -44,7 +44,7 @@ class Proxy:
             "listen 80;": f"listen 127.0.0.1:{self.http_port};",
             "listen 443 ssl;": f"listen 127.0.0.1:{self.https_port} ssl;",
             "/etc/nginx/tls/": f"{home}/",
-            "access_log /dev/stdout;": f"access_log {home}/access.log;",
+            "access_log /dev/stdout wallet;": f"access_log {home}/access.log wallet;",
         }.items():
             assert shipped in config, f"deploy/nginx.conf no longer has {shipped!r}: update this test with it"
             config = config.replace(shipped, here)

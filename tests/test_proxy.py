@@ -1,9 +1,11 @@
 """deploy/nginx.conf really in front: Debian's nginx terminates TLS (a certificate made here) for a server with two
 worker processes and Redis; X-Forwarded-For is believed only from the proxy, so login throttling and the request
-log see each real client, and a header a client forged is ignored."""
+log see each real client, and a header a client forged is ignored; the event stream's WebSocket passes through, and
+the access log holds no query string."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,8 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, assert_error, unique_name
+from conftest import PASSWORD, assert_error, fund, make_user, unique_name, wait_for
 from nginx import SKIP, Proxy
+from test_event_stream import pay
+from tornado import httpclient, websocket
 
 pytestmark = pytest.mark.skipif(**SKIP)
 
@@ -109,3 +113,30 @@ def test_throttling_and_the_request_log_see_the_real_client(backend, proxy):
             break
         time.sleep(0.05)
     assert seen == expected
+
+
+def test_the_event_stream_passes_through_and_its_token_is_not_logged(backend, proxy):
+    alice, bob = make_user(backend), make_user(backend)
+    fund(backend, alice, "5.00")
+    stream = f"wss://localhost:{proxy.https_port}/api/v1/events/stream"
+
+    async def scenario():
+        # The way to send the token (a subprotocol), and the deprecated one (the query string), side by side.
+        by_protocol = await websocket.websocket_connect(
+            httpclient.HTTPRequest(stream, ssl_options=proxy.tls()), subprotocols=["bearer", bob.token]
+        )
+        by_query = await websocket.websocket_connect(
+            httpclient.HTTPRequest(f"{stream}?after=0&access_token={bob.token}", ssl_options=proxy.tls())
+        )
+        sent = await asyncio.to_thread(pay, backend, alice, bob)
+        events = [json.loads(await asyncio.wait_for(conn.read_message(), 10)) for conn in (by_protocol, by_query)]
+        for conn in (by_protocol, by_query):
+            conn.close()
+        return sent, events
+
+    sent, events = asyncio.run(scenario())
+    assert [(event["type"], event["data"]["id"]) for event in events] == [("transfer.received", sent["id"])] * 2
+    # nginx writes a stream's line when it ends: the path, without the query string.
+    access_log = proxy.home / "access.log"
+    wait_for(lambda: access_log.read_text().count('"GET /api/v1/events/stream HTTP/1.1" 101') == 2)
+    assert bob.token not in access_log.read_text() and "access_token" not in access_log.read_text()
