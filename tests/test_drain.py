@@ -24,7 +24,7 @@ from test_event_stream import FAST, connect, pay, receive
 from tornado import httpclient
 
 # Small, so the test takes seconds: the defaults are 30 s and 5 s.
-DRAIN = {"PROCESSES": "2", "SHUTDOWN_GRACE": "10", "DRAIN_DELAY": "1", "LOG_LEVEL": "INFO"}
+DRAIN = {"PROCESSES": "2", "SHUTDOWN_GRACE": "10", "DRAIN_DELAY": "2", "LOG_LEVEL": "INFO"}
 CLIENTS = 8  # half keep one connection open, half connect for every request
 
 pytestmark = pytest.mark.usefixtures("ledger_audited")
@@ -155,11 +155,15 @@ def test_sigterm_under_load_answers_every_request_it_read(own_server):
     load.signalled.set()
     server.proc.send_signal(signal.SIGTERM)
     # A balancer sees it at once: /ready answers 503 while the listener still takes connections.
-    assert wait_for(lambda: httpx.get(f"{server.url}/ready", timeout=5).status_code == 503, timeout=1)
+    assert wait_for(lambda: httpx.get(f"{server.url}/ready", timeout=5).status_code == 503, timeout=2)
     assert server.proc.wait(20) == 0
     load.join()  # each client ends at its refusal
 
     assert_nothing_read_was_dropped(load)
+    # Both workers drained, and all they had (connections, requests, background loops) ended within the grace.
+    messages = [entry["msg"] for entry in server.log_entries()]
+    assert messages.count("draining") == messages.count("listener closed") == messages.count("stopped") == 2
+    assert not [message for message in messages if message.startswith("stopping now")]
     restarted = own_server(**DRAIN)
     with restarted.client() as again:
         figures = replay(again, users, load)
