@@ -243,18 +243,18 @@ async def _drain(
     server.stop()
     log.info("listener closed", extra={"open_connections": server.open_connections})
 
-    def left() -> dict[str, int]:
-        return {
-            "open_connections": server.close_idle(),
+    while True:
+        server.close_idle()  # each lap: a connection turns idle once its last answer has gone
+        remaining = {
+            "open_connections": server.open_connections,
             "requests": base.inflight(),
             "streams": hub.open_streams,
             "background_jobs": sum(not task.done() for task in background),
         }
-
-    while any(left().values()) and not now.is_set() and loop.time() < deadline:
+        if not any(remaining.values()) or now.is_set() or loop.time() >= deadline:
+            break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(now.wait(), 0.05)
-    remaining = left()
     if any(remaining.values()):
         why = "a second signal" if now.is_set() else "SHUTDOWN_GRACE ran out"
         log.warning(f"stopping now ({why}): cutting off what is left", extra=remaining)

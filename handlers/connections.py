@@ -142,17 +142,16 @@ class CappedHTTPServer(HTTPServer):
         self._served.discard(connection)
         super().on_close(server_conn)
 
-    def close_idle(self) -> int:
+    def close_idle(self) -> None:
         """Close, with a FIN, each connection waiting for a request on which the client has sent nothing (closing a
         socket with unread bytes would reset it: those are read and answered instead). A new connection first gets
-        FIRST_REQUEST_WAIT for its request, which may still be on its way. Returns how many connections are open."""
+        FIRST_REQUEST_WAIT for its request, which may still be on its way."""
         now = time.monotonic()
         for connection, since in list(self._waiting.items()):
             sock = connection.stream.socket
             fresh = connection not in self._served and now - since < FIRST_REQUEST_WAIT
             if sock is not None and not fresh and not _has_sent(sock):
                 connection.stream.close()
-        return len(self._connections)
 
     def _admit(self, connection: socket.socket, address: Any) -> None:
         if len(self._connections) < self.max_connections:  # Tornado's own set of open connections
