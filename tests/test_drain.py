@@ -142,7 +142,7 @@ def assert_nothing_read_was_dropped(load: Load) -> None:
     assert any(s.after_signal and s.connection == "close" for s in load.answered())
 
 
-def test_sigterm_under_load_answers_every_request_it_read(own_server):
+def test_sigterm_under_load_answers_every_request_it_read(own_server, record_property):
     server = own_server(**DRAIN)
     users = funded_users(server)
 
@@ -168,11 +168,12 @@ def test_sigterm_under_load_answers_every_request_it_read(own_server):
     with restarted.client() as again:
         figures = replay(again, users, load)
     print(f"direct: {figures}")
+    record_property("figures", figures)
     assert figures["answered"] >= 40 and figures["refused"] == CLIENTS
 
 
 @pytest.mark.skipif(**SKIP)
-def test_sigterm_behind_nginx_loses_nothing(own_server, tmp_path):
+def test_sigterm_behind_nginx_loses_nothing(own_server, tmp_path, record_property):
     """Two server sets behind nginx; one stops under load. nginx passes what that one refuses to the other (a
     request never read may go to the next upstream), so clients see no failure at all, not one 502."""
     leaving, staying = own_server(**DRAIN), own_server(**DRAIN)
@@ -200,6 +201,7 @@ def test_sigterm_behind_nginx_loses_nothing(own_server, tmp_path):
         with proxy.client() as again:
             figures = replay(again, users, load)
         print(f"through nginx: {figures}")
+        record_property("figures", figures)
     finally:
         proxy.stop()
 
