@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import getpass
@@ -63,6 +64,10 @@ from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
 
 log = logging.getLogger("wallet.server")
+
+# The parent of PROCESSES workers kills one still running this long after SHUTDOWN_GRACE (its own cut-off, logged by
+# the worker, comes first).
+WORKER_GRACE_MARGIN = 5
 
 ROUTES = [
     *ops.routes,
@@ -133,20 +138,31 @@ async def _sweep(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: 
         log.warning(f"{what} failed", extra={"count": failed})
 
 
-async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[None]]) -> None:
-    """Run `step` every `interval` seconds for the life of the process; a failed run is logged (LoopLog) and
-    retried. Each job has its own loop, so a slow provider delays no other."""
+async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
+    """Run `step` every `interval` seconds until `stopping` is set (a run under way finishes first); a failed run
+    is logged (LoopLog) and retried. Each job has its own loop, so a slow provider delays no other."""
     report = LoopLog(log, what)
-    while True:
+    while not stopping.is_set():
         try:
             await step()
             report.ok()
         except Exception as error:
             report.failed(error)
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
 
 
-async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
+class _Signals:
+    """SIGTERM (or SIGINT) once: drain. Twice: stop now."""
+
+    def __init__(self) -> None:
+        self.first, self.second = asyncio.Event(), asyncio.Event()
+
+    def received(self) -> None:
+        (self.second if self.first.is_set() else self.first).set()
+
+
+async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: bool) -> None:
     rt = Runtime.create(settings)
     # Every revocation still in force is known before the first request is answered.
     await poll_revocations(rt)
@@ -162,34 +178,32 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
     )
     server.add_sockets(sockets)
     every = settings.recovery_interval
-    background = [
-        asyncio.create_task(
-            _periodically(
-                "recovery sweep of interrupted transactions",
-                every,
-                lambda: _sweep(rt, lifecycle.recover_interrupted, "interrupted transactions"),
-            )
+    stopping = asyncio.Event()
+    jobs: list[tuple[str, int, Callable[[], Awaitable[None]]]] = [
+        (
+            "recovery sweep of interrupted transactions",
+            every,
+            lambda: _sweep(rt, lifecycle.recover_interrupted, "interrupted transactions"),
         ),
-        asyncio.create_task(
-            _periodically(
-                "recovery sweep of provider deposits",
-                every,
-                lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
-            )
+        (
+            "recovery sweep of provider deposits",
+            every,
+            lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
         ),
-        asyncio.create_task(
-            _periodically("expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds"))
-        ),
-        asyncio.create_task(
-            _periodically("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt))
-        ),
-        asyncio.create_task(dispatch.dispatcher(rt)),
+        ("expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds")),
+        ("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt)),
     ]
+    background = [asyncio.create_task(_periodically(*job, stopping)) for job in jobs]
+    background.append(asyncio.create_task(dispatch.dispatcher(rt, stopping)))
 
-    stop = asyncio.Event()
+    signals = _Signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, signals.received)
+    # Under a parent, Ctrl-C reaches every process of the group at once: the parent alone passes it on (as SIGTERM).
+    if forked:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        loop.add_signal_handler(signal.SIGINT, signals.received)
     log.info(
         "listening",
         extra={
@@ -199,43 +213,96 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
             "open_files_limit": fd_limit,
         },
     )
-    await stop.wait()
-
-    log.info("shutting down: no new connections, finishing in-flight requests")
-    server.stop()
-    await base.wait_for_inflight(timeout=10)
-    await server.close_all_connections()
-    for task in background:
-        task.cancel()
+    await signals.first.wait()
+    await _drain(settings, app, server, background, stopping, signals.second)
     await rt.close()
     log.info("stopped")
 
 
-def _fork_workers(count: int) -> bool:
-    """Fork `count` workers that share the bound sockets; True in a worker. The parent passes SIGTERM/SIGINT on to
-    every worker (tornado's fork_processes does not, and leaves them serving as orphans), restarts a worker that
-    crashed, and returns False once all have stopped."""
+async def _drain(
+    settings: Settings,
+    app: base.Application,
+    server: connections.CappedHTTPServer,
+    background: list[asyncio.Task[None]],
+    stopping: asyncio.Event,
+    now: asyncio.Event,
+) -> None:
+    """The stop after a SIGTERM (docs/operations.md, "Stopping and draining"): /ready answers 503 and every answer
+    says Connection: close at once, streams close with 1012 and the background loops finish their current run; the
+    port stays open for DRAIN_DELAY, then closes; idle connections are closed and every request read is answered.
+    Whatever is left when SHUTDOWN_GRACE runs out, or at a second signal, is cut off, and the log says so."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.shutdown_grace
+    log.info("draining", extra={"drain_delay": settings.drain_delay, "shutdown_grace": settings.shutdown_grace})
+    app.draining = True
+    hub: wallet_events.Hub = app.settings["event_hub"]
+    hub.close()
+    stopping.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(now.wait(), settings.drain_delay)
+    server.stop()
+    log.info("listener closed", extra={"open_connections": server.open_connections})
+
+    while True:
+        server.close_idle()  # each lap: a connection turns idle once its last answer has gone
+        remaining = {
+            "open_connections": server.open_connections,
+            "requests": base.inflight(),
+            "streams": hub.open_streams,
+            "background_jobs": sum(not task.done() for task in background),
+        }
+        if not any(remaining.values()) or now.is_set() or loop.time() >= deadline:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), 0.05)
+    if any(remaining.values()):
+        why = "a second signal" if now.is_set() else "SHUTDOWN_GRACE ran out"
+        log.warning(f"stopping now ({why}): cutting off what is left", extra=remaining)
+        for task in background:
+            task.cancel()
+        await server.close_all_connections()
+
+
+def _fork_workers(settings: Settings, sockets: list[Any]) -> bool:
+    """Fork PROCESSES workers that share the bound sockets; True in a worker. The parent passes a stop signal on to
+    every worker as SIGTERM (tornado's fork_processes does not, and leaves them serving as orphans) and closes its
+    own copy of the sockets, so that the port closes when the workers' drain closes theirs; it restarts a worker that
+    crashed, waits for each worker to stop, and returns False once all have. A second signal is passed on too (the
+    workers stop at once); a worker still running SHUTDOWN_GRACE + WORKER_GRACE_MARGIN seconds after the first is
+    killed, and the log says so."""
     workers: set[int] = set()
     stopping = False
 
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
-        stopping = True
+        if stopping:
+            log.warning("second stop signal: the workers stop now", extra={"workers": sorted(workers)})
+        else:
+            stopping = True
+            for sock in sockets:
+                sock.close()
+            signal.setitimer(signal.ITIMER_REAL, settings.shutdown_grace + WORKER_GRACE_MARGIN)
         for pid in workers:
-            os.kill(pid, signum)
+            os.kill(pid, signal.SIGTERM)
+
+    def too_late(_signum: int, _frame: Any) -> None:
+        log.warning("workers still running after SHUTDOWN_GRACE: killed", extra={"workers": sorted(workers)})
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
 
     def spawn() -> bool:
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                signal.signal(signum, signal.SIG_DFL)
             return True
         workers.add(pid)
         return False
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for _ in range(count):
+    signal.signal(signal.SIGALRM, too_late)
+    for _ in range(settings.processes):
         if spawn():
             return True
     restarts = 0
@@ -250,6 +317,7 @@ def _fork_workers(count: int) -> bool:
         log.warning("worker died; starting another", extra={"pid": pid, "exit_code": code, "restarts": restarts})
         if restarts <= 100 and spawn():
             return True
+    signal.setitimer(signal.ITIMER_REAL, 0)
     return False
 
 
@@ -279,9 +347,10 @@ def serve(settings: Settings) -> None:
     parent = os.getpid()
     metrics_dir = metrics.start(parent)
     try:
-        if settings.processes > 1 and not _fork_workers(settings.processes):
+        forked = settings.processes > 1
+        if forked and not _fork_workers(settings, sockets):
             return
-        uvloop.run(_serve(settings, sockets, fd_limit))
+        uvloop.run(_serve(settings, sockets, fd_limit, forked))
     finally:
         if os.getpid() == parent:
             shutil.rmtree(metrics_dir, ignore_errors=True)

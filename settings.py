@@ -45,6 +45,8 @@ class Settings:
     max_body_size: int = 64 * 1024
     max_connections: int = 10_000
     idle_timeout: int = 30
+    shutdown_grace: int = 30
+    drain_delay: int = 5
     body_timeout: int = 30
     daily_withdraw_limit: Decimal = Decimal("100.00")
     daily_transfer_limit: Decimal = Decimal("100.00")
@@ -212,6 +214,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "MAX_CONNECTIONS": ("max_connections", _int("MAX_CONNECTIONS", 1, 1_000_000)),
     "IDLE_TIMEOUT": ("idle_timeout", _int("IDLE_TIMEOUT", 1, 3600)),
     "BODY_TIMEOUT": ("body_timeout", _int("BODY_TIMEOUT", 1, 3600)),
+    "SHUTDOWN_GRACE": ("shutdown_grace", _int("SHUTDOWN_GRACE", 1, 3600)),
+    "DRAIN_DELAY": ("drain_delay", _int("DRAIN_DELAY", 0, 600)),
     "DAILY_WITHDRAW_LIMIT": ("daily_withdraw_limit", _limit("DAILY_WITHDRAW_LIMIT")),
     "DAILY_TRANSFER_LIMIT": ("daily_transfer_limit", _limit("DAILY_TRANSFER_LIMIT")),
     "ALLOW_SELF_DEPOSIT": ("allow_self_deposit", _bool("ALLOW_SELF_DEPOSIT")),
@@ -294,6 +298,11 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     if settings.processes > 1 and not settings.redis_url:
         # Without Redis each process would keep its own revocations and login counters.
         raise SettingsError("PROCESSES above 1 needs REDIS_URL, so that every process shares logouts and throttling")
+    if settings.drain_delay >= settings.shutdown_grace:
+        # The listener stays open for DRAIN_DELAY out of SHUTDOWN_GRACE: what was read then needs time to finish.
+        raise SettingsError(
+            f"DRAIN_DELAY ({settings.drain_delay}) must be shorter than SHUTDOWN_GRACE ({settings.shutdown_grace})"
+        )
     google = {
         "GOOGLE_CLIENT_ID": settings.google_client_id,
         "GOOGLE_CLIENT_SECRET": settings.google_client_secret,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import ipaddress
@@ -112,12 +111,31 @@ class SecurityHeaders(web.OutputTransform):
         return status_code, headers, chunk
 
 
+class CloseWhileDraining(web.OutputTransform):
+    """While the server drains, every answer says `Connection: close`: a keep-alive client (or proxy) sends its next
+    request on a new connection, to another server or to this one's listener while it is still open."""
+
+    def __init__(self, application: Application, request: httputil.HTTPServerRequest) -> None:
+        super().__init__(request)
+        self.application = application
+
+    def transform_first_chunk(
+        self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes, finishing: bool
+    ) -> tuple[int, httputil.HTTPHeaders, bytes]:
+        if self.application.draining and status_code != 101:
+            headers["Connection"] = "close"
+        return status_code, headers, chunk
+
+
 class Application(web.Application):
     """Believes X-Forwarded-For / X-Forwarded-Proto only from a peer in TRUSTED_PROXIES (Tornado's xheaders trusts
-    anyone), before any handler or the request log sees the request; adds SecurityHeaders to every answer."""
+    anyone), before any handler or the request log sees the request; adds SecurityHeaders to every answer, and
+    CloseWhileDraining once `draining` is set (a SIGTERM: /ready answers 503 and no new event stream opens)."""
+
+    draining = False
 
     def __init__(self, *args: Any, **settings: Any) -> None:
-        super().__init__(*args, transforms=[SecurityHeaders], **settings)
+        super().__init__(*args, transforms=[SecurityHeaders, functools.partial(CloseWhileDraining, self)], **settings)
 
     def find_handler(self, request: Any, **kwargs: Any) -> Any:
         trusted = self.settings["runtime"].settings.trusted_proxies
@@ -520,10 +538,9 @@ def log_request(handler: web.RequestHandler) -> None:
     metrics.request(route, request.method, handler.get_status(), seconds)
 
 
-async def wait_for_inflight(timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while _inflight > 0 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+def inflight() -> int:
+    """Requests this process is serving: a stop waits for them, even for one whose client has gone."""
+    return _inflight
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:

@@ -43,7 +43,9 @@ class StreamQuery(Schema):
         validate=validate.Range(min=0, max=2**63 - 1),
         metadata={"description": "Replay the events after this id first."},
     )
-    access_token = Text(metadata={"description": "The access token (or send it as the second WebSocket subprotocol)."})
+    access_token = Text(
+        metadata={"description": "Deprecated (a URL ends up in logs): send the token as the second subprotocol."}
+    )
 
 
 # ---- responses --------------------------------------------------------------------------------------------------
@@ -67,6 +69,7 @@ log = logging.getLogger("wallet.events")
 CLOSE_REVOKED = 4401  # the login was revoked or the token expired: log in (or refresh) first
 CLOSE_TOO_SLOW = 4408  # a message waited longer than SEND_TIMEOUT to be taken
 CLOSE_UNAVAILABLE = 1011  # a dependency is down
+CLOSE_RESTART = 1012  # the server is stopping (a deploy): reconnect at once, another server (or this one, back) answers
 SEND_TIMEOUT = 10
 PAGE = 100
 
@@ -97,8 +100,9 @@ class EventStreamHandler(websocket.WebSocketHandler):
 
     def _credentials(self) -> tuple[Callable[[Runtime, str], Awaitable[Principal]], str | None]:
         """How the caller authenticates, and with what: a service's API key (`X-API-Key`, with `read`), or an
-        access token. Browsers cannot set Authorization on a WebSocket: the token comes as a query parameter or
-        as the second entry of Sec-WebSocket-Protocol ("bearer, <token>")."""
+        access token. Browsers cannot set Authorization on a WebSocket: the token comes as the second entry of
+        Sec-WebSocket-Protocol ("bearer, <token>"), or, deprecated, as a query parameter (never logged: the request
+        line logs the path only, and so does log_exception below)."""
         key = self.request.headers.get("X-API-Key")
         if key is not None:
             return keys.authenticate, key
@@ -122,11 +126,16 @@ class EventStreamHandler(websocket.WebSocketHandler):
             self.principal.require("read")
             if self.request.headers.get("Upgrade", "").lower() != "websocket":
                 raise errors.InvalidRequest("This endpoint is a WebSocket: send 'Upgrade: websocket'.")
+            if self.application.draining:
+                raise errors.ServiceUnavailable("The server is stopping; connect again.")
         except errors.WalletError as error:
             status, body = render_error(self, error)
             self.set_status(status)
             self.set_header("Content-Type", "application/json; charset=UTF-8")
             self.finish(orjson.dumps(body) + b"\n")
+
+    # Tornado's own would log the URI, query string and all, and the request's headers.
+    log_exception = BaseHandler.log_exception
 
     def require_principal(self) -> Principal:
         assert self.principal is not None  # prepare() answered 401 otherwise
@@ -140,10 +149,10 @@ class EventStreamHandler(websocket.WebSocketHandler):
     async def get(self) -> None:
         """The caller's events as WebSocket messages (Event JSON), oldest first after `after`, then live.
 
-        Authenticate with `?access_token=`, `Sec-WebSocket-Protocol: bearer, <token>` or `X-API-Key` (a key with
-        `read`). Close codes: 4401 the login was revoked, the token expired or the key was revoked; 4408 the client
-        read too slowly; 1011 a dependency is down. After any close, reconnect with `?after=<the last id received>`
-        to miss nothing."""
+        Authenticate with `Sec-WebSocket-Protocol: bearer, <token>` or `X-API-Key` (a key with `read`);
+        `?access_token=` is deprecated. Close codes: 4401 the login was revoked, the token expired or the key was
+        revoked; 4408 the client read too slowly; 1011 a dependency is down; 1012 the server is restarting (reconnect
+        at once). After any close, reconnect with `?after=<the last id received>` to miss nothing."""
         await super().get()
 
     def open(self) -> None:
@@ -175,6 +184,9 @@ class EventStreamHandler(websocket.WebSocketHandler):
             while True:
                 wake.clear()  # before reading: an event committed from here on wakes the next round
                 await self._send_new(user_id)
+                if hub.closing:
+                    self._close(CLOSE_RESTART, "The server is restarting")
+                    return
                 if loop.time() - checked >= self.ping_interval:
                     checked = loop.time()
                     await self.authenticate(self.rt, self.token)

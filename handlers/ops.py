@@ -25,7 +25,11 @@ class ReadyHandler(BaseHandler):
         """Readiness: 200 when the database (and Redis, when configured) answer.
 
         A 503 names the dependency that does not answer in `details`, e.g. `{"database": "down", "redis": "ok"}`.
+        From a SIGTERM on it is 503 `{"server": "stopping"}` while the server still answers for a few seconds
+        (DRAIN_DELAY), so a load balancer sends no new requests before the port closes.
         """
+        if self.application.draining:
+            raise errors.ServiceUnavailable("The server is stopping.", details={"server": "stopping"})
         await health.check_ready(self.rt)
         self.respond({"status": "ok"}, 200)
 

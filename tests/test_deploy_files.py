@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import ROOT, free_port
 
-from settings import _PARSERS, load_settings
+from settings import _PARSERS, Settings, load_settings
 
 SETTINGS = set(_PARSERS)
 NGINX_CONF = (ROOT / "deploy" / "nginx.conf").read_text()
@@ -97,6 +97,19 @@ def test_systemd_unit(subcommands):
     assert exec_start[0].endswith("/bin/wallet-server") and set(exec_start[1:]) <= subcommands
     assert dict(pairs)["User"] not in ("root", "0")
     assert f"server wallet:{env['PORT']};" in NGINX_CONF  # the port nginx's example passes to
+
+
+def test_nginx_timeouts_fit_the_servers():
+    """A quiet event stream outlives nginx's read and send timeouts (the server pings every EVENTS_PING_INTERVAL), and
+    nginx drops an idle connection to the server before the server's IDLE_TIMEOUT would close it under a request."""
+    defaults = Settings()
+
+    def seconds(directive: str) -> int:
+        (value,) = re.findall(rf"^\s*{directive} (\d+)s;", NGINX_CONF, re.M)
+        return int(value)
+
+    assert min(seconds("proxy_read_timeout"), seconds("proxy_send_timeout")) >= 2 * defaults.events_ping_interval
+    assert seconds("keepalive_timeout") < defaults.idle_timeout
 
 
 def test_env_example_and_the_readme_list_exactly_the_settings():

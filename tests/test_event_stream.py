@@ -11,7 +11,7 @@ import time
 import httpx
 import psycopg2
 import pytest
-from conftest import assert_error, fund, make_user
+from conftest import assert_error, fund, make_user, wait_for
 from tornado import httpclient, websocket
 
 from scripts.local_services import libpq_url
@@ -209,6 +209,30 @@ def test_a_plain_get_is_told_to_upgrade(streaming):
     user = make_user(streaming)
     r = httpx.get(ws_url(streaming, access_token=user.token).replace("ws://", "http://"))
     assert_error(r, 400, "VALIDATION_ERROR")
+
+
+def test_a_token_in_the_query_string_never_reaches_the_servers_log(alone):
+    """The deprecated ?access_token= form still works, but even at DEBUG the log has the path only: not on a stream
+    that opens, nor on one refused, nor on a malformed upgrade."""
+    server = alone(LOG_LEVEL="DEBUG", **FAST)
+    alice, bob = make_user(server), make_user(server)
+    fund(server, alice, "1.00")
+
+    async def scenario():
+        conn = await connect(server, bob.token)
+        await asyncio.to_thread(pay, server, alice, bob)
+        await receive(conn, 1)
+        conn.close()
+        with pytest.raises(httpclient.HTTPClientError):
+            await websocket.websocket_connect(ws_url(server, access_token=bob.token, after="-1"))
+
+    asyncio.run(scenario())
+    plain = ws_url(server, access_token=bob.token).replace("ws://", "http://")
+    assert_error(httpx.get(plain), 400, "VALIDATION_ERROR")
+    malformed = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}  # no key
+    assert httpx.get(plain, headers=malformed).status_code == 400
+    wait_for(lambda: sum(entry.get("path") == "/api/v1/events/stream" for entry in server.log_entries()) == 4)
+    assert bob.token not in server.log_path.read_text()
 
 
 def test_a_client_that_stops_reading_is_disconnected_not_buffered(alone, streaming):

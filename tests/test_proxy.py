@@ -1,81 +1,24 @@
 """deploy/nginx.conf really in front: Debian's nginx terminates TLS (a certificate made here) for a server with two
 worker processes and Redis; X-Forwarded-For is believed only from the proxy, so login throttling and the request
-log see each real client, and a header a client forged is ignored."""
+log see each real client, and a header a client forged is ignored; the event stream's WebSocket passes through, and
+the access log holds no query string."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import shutil
-import socket
-import ssl
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, ROOT, assert_error, free_port, unique_name
+from conftest import PASSWORD, assert_error, fund, make_user, unique_name, wait_for
+from nginx import SKIP, Proxy
+from test_event_stream import pay
+from tornado import httpclient, websocket
 
-from scripts.local_services import stop
-
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-pytestmark = pytest.mark.skipif(
-    not NGINX or not shutil.which("openssl"),
-    reason="needs Debian's nginx and the openssl CLI (apt-get install -y nginx; .ci/run installs it)",
-)
-
-
-class Proxy:
-    """nginx with deploy/nginx.conf rendered for this machine: its ports, the server's port, files under `home`."""
-
-    def __init__(self, home: Path, upstream_port: int) -> None:
-        self.home = home
-        self.https_port, self.http_port = free_port(), free_port()
-        certificate = "-x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost"
-        subprocess.run(
-            [
-                *("openssl", "req", *certificate.split(), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-                *("-keyout", str(home / "key.pem"), "-out", str(home / "cert.pem")),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        config = (ROOT / "deploy" / "nginx.conf").read_text()
-        for shipped, here in {
-            "server wallet:8000;": f"server 127.0.0.1:{upstream_port};",
-            "listen 80;": f"listen 127.0.0.1:{self.http_port};",
-            "listen 443 ssl;": f"listen 127.0.0.1:{self.https_port} ssl;",
-            "/etc/nginx/tls/": f"{home}/",
-            "access_log /dev/stdout;": f"access_log {home}/access.log;",
-        }.items():
-            assert shipped in config, f"deploy/nginx.conf no longer has {shipped!r}: update this test with it"
-            config = config.replace(shipped, here)
-        (home / "nginx.conf").write_text(config)
-        self.proc = subprocess.Popen(
-            [
-                *(NGINX, "-p", str(home), "-e", str(home / "error.log"), "-c", str(home / "nginx.conf")),
-                *("-g", f"daemon off; pid {home}/nginx.pid;"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.https_port), timeout=0.2).close()
-                break
-            except OSError:
-                log = (home / "error.log").read_text() if (home / "error.log").exists() else ""
-                assert self.proc.poll() is None and time.monotonic() < deadline, f"nginx did not start: {log}"
-                time.sleep(0.05)
-
-    def client(self, source: str) -> httpx.Client:
-        """An HTTPS client that connects from `source` (any 127.0.0.0/8 address is this machine's)."""
-        context = ssl.create_default_context(cafile=str(self.home / "cert.pem"))
-        transport = httpx.HTTPTransport(verify=context, local_address=source)
-        return httpx.Client(base_url=f"https://localhost:{self.https_port}/api/v1", transport=transport, timeout=30)
+pytestmark = pytest.mark.skipif(**SKIP)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +38,7 @@ def backend(module_server):
 def proxy(backend, tmp_path_factory):
     proxy = Proxy(tmp_path_factory.mktemp("nginx"), backend.port)
     yield proxy
-    stop(proxy.proc, timeout=10)
+    proxy.stop()
 
 
 def test_register_login_and_deposit_over_https_through_the_proxy(backend, proxy):
@@ -170,3 +113,30 @@ def test_throttling_and_the_request_log_see_the_real_client(backend, proxy):
             break
         time.sleep(0.05)
     assert seen == expected
+
+
+def test_the_event_stream_passes_through_and_its_token_is_not_logged(backend, proxy):
+    alice, bob = make_user(backend), make_user(backend)
+    fund(backend, alice, "5.00")
+    stream = f"wss://localhost:{proxy.https_port}/api/v1/events/stream"
+
+    async def scenario():
+        # The way to send the token (a subprotocol), and the deprecated one (the query string), side by side.
+        by_protocol = await websocket.websocket_connect(
+            httpclient.HTTPRequest(stream, ssl_options=proxy.tls()), subprotocols=["bearer", bob.token]
+        )
+        by_query = await websocket.websocket_connect(
+            httpclient.HTTPRequest(f"{stream}?after=0&access_token={bob.token}", ssl_options=proxy.tls())
+        )
+        sent = await asyncio.to_thread(pay, backend, alice, bob)
+        events = [json.loads(await asyncio.wait_for(conn.read_message(), 10)) for conn in (by_protocol, by_query)]
+        for conn in (by_protocol, by_query):
+            conn.close()
+        return sent, events
+
+    sent, events = asyncio.run(scenario())
+    assert [(event["type"], event["data"]["id"]) for event in events] == [("transfer.received", sent["id"])] * 2
+    # nginx writes a stream's line when it ends: the path, without the query string.
+    access_log = proxy.home / "access.log"
+    wait_for(lambda: access_log.read_text().count('"GET /api/v1/events/stream HTTP/1.1" 101') == 2)
+    assert bob.token not in access_log.read_text() and "access_token" not in access_log.read_text()

@@ -297,8 +297,12 @@ def test_a_transfer_arrives_live_in_the_recipient_s_open_page(server, people):
     alice, bob = people(), people("phone")
     alice_name, bob_name = unique_name("alice"), unique_name("bob")
     alice.register(alice_name)
+    sockets = []
+    bob.page.on("websocket", lambda socket: sockets.append(socket))
     bob.register(bob_name)
     bob.connected()
+    # The token travels as a subprotocol: never in the URL, which proxies and logs keep.
+    assert sockets and all("token" not in socket.url for socket in sockets), [socket.url for socket in sockets]
     assert bob.page.locator(".wallet-card .balance").inner_text() == "$0.00"
 
     open_wallet(alice)

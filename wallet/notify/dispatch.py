@@ -9,6 +9,7 @@ claimed again when the lease ends (at least once; the webhook-id and the Message
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -89,11 +90,11 @@ async def dispatch_once(rt: Runtime, client: httpx.AsyncClient) -> int:
     return len(claimed)
 
 
-async def dispatcher(rt: Runtime) -> None:
-    """Runs in every server process for its lifetime."""
+async def dispatcher(rt: Runtime, stopping: asyncio.Event) -> None:
+    """Runs in every server process until `stopping` is set; a batch under way is finished first."""
     async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
         report = LoopLog(log, "dispatch")
-        while True:
+        while not stopping.is_set():
             try:
                 more = await dispatch_once(rt, client)
                 report.ok()
@@ -101,4 +102,5 @@ async def dispatcher(rt: Runtime) -> None:
                     continue  # more may be due
             except Exception as error:
                 report.failed(error)
-            await asyncio.sleep(rt.settings.events_poll_ms / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), rt.settings.events_poll_ms / 1000)

@@ -179,6 +179,18 @@ class Hub:
         self._rt = rt
         self._streams: dict[uuid.UUID, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.closing = False  # the process is stopping: each stream sends what it has and ends
+
+    @property
+    def open_streams(self) -> int:
+        return sum(map(len, self._streams.values()))
+
+    def close(self) -> None:
+        """Wake every stream for the last time (the process is stopping)."""
+        self.closing = True
+        for streams in self._streams.values():
+            for wake in streams:
+                wake.set()
 
     def subscribe(self, user_id: uuid.UUID) -> asyncio.Event:
         wake = asyncio.Event()
