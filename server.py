@@ -56,9 +56,9 @@ from wallet.notify import dispatch
 from wallet.notify import events as wallet_events
 from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
-from wallet.platform import backup, metrics
+from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate
-from wallet.platform.logs import LoopLog, setup_logging
+from wallet.platform.logs import LoopLog, set_worker, setup_logging
 from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
 
@@ -214,8 +214,8 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int) -> None:
 def _fork_workers(count: int) -> bool:
     """Fork `count` workers that share the bound sockets; True in a worker. The parent passes SIGTERM/SIGINT on to
     every worker (tornado's fork_processes does not, and leaves them serving as orphans), restarts a worker that
-    crashed, and returns False once all have stopped."""
-    workers: set[int] = set()
+    crashed (under its number, which every log line carries), and returns False once all have stopped."""
+    workers: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
     def stop(signum: int, _frame: Any) -> None:
@@ -224,31 +224,35 @@ def _fork_workers(count: int) -> bool:
         for pid in workers:
             os.kill(pid, signum)
 
-    def spawn() -> bool:
+    def spawn(number: int) -> bool:
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            set_worker(number)
             return True
-        workers.add(pid)
+        workers[pid] = number
         return False
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for _ in range(count):
-        if spawn():
+    for number in range(1, count + 1):
+        if spawn(number):
             return True
     restarts = 0
     while workers:
         pid, status = os.wait()
-        workers.discard(pid)
+        number = workers.pop(pid, 0)  # 0: a child that is no worker (the embedded PostgreSQL's tools)
         metrics.worker_stopped(pid)
         code = os.waitstatus_to_exitcode(status)
-        if stopping or code == 0:
+        if stopping or code == 0 or not number:
             continue
         restarts += 1
-        log.warning("worker died; starting another", extra={"pid": pid, "exit_code": code, "restarts": restarts})
-        if restarts <= 100 and spawn():
+        log.warning(
+            "worker died; starting another",
+            extra={"worker_number": number, "worker_pid": pid, "exit_code": code, "restarts": restarts},
+        )
+        if restarts <= 100 and spawn(number):
             return True
     return False
 
@@ -340,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[listen],
         description="Wallet API server. Settings come from the environment or .env (see README.md).",
     )
+    parser.add_argument("--version", action="version", version=release.describe())
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", parents=[listen], help="serve HTTP, after migrating (the default)")
     commands.add_parser("migrate", help="apply database migrations")
