@@ -57,7 +57,7 @@ from wallet.notify import events as wallet_events
 from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
 from wallet.platform import backup, metrics, release
-from wallet.platform.db import check_database, migrate
+from wallet.platform.db import check_database, migrate, schema
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
 from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
@@ -272,12 +272,29 @@ def _bind(settings: Settings) -> list[Any]:
         ) from None
 
 
+def prepare_schema(settings: Settings) -> None:
+    """Before serving: with MIGRATE_ON_START, migrate to this release's head; without, refuse a database that is
+    behind it (`migrate` first). A database ahead of it is served as it is: during a rolling upgrade the previous
+    release runs on the next one's expanded schema (docs/operations.md#upgrades)."""
+    assert settings.database_url
+    found = schema(settings.database_url)
+    if found.state == "ahead":
+        log.warning(
+            "serving a database a newer release migrated",
+            extra={"schema_revision": found.current, "head": found.head},
+        )
+    elif settings.migrate_on_start:
+        migrate(settings.database_url)
+    elif found.state == "behind":
+        raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
+
+
 def serve(settings: Settings) -> None:
     sockets = _bind(settings)  # first: a taken port is said at once, before PostgreSQL starts
     if settings.redis_url:
         check_redis(settings.redis_url)
     settings = resolve_database(settings)
-    migrate(settings.database_url)
+    prepare_schema(settings)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
     # Every process of this server writes its metrics in one fresh folder: no count of an earlier run survives.
     parent = os.getpid()
@@ -346,8 +363,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=release.describe())
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", parents=[listen], help="serve HTTP, after migrating (the default)")
-    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser(
+        "serve", parents=[listen], help="serve HTTP, after migrating unless MIGRATE_ON_START=false (the default)"
+    )
+    migrate_command = commands.add_parser("migrate", help="apply database migrations")
+    migrate_command.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: exit 0 when the database is at this release's head, 1 when it is behind or ahead",
+    )
     admin = commands.add_parser(
         "create-admin",
         help="create or promote an admin user",
@@ -369,6 +393,10 @@ def _parser() -> argparse.ArgumentParser:
 def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
     if command == "serve":
         serve(settings)
+    elif command == "migrate" and args.check:
+        found = schema(resolve_database(settings).database_url)
+        print(found.describe())
+        return 0 if found.state == "at head" else 1
     elif command == "migrate":
         migrate(resolve_database(settings).database_url)
         print("migrated to head")
