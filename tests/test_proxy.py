@@ -27,10 +27,9 @@ pytestmark = pytest.mark.skipif(
 
 
 class Proxy:
-    """nginx with deploy/nginx.conf rendered for this machine: its ports, the servers' ports (an upstream `server` line
-    for each, with `options`), files under `home`."""
+    """nginx with deploy/nginx.conf rendered for this machine: its ports, the server's port, files under `home`."""
 
-    def __init__(self, home: Path, *upstream_ports: int, options: str = "") -> None:
+    def __init__(self, home: Path, *upstream_ports: int) -> None:
         self.home = home
         self.https_port, self.http_port = free_port(), free_port()
         certificate = "-x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost"
@@ -45,7 +44,7 @@ class Proxy:
         )
         config = (ROOT / "deploy" / "nginx.conf").read_text()
         for shipped, here in {
-            "server wallet:8000;": " ".join(f"server 127.0.0.1:{port}{options};" for port in upstream_ports),
+            "server wallet:8000;": " ".join(f"server 127.0.0.1:{port};" for port in upstream_ports),
             "listen 80;": f"listen 127.0.0.1:{self.http_port};",
             "listen 443 ssl;": f"listen 127.0.0.1:{self.https_port} ssl;",
             "/etc/nginx/tls/": f"{home}/",
