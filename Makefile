@@ -43,7 +43,7 @@ stop: ## stop what `make run` started, and an embedded PostgreSQL that a killed 
 TEST_WORKERS ?= 4
 
 test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset), on TEST_WORKERS
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load
 
 migrate: setup ## apply database migrations
 	$(PY) server.py migrate

@@ -163,6 +163,7 @@ def test_version_names_the_release_and_its_revision():
     assert (done.returncode, done.stdout, done.stderr) == (0, f"wallet-server {version} (revision unknown)\n", "")
 
 
+@pytest.mark.slow
 def test_every_subcommand_has_help():
     for command in ([], ["serve"], ["migrate"], ["create-admin"], ["audit"], ["backup"], ["restore"]):
         done = run(*command, "--help")
@@ -176,6 +177,7 @@ def query(database_url: str, sql: str) -> Any:
         return cur.fetchone()[0]
 
 
+@pytest.mark.slow
 def test_one_line_commands_print_one_line_on_the_embedded_database(var_dir):
     """No INFO chatter of the embedded PostgreSQL or Alembic, no XDG_RUNTIME_DIR warning; the database is kept."""
     env = {"VAR_DIR": str(var_dir), "XDG_RUNTIME_DIR": ""}

@@ -8,10 +8,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTION = ROOT / "postman" / "wallet.postman_collection.json"
 
 
+@pytest.mark.slow
 def test_demo_script_walks_register_login_deposit_transfer_history(server):
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "demo.sh"), server.url], capture_output=True, text=True, timeout=120

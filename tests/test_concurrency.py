@@ -7,6 +7,7 @@ from collections import Counter
 
 import httpx
 import psycopg2
+import pytest
 from conftest import balance, fund, in_parallel, log_in, make_user, run_audit, scalar, unique_name
 
 CLIENTS = 16
@@ -16,6 +17,7 @@ OPERATIONS = 2000
 TIMEOUT = 15
 
 
+@pytest.mark.slow
 def test_bank_invariant(own_server, database_url, db, admin_username):
     """Random transfers, deposits, withdrawals, holds (captured in part or whole, or voided) and FX transfers from
     racing clients, and an admin reversing parts of completed ones, each with an Idempotency-Key it resends until a

@@ -97,6 +97,7 @@ def _client_backend(database_url: str) -> int:
         return cur.fetchone()[0]
 
 
+@pytest.mark.slow
 def test_no_500_while_postgres_crashes_and_restarts(own_server, private_db, pg):
     """A backend killed -9 (PostgreSQL restarts every backend and replays its log: 'the database system is in
     recovery mode'), then the whole server killed -9 and started again, under a load of reads and keyed deposits:

@@ -39,6 +39,7 @@ def environment(var_dir: Path, port: int) -> dict[str, str]:
     return {**base, "VAR_DIR": str(var_dir), "PORT": str(port), "JWT_SECRET": JWT_SECRET, "BCRYPT_ROUNDS": "4"}
 
 
+@pytest.mark.slow
 def test_a_killed_server_leaves_nothing_stuck(var_dir, tmp_path):
     # Empty DATABASE_URL and REDIS_URL count as unset: the embedded PostgreSQL under VAR_DIR.
     env = {
@@ -77,6 +78,7 @@ def test_a_killed_server_leaves_nothing_stuck(var_dir, tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="reads process ids from Linux's /proc")
+@pytest.mark.slow
 def test_a_second_make_run_refuses_and_make_stop_stops_all(var_dir, tmp_path):
     port = free_port()
     env = environment(var_dir, port)

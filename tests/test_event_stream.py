@@ -97,6 +97,7 @@ def test_replays_then_pushes_live_events_in_order(streaming):
     assert asyncio.run(replay()) == events_of(streaming, alice)
 
 
+@pytest.mark.slow
 def test_a_client_that_reconnects_with_after_misses_nothing_even_across_a_kill(alone, streaming):
     """Events committed while the client was away, through another process, while its own server was killed,
     all arrive after it reconnects with ?after= the last id it had; and each only once."""

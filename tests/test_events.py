@@ -6,6 +6,7 @@ import time
 
 import httpx
 import psycopg2
+import pytest
 from conftest import assert_audit_ok, assert_error, fund, in_parallel, log_in, make_user, scalar
 
 from scripts.local_services import libpq_url
@@ -205,6 +206,7 @@ def test_a_reader_following_after_misses_nothing_while_events_commit_concurrentl
     assert_audit_ok(database_url)
 
 
+@pytest.mark.slow
 def test_events_commit_with_their_change_through_a_kill(alone):
     """kill -9 while transfers run: afterwards every finished transaction has exactly its events, a transaction
     left PENDING gets its transaction.failed when recovery fails it, and no event exists without its change."""

@@ -346,6 +346,7 @@ def test_concurrent_transfers_of_one_quote_complete_once(server, admin, db):
     assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE fx_quote_id = %s", (q["id"],)) == 1
 
 
+@pytest.mark.slow
 def test_a_transfer_cut_off_by_kill_9_runs_exactly_once_when_retried(own_server, admin_username, db):
     settings = {"PENDING_TIMEOUT": "1", "RECOVERY_INTERVAL": "1", "FX_QUOTE_TTL": "300"}
     doomed = own_server(**settings)

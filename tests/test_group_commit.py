@@ -175,6 +175,7 @@ def test_a_batch_that_fails_as_a_whole_commits_nothing_and_each_goes_alone(own_s
     assert balance(server, busy) == "11.00" and balance(server, stuck) == "9.00"
 
 
+@pytest.mark.slow
 def test_a_batch_cut_off_by_kill_9_commits_nothing_and_each_retry_executes_once(own_server, db, database_url):
     settings = {"DB_POOL_SIZE": "24", "PENDING_TIMEOUT": "2", "RECOVERY_INTERVAL": "60"}
     doomed = own_server(**settings)

@@ -318,6 +318,7 @@ def test_a_withdrawal_racing_a_new_hold_for_the_same_funds_never_both(server):
 # ---- crash --------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_capture_cut_off_by_kill_9_runs_exactly_once_when_retried(own_server, db):
     doomed = own_server(**RECOVERY)
     payer, payee = make_user(doomed), make_user(doomed)

@@ -361,6 +361,7 @@ def test_concurrent_idempotent_requests_through_a_key_move_money_once(server, us
     assert_audit_ok(database_url)
 
 
+@pytest.mark.slow
 def test_kill_9_with_a_key_payment_pending_then_restart(own_server, database_url, db):
     recovery = {"PENDING_TIMEOUT": "2", "RECOVERY_INTERVAL": "1"}
     doomed = own_server(**recovery)

@@ -73,6 +73,7 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
     assert not {line.split("==")[0].split("[")[0].lower() for line in pinned} & DEV_ONLY
 
 
+@pytest.mark.slow
 def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, postgres_server_url):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=60)

@@ -393,6 +393,7 @@ def test_a_paid_deposit_to_a_frozen_account_waits_and_is_credited_once_unfrozen(
 # ---- crashes and expiry (own servers) --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(own_server, fake, db):
     doomed = own_server(**paystack_env(fake))
     user = payer(doomed)
@@ -428,6 +429,7 @@ def test_kill_after_initialize_then_the_webhook_credits_once_after_restart(own_s
     restarted.stop()
 
 
+@pytest.mark.slow
 def test_unpaid_deposits_expire_but_paid_ones_never_do(own_server, fake, db):
     # Every server's sweep sees every deposit: this one, with its 3 s expiry, runs alone and stops at the end.
     short = own_server(**paystack_env(fake, PAYSTACK_PENDING_TIMEOUT="3"))

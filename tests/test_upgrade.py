@@ -34,6 +34,7 @@ def execute(database_url: str, sql: str) -> None:
         cur.execute(sql)
 
 
+@pytest.mark.slow
 def test_migrate_check_and_migrate_on_start(postgres_server_url, server_env, tmp_path):
     with fresh_database(postgres_server_url, migrated=False) as url:
         check = run("migrate", "--check", DATABASE_URL=url)
@@ -129,6 +130,7 @@ def proxied_to(server: Server) -> bool:
     return any(e["msg"] == "request" and e["path"].startswith("/api/v1/") for e in server.log_entries())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NGINX, reason="needs Debian's nginx (apt-get install -y nginx; .ci/run installs it)")
 # Until SIGTERM drains (issue 21), a stopping host resets the transfers nginx had sent it: 502, never retried.
 @pytest.mark.xfail(reason="needs graceful drain", strict=False)

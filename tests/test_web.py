@@ -482,6 +482,7 @@ def test_a_reversal_shows_in_both_histories_and_the_original_says_what_was_rever
     sender_page.shot("history-reversed")
 
 
+@pytest.mark.slow
 def test_profile_new_wallet_session_refresh_reload_sign_out_and_closing_the_account(own_server, chromium):
     """With 5-second access tokens: the page renews its token and survives a reload; sign-out forgets the session.
     It waits for renewals rather than for fixed times: a reload while a renewal is in flight would lose the rotated

@@ -189,6 +189,7 @@ def test_two_processes_deliver_each_event_once(alone, receiver):
     assert_audit_ok(alone.database_url)
 
 
+@pytest.mark.slow
 def test_a_server_killed_between_commit_and_delivery_delivers_after_restart(alone, receiver):
     # A dispatcher that polls rarely has not picked the delivery up when it is killed right after the commit.
     doomed = alone(**{**FAST, "EVENTS_POLL_MS": "60000"})
