@@ -6,12 +6,14 @@ WORKDIR /src
 # Dependencies first: this layer is reused until requirements.txt changes.
 COPY requirements.txt ./
 RUN pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
-COPY pyproject.toml README.md server.py settings.py ./
+COPY pyproject.toml setup.py README.md server.py settings.py ./
 COPY handlers handlers
 COPY wallet wallet
 COPY models models
 COPY migrations migrations
 COPY web web
+# The git revision built (/health, --version); the build context has no .git: --build-arg WALLET_REVISION=...
+ARG WALLET_REVISION
 RUN pip install --no-cache-dir --disable-pip-version-check --no-deps . && rm -rf /src
 
 RUN useradd --system --create-home --home-dir /var/lib/wallet wallet

@@ -57,9 +57,9 @@ from wallet.notify import dispatch
 from wallet.notify import events as wallet_events
 from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
-from wallet.platform import backup, metrics
-from wallet.platform.db import check_database, migrate
-from wallet.platform.logs import LoopLog, setup_logging
+from wallet.platform import backup, metrics, release
+from wallet.platform.db import check_database, migrate, schema
+from wallet.platform.logs import LoopLog, set_worker, setup_logging
 from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
 
@@ -267,10 +267,10 @@ def _fork_workers(settings: Settings, sockets: list[Any]) -> bool:
     """Fork PROCESSES workers that share the bound sockets; True in a worker. The parent passes a stop signal on to
     every worker as SIGTERM (tornado's fork_processes does not, and leaves them serving as orphans) and closes its
     own copy of the sockets, so that the port closes when the workers' drain closes theirs; it restarts a worker that
-    crashed, waits for each worker to stop, and returns False once all have. A second signal is passed on too (the
-    workers stop at once); a worker still running SHUTDOWN_GRACE + WORKER_GRACE_MARGIN seconds after the first is
-    killed, and the log says so."""
-    workers: set[int] = set()
+    crashed (under its number, which every log line carries), waits for each worker to stop, and returns False once
+    all have. A second signal is passed on too (the workers stop at once); a worker still running SHUTDOWN_GRACE +
+    WORKER_GRACE_MARGIN seconds after the first is killed, and the log says so."""
+    workers: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
     def stop(signum: int, _frame: Any) -> None:
@@ -290,32 +290,36 @@ def _fork_workers(settings: Settings, sockets: list[Any]) -> bool:
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
 
-    def spawn() -> bool:
+    def spawn(number: int) -> bool:
         pid = os.fork()
         if pid == 0:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
                 signal.signal(signum, signal.SIG_DFL)
+            set_worker(number)
             return True
-        workers.add(pid)
+        workers[pid] = number
         return False
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGALRM, too_late)
-    for _ in range(settings.processes):
-        if spawn():
+    for number in range(1, settings.processes + 1):
+        if spawn(number):
             return True
     restarts = 0
     while workers:
         pid, status = os.wait()
-        workers.discard(pid)
+        number = workers.pop(pid, 0)  # 0: a child that is no worker (the embedded PostgreSQL's tools)
         metrics.worker_stopped(pid)
         code = os.waitstatus_to_exitcode(status)
-        if stopping or code == 0:
+        if stopping or code == 0 or not number:
             continue
         restarts += 1
-        log.warning("worker died; starting another", extra={"pid": pid, "exit_code": code, "restarts": restarts})
-        if restarts <= 100 and spawn():
+        log.warning(
+            "worker died; starting another",
+            extra={"worker_number": number, "worker_pid": pid, "exit_code": code, "restarts": restarts},
+        )
+        if restarts <= 100 and spawn(number):
             return True
     signal.setitimer(signal.ITIMER_REAL, 0)
     return False
@@ -336,12 +340,29 @@ def _bind(settings: Settings) -> list[Any]:
         ) from None
 
 
+def prepare_schema(settings: Settings) -> None:
+    """Before serving: with MIGRATE_ON_START, migrate to this release's head; without, refuse a database that is
+    behind it (`migrate` first). A database ahead of it is served as it is: during a rolling upgrade the previous
+    release runs on the next one's expanded schema (docs/operations.md#upgrades)."""
+    assert settings.database_url
+    found = schema(settings.database_url)
+    if found.state == "ahead":
+        log.warning(
+            "serving a database a newer release migrated",
+            extra={"schema_revision": found.current, "head": found.head},
+        )
+    elif settings.migrate_on_start:
+        migrate(settings.database_url)
+    elif found.state == "behind":
+        raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
+
+
 def serve(settings: Settings) -> None:
     sockets = _bind(settings)  # first: a taken port is said at once, before PostgreSQL starts
     if settings.redis_url:
         check_redis(settings.redis_url)
     settings = resolve_database(settings)
-    migrate(settings.database_url)
+    prepare_schema(settings)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
     # Every process of this server writes its metrics in one fresh folder: no count of an earlier run survives.
     parent = os.getpid()
@@ -409,9 +430,17 @@ def _parser() -> argparse.ArgumentParser:
         parents=[listen],
         description="Wallet API server. Settings come from the environment or .env (see README.md).",
     )
+    parser.add_argument("--version", action="version", version=release.describe())
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", parents=[listen], help="serve HTTP, after migrating (the default)")
-    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser(
+        "serve", parents=[listen], help="serve HTTP, after migrating unless MIGRATE_ON_START=false (the default)"
+    )
+    migrate_command = commands.add_parser("migrate", help="apply database migrations")
+    migrate_command.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: exit 0 when the database is at this release's head, 1 when it is behind or ahead",
+    )
     admin = commands.add_parser(
         "create-admin",
         help="create or promote an admin user",
@@ -433,6 +462,10 @@ def _parser() -> argparse.ArgumentParser:
 def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
     if command == "serve":
         serve(settings)
+    elif command == "migrate" and args.check:
+        found = schema(resolve_database(settings).database_url)
+        print(found.describe())
+        return 0 if found.state == "at head" else 1
     elif command == "migrate":
         migrate(resolve_database(settings).database_url)
         print("migrated to head")

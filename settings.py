@@ -65,6 +65,7 @@ class Settings:
     db_pool_size: int = 20
     db_statement_timeout: int = 5
     db_pool_timeout: int = 5
+    migrate_on_start: bool = True
     log_level: str = "INFO"
     admin_password: str | None = None
     paystack_secret_key: str | None = None
@@ -233,6 +234,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DB_POOL_SIZE": ("db_pool_size", _int("DB_POOL_SIZE", 1, 500)),
     "DB_STATEMENT_TIMEOUT": ("db_statement_timeout", _int("DB_STATEMENT_TIMEOUT", 1, 3600)),
     "DB_POOL_TIMEOUT": ("db_pool_timeout", _int("DB_POOL_TIMEOUT", 1, 300)),
+    "MIGRATE_ON_START": ("migrate_on_start", _bool("MIGRATE_ON_START")),
     "LOG_LEVEL": ("log_level", _log_level),
     "VAR_DIR": ("var_dir", Path),
     "WALLET_ADMIN_PASSWORD": ("admin_password", str),

@@ -1,22 +1,22 @@
-"""Operational endpoints: liveness, readiness and the Prometheus metrics."""
+"""Operational endpoints: liveness (with the release), readiness and the Prometheus metrics."""
 
 from __future__ import annotations
 
 import hmac
 
 from handlers.base import BaseHandler, api
-from handlers.schemas import HealthSchema
+from handlers.schemas import HealthSchema, LivenessSchema
 from wallet import errors
-from wallet.platform import health, metrics
+from wallet.platform import health, metrics, release
 
 TAG = "Service"  # the OpenAPI tag of this module's operations
 
 
 class HealthHandler(BaseHandler):
-    @api("getHealth", {200: HealthSchema})
+    @api("getHealth", {200: LivenessSchema})
     async def get(self) -> None:
-        """Liveness: 200 while the process runs."""
-        self.respond({"status": "ok"}, 200)
+        """Liveness: 200 while the process runs, with the release it runs (its version and git revision)."""
+        self.respond({"status": "ok", "version": release.version(), "revision": release.revision()}, 200)
 
 
 class ReadyHandler(BaseHandler):

@@ -254,6 +254,13 @@ class HealthSchema(Output):
     status = fields.String(validate=validate.OneOf(["ok"]))
 
 
+class LivenessSchema(HealthSchema):
+    version = fields.String(metadata={"description": "The server's release, e.g. `1.2.0`."})
+    revision = fields.String(
+        metadata={"description": "The git commit it was built from (12 hex digits), or `unknown`."}
+    )
+
+
 class ErrorSchema(Schema):
     error = fields.String(required=True)
     code = fields.String(required=True)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -313,6 +314,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 15) -> Any:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
     return found
+
+
+def checkout_release() -> tuple[str, str]:
+    """(version, revision) of this checkout as pyproject.toml and git say, read without the server's code."""
+    git = shutil.which("git")
+    if not git or not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout and git")
+    revision = subprocess.run(
+        [git, "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"], revision
 
 
 def unique_name(prefix: str = "u") -> str:

@@ -9,12 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg2
 import pytest
-from conftest import JWT_SECRET, PASSWORD, ROOT, assert_one_line_naming, unique_name
+from conftest import JWT_SECRET, PASSWORD, ROOT, assert_one_line_naming, checkout_release, unique_name
 from sqlalchemy.engine import make_url
 
 from scripts.local_services import free_port, libpq_url, stop, wait_ready
@@ -151,6 +152,15 @@ def test_options_after_the_subcommand(database_url, tmp_path):
     finally:
         stop(proc)
     assert proc.returncode == 0
+
+
+def test_version_names_the_release_and_its_revision():
+    version, revision = checkout_release()
+    done = run("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"wallet-server {version} (revision {revision})\n", "")
+    # No git on this machine: the checkout's revision cannot be known, and nothing fails for it.
+    done = run("--version", PATH=str(Path(sys.executable).parent))
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"wallet-server {version} (revision unknown)\n", "")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORD, Server, assert_error, make_user
+from conftest import PASSWORD, Server, assert_error, checkout_release, make_user
 from prometheus_client.parser import text_string_to_metric_families
 
 TOKEN = "scrape-" + "t" * 24
@@ -56,6 +56,12 @@ def test_counts_add_up_across_two_worker_processes(two_workers):
         assert value(samples, "process_cpu_seconds_total") > 0
     assert seen == {200.0}
     assert value(samples, "wallet_http_request_duration_seconds_count", route="/health", method="GET") == 200
+
+
+def test_the_release_is_a_gauge(two_workers):
+    version, revision = checkout_release()
+    builds = {labels: v for (name, labels), v in scrape(two_workers.url).items() if name == "wallet_build_info"}
+    assert builds == {(("revision", revision), ("version", version)): 1}
 
 
 def test_requests_are_counted_by_route_template_not_path(two_workers):

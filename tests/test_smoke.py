@@ -1,13 +1,16 @@
-"""Smoke: the server answers health and readiness, and unknown paths get the contract's 404."""
+"""Smoke: the server answers health (with its release) and readiness, and unknown paths get the contract's 404."""
+
+import httpx
+from conftest import checkout_release
 
 
 def test_health_and_ready(server):
-    import httpx
-
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     r = httpx.get(f"{server.url}/ready")
     assert r.status_code == 200
     assert r.headers["X-Request-ID"]
+    health = httpx.get(f"{server.url}/health").json()
+    version, revision = checkout_release()
+    assert health == {"status": "ok", "version": version, "revision": revision}
 
 
 def test_unknown_path_is_json_404(api):

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg2
-from sqlalchemy import event
+import psycopg2.errors
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import event, exc, pool
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settings import Settings, StartupError
 from wallet.platform import metrics
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # How often PostgreSQL checks, during a statement, that the server is still connected.
 CLIENT_CHECK_MS = 500
+# Seconds a migration may wait for a lock (migrations/env.py sets lock_timeout): while an ALTER TABLE waits for its
+# table, every query of that table queues behind it, so a migration that waits longer gives up, changing nothing,
+# instead of stalling the API behind a long transaction; run again, it finds a moment when the table is free.
+MIGRATION_LOCK_TIMEOUT = 3
 
 
 def _url(database_url: str, driver: str) -> URL:
@@ -72,12 +83,73 @@ def check_database(database_url: str) -> None:
         raise StartupError(f"cannot connect to the database: {reason} (DATABASE_URL)") from None
 
 
-def migrate(database_url: str) -> None:
-    """Bring the schema to the Alembic head (blocking; run at start-up or from the command line)."""
-    from alembic import command
+def alembic_config(database_url: str) -> Config:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = sync_url(database_url)
-    command.upgrade(config, "head")
+    return config
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Where a database stands against this release's migrations."""
+
+    current: str | None  # the database's revision; None when it has none yet (an empty database)
+    head: str  # this release's last migration
+    known: bool  # `current` is one of this release's migrations (or None)
+
+    @property
+    def state(self) -> str:
+        if self.current == self.head:
+            return "at head"
+        return "behind" if self.known else "ahead"
+
+    def describe(self) -> str:
+        """One line for the operator."""
+        if self.state == "at head":
+            return f"the database is at this release's head ({self.head})"
+        if self.state == "behind":
+            return (
+                f"the database is behind: at {self.current or 'no revision (empty)'}, this release's head is "
+                f"{self.head}; run `wallet-server migrate`"
+            )
+        return (
+            f"the database is ahead: at {self.current}, a migration this release does not have (its head is "
+            f"{self.head}); a newer release migrated it"
+        )
+
+
+def schema(database_url: str) -> Schema:
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    engine = create_sync_engine(sync_url(database_url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    known = current is None or current in {script.revision for script in scripts.walk_revisions()}
+    return Schema(current, scripts.get_current_head() or "", known)
+
+
+def migrate(database_url: str) -> None:
+    """Bring the schema to the Alembic head (blocking; run at start-up or from the command line). A database that a
+    newer release migrated is left as it is (StartupError): its migrations are not this release's to undo."""
+    from alembic import command
+
+    found = schema(database_url)
+    if found.state == "ahead":
+        raise StartupError(f"{found.describe()}; nothing was changed")
+    try:
+        command.upgrade(alembic_config(database_url), "head")
+    except exc.OperationalError as error:
+        if not isinstance(error.orig, psycopg2.errors.LockNotAvailable):
+            raise
+        raise StartupError(
+            f"a migration waited more than {MIGRATION_LOCK_TIMEOUT} s for a table a transaction holds and was undone: "
+            "run `wallet-server migrate` again (lock_timeout, see docs/operations.md#upgrades)"
+        ) from None

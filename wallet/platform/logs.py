@@ -1,4 +1,4 @@
-"""Structured logging: one JSON object per line, carrying the current request id."""
+"""Structured logging: one JSON object per line, carrying the process, its worker number and the request id."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
+# This process's number among the server's: 0 for the parent (or the one process when PROCESSES=1), 1..N for the
+# workers it forks; a worker started in place of one that died takes its number.
+_worker = 0
+
+
+def set_worker(number: int) -> None:
+    global _worker
+    _worker = number
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -25,6 +34,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": record.process,
+            "worker": _worker,
         }
         request_id = request_id_var.get()
         if request_id:

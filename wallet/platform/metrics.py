@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from wallet.platform import release
+
 # The process whose children are the workers (itself when it serves alone); set by `start`.
 _root_pid = os.getpid()
 _PREFIX = "wallet-metrics-"
@@ -121,7 +123,8 @@ def _server_pids() -> list[int]:
 
 
 class _ServerProcesses:
-    """process_* of the parent and its workers added up (prometheus-client's own collector sees one process)."""
+    """process_* of the parent and its workers added up (prometheus-client's own collector sees one process), how many
+    there are, and the release they run."""
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -140,6 +143,9 @@ class _ServerProcesses:
                 total.samples = [s._replace(value=s.value + family.samples[0].value) for s in total.samples]
         yield from totals.values()
         yield GaugeMetricFamily("wallet_processes", "Processes of this server (parent and workers)", len(pids))
+        build = GaugeMetricFamily("wallet_build_info", "The release this server runs", labels=["version", "revision"])
+        build.add_metric([release.version(), release.revision()], 1)
+        yield build
 
 
 def render() -> tuple[bytes, str]:
