@@ -18,8 +18,8 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from conftest import Server, assert_one_line_naming, balance, fund, make_user, wait_for
-from test_cli import query, run
 from nginx import NGINX, Proxy
+from test_cli import query, run
 
 from scripts.local_services import fresh_database, libpq_url, stop
 from wallet.platform.db import MIGRATION_LOCK_TIMEOUT, MIGRATIONS, alembic_config
