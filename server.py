@@ -375,6 +375,12 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         tool = backup.backup(resolve_database(settings).database_url, args.file)
         print(f"backed up to {args.file} ({args.file.stat().st_size} bytes, with {tool})")
     elif command == "restore":
+        if args.file.is_file() and backup.readable_by_others(args.file):
+            print(
+                f"warning: {args.file} is readable by other users; it holds password hashes, e-mail addresses and "
+                f"webhook secrets: chmod 600 it, and rotate what may have been read",
+                file=sys.stderr,
+            )
         tool = backup.restore(resolve_database(settings).database_url, args.file, args.force)
         print(f"restored {args.file} (with {tool}); start the server to use it")
     elif command == "stop-embedded":
