@@ -118,6 +118,8 @@ def resolve_database(settings: Settings) -> Settings:
 
     try:
         url = start_embedded_postgres(settings.var_dir)
+    except StartupError:
+        raise
     except Exception as error:  # a library's error, often many lines: say where to look instead
         raise StartupError(
             f"the embedded PostgreSQL did not start ({type(error).__name__}); its log is "

@@ -32,12 +32,13 @@ def find_tool(name: str, server_major: int) -> Path:
     if on_path := shutil.which(name):
         candidates.append(Path(on_path))
     wheel = embedded_bin()
-    candidates.append(wheel / name)
+    if wheel:
+        candidates.append(wheel / name)
     majors = {tool: _major(tool) for tool in candidates if tool.is_file()}
     for tool, major in majors.items():
         if major == server_major:
             return tool
-    if (majors.get(wheel / name) or 0) > server_major:
+    if wheel and (majors.get(wheel / name) or 0) > server_major:
         return wheel / name
     raise StartupError(f"no {name} for PostgreSQL {server_major} found: install postgresql-client-{server_major}")
 
