@@ -46,7 +46,7 @@ from handlers import (
 from handlers.auth import RegisterSchema
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
-from settings import Settings, SettingsError, StartupError, load_settings
+from settings import Settings, SettingsError, StartupError, load_settings, misspelled
 from wallet.errors import ValidationError, WalletError
 from wallet.identity import accounts
 from wallet.identity.auth import poll_revocations
@@ -405,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A one-line command prints its line; only the server narrates at LOG_LEVEL.
     setup_logging(settings.log_level if command == "serve" or settings.log_level == "DEBUG" else "WARNING")
+    for line in misspelled():  # a typo would otherwise leave its default in place without a word
+        log.warning(line)
     try:
         return _run(command, settings, args)
     except StartupError as error:
