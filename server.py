@@ -270,6 +270,17 @@ def _bind(settings: Settings) -> list[Any]:
         ) from None
 
 
+def _notify_systemd(state: str) -> None:
+    """sd_notify(3) for Type=notify: one datagram to $NOTIFY_SOCKET (a path, or @ for the abstract namespace);
+    nothing when systemd did not start us."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect("\0" + address[1:] if address.startswith("@") else address)
+        sock.sendall(state.encode())
+
+
 def serve(settings: Settings) -> None:
     sockets = _bind(settings)  # first: a taken port is said at once, before PostgreSQL starts
     if settings.redis_url:
@@ -277,6 +288,8 @@ def serve(settings: Settings) -> None:
     settings = resolve_database(settings)
     migrate(settings.database_url)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
+    # Migrated and listening (a connection from now on waits in the backlog, never refused): ready, for systemd.
+    _notify_systemd("READY=1")
     # Every process of this server writes its metrics in one fresh folder: no count of an earlier run survives.
     parent = os.getpid()
     metrics_dir = metrics.start(parent)
