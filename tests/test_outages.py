@@ -14,7 +14,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import PASSWORD, assert_audit_ok, assert_error, fund, make_user, unique_name, wait_for
+from conftest import (
+    PASSWORD,
+    assert_audit_ok,
+    assert_error,
+    fund,
+    in_parallel,
+    make_user,
+    unique_name,
+    wait_for,
+)
 from sqlalchemy.engine import make_url
 
 from scripts.local_services import free_port, start_redis
@@ -169,14 +178,16 @@ def test_redis_restart_under_load_degrades_and_never_answers_503(own_server, dat
             redis.wait(10)
             wait_for(lambda: _store_lines(server, "redis down") and statuses["transfer", 201] >= 30)
             assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")  # it names Redis as down
-            with server.client() as api:
-                guessed = make_user(server).username
-                wrong = [
-                    api.post("/auth/login", json={"username": guessed, "password": "wrong-" + PASSWORD})
-                    for _ in range(4)
-                ]
-                assert [r.status_code for r in wrong] == [401, 401, 401, 429], [r.text for r in wrong]
-                assert int(wrong[-1].headers["Retry-After"]) > 0
+            guessed = make_user(server).username
+
+            def guess(i: int) -> httpx.Response:
+                with server.client() as api:  # a connection each: the guesses spread over both processes
+                    return api.post("/auth/login", json={"username": guessed, "password": "wrong-" + PASSWORD})
+
+            # Eight guesses at once against LOGIN_MAX_FAILURES=3: the count in PostgreSQL is one for all processes.
+            wrong = in_parallel(8, guess)
+            assert sorted(r.status_code for r in wrong) == [401] * 3 + [429] * 5, [r.text for r in wrong]
+            assert all(int(r.headers["Retry-After"]) > 0 for r in wrong if r.status_code == 429)
             leaving = make_user(server)
             with server.client(leaving.token) as api:
                 assert api.post("/auth/logout").status_code == 204
