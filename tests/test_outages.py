@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest import (
     PASSWORD,
+    Server,
     assert_audit_ok,
     assert_error,
     fund,
@@ -208,6 +209,32 @@ def test_redis_restart_under_load_degrades_and_never_answers_503(own_server, dat
     assert [e["level"] for e in _store_lines(server, "redis down")] == ["warning", "warning"]
     assert [e for e in server.log_entries() if e["level"] == "error"] == []
     assert_audit_ok(database_url)
+
+
+def test_a_server_starts_while_redis_is_down_and_uses_it_once_it_answers(server_env, tmp_path):
+    """A restart during a Redis outage must not stop the service: the server starts, says so once, serves logins, and
+    takes Redis up when it answers."""
+    port = free_port()
+    env = {**server_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "LOG_LEVEL": "INFO"}
+    server = Server(env, tmp_path / "server.log").start(probe="/health")  # not ready: it names Redis as down
+    try:
+        warning = [e for e in server.log_entries() if e["msg"].startswith("redis does not answer at start")]
+        assert [e["level"] for e in warning] == ["warning"] and "REDIS_URL" in warning[0]["msg"]
+        assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
+        user = make_user(server)  # registers and logs in
+        with tempfile.TemporaryDirectory(prefix="wallet-redis-") as workdir:
+            redis = start_redis(port, workdir)
+            try:
+                wait_for(lambda: httpx.get(f"{server.url}/ready").status_code == 200)
+                with server.client(user.token) as api:
+                    wait_for(
+                        lambda: api.get("/users/me").status_code == 200 and _store_lines(server, "redis recovered")
+                    )
+            finally:
+                redis.terminate()
+                redis.wait(10)
+    finally:
+        server.stop()
 
 
 def _store_lines(server, start: str) -> list[dict]:

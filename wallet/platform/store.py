@@ -15,8 +15,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -222,10 +222,12 @@ class FailoverStore:
             try:
                 result = await call(self._redis)
             except _REDIS_DOWN as error:
-                if self._down_until is None:
+                first = self._down_until is None
+                # Before any await: the requests failing beside this one must see the outage as known already.
+                self._down_until = time.monotonic() + self.RETRY_AFTER
+                if first:
                     log.warning("redis down, throttling counts in PostgreSQL until it answers: %s", error)
                     await self._fallback.sweep()
-                self._down_until = time.monotonic() + self.RETRY_AFTER
             else:
                 if self._down_until is not None:
                     log.info("redis recovered")
@@ -260,12 +262,20 @@ class FailoverStore:
 
 
 def check_redis(url: str) -> None:
-    """Start-up: Redis answers, or one line says why not and names REDIS_URL."""
+    """Start-up: a Redis that does not answer is an outage, said in one warning naming REDIS_URL, and the server
+    starts all the same (a restart during the outage must not stop the service); one that refuses us is a setting
+    to fix, said in one line that stops the start."""
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
-    except (RedisError, OSError) as error:
-        raise StartupError(f"cannot connect to Redis: {error} (REDIS_URL)") from None
+    except AuthenticationError as error:  # a ConnectionError to redis-py, but no outage
+        raise StartupError(f"Redis refused the credentials: {error} (REDIS_URL)") from None
+    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+        log.warning(
+            "redis does not answer at start, throttling counts in PostgreSQL until it does: %s (REDIS_URL)", error
+        )
+    except RedisError as error:
+        raise StartupError(f"cannot use Redis: {error} (REDIS_URL)") from None
     finally:
         client.close()
 
