@@ -97,14 +97,20 @@ def test_a_second_make_run_refuses_and_make_stop_stops_all(var_dir, tmp_path):
         assert second.stderr.splitlines()[0] == f"make run: already running (pid {serving.strip()}); make stop first"
         assert pid_file.read_text() == serving
 
-        # The server dies hard; `make stop` still leaves no PostgreSQL behind.
+        # The server dies hard, and `make clean` removes .venv (PY names no python): `make stop` still leaves no
+        # PostgreSQL behind (with .venv it is server.py stop-embedded: test_a_killed_server_leaves_nothing_stuck).
         os.kill(int(serving), signal.SIGKILL)
         run.wait(30)
         assert postmaster(var_dir)
         stop = subprocess.run(
-            ["make", "--no-print-directory", "stop"], cwd=ROOT, env=env, capture_output=True, text=True
+            ["make", "--no-print-directory", "stop", f"PY={tmp_path}/cleaned/bin/python"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert stop.returncode == 0, stop.stderr
+        assert "stopped the embedded PostgreSQL (pid " in stop.stdout  # by its pid file, without server.py
         wait_stopped(var_dir)
         assert not pid_file.exists()
     finally:
