@@ -46,7 +46,7 @@ from handlers import (
 from handlers.auth import RegisterSchema
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
-from settings import Settings, SettingsError, StartupError, load_settings, misspelled
+from settings import Settings, SettingsError, StartupError, load_settings, misspelled, notify_socket
 from wallet.errors import ValidationError, WalletError
 from wallet.identity import accounts
 from wallet.identity.auth import poll_revocations
@@ -273,12 +273,15 @@ def _bind(settings: Settings) -> list[Any]:
 def _notify_systemd(state: str) -> None:
     """sd_notify(3) for Type=notify: one datagram to $NOTIFY_SOCKET (a path, or @ for the abstract namespace);
     nothing when systemd did not start us."""
-    address = os.environ.get("NOTIFY_SOCKET", "")
+    address = notify_socket()
     if not address:
         return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect("\0" + address[1:] if address.startswith("@") else address)
-        sock.sendall(state.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect("\0" + address[1:] if address.startswith("@") else address)
+            sock.sendall(state.encode())
+    except OSError as error:  # as sd_notify(3) does: a missing listener is no reason to stop serving
+        log.warning(f"cannot notify systemd: {error.strerror} (NOTIFY_SOCKET={address})")
 
 
 def serve(settings: Settings) -> None:

@@ -317,6 +317,12 @@ def _read_files(environ: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
+def notify_socket() -> str:
+    """systemd's $NOTIFY_SOCKET under Type=notify (its protocol, not a setting of ours): where the server says it is
+    ready, or "" when systemd did not start it."""
+    return os.environ.get("NOTIFY_SOCKET", "")
+
+
 def misspelled(environ: Mapping[str, str] | None = None) -> list[str]:
     """A line for each variable that looks meant for us but is no setting: one close to a setting's name (a typo such
     as LOGIN_WINDWO), or an unknown one with our prefix. Warnings, not errors: the environment is shared with
