@@ -160,6 +160,8 @@ def test_redis_restart_under_load_degrades_and_never_answers_503(own_server, dat
 
             def load(i: int) -> None:
                 with server.client(payer.token) as api:
+                    # A connection a request, so that both processes serve the load (a kept-alive one stays with one).
+                    api.headers["Connection"] = "close"
                     while running.is_set():
                         login = api.post("/auth/login", json={"username": payer.username, "password": PASSWORD})
                         statuses["login", login.status_code] += 1
@@ -196,7 +198,10 @@ def test_redis_restart_under_load_degrades_and_never_answers_503(own_server, dat
                 wait_for(lambda: all(api.get("/users/me").status_code == 401 for _ in range(6)))
 
             redis = start_redis(port, workdir)  # back on the same port, empty
-            wait_for(lambda: len(_store_lines(server, "redis recovered")) == 2 and statuses["transfer", 201] >= 60)
+            wait_for(
+                lambda: len(_store_lines(server, "redis recovered")) == 2 and statuses["transfer", 201] >= 60,
+                timeout=30,
+            )
             assert httpx.get(f"{server.url}/ready").status_code == 200
             running.clear()
             for thread in threads:
