@@ -3,7 +3,8 @@
 FROM python:3.11-slim
 
 WORKDIR /src
-# Dependencies first: this layer is reused until requirements.txt changes.
+# Dependencies first: this layer is reused until requirements.txt changes. Not the embedded PostgreSQL
+# (requirements-embedded.txt): the container is given DATABASE_URL.
 COPY requirements.txt ./
 RUN pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 COPY pyproject.toml setup.py README.md server.py settings.py ./

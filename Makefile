@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# What `make run` needs (the runtime and the embedded PostgreSQL), and the test tools on top of it, installed apart:
+# a first `make run` skips playwright, schemathesis and the rest.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 # The embedded database, the JWT secret and server.pid live here (the server reads VAR_DIR too).
@@ -13,10 +16,13 @@ VAR_DIR ?= var
 help: ## list these targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(RUNTIME_STAMP): requirements.txt requirements-embedded.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-embedded.txt
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
 # newman (make postman), pinned by package-lock.json; node_modules/ is not committed.
@@ -24,19 +30,24 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
-setup: $(STAMP) ## install into .venv
+setup: $(STAMP) ## install everything into .venv: the runtime and the test tools (CI)
 
-run: setup ## serve on PORT (8000); embedded PostgreSQL under VAR_DIR (var/) unless DATABASE_URL is set
+run: $(RUNTIME_STAMP) ## serve on PORT (8000); embedded PostgreSQL under VAR_DIR (var/) unless DATABASE_URL is set
 	@mkdir -p $(VAR_DIR)
 	@if [ -f $(VAR_DIR)/server.pid ] && kill -0 $$(cat $(VAR_DIR)/server.pid) 2>/dev/null; then \
 		echo "make run: already running (pid $$(cat $(VAR_DIR)/server.pid)); make stop first" >&2; exit 1; fi
-	$(PY) server.py & echo $$! > $(VAR_DIR)/server.pid; wait $$!
+	@# The shell outlives a Ctrl-C (the server handles it) and removes the pid file once the server has exited.
+	trap 'rm -f $(VAR_DIR)/server.pid' EXIT; trap '' INT; $(PY) server.py & echo $$! > $(VAR_DIR)/server.pid; wait $$!
 
 stop: ## stop what `make run` started, and an embedded PostgreSQL that a killed server left running
 	@if [ -f $(VAR_DIR)/server.pid ]; then pid=$$(cat $(VAR_DIR)/server.pid); \
 		kill -TERM $$pid 2>/dev/null && timeout 30 sh -c "while kill -0 $$pid 2>/dev/null; do sleep 0.2; done"; \
 		rm -f $(VAR_DIR)/server.pid; fi
-	@$(PY) server.py stop-embedded
+	@if [ -x $(PY) ]; then $(PY) server.py stop-embedded; \
+	elif [ -f $(VAR_DIR)/pgdata/postmaster.pid ]; then pid=$$(head -n 1 $(VAR_DIR)/pgdata/postmaster.pid); \
+		if [ "$$(cat /proc/$$pid/comm 2>/dev/null)" = postgres ]; then kill -INT $$pid && \
+			timeout 30 sh -c "while kill -0 $$pid 2>/dev/null; do sleep 0.2; done" && \
+			echo "stopped the embedded PostgreSQL (pid $$pid)"; fi; fi
 
 # Parallel test workers (pytest-xdist): more than the cores pay, as tests mostly wait on servers and the database.
 # TEST_WORKERS=0 runs the suite in one process.
@@ -45,7 +56,7 @@ TEST_WORKERS ?= 4
 test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset), on TEST_WORKERS
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist load
 
-migrate: setup ## apply database migrations
+migrate: $(RUNTIME_STAMP) ## apply database migrations
 	$(PY) server.py migrate
 
 lint: setup ## ruff check, ruff format --check, and the layers' import contracts (pyproject.toml)

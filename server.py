@@ -47,7 +47,7 @@ from handlers import (
 from handlers.auth import RegisterSchema
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
-from settings import Settings, SettingsError, StartupError, load_settings
+from settings import Settings, SettingsError, StartupError, load_settings, misspelled, notify_socket
 from wallet.errors import ValidationError, WalletError
 from wallet.identity import accounts
 from wallet.identity.auth import poll_revocations
@@ -123,6 +123,8 @@ def resolve_database(settings: Settings) -> Settings:
 
     try:
         url = start_embedded_postgres(settings.var_dir)
+    except StartupError:
+        raise
     except Exception as error:  # a library's error, often many lines: say where to look instead
         raise StartupError(
             f"the embedded PostgreSQL did not start ({type(error).__name__}); its log is "
@@ -356,6 +358,19 @@ def prepare_schema(settings: Settings) -> None:
     elif found.state == "behind":
         raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
 
+def _notify_systemd(state: str) -> None:
+    """sd_notify(3) for Type=notify: one datagram to $NOTIFY_SOCKET (a path, or @ for the abstract namespace);
+    nothing when systemd did not start us."""
+    address = notify_socket()
+    if not address:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect("\0" + address[1:] if address.startswith("@") else address)
+            sock.sendall(state.encode())
+    except OSError as error:  # as sd_notify(3) does: a missing listener is no reason to stop serving
+        log.warning(f"cannot notify systemd: {error.strerror} (NOTIFY_SOCKET={address})")
+
 
 def serve(settings: Settings) -> None:
     sockets = _bind(settings)  # first: a taken port is said at once, before PostgreSQL starts
@@ -364,6 +379,8 @@ def serve(settings: Settings) -> None:
     settings = resolve_database(settings)
     prepare_schema(settings)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
+    # Migrated and listening (a connection from now on waits in the backlog, never refused): ready, for systemd.
+    _notify_systemd("READY=1")
     # Every process of this server writes its metrics in one fresh folder: no count of an earlier run survives.
     parent = os.getpid()
     metrics_dir = metrics.start(parent)
@@ -477,6 +494,12 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         tool = backup.backup(resolve_database(settings).database_url, args.file)
         print(f"backed up to {args.file} ({args.file.stat().st_size} bytes, with {tool})")
     elif command == "restore":
+        if args.file.is_file() and backup.readable_by_others(args.file):
+            print(
+                f"warning: {args.file} is readable by other users; it holds password hashes, e-mail addresses and "
+                f"webhook secrets: chmod 600 it, and rotate what may have been read",
+                file=sys.stderr,
+            )
         tool = backup.restore(resolve_database(settings).database_url, args.file, args.force)
         print(f"restored {args.file} (with {tool}); start the server to use it")
     elif command == "stop-embedded":
@@ -499,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A one-line command prints its line; only the server narrates at LOG_LEVEL.
     setup_logging(settings.log_level if command == "serve" or settings.log_level == "DEBUG" else "WARNING")
+    for line in misspelled():  # a typo would otherwise leave its default in place without a word
+        log.warning(line)
     try:
         return _run(command, settings, args)
     except StartupError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import secrets
@@ -285,12 +286,69 @@ def _persistent_secret(var_dir: Path) -> str:
     return secret
 
 
+# The settings that may hold a secret, which may instead be read from the file that VARIABLE_FILE names: Docker's and
+# systemd's credentials (/run/secrets/..., $CREDENTIALS_DIRECTORY/...), so the secret is in no environment listing.
+_FROM_FILE = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "JWT_SECRET",
+    "METRICS_TOKEN",
+    "PAYSTACK_SECRET_KEY",
+    "GOOGLE_CLIENT_SECRET",
+    "SMTP_URL",
+    "WALLET_ADMIN_PASSWORD",
+)
+# An unknown variable starting with this is meant for us (a typo, or a setting of another version).
+_PREFIX = "WALLET_"
+
+
+def _environment() -> dict[str, str]:
+    """.env (if present) overlaid by the process environment."""
+    return {**{k: v for k, v in dotenv_values(WORKDIR / ".env").items() if v is not None}, **os.environ}
+
+
+def _read_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """The secrets given as VARIABLE_FILE: each file's content, without its final newline."""
+    found = {}
+    for variable in _FROM_FILE:
+        path = environ.get(f"{variable}_FILE")
+        if not path:
+            continue
+        if environ.get(variable):
+            raise SettingsError(f"{variable} and {variable}_FILE are both set; keep one")
+        try:
+            found[variable] = Path(path).read_text().rstrip("\r\n")
+        except OSError as error:
+            raise SettingsError(f"{variable}_FILE: cannot read {path}: {error.strerror}") from None
+    return found
+
+
+def notify_socket() -> str:
+    """systemd's $NOTIFY_SOCKET under Type=notify (its protocol, not a setting of ours): where the server says it is
+    ready, or "" when systemd did not start it."""
+    return os.environ.get("NOTIFY_SOCKET", "")
+
+
+def misspelled(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A line for each variable that looks meant for us but is no setting: one close to a setting's name (a typo such
+    as LOGIN_WINDWO), or an unknown one with our prefix. Warnings, not errors: the environment is shared with
+    everything else the machine runs, and an unknown name changes nothing."""
+    environ = _environment() if environ is None else environ
+    known = [*_PARSERS, *(f"{variable}_FILE" for variable in _FROM_FILE)]
+    lines = []
+    for name in sorted(set(environ) - set(known)):
+        if close := difflib.get_close_matches(name, known, n=1, cutoff=0.85):
+            lines.append(f"{name} is not a setting; did you mean {close[0]}?")
+        elif name.startswith(_PREFIX):
+            lines.append(f"{name} is not a setting (docs/operations.md lists them)")
+    return lines
+
+
 def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from .env (if present) overlaid by the process environment, then by `overrides`
-    (the command line's, named like the variables)."""
-    if environ is None:
-        environ = {**{k: v for k, v in dotenv_values(WORKDIR / ".env").items() if v is not None}, **os.environ}
-    environ = {**environ, **(overrides or {})}
+    (the command line's, named like the variables); a secret may come from the file VARIABLE_FILE names."""
+    environ = {**(_environment() if environ is None else environ), **(overrides or {})}
+    environ = {**environ, **_read_files(environ)}
     values: dict[str, object] = {}
     for variable, (field, parse) in _PARSERS.items():
         raw = environ.get(variable)

@@ -7,6 +7,7 @@ from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
+from models.throttle import ThrottleCounter
 from models.users import Session, TwoFactor, User, UserIdentity
 from models.wallets import Wallet
 from models.webhooks import Delivery, WebhookEndpoint
@@ -26,6 +27,7 @@ __all__ = [
     "Hold",
     "PendingTransaction",
     "Session",
+    "ThrottleCounter",
     "Transaction",
     "TwoFactor",
     "User",

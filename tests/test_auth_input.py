@@ -294,9 +294,10 @@ def test_health_and_ready(server):
     assert_error(httpx.post(f"{server.url}/health"), 405, "METHOD_NOT_ALLOWED")
 
 
-def test_without_redis_the_server_is_alive_but_not_ready(server_env, tmp_path, user):
-    """Redis gone after start-up: /health 200, /ready 503 naming it, requests that need it 503; and a client that
-    leaves mid-body does not hold up the graceful shutdown (it waits up to 10 s for requests in flight)."""
+def test_without_redis_the_server_is_not_ready_but_serves(server_env, tmp_path, user):
+    """Redis gone after start-up: /health 200, /ready 503 naming it, and requests that use it served all the same
+    (test_outages.py has the outage under load); and a client that leaves mid-body does not hold up the graceful
+    shutdown (it waits up to 10 s for requests in flight)."""
     server = Server({**server_env}, tmp_path / "server.log")  # a copy: the Redis URL set below is this one's alone
     try:
         with redis_server(own=True) as redis_url:
@@ -306,13 +307,9 @@ def test_without_redis_the_server_is_alive_but_not_ready(server_env, tmp_path, u
         ready = assert_error(httpx.get(f"{server.url}/ready"), 503, "SERVICE_UNAVAILABLE")
         assert ready["details"] == {"database": "ok", "redis": "down"}
         with server.client(user.token) as api:
-            for r in (
-                api.get("/users/me"),
-                api.post("/auth/login", json={"username": user.username, "password": PASSWORD}),
-            ):
-                body = assert_clean_error(r)
-                assert (r.status_code, body["code"]) == (503, "SERVICE_UNAVAILABLE")
-                assert "127.0.0.1" not in r.text and "redis" not in r.text.lower()
+            assert api.get("/users/me").status_code == 200
+            login = api.post("/auth/login", json={"username": user.username, "password": PASSWORD})
+            assert login.status_code == 200, login.text
 
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(

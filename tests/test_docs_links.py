@@ -51,3 +51,9 @@ def test_nothing_refers_to_files_outside_the_repository():
         text = path.read_text(errors="replace")
         offenders += [f"{name}: {m}" for m in re.findall(r"[.][.][/]shared\b|[/]work[/]\w+", text)]
     assert offenders == []
+
+
+def test_the_docs_agree_on_the_oldest_postgresql():
+    """Every "PostgreSQL N or later" in the docs names the same N, the oldest that CI tests (the machine's 15)."""
+    said = {int(n) for doc in DOCS for n in re.findall(r"PostgreSQL (\d+) or later", doc.read_text())}
+    assert said == {15}, said

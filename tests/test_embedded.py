@@ -56,7 +56,10 @@ def test_a_killed_server_leaves_nothing_stuck(var_dir, tmp_path):
     assert running, "SIGKILL leaves the embedded PostgreSQL running"
 
     second = Server(first.env, tmp_path / "second.log").start(timeout=60)
-    assert postmaster(var_dir) == running  # adopted, with its data
+    assert postmaster(var_dir) == running  # adopted, with its data, and said so
+    adopted = [e for e in second.log_entries() if e["msg"].startswith("adopting the embedded postgresql")]
+    assert [(e["level"], e["postgres_pid"]) for e in adopted] == [("warning", running)]
+    assert not [e for e in first.log_entries() if e["msg"].startswith("adopting")]  # a fresh start adopts nothing
     log_in(second, username)
     second.stop()
     assert second.proc.returncode == 0
@@ -96,14 +99,20 @@ def test_a_second_make_run_refuses_and_make_stop_stops_all(var_dir, tmp_path):
         assert second.stderr.splitlines()[0] == f"make run: already running (pid {serving.strip()}); make stop first"
         assert pid_file.read_text() == serving
 
-        # The server dies hard; `make stop` still leaves no PostgreSQL behind.
+        # The server dies hard, and `make clean` removes .venv (PY names no python): `make stop` still leaves no
+        # PostgreSQL behind (with .venv it is server.py stop-embedded: test_a_killed_server_leaves_nothing_stuck).
         os.kill(int(serving), signal.SIGKILL)
         run.wait(30)
         assert postmaster(var_dir)
         stop = subprocess.run(
-            ["make", "--no-print-directory", "stop"], cwd=ROOT, env=env, capture_output=True, text=True
+            ["make", "--no-print-directory", "stop", f"PY={tmp_path}/cleaned/bin/python"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert stop.returncode == 0, stop.stderr
+        assert "stopped the embedded PostgreSQL (pid " in stop.stdout  # by its pid file, without server.py
         wait_stopped(var_dir)
         assert not pid_file.exists()
     finally:

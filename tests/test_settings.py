@@ -1,4 +1,5 @@
-"""Settings: a bad value stops start-up with one line naming the variable; the JWT secret is made once per install."""
+"""Settings: a bad value stops start-up with one line naming the variable; the JWT secret is made once per install;
+secrets may come from files (VARIABLE_FILE); a misspelled setting is a warning at start."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import jwt
 import pytest
-from conftest import JWT_SECRET, ROOT, assert_one_line_naming, create_admin, free_port
+from conftest import JWT_SECRET, ROOT, assert_one_line_naming, create_admin, free_port, make_user
 
-from settings import SettingsError, load_settings
+from settings import SettingsError, load_settings, misspelled
 
 SECRET = {"JWT_SECRET": JWT_SECRET}
 
@@ -168,3 +170,39 @@ def test_trusted_proxies_and_cors_origins_parse_into_sets():
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
     assert settings.cors_origins == {"https://a.io"}
     assert load_settings(SECRET).trusted_proxies == () and not load_settings(SECRET).cors_origins
+
+
+def test_secrets_from_files_and_misspelled_settings_at_start(own_server, database_url, tmp_path):
+    """Docker's and systemd's credentials: JWT_SECRET_FILE and DATABASE_URL_FILE name files holding the values (the
+    final newline dropped); and a typo of a setting, or an unknown WALLET_ variable, is one warning line at start."""
+    (tmp_path / "jwt").write_text(JWT_SECRET + "\n")
+    (tmp_path / "database").write_text(database_url + "\n")
+    server = own_server(
+        JWT_SECRET="",
+        JWT_SECRET_FILE=str(tmp_path / "jwt"),
+        DATABASE_URL="",
+        DATABASE_URL_FILE=str(tmp_path / "database"),
+        LOGIN_WINDWO="60",
+        WALLET_THEME="dark",
+    )
+    user = make_user(server)
+    assert jwt.decode(user.token, JWT_SECRET, algorithms=["HS256"])["sub"] == user.id  # signed with the file's secret
+    warnings = [(e["level"], e["msg"]) for e in server.log_entries() if "not a setting" in e["msg"]]
+    assert warnings == [
+        ("warning", "LOGIN_WINDWO is not a setting; did you mean LOGIN_WINDOW?"),
+        ("warning", "WALLET_THEME is not a setting (docs/operations.md lists them)"),
+    ]
+
+
+def test_a_secret_file_is_read_and_refused_in_one_line(tmp_path):
+    (tmp_path / "token").write_text("m" * 20 + "\n")
+    assert load_settings({**SECRET, "METRICS_TOKEN_FILE": str(tmp_path / "token")}).metrics_token == "m" * 20
+    for environ, named in [
+        ({"JWT_SECRET_FILE": str(tmp_path / "missing")}, "JWT_SECRET_FILE"),
+        ({**SECRET, "JWT_SECRET_FILE": str(tmp_path / "token")}, "JWT_SECRET and JWT_SECRET_FILE"),
+        ({**SECRET, "METRICS_TOKEN_FILE": str(tmp_path)}, "METRICS_TOKEN_FILE"),  # a directory
+    ]:
+        with pytest.raises(SettingsError) as raised:
+            load_settings(environ)
+        assert named in str(raised.value) and "\n" not in str(raised.value)
+    assert misspelled({**SECRET, "JWT_SECRET_FILE": "x", "PATH": "/bin", "HOSTNAME": "h", "REDIS_PORT": "1"}) == []

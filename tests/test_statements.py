@@ -199,7 +199,7 @@ def test_pdf_draws_what_people_write_in_any_script_the_font_has(server):
 
 
 def test_pdf_pages_are_numbered_and_bounded(own_server):
-    small = own_server(STATEMENT_PDF_MAX_ENTRIES="80", DB_POOL_SIZE="2")
+    small = own_server(STATEMENT_PDF_MAX_ENTRIES="80", DB_POOL_SIZE="2", LOG_LEVEL="INFO")
     user = make_user(small)
     for _ in range(80):
         fund(small, user, "1")
@@ -211,6 +211,10 @@ def test_pdf_pages_are_numbered_and_bounded(own_server):
     body = assert_error(statement(small, user, format="pdf"), 400, "VALIDATION_ERROR")
     assert "81 entries" in body["details"]["format"][0]
     assert statement(small, user, format="csv").status_code == 200  # CSV streams: no limit
+    # The font subsetting's narration (fontTools, at INFO) stays out of the server's INFO log; the requests are in it.
+    log = small.log_entries()
+    assert not [e for e in log if e["logger"].startswith("fontTools")]
+    assert [e for e in log if e.get("path", "").endswith("/statement") and e["status"] == 200]
 
 
 @pytest.mark.parametrize(

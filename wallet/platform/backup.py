@@ -32,12 +32,13 @@ def find_tool(name: str, server_major: int) -> Path:
     if on_path := shutil.which(name):
         candidates.append(Path(on_path))
     wheel = embedded_bin()
-    candidates.append(wheel / name)
+    if wheel:
+        candidates.append(wheel / name)
     majors = {tool: _major(tool) for tool in candidates if tool.is_file()}
     for tool, major in majors.items():
         if major == server_major:
             return tool
-    if (majors.get(wheel / name) or 0) > server_major:
+    if wheel and (majors.get(wheel / name) or 0) > server_major:
         return wheel / name
     raise StartupError(f"no {name} for PostgreSQL {server_major} found: install postgresql-client-{server_major}")
 
@@ -64,10 +65,14 @@ def _run(tool: Path, args: list[str], database_url: str) -> None:
 
 
 def backup(database_url: str, file: Path) -> str:
-    """Dump the database into FILE (custom format; written whole or not at all); returns the tool used."""
+    """Dump the database into FILE (custom format; written whole or not at all, readable by its owner alone whatever
+    the umask: it holds password hashes, e-mail addresses and webhook secrets); returns the tool used."""
     tool = find_tool("pg_dump", _server_major(database_url))
     draft = file.with_name(f".{file.name}.partial")
     try:
+        # Made 0600 before pg_dump writes a byte (it truncates the file and keeps its mode), so no moment exposes it.
+        os.close(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        draft.chmod(0o600)  # a leftover draft keeps its old mode through O_CREAT
         _run(tool, ["--format=custom", "--no-owner", "--no-privileges", "--file", str(draft)], database_url)
         draft.replace(file)
     finally:
@@ -79,6 +84,11 @@ def tables_in(database_url: str) -> int:
     with _connect(database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
         return int(cur.fetchone()[0])
+
+
+def readable_by_others(file: Path) -> bool:
+    """Whether users other than its owner may read FILE (a backup should be 0600, as `backup` writes it)."""
+    return bool(file.stat().st_mode & 0o044)
 
 
 def restore(database_url: str, file: Path, force: bool) -> str:

