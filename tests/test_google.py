@@ -128,6 +128,12 @@ def test_a_taken_username_gets_a_suffix(gserver, provider):
         ({"forge": True}, "forged signature"),
         ({"claims": {"exp": 1_000_000, "iat": 999_000}}, "expired"),
         ({"claims": {"aud": "someone-else.apps.example"}}, "wrong audience"),
+        ({"claims": {"aud": [CLIENT_ID, "someone-else.apps.example"]}}, "several audiences, no azp"),
+        ({"claims": {"aud": [CLIENT_ID, "someone-else.apps.example"], "azp": "someone-else.apps.example"}}, "azp"),
+        ({"claims": {"azp": "someone-else.apps.example"}}, "issued to another party"),
+        ({"claims": {"exp": str(int(time.time()) + 86400)}}, "exp a string"),
+        ({"claims": {"iat": str(int(time.time()))}}, "iat a string"),
+        ({"claims": {"exp": True}}, "exp a boolean"),
         ({"claims": {"iss": "https://evil.example"}}, "wrong issuer"),
         ({"claims": {"nonce": "not-the-nonce"}}, "wrong nonce"),
         ({"claims": {"nonce": None}}, "no nonce"),
@@ -143,6 +149,12 @@ def test_a_bad_id_token_is_401_and_creates_nothing(gserver, provider, db, spoil,
     body = assert_error(callback(gserver, code, state), 401, "INVALID_CREDENTIALS")
     assert "state" not in body["error"], body  # refused for the token, not for the flow
     assert scalar(db, "SELECT COUNT(*) FROM user_identities WHERE subject = %s", (who["sub"],)) == 0, why
+
+
+def test_several_audiences_are_taken_when_the_token_was_issued_to_us(gserver, provider):
+    provider.claims = {"aud": ["someone-else.apps.example", CLIENT_ID], "azp": CLIENT_ID}
+    r = sign_in(gserver, provider, person())
+    assert r.status_code == 200, r.text
 
 
 def test_state_works_once_and_only_for_its_own_flow(gserver, provider):
