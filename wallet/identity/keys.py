@@ -82,7 +82,10 @@ async def _check_limit(conn: Any, user_id: uuid.UUID, replacing: uuid.UUID | Non
         )
     ).scalar_one()
     if active >= MAX_ACTIVE_KEYS:
-        raise errors.LimitReached(f"A user may have at most {MAX_ACTIVE_KEYS} active API keys; revoke one first.")
+        raise errors.LimitReached(
+            f"A user may have at most {MAX_ACTIVE_KEYS} working API keys, one in its rollover grace included; revoke "
+            "one first, or roll over without a grace."
+        )
 
 
 async def _insert(conn: Any, user_id: uuid.UUID, name: str, scopes: list[str], lifetime: dt.timedelta) -> dict:
