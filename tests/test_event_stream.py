@@ -209,6 +209,7 @@ def test_a_deactivated_owners_key_stream_closes_with_4403_and_no_traceback(alone
     assert [e for e in streaming.log_entries() if e["level"] == "error"] == []
 
 
+@pytest.mark.slow
 def test_a_revoked_login_s_stream_closes_within_two_seconds_even_from_another_process(alone):
     """With the default EVENTS_PING_INTERVAL (20 s): the stream does not wait for its next check. Revoked through its
     own process, it is told at once; through another, at that process's next revocation poll (1 s)."""

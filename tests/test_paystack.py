@@ -366,11 +366,12 @@ def test_webhooks_racing_verifies_credit_once(pserver, fake, db):
     assert balance(pserver, user) == "4.00"
 
 
-def test_concurrent_reads_of_a_pending_deposit_ask_paystack_once(own_server, fake):
+def test_concurrent_reads_of_a_pending_deposit_ask_paystack_once(alone, fake):
     """30 reads of one pending deposit at once, half of them through another server process: Paystack is asked once
     (a process's reads share its verify in flight; the other process finds it asked a moment ago, through Redis).
-    Once VERIFY_EVERY has passed, a read asks again. (Two servers whose sweep does not verify meanwhile.)"""
-    first, second = (own_server(**paystack_env(fake, PENDING_TIMEOUT="600")) for _ in range(2))
+    Once VERIFY_EVERY has passed, a read asks again. (Two servers on a database of their own, whose sweeps do not
+    verify it meanwhile, nor pserver's.)"""
+    first, second = (alone(**paystack_env(fake, PENDING_TIMEOUT="600")) for _ in range(2))
     user = payer(first)
     reference = started(first, user, "7.00")["reference"]
     fake.configure(delay=0.5)  # every read arrives while the first verify is still out
