@@ -144,8 +144,7 @@ class EventStreamHandler(websocket.WebSocketHandler):
         Authenticate with `?access_token=`, `Sec-WebSocket-Protocol: bearer, <token>` or `X-API-Key` (a key with
         `read`). Close codes: 4401 the login was revoked (within about a second), the token expired or the key was
         revoked; 4403 the account was deactivated (a key's owner); 4408 the client read too slowly; 1011 a dependency
-        is down. After any close, reconnect with `?after=<the last id received>`
-        to miss nothing."""
+        is down. After any close, reconnect with `?after=<the last id received>` to miss nothing."""
         await super().get()
 
     def open(self) -> None:

@@ -69,8 +69,7 @@ class GoogleStartHandler(BaseHandler):
         The flow is bound to the browser that starts it: it keeps a random secret (`binding_verifier`) and sends its
         SHA-256 here; only a callback that brings the secret back signs in (a stranger's flow sent as a link cannot).
         """
-        challenge = self.query()["binding_challenge"]
-        self.set_header("Location", await google.start(self.rt, None, challenge))
+        self.set_header("Location", await google.start_sign_in(self.rt, self.query()["binding_challenge"]))
         self.respond(None, 302)
 
 
@@ -94,7 +93,7 @@ class GoogleLinkStartHandler(BaseHandler):
     @authenticated
     async def post(self) -> None:
         """Start linking Google to this account: the provider URL of a flow bound to the caller."""
-        self.respond({"authorization_url": await google.start(self.rt, self.principal)}, 200)
+        self.respond({"authorization_url": await google.start_link(self.rt, self.principal)}, 200)
 
 
 class GoogleLinkHandler(BaseHandler):

@@ -65,17 +65,29 @@ def _bound_to_browser(binding_challenge: str) -> str:
     return f"browser:{binding_challenge}"
 
 
-async def start(rt: Runtime, principal: Principal | None, challenge: str | None = None) -> str:
-    """The provider's authorization URL for a new flow: sign-in (bound to the browser's `challenge`) without a
-    principal, linking with one. The state is signed, not stored: starting a flow writes nothing, so no one can fill
-    the store by starting flows."""
+def _s256(secret: str) -> str:
+    """PKCE's S256: base64url(SHA-256(secret))."""
+    return _b64(hashlib.sha256(secret.encode()).digest())
+
+
+async def _start(rt: Runtime, bound_to: str) -> str:
+    """The provider's authorization URL for a new flow. The state is signed, not stored: starting a flow writes
+    nothing, so no one can fill the store by starting flows."""
     client = _client(rt)
     flow, expires = secrets.token_urlsafe(24), str(int(time.time()) + STATE_TTL)
-    bound_to = _bound_to_user(principal.user_id) if principal else _bound_to_browser(str(challenge))
     state = f"{flow}.{expires}.{_state_mac(rt, flow, expires, bound_to)}"
-    verifier = _secret_derived(rt, "verifier", state)
-    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+    challenge = _s256(_secret_derived(rt, "verifier", state))
     return await google.authorization_url(client, state, _secret_derived(rt, "nonce", state), challenge)
+
+
+async def start_sign_in(rt: Runtime, binding_challenge: str) -> str:
+    """A sign-in flow, bound to the browser that sent `binding_challenge`."""
+    return await _start(rt, _bound_to_browser(binding_challenge))
+
+
+async def start_link(rt: Runtime, principal: Principal) -> str:
+    """A flow linking Google to the caller's account."""
+    return await _start(rt, _bound_to_user(principal.user_id))
 
 
 async def _identity(rt: Runtime, code: str | None, state: str, bound_to: str) -> dict[str, Any]:
@@ -169,8 +181,7 @@ async def sign_in(rt: Runtime, code: str | None, state: str, binding_verifier: s
     An existing account with the same e-mail is never signed into by e-mail alone (our e-mails are not verified,
     so someone could have registered a victim's address first): its owner links Google from the account.
     """
-    challenge = _b64(hashlib.sha256(binding_verifier.encode()).digest())
-    claims = await _identity(rt, code, state, _bound_to_browser(challenge))
+    claims = await _identity(rt, code, state, _bound_to_browser(_s256(binding_verifier)))
     async with rt.transaction() as conn:
         # One statement, one snapshot: a concurrent first sign-in is seen whole (account and identity) or not at all.
         found = (
