@@ -964,12 +964,16 @@ def test_a_google_sign_in_someone_else_started_never_replaces_the_session(provid
             person.page.get_by_role("link", name="Continue").click()
             person.page.get_by_text(f"You are signed in as {victim.username}").wait_for()
             person.shot("google-switch-account")
+            replaced = person.page.evaluate(REFRESH_TOKEN)
             person.page.get_by_role("button", name=choice).click()
             person.shown("/wallets")
             if choice == "Stay signed in":
                 assert victim.username in signed_in_as(person)
     finally:
         oidc.consent_page = False
+    # The session the switch replaced was signed out, not left alive.
+    r = httpx.post(f"{providers.url}/api/v1/auth/refresh", json={"refresh_token": replaced})
+    assert r.status_code == 401 and r.json()["code"] == "TOKEN_REVOKED", r.text
     facts = signed_in_as(person)
     assert google_user["email"].split("@")[0] in facts and victim.username not in facts
     assert person.page.evaluate("sessionStorage.getItem('wallet.google_sign_in')") is None

@@ -124,7 +124,7 @@ async function googlePage(page, _params, query) {
   if (!query.get('code')) return fail(linking ? 'Linking Google was cancelled.' : 'Google sign-in was cancelled.');
   const flow = { code: query.get('code'), state: query.get('state') };
   if (!linking && !verifier) return fail('This Google sign-in was not started in this tab, so it was not used. Start again.');
-  const finish = async () => {
+  const finish = async ({ replacing = false } = {}) => {
     try {
       if (linking) {
         await request('POST', 'users/me/google', { body: flow });
@@ -132,7 +132,10 @@ async function googlePage(page, _params, query) {
         return navigate('/profile');
       }
       const callback = { ...flow, binding_verifier: verifier };
-      await startSession(await request('GET', 'auth/google/callback', { query: callback, anonymous: true }));
+      const pair = await request('GET', 'auth/google/callback', { query: callback, anonymous: true });
+      // Switching accounts signs the replaced session out (on the server too), rather than leaving it alive unseen.
+      if (replacing) await request('POST', 'auth/logout').catch(() => {});
+      await startSession(pair);
     } catch (error) {
       if (!error.code) throw error;
       if (error.code === 'MFA_REQUIRED') return codeStep(page, error.mfaToken, () => navigate('/wallets'));
@@ -140,7 +143,7 @@ async function googlePage(page, _params, query) {
     }
     navigate('/wallets');
   };
-  if (!linking && signedIn()) return switchAccount(page, finish);
+  if (!linking && signedIn()) return switchAccount(page, () => finish({ replacing: true }));
   return finish();
 }
 
