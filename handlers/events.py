@@ -22,7 +22,7 @@ from handlers.field_types import (
 from handlers.schemas import Output, PageQuery
 from wallet import errors
 from wallet.identity import keys
-from wallet.identity.auth import authenticate
+from wallet.identity.auth import authenticate, watch_revocation
 from wallet.notify import events
 from wallet.platform.runtime import Runtime
 from wallet.principal import Principal
@@ -67,6 +67,7 @@ log = logging.getLogger("wallet.events")
 
 # Close codes of the stream (4000-4999 are the application's): the client resumes with ?after=<last id it got>.
 CLOSE_REVOKED = 4401  # the login was revoked or the token expired: log in (or refresh) first
+CLOSE_FORBIDDEN = 4403  # the account may no longer read (deactivated, or a key's owner deactivated)
 CLOSE_TOO_SLOW = 4408  # a message waited longer than SEND_TIMEOUT to be taken
 CLOSE_UNAVAILABLE = 1011  # a dependency is down
 CLOSE_RESTART = 1012  # the server is stopping (a deploy): reconnect at once, another server (or this one, back) answers
@@ -150,9 +151,10 @@ class EventStreamHandler(websocket.WebSocketHandler):
         """The caller's events as WebSocket messages (Event JSON), oldest first after `after`, then live.
 
         Authenticate with `Sec-WebSocket-Protocol: bearer, <token>` or `X-API-Key` (a key with `read`);
-        `?access_token=` is deprecated. Close codes: 4401 the login was revoked, the token expired or the key was
-        revoked; 4408 the client read too slowly; 1011 a dependency is down; 1012 the server is restarting (reconnect
-        at once). After any close, reconnect with `?after=<the last id received>` to miss nothing."""
+        `?access_token=` is deprecated. Close codes: 4401 the login was revoked (within about a second), the token
+        expired or the key was revoked; 4403 the account was deactivated (a key's owner); 4408 the client read too
+        slowly; 1011 a dependency is down; 1012 the server is restarting (reconnect at once). After any close,
+        reconnect with `?after=<the last id received>` to miss nothing."""
         await super().get()
 
     def open(self) -> None:
@@ -178,6 +180,7 @@ class EventStreamHandler(websocket.WebSocketHandler):
         hub: events.Hub = self.application.settings["event_hub"]
         user_id = self.require_principal().user_id
         wake = hub.subscribe(user_id)
+        unwatch = watch_revocation(self.rt, self.require_principal(), self._login_ended)
         loop = asyncio.get_running_loop()
         checked = loop.time()
         try:
@@ -193,7 +196,9 @@ class EventStreamHandler(websocket.WebSocketHandler):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.ping_interval)
         except errors.AuthError:
-            self._close(CLOSE_REVOKED, "The login has ended")
+            self._login_ended()
+        except errors.Forbidden as error:
+            self._close(CLOSE_FORBIDDEN, f"Forbidden ({error.code})")
         except TimeoutError:
             self._close(CLOSE_TOO_SLOW, "Reading too slowly")
         except (websocket.WebSocketClosedError, iostream.StreamClosedError):
@@ -204,6 +209,10 @@ class EventStreamHandler(websocket.WebSocketHandler):
             self._close(CLOSE_UNAVAILABLE, "Service unavailable")
         finally:
             hub.unsubscribe(user_id, wake)
+            unwatch()
+
+    def _login_ended(self) -> None:
+        self._close(CLOSE_REVOKED, "The login has ended")
 
     def _close(self, code: int, why: str) -> None:
         self.close(code, f"{why}; reconnect with ?after={self.after}")

@@ -5,7 +5,8 @@
 
 Paystack's side: POST /transaction/initialize and GET /transaction/verify/{reference} (Bearer secret key), and the
 checkout page GET /pay/{reference} whose "Pay" button (POST /pay/{reference}) marks the payment successful and sends
-the signed `charge.success` webhook. Switches, to simulate what goes wrong: GET /_fake/config shows them and
+the signed `charge.success` webhook. GET /_fake/transactions/{reference} shows a payment as the fake holds it, with
+how many times it was verified (`verify_calls`). Switches, to simulate what goes wrong: GET /_fake/config shows them and
 POST /_fake/config {...} sets them (every switch not named goes back to its default):
 
     initialize_status  answer initialize with this HTTP status and {"status": false} (0: work normally)
@@ -114,6 +115,7 @@ class InitializeHandler(Handler):
             "email": email,
             "callback_url": body.get("callback_url"),
             "status": "abandoned",  # what Paystack reports until the customer pays
+            "verify_calls": 0,
         }
         access_code = secrets.token_hex(8)
         url = f"{self.request.protocol}://{self.request.host}/pay/{reference}"
@@ -138,6 +140,7 @@ class VerifyHandler(Handler):
         if tx is None:
             self.refuse(400, "Transaction reference not found")
             return
+        tx["verify_calls"] += 1
         self.answer(200, {"status": True, "message": "Verification successful", "data": self.state.reported(tx)})
 
 
@@ -184,6 +187,15 @@ class PayHandler(Handler):
         return response.code
 
 
+class TransactionHandler(Handler):
+    def get(self, reference: str) -> None:
+        tx = self.state.transactions.get(reference)
+        if tx is None:
+            self.refuse(404, "Transaction reference not found")
+            return
+        self.answer(200, tx)
+
+
 class ConfigHandler(Handler):
     def get(self) -> None:
         self.answer(200, self.state.config)
@@ -206,6 +218,7 @@ def make_app(state: State) -> web.Application:
             (r"/transaction/verify/([^/]+)", VerifyHandler, args),
             (r"/pay/([^/]+)", PayHandler, args),
             (r"/_fake/config", ConfigHandler, args),
+            (r"/_fake/transactions/([^/]+)", TransactionHandler, args),
         ]
     )
 

@@ -1,13 +1,15 @@
 """A local OpenID Connect provider speaking Google's protocol over real HTTP, for tests: discovery, authorize
 (redirects back with a code), token (PKCE-checked, an RS256 ID token signed with a key made here) and JWKS.
 
-Tests set who signs in next (`user`), and how the next ID token is spoiled (`claims`, `forge`, `token_status`).
+Tests set who signs in next (`user`), and how the next ID token is spoiled (`claims`, `forge`, `token_status`);
+with `consent_page` authorize shows a page whose "Continue" link goes back, instead of redirecting at once.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import secrets
 import threading
@@ -32,6 +34,7 @@ class OidcProvider:
         self.claims: dict[str, Any] = {}  # merged into the next ID tokens (None removes a claim)
         self.forge = False  # sign with a key the JWKS does not hold, under the published kid
         self.token_status = 200  # the token endpoint's answer (e.g. 500 for an outage)
+        self.consent_page = False
         self.codes: dict[str, dict[str, Any]] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -51,7 +54,7 @@ class OidcProvider:
         return f"{self.url}/.well-known/openid-configuration"
 
     def reset(self) -> None:
-        self.claims, self.forge, self.token_status = {}, False, 200
+        self.claims, self.forge, self.token_status, self.consent_page = {}, False, 200, False
 
     def jwks(self) -> dict[str, Any]:
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
@@ -118,8 +121,17 @@ class OidcProvider:
                     code = secrets.token_urlsafe(16)
                     provider.codes[code] = {**query, "user": dict(provider.user)}
                     back = urllib.parse.urlencode({"code": code, "state": query["state"], "scope": "openid email"})
+                    location = f"{query['redirect_uri']}?{back}"
+                    if provider.consent_page:
+                        page = f'<!doctype html><title>Consent</title><a href="{html.escape(location)}">Continue</a>'
+                        self.send_response(200)
+                        self.send_header("Content-Type", "text/html; charset=utf-8")
+                        self.send_header("Content-Length", str(len(page.encode())))
+                        self.end_headers()
+                        self.wfile.write(page.encode())
+                        return
                     self.send_response(302)
-                    self.send_header("Location", f"{query['redirect_uri']}?{back}")
+                    self.send_header("Location", location)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 else:

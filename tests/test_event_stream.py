@@ -11,7 +11,7 @@ import time
 import httpx
 import psycopg2
 import pytest
-from conftest import assert_error, fund, make_user, wait_for
+from conftest import assert_error, fund, log_in, make_admin, make_user, wait_for
 from tornado import httpclient, websocket
 
 from scripts.local_services import libpq_url
@@ -182,6 +182,53 @@ def test_a_service_streams_with_a_read_key_until_the_key_is_revoked(streaming):
         return conn.close_code
 
     assert asyncio.run(scenario()) == 4401
+
+
+def test_a_deactivated_owners_key_stream_closes_with_4403_and_no_traceback(alone, streaming):
+    owner = make_user(streaming)
+    admin = make_admin(streaming, alone.database_url)
+    with streaming.client(owner.token) as client:
+        key = client.post("/keys", json={"name": "events", "scopes": ["read"], "expires_in": "1D"}).json()["key"]
+
+    async def scenario():
+        conn = await websocket.websocket_connect(httpclient.HTTPRequest(ws_url(streaming), headers={"X-API-Key": key}))
+        (created,) = await receive(conn, 1)
+        assert created["type"] == "api_key.created"
+        with streaming.client(admin.token) as client:
+            assert client.post(f"/admin/users/{owner.id}/deactivate", json={}).status_code == 200
+        # The deactivation is itself an event, which may still go out before the key's next check (every second).
+        last = await asyncio.wait_for(conn.read_message(), 10)
+        if last is not None:
+            assert json.loads(last)["type"] == "account.deactivated"
+            assert await asyncio.wait_for(conn.read_message(), 10) is None
+        return conn.close_code, conn.close_reason
+
+    code, reason = asyncio.run(scenario())
+    assert code == 4403 and "ACCOUNT_INACTIVE" in reason
+    assert "Traceback" not in streaming.log_path.read_text()
+    assert [e for e in streaming.log_entries() if e["level"] == "error"] == []
+
+
+@pytest.mark.slow
+def test_a_revoked_login_s_stream_closes_within_two_seconds_even_from_another_process(alone):
+    """With the default EVENTS_PING_INTERVAL (20 s): the stream does not wait for its next check. Revoked through its
+    own process, it is told at once; through another, at that process's next revocation poll (1 s)."""
+    here, there = alone(EVENTS_POLL_MS="50"), alone(EVENTS_POLL_MS="50")
+    user = make_user(here)
+
+    async def closed_after(revoke_through, token):
+        conn = await connect(here, token)
+        await nothing_more(conn, 0.3)  # open, nothing to send
+        started = time.monotonic()
+        with revoke_through.client(token) as client:
+            assert client.post("/auth/logout").status_code == 204
+        assert await asyncio.wait_for(conn.read_message(), 10) is None
+        return conn.close_code, time.monotonic() - started
+
+    for server in (here, there):
+        token = log_in(here, user.username).token
+        code, took = asyncio.run(closed_after(server, token))
+        assert code == 4401 and took < 2, (server.port, took)
 
 
 @pytest.mark.parametrize(

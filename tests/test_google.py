@@ -41,9 +41,19 @@ def person():
     return {"sub": uuid.uuid4().hex, "email": f"{unique_name('g')}@Example.com"}
 
 
-def start(gserver):
-    """GET /auth/google: the provider URL it redirects to."""
-    r = httpx.get(f"{gserver.url}/api/v1/auth/google", follow_redirects=False)
+# The secret the test's "browser" keeps for its sign-in flows, and the challenge it starts them with.
+BROWSER = "test-browser-binding-verifier-0123456789abcdef"
+
+
+def challenge(verifier):
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+
+
+def start(gserver, verifier=BROWSER):
+    """GET /auth/google from a browser keeping `verifier`: the provider URL it redirects to."""
+    r = httpx.get(
+        f"{gserver.url}/api/v1/auth/google", params={"binding_challenge": challenge(verifier)}, follow_redirects=False
+    )
     assert r.status_code == 302, r.text
     return r.headers["Location"]
 
@@ -59,9 +69,10 @@ def consent(provider, location, who):
     return query["code"], query["state"]
 
 
-def callback(gserver, code, state):
+def callback(gserver, code, state, verifier=BROWSER):
+    query = {"code": code, "state": state, "binding_verifier": verifier, "authuser": "0"}
     with gserver.client() as client:
-        return client.get("/auth/google/callback", params={"code": code, "state": state, "authuser": "0"})
+        return client.get("/auth/google/callback", params=query)
 
 
 def sign_in(gserver, provider, who):
@@ -75,8 +86,10 @@ def me(gserver, token):
 
 def test_not_configured_is_503(server):
     with server.client() as client:
-        assert_error(client.get("/auth/google", follow_redirects=False), 503, "PROVIDER_NOT_CONFIGURED")
-        assert_error(client.get("/auth/google/callback?code=a&state=b"), 503, "PROVIDER_NOT_CONFIGURED")
+        r = client.get("/auth/google", params={"binding_challenge": challenge(BROWSER)}, follow_redirects=False)
+        assert_error(r, 503, "PROVIDER_NOT_CONFIGURED")
+        r = client.get("/auth/google/callback", params={"code": "a", "state": "b", "binding_verifier": BROWSER})
+        assert_error(r, 503, "PROVIDER_NOT_CONFIGURED")
 
 
 def test_the_redirect_carries_state_nonce_and_an_s256_challenge(gserver, provider):
@@ -128,6 +141,12 @@ def test_a_taken_username_gets_a_suffix(gserver, provider):
         ({"forge": True}, "forged signature"),
         ({"claims": {"exp": 1_000_000, "iat": 999_000}}, "expired"),
         ({"claims": {"aud": "someone-else.apps.example"}}, "wrong audience"),
+        ({"claims": {"aud": [CLIENT_ID, "someone-else.apps.example"]}}, "several audiences, no azp"),
+        ({"claims": {"aud": [CLIENT_ID, "someone-else.apps.example"], "azp": "someone-else.apps.example"}}, "azp"),
+        ({"claims": {"azp": "someone-else.apps.example"}}, "issued to another party"),
+        ({"claims": {"exp": str(int(time.time()) + 86400)}}, "exp a string"),
+        ({"claims": {"iat": str(int(time.time()))}}, "iat a string"),
+        ({"claims": {"exp": True}}, "exp a boolean"),
         ({"claims": {"iss": "https://evil.example"}}, "wrong issuer"),
         ({"claims": {"nonce": "not-the-nonce"}}, "wrong nonce"),
         ({"claims": {"nonce": None}}, "no nonce"),
@@ -145,6 +164,12 @@ def test_a_bad_id_token_is_401_and_creates_nothing(gserver, provider, db, spoil,
     assert scalar(db, "SELECT COUNT(*) FROM user_identities WHERE subject = %s", (who["sub"],)) == 0, why
 
 
+def test_several_audiences_are_taken_when_the_token_was_issued_to_us(gserver, provider):
+    provider.claims = {"aud": ["someone-else.apps.example", CLIENT_ID], "azp": CLIENT_ID}
+    r = sign_in(gserver, provider, person())
+    assert r.status_code == 200, r.text
+
+
 def test_state_works_once_and_only_for_its_own_flow(gserver, provider):
     code, state = consent(provider, start(gserver), person())
     assert callback(gserver, code, state).status_code == 200
@@ -156,9 +181,30 @@ def test_state_works_once_and_only_for_its_own_flow(gserver, provider):
         assert r.json()["code"] in ("INVALID_CREDENTIALS", "VALIDATION_ERROR")
 
 
-def signed_state(flow: str, expires: int, owner: str = "") -> str:
+def test_a_sign_in_comes_back_only_to_the_browser_that_started_it(gserver, provider):
+    """Login CSRF: an attacker stops their own sign-in at the redirect and sends the link (code and state) to a
+    signed-in victim, whose page would swap the victim's session for the attacker's account. The victim's browser
+    does not hold the attacker's binding secret, so the callback refuses it; the flow stays the attacker's."""
+    attacker = "attacker-browser-binding-verifier-0123456789"
+    code, state = consent(provider, start(gserver, attacker), person())
+    body = assert_error(callback(gserver, code, state, BROWSER), 401, "INVALID_CREDENTIALS")
+    assert "browser" in body["error"]
+    with gserver.client() as client:
+        r = client.get("/auth/google/callback", params={"code": code, "state": state})
+        assert "binding_verifier" in assert_error(r, 400, "VALIDATION_ERROR")["details"]
+        for bad in ("", "short", "x" * 129, "has space" * 5):
+            r = client.get("/auth/google/callback", params={"code": code, "state": state, "binding_verifier": bad})
+            assert_error(r, 400, "VALIDATION_ERROR")
+        # Starting needs the challenge, of the right shape.
+        for query in ({}, {"binding_challenge": "abc"}, {"binding_challenge": "=" * 43}):
+            r = client.get("/auth/google", params=query, follow_redirects=False)
+            assert "binding_challenge" in assert_error(r, 400, "VALIDATION_ERROR")["details"]
+    assert callback(gserver, code, state, attacker).status_code == 200
+
+
+def signed_state(flow: str, expires: int, bound_to: str = f"browser:{challenge(BROWSER)}") -> str:
     """A state as the server signs it (<flow>.<expiry>.<HMAC under the server's secret>), for states it never issued."""
-    mac = hmac.new(JWT_SECRET.encode(), f"google-state:{flow}.{expires}:{owner}".encode(), hashlib.sha256).digest()
+    mac = hmac.new(JWT_SECRET.encode(), f"google-state:{flow}.{expires}:{bound_to}".encode(), hashlib.sha256).digest()
     return f"{flow}.{expires}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
 
 
@@ -182,7 +228,7 @@ def test_a_state_is_signed_not_stored_and_refused_once_expired_or_altered(gserve
         signed_state(flow, int(time.time()) - 1),  # expired, correctly signed
         f"{flow}.{int(expires) + 3600}.{mac}",  # a later expiry under the old signature
         f"{'A' * 32}.{expires}.{mac}",  # another flow's id
-        signed_state(flow, int(expires), owner=str(uuid.uuid4())),  # signed for a link flow
+        signed_state(flow, int(expires), bound_to=f"user:{uuid.uuid4()}"),  # signed for a link flow
     ):
         assert_error(callback(gserver, code, altered), 401, "INVALID_CREDENTIALS")
     assert callback(gserver, code, state).status_code == 200  # none of them used the flow up
@@ -196,7 +242,9 @@ def test_a_refused_code_is_401_and_a_provider_outage_503(gserver, provider):
     assert_error(callback(gserver, code, state), 503, "SERVICE_UNAVAILABLE")
     with gserver.client() as client:
         assert_error(
-            client.get("/auth/google/callback", params={"state": state, "error": "access_denied"}),
+            client.get(
+                "/auth/google/callback", params={"state": state, "error": "access_denied", "binding_verifier": BROWSER}
+            ),
             401,
             "INVALID_CREDENTIALS",
         )

@@ -278,12 +278,34 @@ def test_rollover_with_grace_keeps_the_old_key_until_the_grace_ends(server, user
     with keyed(server, old["key"]) as client:
         assert client.get("/wallets").status_code == 200
         assert listing(server, user)[old["id"]]["status"] == "active"
-        # In its grace the old key does not count towards the limit, and cannot be rolled over twice.
+        # In its grace the old key cannot be rolled over twice.
         with server.client(user.token) as owner:
             assert_error(owner.post(f"/keys/{old['id']}/rollover", json={}), 409, "API_KEY_REVOKED")
         time.sleep(2.2)
         assert_error(client.get("/wallets"), 401, "INVALID_API_KEY")
     assert listing(server, user)[old["id"]]["status"] == "revoked"
+
+
+def test_keys_in_their_rollover_grace_count_towards_the_limit(server, user):
+    """Chained rollovers with a grace never make more than five secrets that work: a rollover with a grace needs a
+    free place for the new key beside the old one; without a grace the new key takes the old one's place."""
+    made = [create(server, user) for _ in range(4)]
+    with server.client(user.token) as client:
+        first = client.post(f"/keys/{made[0]['id']}/rollover", json={"grace_seconds": 3600})
+        assert first.status_code == 201, first.text  # 3 others, the old one in its grace, the new one: 5
+        assert_error(
+            client.post(f"/keys/{first.json()['id']}/rollover", json={"grace_seconds": 3600}), 409, "LIMIT_REACHED"
+        )
+        assert_error(
+            client.post("/keys", json={"name": "sixth", "scopes": ["read"], "expires_in": "1D"}), 409, "LIMIT_REACHED"
+        )
+        second = client.post(f"/keys/{first.json()['id']}/rollover", json={})
+        assert second.status_code == 201, second.text
+    statuses = []
+    for secret in [*(k["key"] for k in made), first.json()["key"], second.json()["key"]]:
+        with keyed(server, secret) as client:
+            statuses.append(client.get("/wallets").status_code)
+    assert statuses.count(200) == 5, statuses  # made[0] in its grace, made[1:], and the last rollover's key
 
 
 def test_revoke_during_the_grace_stops_the_old_key_at_once(server, user):

@@ -158,6 +158,26 @@ def test_transfer_by_every_recipient_kind(server, funded, recipient, db, how):
     assert seen["counterparty"] == {"username": funded.username, "wallet_number": funded.wallet_number}
 
 
+def test_a_refused_transfer_never_tells_the_sender_whose_phone_it_was(server, user, recipient):
+    """A transfer that never completed shows the sender no counterparty: otherwise a refused transfer to a phone
+    number (no money needed) would say who owns it. Its answer, the transaction and the sender's event agree."""
+    with server.client(recipient.token) as client:
+        phone = client.get("/users/me").json()["phone"]
+    r = post(server, user, "/transfers", {"from_wallet_id": user.wallet_id, "to_phone": phone, "amount": "1.00"})
+    body = assert_error(r, 400, "INSUFFICIENT_FUNDS")
+    assert recipient.username not in r.text
+    with server.client(user.token) as client:
+        tx = client.get(f"/transactions/{body['transaction_id']}").json()
+        listed = client.get("/transactions", params={"status": "FAILED"}).json()["items"]
+        failed = [e for e in client.get("/events").json()["items"] if e["type"] == "transaction.failed"]
+    assert (tx["status"], tx["direction"], tx["counterparty"]) == ("FAILED", "out", None)
+    assert [t["counterparty"] for t in listed] == [None]
+    assert [e["data"]["counterparty"] for e in failed] == [None]
+    assert recipient.username not in str([tx, listed, failed]) and recipient.wallet_number not in str(
+        [tx, listed, failed]
+    )
+
+
 def test_transfer_by_username_picks_the_wallet_in_the_source_currency(server, user, recipient):
     eur = open_wallet(server, user, "EUR")
     their_eur = open_wallet(server, recipient, "EUR")

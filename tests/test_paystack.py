@@ -11,12 +11,25 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, Server, assert_error, balance, log_in, make_admin, make_user, recorded, scalar, unique_name
+from conftest import (
+    ROOT,
+    Server,
+    assert_error,
+    balance,
+    log_in,
+    make_admin,
+    make_user,
+    recorded,
+    scalar,
+    unique_name,
+    wait_for,
+)
 
 from scripts.local_services import free_port, stop, wait_ready
 from wallet.providers.paystack import sign
@@ -126,6 +139,10 @@ def signed(server: Server, body: bytes) -> httpx.Response:
 def deposit_row(db: Any, reference: str) -> tuple[str, str | None, int, int]:
     tx_id = scalar(db, "SELECT id::text FROM transactions WHERE provider_reference = %s", (reference,))
     return recorded(db, tx_id)
+
+
+def verify_calls(fake: Fake, reference: str) -> int:
+    return httpx.get(f"{fake.url}/_fake/transactions/{reference}").json()["verify_calls"]
 
 
 def read_deposit(server: Server, user: Any, reference: str) -> dict[str, Any]:
@@ -347,6 +364,28 @@ def test_webhooks_racing_verifies_credit_once(pserver, fake, db):
     assert statuses == [200] * 20
     assert deposit_row(db, reference) == ("COMPLETED", None, 2, 0)
     assert balance(pserver, user) == "4.00"
+
+
+def test_concurrent_reads_of_a_pending_deposit_ask_paystack_once(alone, fake):
+    """30 reads of one pending deposit at once, half of them through another server process: Paystack is asked once
+    (a process's reads share its verify in flight; the other process finds it asked a moment ago, through Redis).
+    Once VERIFY_EVERY has passed, a read asks again. (Two servers on a database of their own, whose sweeps do not
+    verify it meanwhile, nor pserver's.)"""
+    first, second = (alone(**paystack_env(fake, PENDING_TIMEOUT="600")) for _ in range(2))
+    user = payer(first)
+    reference = started(first, user, "7.00")["reference"]
+    fake.configure(delay=0.5)  # every read arrives while the first verify is still out
+    go = threading.Barrier(30)
+
+    def read(i: int) -> str:
+        go.wait()
+        return read_deposit(second if i % 2 else first, user, reference)["status"]
+
+    with ThreadPoolExecutor(30) as pool:
+        assert list(pool.map(read, range(30))) == ["PENDING"] * 30
+    assert verify_calls(fake, reference) == 1
+    fake.configure()
+    wait_for(lambda: read_deposit(second, user, reference) and verify_calls(fake, reference) == 2, 10)
 
 
 def test_lost_webhook_is_recovered_by_the_sweep(pserver, fake, db):

@@ -3,7 +3,9 @@ journey driven in Debian's Chromium (Playwright) against the real server, with s
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -921,6 +923,64 @@ def test_link_google_from_the_profile_then_sign_in_with_it(providers, oidc, pers
     person.page.get_by_role("link", name="Back to the profile").click()
     person.shown("/profile")
     assert "Sign in with\nPassword" in facts.inner_text() and "Google" not in facts.inner_text()
+
+
+def signed_in_as(person: Person) -> str:
+    """The username the profile shows (the page's own session; the test never touches its tokens)."""
+    person.goto("/profile")
+    return person.page.locator(".facts").inner_text()
+
+
+def test_a_google_sign_in_someone_else_started_never_replaces_the_session(providers, oidc, person_at):
+    """Login CSRF: an attacker stops their own Google sign-in at the redirect and sends the link to a signed-in
+    victim. The victim's tab did not start that flow (it holds no binding secret for it): nothing is signed in and
+    the victim stays themselves. A sign-in the tab did start, while signed in, asks before it switches accounts."""
+    victim = make_user(providers)
+    person = person_at(providers.url)
+    person.log_in(victim.username)
+
+    oidc.user = {"sub": uuid.uuid4().hex, "email": f"{unique_name('atk')}@example.com"}
+    verifier = "attacker-kept-binding-verifier-0123456789abcdef"
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    r = httpx.get(f"{providers.url}/api/v1/auth/google", params={"binding_challenge": challenge})
+    link = httpx.get(r.headers["Location"]).headers["Location"]  # the provider sends the attacker back: stopped here
+    assert "code=" in link and "state=" in link
+    person.page.goto(link)
+    alert = person.page.locator('main[data-view="#/google"] .form-alert')
+    alert.wait_for()
+    assert "not started in this tab" in alert.inner_text()
+    assert victim.username in signed_in_as(person)
+
+    # A Google sign-in this tab started, that comes back once it has signed in otherwise (at the provider's page the
+    # person went back and signed in with the password, then returned to it): asked first; staying keeps the session.
+    google_user = {"sub": uuid.uuid4().hex, "email": f"{unique_name('own')}@example.com"}
+    oidc.user, oidc.consent_page = google_user, True
+    try:
+        for choice in ("Stay signed in", "Switch to the Google account"):
+            person.page.get_by_role("link", name="Sign out").click()
+            person.shown("/login")
+            person.page.get_by_role("button", name="Continue with Google").click()
+            person.page.get_by_role("link", name="Continue").wait_for()
+            consent = person.page.url
+            person.page.go_back()
+            person.log_in(victim.username)
+            person.page.goto(consent)
+            person.page.get_by_role("link", name="Continue").click()
+            person.page.get_by_text(f"You are signed in as {victim.username}").wait_for()
+            person.shot("google-switch-account")
+            replaced = person.page.evaluate(REFRESH_TOKEN)
+            person.page.get_by_role("button", name=choice).click()
+            person.shown("/wallets")
+            if choice == "Stay signed in":
+                assert victim.username in signed_in_as(person)
+    finally:
+        oidc.consent_page = False
+    # The session the switch replaced was signed out, not left alive.
+    r = httpx.post(f"{providers.url}/api/v1/auth/refresh", json={"refresh_token": replaced})
+    assert r.status_code == 401 and r.json()["code"] == "TOKEN_REVOKED", r.text
+    facts = signed_in_as(person)
+    assert google_user["email"].split("@")[0] in facts and victim.username not in facts
+    assert person.page.evaluate("sessionStorage.getItem('wallet.google_sign_in')") is None
 
 
 def google_refused_in_words(person: Person, button: str) -> None:

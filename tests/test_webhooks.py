@@ -217,6 +217,13 @@ def test_a_server_killed_between_commit_and_delivery_delivers_after_restart(alon
         "https://192.168.0.1/hook",
         "https://169.254.169.254/latest/meta-data",  # the cloud metadata service
         "https://[::ffff:127.0.0.1]/hook",
+        # IPv6 forms that carry an IPv4 address inside: each reaches 127.0.0.1 where it is translated or tunnelled.
+        "https://[::127.0.0.1]/hook",  # IPv4-compatible (deprecated)
+        "https://[::ffff:0:7f00:1]/hook",  # IPv4-translated (SIIT)
+        "https://[64:ff9b::7f00:1]/hook",  # NAT64, the well-known prefix
+        "https://[64:ff9b:1::7f00:1]/hook",  # NAT64, the local-use prefix
+        "https://[2002:7f00:1::]/hook",  # 6to4
+        "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",  # Teredo (the client 127.0.0.1, obfuscated)
         "https://0.0.0.0/hook",
         "https://user:pass@example.com/hook",
         "ftp://example.com/hook",
@@ -230,6 +237,15 @@ def test_urls_that_could_reach_inside_are_refused(server, user, url):
             client.post("/webhook-endpoints", json={"url": url, "events": ["*"]}), 400, "VALIDATION_ERROR"
         )
     assert "url" in body["details"]
+
+
+def test_a_public_ipv4_address_inside_ipv6_is_judged_by_that_address(server, user):
+    """A NAT64 or 6to4 form of a public IPv4 address is public too (an IPv6-only network reaches IPv4 hosts so)."""
+    with server.client(user.token) as client:
+        for url in ("https://[64:ff9b::808:808]/hook", "https://[2002:808:808::1]/hook"):
+            r = client.post("/webhook-endpoints", json={"url": url, "events": ["transfer.received"]})
+            assert r.status_code == 201, r.text
+            assert client.delete(f"/webhook-endpoints/{r.json()['id']}").status_code == 204
 
 
 def test_an_address_that_turned_private_after_registration_is_not_called(alone, receiver):

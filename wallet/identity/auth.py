@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import bcrypt
@@ -184,6 +184,14 @@ async def authenticate(rt: Runtime, token: str) -> Principal:
     return Principal(
         verified.user_id, verified.session_id, verified.role, auth_time=verified.auth_time, amr=verified.amr
     )
+
+
+def watch_revocation(rt: Runtime, principal: Principal, on_revoked: Callable[[], None]) -> Callable[[], None]:
+    """Call on_revoked soon after the principal's login is revoked, anywhere (RevokedSessions.watch); an API key has
+    no login to watch (its stream checks it every EVENTS_PING_INTERVAL). Returns the call that stops watching."""
+    if principal.session_id is None:
+        return lambda: None
+    return rt.per_process(_Known).revoked.watch(principal.session_id, on_revoked)
 
 
 async def poll_revocations(rt: Runtime) -> None:

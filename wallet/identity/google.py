@@ -29,7 +29,7 @@ from wallet.providers import google
 PROVIDER = "google"
 # A flow must come back within this many seconds, and only once.
 STATE_TTL = 600
-# <flow id>.<expiry, Unix seconds>.<HMAC of both and the owner>
+# <flow id>.<expiry, Unix seconds>.<HMAC of both and what the flow is bound to>
 _STATE = re.compile(r"^([A-Za-z0-9_-]{32})\.([0-9]{10})\.([A-Za-z0-9_-]{43})\Z")
 
 
@@ -49,34 +49,61 @@ def _secret_derived(rt: Runtime, purpose: str, state: str) -> str:
     return _b64(hmac.new(key, f"google-{purpose}:{state}".encode(), hashlib.sha256).digest())
 
 
-def _state_mac(rt: Runtime, flow: str, expires: str, owner: uuid.UUID | None) -> str:
-    # A link flow's state is bound to the user who started it; a sign-in flow's to nobody.
-    return _secret_derived(rt, "state", f"{flow}.{expires}:{owner or ''}")
+def _state_mac(rt: Runtime, flow: str, expires: str, bound_to: str) -> str:
+    return _secret_derived(rt, "state", f"{flow}.{expires}:{bound_to}")
 
 
-async def start(rt: Runtime, principal: Principal | None) -> str:
-    """The provider's authorization URL for a new flow: sign-in without a principal, linking with one. The state is
-    signed, not stored: starting a flow writes nothing, so no one can fill the store by starting flows."""
+def _bound_to_user(user_id: uuid.UUID) -> str:
+    """A link flow is bound to the user who started it."""
+    return f"user:{user_id}"
+
+
+def _bound_to_browser(binding_challenge: str) -> str:
+    """A sign-in flow is bound to the browser (the tab) that started it: it keeps a secret, gives its SHA-256
+    (binding_challenge, as PKCE's S256) to start and the secret itself (binding_verifier) to the callback. Someone
+    else's flow, sent as a link to a signed-in person (login CSRF), cannot come back with that person's secret."""
+    return f"browser:{binding_challenge}"
+
+
+def _s256(secret: str) -> str:
+    """PKCE's S256: base64url(SHA-256(secret))."""
+    return _b64(hashlib.sha256(secret.encode()).digest())
+
+
+async def _start(rt: Runtime, bound_to: str) -> str:
+    """The provider's authorization URL for a new flow. The state is signed, not stored: starting a flow writes
+    nothing, so no one can fill the store by starting flows."""
     client = _client(rt)
     flow, expires = secrets.token_urlsafe(24), str(int(time.time()) + STATE_TTL)
-    state = f"{flow}.{expires}.{_state_mac(rt, flow, expires, principal.user_id if principal else None)}"
-    verifier = _secret_derived(rt, "verifier", state)
-    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+    state = f"{flow}.{expires}.{_state_mac(rt, flow, expires, bound_to)}"
+    challenge = _s256(_secret_derived(rt, "verifier", state))
     return await google.authorization_url(client, state, _secret_derived(rt, "nonce", state), challenge)
 
 
-async def _identity(rt: Runtime, code: str | None, state: str, owner: uuid.UUID | None) -> dict[str, Any]:
+async def start_sign_in(rt: Runtime, binding_challenge: str) -> str:
+    """A sign-in flow, bound to the browser that sent `binding_challenge`."""
+    return await _start(rt, _bound_to_browser(binding_challenge))
+
+
+async def start_link(rt: Runtime, principal: Principal) -> str:
+    """A flow linking Google to the caller's account."""
+    return await _start(rt, _bound_to_user(principal.user_id))
+
+
+async def _identity(rt: Runtime, code: str | None, state: str, bound_to: str) -> dict[str, Any]:
     """The verified claims of a flow's ID token; its state works once, before it expires, for the flow it was issued
-    to."""
+    to and what that flow was bound to."""
     client = _client(rt)
     if not code:
         raise errors.InvalidCredentials("The sign-in was not completed at the provider; start again.")
-    unknown = errors.InvalidCredentials("The sign-in state is unknown, expired or already used; start again.")
+    unknown = errors.InvalidCredentials(
+        "The sign-in state is unknown, expired, already used or not this browser's; start again."
+    )
     found = _STATE.match(state)
     if not found or int(found[2]) < time.time():
         raise unknown
     flow, expires, mac = found.groups()
-    if not hmac.compare_digest(mac, _state_mac(rt, flow, expires, owner)):
+    if not hmac.compare_digest(mac, _state_mac(rt, flow, expires, bound_to)):
         raise unknown
     if await rt.store.hit(f"oidc-used:{flow}", STATE_TTL) != 1:
         raise unknown
@@ -147,14 +174,14 @@ def _use_your_password() -> errors.AlreadyExists:
     )
 
 
-async def sign_in(rt: Runtime, code: str | None, state: str, device: Device) -> dict[str, Any]:
+async def sign_in(rt: Runtime, code: str | None, state: str, binding_verifier: str, device: Device) -> dict[str, Any]:
     """The token pair of the account linked to this Google account, made on the first sign-in (or MfaRequired, when
     the account has two-factor sign-in on).
 
     An existing account with the same e-mail is never signed into by e-mail alone (our e-mails are not verified,
     so someone could have registered a victim's address first): its owner links Google from the account.
     """
-    claims = await _identity(rt, code, state, None)
+    claims = await _identity(rt, code, state, _bound_to_browser(_s256(binding_verifier)))
     async with rt.transaction() as conn:
         # One statement, one snapshot: a concurrent first sign-in is seen whole (account and identity) or not at all.
         found = (
@@ -178,7 +205,7 @@ async def sign_in(rt: Runtime, code: str | None, state: str, device: Device) -> 
 
 async def link(rt: Runtime, principal: Principal, code: str, state: str) -> dict[str, Any]:
     """Link the Google account of a flow this user started (POST /users/me/google/start) to their account."""
-    claims = await _identity(rt, code, state, principal.user_id)
+    claims = await _identity(rt, code, state, _bound_to_user(principal.user_id))
     async with rt.transaction() as conn:
         linked = (
             await conn.execute(

@@ -69,19 +69,23 @@ def render_key(row: Any) -> dict[str, Any]:
 
 
 async def _check_limit(conn: Any, user_id: uuid.UUID, replacing: uuid.UUID | None = None) -> None:
-    """Active keys are unrevoked and unexpired; one in its rollover grace no longer counts."""
+    """Every key whose secret still works counts, one in its rollover grace too (else chained rollovers would make
+    any number of them); `replacing` is a key that stops in the same transaction."""
     active = (
         await conn.execute(
             select(func.count()).where(
                 ApiKey.user_id == user_id,
-                ApiKey.revoked_at.is_(None),
+                ApiKey.revoked_at.is_(None) | (ApiKey.revoked_at > func.now()),
                 ApiKey.expires_at > func.now(),
                 ApiKey.id.is_distinct_from(replacing),
             )
         )
     ).scalar_one()
     if active >= MAX_ACTIVE_KEYS:
-        raise errors.LimitReached(f"A user may have at most {MAX_ACTIVE_KEYS} active API keys; revoke one first.")
+        raise errors.LimitReached(
+            f"A user may have at most {MAX_ACTIVE_KEYS} working API keys, one in its rollover grace included; revoke "
+            "one first, or roll over without a grace."
+        )
 
 
 async def _insert(conn: Any, user_id: uuid.UUID, name: str, scopes: list[str], lifetime: dt.timedelta) -> dict:
@@ -181,7 +185,8 @@ async def rollover_key(
             raise errors.NotFound("API key not found.")
         if old.revoked_at is not None:
             raise errors.ApiKeyRevoked()
-        await _check_limit(conn, principal.user_id, replacing=key_id)
+        # Without a grace the new key takes the old one's place; with one, both work for a while and both count.
+        await _check_limit(conn, principal.user_id, replacing=None if grace_seconds else key_id)
         retired = (
             await conn.execute(
                 update(ApiKey)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,13 +28,30 @@ class RevokedSessions:
         self._keep = dt.timedelta(seconds=access_token_ttl) + OVERLAP
         self._revoked: dict[uuid.UUID, dt.datetime] = {}
         self._polled_at: dt.datetime | None = None
+        self._watchers: dict[uuid.UUID, set[Callable[[], None]]] = {}
 
     def __contains__(self, session_id: uuid.UUID) -> bool:
         return session_id in self._revoked
 
     def add(self, revoked: Iterable[tuple[uuid.UUID, dt.datetime]]) -> None:
         """Sessions this process has just revoked (id, revoked_at): known here at once, before any poll."""
-        self._revoked.update(revoked)
+        for session_id, revoked_at in revoked:
+            self._revoked[session_id] = revoked_at
+            for on_revoked in self._watchers.get(session_id, ()):
+                asyncio.get_running_loop().call_soon(on_revoked)  # not in the revoker's way, whatever it does
+
+    def watch(self, session_id: uuid.UUID, on_revoked: Callable[[], None]) -> Callable[[], None]:
+        """Call on_revoked as soon as this process learns the session was revoked (at once when revoked here, at
+        the next poll when elsewhere), for what lasts beyond a request (a stream); returns the call that stops it."""
+        self._watchers.setdefault(session_id, set()).add(on_revoked)
+
+        def unwatch() -> None:
+            watchers = self._watchers.get(session_id, set())
+            watchers.discard(on_revoked)
+            if not watchers:
+                self._watchers.pop(session_id, None)
+
+        return unwatch
 
     async def poll(self, conn: AsyncConnection) -> None:
         """Learn the revocations committed since the last poll (at the first, all that still matter)."""

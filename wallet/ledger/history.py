@@ -51,7 +51,10 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
     counterparty = None
     # A transfer's other side; a reversal's too when it gives a transfer back (from the recipient to the sender).
     two_users = row["source_user_id"] is not None and row["destination_user_id"] is not None
-    if row["type"] == "TRANSFER" or (row["type"] == "REVERSAL" and two_users):
+    # Its sender learns who received a transfer once the money moved, not before: a refused transfer to a phone number
+    # or a username would otherwise tell, for nothing, who owns it.
+    unsent = row["type"] == "TRANSFER" and direction == "out" and row["status"] != "COMPLETED"
+    if (row["type"] == "TRANSFER" or (row["type"] == "REVERSAL" and two_users)) and not unsent:
         side = "destination" if direction in ("out", "internal") else "source"
         counterparty = {"username": row[f"{side}_username"], "wallet_number": row[f"{side}_number"]}
     return {

@@ -57,10 +57,24 @@ def render_endpoint(row: Any, secret: str | None = None) -> dict[str, Any]:
 # ---- where a URL may point ------------------------------------------------------------------------------------
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet ends up at (translated or tunnelled): IPv4-compatible
+# (::/96, deprecated), IPv4-mapped, IPv4-translated (SIIT) and NAT64's well-known prefix. Python calls most of them
+# global whatever IPv4 address they carry.
+_EMBEDS_IPV4 = tuple(ipaddress.IPv6Network(n) for n in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96"))
+# Where the IPv4 address sits depends on the network's own choices (NAT64's local-use prefix), or is obfuscated
+# (Teredo): refused, whatever they carry.
+_TUNNELS = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "2001::/32"))
+
+
 def _forbidden(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _TUNNELS):
+            return True
+        if any(ip in net for net in _EMBEDS_IPV4):
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour is not None:  # 2002::/16, 6to4: the IPv4 address follows the prefix
+            ip = ip.sixtofour
     # Link-local covers the cloud metadata address 169.254.169.254; private covers fd00:ec2::254.
     return not ip.is_global or ip.is_multicast
 

@@ -8,6 +8,7 @@ the wallet row lock with the ledger's status guard, so duplicates and races cred
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import re
@@ -38,6 +39,11 @@ DECLINED = frozenset({"failed", "reversed"})
 SWEEP_BATCH = 100
 # A provider reference as we make them (ledger: TX + 16 hex digits), with room for other providers' forms.
 REFERENCE = re.compile(r"^[A-Za-z0-9._=-]{1,64}\Z")
+# Reading a pending deposit asks Paystack at most once per this many seconds per deposit, across every process (the
+# store's window: Redis when several processes share it); the webhook and the sweep bring the news meanwhile.
+VERIFY_EVERY = 2
+# The verify in flight per reference in this process: concurrent reads wait for it instead of asking again.
+_verifying: dict[str, asyncio.Future[None]] = {}
 
 
 def _client(rt: Runtime) -> paystack.Paystack:
@@ -185,8 +191,20 @@ async def _verify(rt: Runtime, client: paystack.Paystack, reference: str) -> pay
     return verified
 
 
+async def _verify_for_reader(rt: Runtime, reference: str) -> None:
+    """Ask Paystack about a deposit being read, unless it was asked within VERIFY_EVERY; never an error (what is
+    known is answered, and the sweep asks again later)."""
+    if await rt.store.hit(f"paystack-verify:{reference}", VERIFY_EVERY) > 1:
+        return
+    try:
+        await _verify(rt, _client(rt), reference)
+    except paystack.PaystackError as error:
+        log.warning("paystack verify failed", extra={"reference": reference, "reason": str(error)})
+
+
 async def get_deposit(rt: Runtime, principal: Principal, reference: str) -> dict[str, Any]:
-    """The caller's deposit by its reference; while it waits for the payment, Paystack is asked first."""
+    """The caller's deposit by its reference; while it waits for the payment, Paystack is asked first (once for all
+    the reads of it in flight, and at most every VERIFY_EVERY seconds)."""
     if not REFERENCE.match(reference):
         raise errors.NotFound("Deposit not found.")
     query = select(T.c.id, T.c.status, T.c.authorization_url).where(
@@ -197,10 +215,11 @@ async def get_deposit(rt: Runtime, principal: Principal, reference: str) -> dict
     if found is None:
         raise errors.NotFound("Deposit not found.")
     if found.status == "PENDING" and found.authorization_url is not None and rt.settings.paystack_secret_key:
-        try:
-            await _verify(rt, _client(rt), reference)
-        except paystack.PaystackError as error:  # answer what we know; the sweep asks again later
-            log.warning("paystack verify failed", extra={"reference": reference, "reason": str(error)})
+        flight = _verifying.get(reference)
+        if flight is None:
+            flight = _verifying[reference] = asyncio.ensure_future(_verify_for_reader(rt, reference))
+            flight.add_done_callback(lambda _: _verifying.pop(reference, None))
+        await asyncio.shield(flight)  # a reader that goes away does not cancel the others' verify
     async with rt.autocommit() as conn:
         row = await load_transaction(conn, found.id)
     return render_transaction(row, principal.user_id)

@@ -113,7 +113,7 @@ async def _signing_key(discovery: dict[str, Any], token: str) -> Any:
 
 async def verified_identity(client: Client, code: str, code_verifier: str, nonce: str) -> dict[str, Any]:
     """Exchange the code and return the ID token's claims once its signature (the provider's JWKS), issuer,
-    audience, expiry, nonce and verified e-mail are checked."""
+    audience and authorized party, expiry, nonce and verified e-mail are checked."""
     discovery = await _discovery(client)
     token = await _exchange(client, discovery, code, code_verifier)
     key = await _signing_key(discovery, token)
@@ -129,6 +129,14 @@ async def verified_identity(client: Client, code: str, code_verifier: str, nonce
         )
     except jwt.PyJWTError as error:
         raise InvalidCredentials(f"The ID token is not valid: {error}.") from None
+    # PyJWT compares int(exp): "9999999999" would pass as a time.
+    if any(type(claims[name]) not in (int, float) for name in ("exp", "iat")):
+        raise InvalidCredentials("The ID token's exp and iat must be numbers.")
+    # OpenID Connect Core 3.1.3.7: with several audiences the party it was issued to (azp) must be us, and so must
+    # an azp given with one.
+    several = isinstance(claims["aud"], list) and len(claims["aud"]) > 1
+    if (several or "azp" in claims) and claims.get("azp") != client.client_id:
+        raise InvalidCredentials("The ID token was issued to another party (azp).")
     if not hmac.compare_digest(str(claims["nonce"]), nonce):
         raise InvalidCredentials("The ID token was not issued for this sign-in (nonce).")
     if claims.get("email_verified") not in (True, "true") or not isinstance(claims.get("email"), str):

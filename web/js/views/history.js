@@ -10,7 +10,8 @@ const PAGE_SIZE = 20;
 
 function title(tx) {
   if (tx.type === 'TRANSFER') {
-    const who = tx.counterparty ? tx.counterparty.username : 'your own wallet';
+    // Null only on the sender's side of a transfer that never completed: who it was for is not told.
+    const who = tx.counterparty ? tx.counterparty.username : 'a recipient';
     return tx.direction === 'in' ? `From ${who}` : `To ${who}`;
   }
   if (tx.type === 'REVERSAL') return 'Reversal';
