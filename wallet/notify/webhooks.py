@@ -194,19 +194,23 @@ async def list_deliveries(
 async def retry_delivery(
     rt: Runtime, user_id: uuid.UUID, endpoint_id: uuid.UUID, delivery_id: uuid.UUID
 ) -> dict[str, Any]:
-    """Send a delivery again as soon as a dispatcher is free, whatever its state (a redelivery on request)."""
+    """Send a delivery again as soon as a dispatcher is free, whatever its state (a redelivery on request). One in
+    flight finishes first (its lease); an endpoint whose breaker is open is probed with it at once."""
     await get_endpoint(rt, user_id, endpoint_id)
     async with rt.transaction() as conn:
         found = (
             await conn.execute(
                 update(D)
                 .where(D.c.id == delivery_id, D.c.endpoint_id == endpoint_id)
-                .values(status="pending", next_attempt_at=func.now())
+                .values(status="pending", next_attempt_at=func.greatest(D.c.leased_until, func.now()))
                 .returning(D.c.id)
             )
         ).first()
         if found is None:
             raise errors.NotFound("Delivery not found.")
+        await conn.execute(
+            update(E).where(E.c.id == endpoint_id, E.c.breaker_until > func.now()).values(breaker_until=func.now())
+        )
         row = (
             await conn.execute(
                 select(*DELIVERY_COLUMNS).join(Event, Event.id == D.c.event_id).where(D.c.id == delivery_id)
