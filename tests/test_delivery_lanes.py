@@ -230,3 +230,30 @@ def test_a_delivery_killed_mid_send_is_delivered_after_the_restart(alone):
     finally:
         receiver.close()
     assert_audit_ok(alone.database_url)
+
+
+def test_nothing_is_sent_to_an_open_breaker_until_a_retry_asks_for_it(alone):
+    server = alone(**FAST, WEBHOOK_BREAKER_FAILURES="1", WEBHOOK_BREAKER_COOLDOWN_MS="600000")
+    receiver = Receiver(answers=(503,))
+    try:
+        user = make_user(server)
+        endpoint = register(server, user, receiver.url, events=["deposit.completed"])
+        fund(server, user, "1.00")
+        receiver.wait_for(1)
+        fund(server, user, "2.00")  # due at once, and its endpoint's breaker is open for 10 minutes
+        query = "SELECT d.id, d.attempts FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.endpoint_id = %s"
+        wait_for(lambda: len(db_rows(alone, query, endpoint["id"])) == 2)
+        time.sleep(1)  # twenty polls of the dispatcher: none of them may pick it
+        (first, _), (_, attempts) = db_rows(alone, query + " ORDER BY e.id", endpoint["id"])
+        assert attempts == 0 and len(receiver.arrived) == 1
+        receiver.answers = [200]
+        started = time.monotonic()
+        with server.client(user.token) as client:
+            r = client.post(f"/webhook-endpoints/{endpoint['id']}/deliveries/{first}/retry")
+        assert r.status_code == 202, r.text
+        # The retry is the probe, sent at once; its success closes the breaker and the waiting one follows.
+        wait_for(lambda: db_rows(alone, "SELECT count(*) FROM deliveries WHERE status = 'succeeded'") == [(2,)])
+        assert time.monotonic() - started < 3
+        assert len(receiver.arrived) == 3
+    finally:
+        receiver.close()
