@@ -17,8 +17,8 @@ FAST = {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_FIRST_RETRY_MS": "100", "EVENT
 
 class Receiver:
     """An HTTP server on a free loopback port recording every POST; `answers` are the statuses to give in turn
-    (the last one repeats), each after `delay` seconds. `arrived` has each request's time (monotonic); `most` the
-    most requests it was answering at once, by path and ("") in all."""
+    (the last one repeats), each after `delay` seconds. `arrived` has each request's arrival (time.time(), to compare
+    with the database's timestamps); `most` the most requests it was answering at once, by path and ("") in all."""
 
     def __init__(self, answers=(200,), delay=0.0):
         self.answers = list(answers)
@@ -33,7 +33,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 with lock:
-                    receiver.arrived.append(time.monotonic())
+                    receiver.arrived.append(time.time())
                     for key in (self.path, ""):
                         flying[key] += 1
                         receiver.most[key] = max(receiver.most[key], flying[key])
