@@ -3,6 +3,7 @@ that never accepts) hold up no one else's webhooks or e-mail; per-endpoint and p
 processes; an endpoint's circuit breaker opens, probes and closes; a kill -9 mid-delivery is delivered after a
 restart; the backlog gauges in /metrics."""
 
+import datetime as dt
 import socket
 import threading
 import time
@@ -249,6 +250,9 @@ def test_nothing_is_sent_to_an_open_breaker_until_a_retry_asks_for_it(alone):
         time.sleep(1)  # twenty polls of the dispatcher: none of them may pick it
         (first, _), (_, attempts) = db_rows(alone, query + " ORDER BY e.id", endpoint["id"])
         assert attempts == 0 and len(receiver.arrived) == 1
+        with server.client(user.token) as client:
+            paused_until = client.get(f"/webhook-endpoints/{endpoint['id']}").json()["paused_until"]
+        assert 590 < (dt.datetime.fromisoformat(paused_until) - dt.datetime.now(dt.UTC)).total_seconds() <= 600
         receiver.answers = [200]
         started = time.monotonic()
         with server.client(user.token) as client:
@@ -258,5 +262,7 @@ def test_nothing_is_sent_to_an_open_breaker_until_a_retry_asks_for_it(alone):
         wait_for(lambda: db_rows(alone, "SELECT count(*) FROM deliveries WHERE status = 'succeeded'") == [(2,)])
         assert time.monotonic() - started < 5
         assert len(receiver.arrived) == 3
+        with server.client(user.token) as client:
+            assert client.get(f"/webhook-endpoints/{endpoint['id']}").json()["paused_until"] is None
     finally:
         receiver.close()

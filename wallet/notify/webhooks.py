@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import case, delete, func, insert, select, tuple_, update
 from standardwebhooks import Webhook
 
 from models import Delivery, Event, WebhookEndpoint
@@ -27,7 +27,15 @@ MAX_ENDPOINTS = 10
 E = WebhookEndpoint.__table__
 D = Delivery.__table__
 
-ENDPOINT_COLUMNS = (E.c.id, E.c.url, E.c.event_types, E.c.description, E.c.status, E.c.created_at)
+ENDPOINT_COLUMNS = (
+    E.c.id,
+    E.c.url,
+    E.c.event_types,
+    E.c.description,
+    E.c.status,
+    case((E.c.breaker_until > func.now(), E.c.breaker_until)).label("paused_until"),
+    E.c.created_at,
+)
 DELIVERY_COLUMNS = (
     D.c.id,
     D.c.event_id,
