@@ -87,6 +87,13 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_first_retry_ms: int = 5000
     webhook_retry_for: int = 3 * 24 * 3600
+    webhook_connect_timeout: int = 3
+    webhook_concurrency: int = 64
+    webhook_endpoint_concurrency: int = 4
+    webhook_user_concurrency: int = 10
+    webhook_breaker_failures: int = 5
+    webhook_breaker_cooldown_ms: int = 30_000
+    mail_concurrency: int = 8
     smtp_url: str | None = None
     mail_from: str = "Wallet <wallet@localhost>"
 
@@ -256,6 +263,16 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _bool("WEBHOOK_ALLOW_PRIVATE")),
     "WEBHOOK_FIRST_RETRY_MS": ("webhook_first_retry_ms", _int("WEBHOOK_FIRST_RETRY_MS", 10, 3600 * 1000)),
     "WEBHOOK_RETRY_FOR": ("webhook_retry_for", _int("WEBHOOK_RETRY_FOR", 1, 30 * 24 * 3600)),
+    "WEBHOOK_CONNECT_TIMEOUT": ("webhook_connect_timeout", _int("WEBHOOK_CONNECT_TIMEOUT", 1, 10)),
+    "WEBHOOK_CONCURRENCY": ("webhook_concurrency", _int("WEBHOOK_CONCURRENCY", 1, 1000)),
+    "WEBHOOK_ENDPOINT_CONCURRENCY": ("webhook_endpoint_concurrency", _int("WEBHOOK_ENDPOINT_CONCURRENCY", 1, 100)),
+    "WEBHOOK_USER_CONCURRENCY": ("webhook_user_concurrency", _int("WEBHOOK_USER_CONCURRENCY", 1, 1000)),
+    "WEBHOOK_BREAKER_FAILURES": ("webhook_breaker_failures", _int("WEBHOOK_BREAKER_FAILURES", 1, 1000)),
+    "WEBHOOK_BREAKER_COOLDOWN_MS": (
+        "webhook_breaker_cooldown_ms",
+        _int("WEBHOOK_BREAKER_COOLDOWN_MS", 10, 3600 * 1000),
+    ),
+    "MAIL_CONCURRENCY": ("mail_concurrency", _int("MAIL_CONCURRENCY", 1, 100)),
     "SMTP_URL": ("smtp_url", _url("SMTP_URL", ("smtp://", "smtps://"))),
     "MAIL_FROM": ("mail_from", _mail_from),
 }

@@ -7,6 +7,7 @@ import hmac
 from handlers.base import BaseHandler, api
 from handlers.schemas import HealthSchema, LivenessSchema
 from wallet import errors
+from wallet.notify import dispatch
 from wallet.platform import health, metrics, release
 
 TAG = "Service"  # the OpenAPI tag of this module's operations
@@ -48,7 +49,11 @@ class MetricsHandler(BaseHandler):
         scheme, _, sent = self.request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
             raise errors.InvalidToken("Send 'Authorization: Bearer <METRICS_TOKEN>'.")
-        body, content_type = metrics.render()
+        try:
+            outbox = await dispatch.backlog(self.rt)
+        except errors.ServiceUnavailable:
+            outbox = {}  # the process's own numbers still answer while the database is away
+        body, content_type = metrics.render(outbox)
         self.set_header("Content-Type", content_type)
         self.finish(body)
 

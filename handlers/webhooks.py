@@ -49,6 +49,13 @@ class WebhookEndpointSchema(Output):
     events = fields.List(fields.String())
     description = fields.String(allow_none=True)
     status = fields.String(validate=validate.OneOf(["active", "failing"]))
+    paused_until = UtcDateTime(
+        allow_none=True,
+        metadata={
+            "description": "Set while the endpoint's attempts keep failing (its circuit breaker is open): nothing is "
+            "sent to it until then, and then one delivery alone, whose success resumes the rest."
+        },
+    )
     created_at = UtcDateTime()
 
 

@@ -27,6 +27,10 @@ class WebhookEndpoint(Base):
     previous_secret_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # 'failing' once a delivery gave up after the retry period; a later success makes it 'active' again.
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="active")
+    # The circuit breaker: attempts failed in a row; from WEBHOOK_BREAKER_FAILURES on, nothing of the endpoint is
+    # claimed until breaker_until, and then one delivery at a time (a probe) until one succeeds.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    breaker_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = timestamp_now()
 
     __table_args__ = (CheckConstraint("status IN ('active', 'failing')", name="status"),)
@@ -49,6 +53,9 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(255))
     # When a dispatcher may next claim it; a claim moves it past the delivery timeout (a lease).
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by a claim, cleared when the attempt is recorded: the row is in flight while it is in the future (the
+    # per-endpoint and per-user caps count these; a dead process's rows stop counting when their lease ends).
+    leased_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = timestamp_now()
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -60,5 +67,18 @@ class Delivery(Base):
         Index("uq_deliveries_endpoint_id_event_id", "endpoint_id", "event_id", unique=True),
         Index("uq_deliveries_email_event_id", "event_id", unique=True, postgresql_where=text("channel = 'email'")),
         Index("ix_deliveries_endpoint_id_created_at_id", "endpoint_id", "created_at", "id"),
-        Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # The webhook lane claims per endpoint, the e-mail lane in due order; the backlog gauge reads the oldest.
+        Index(
+            "ix_deliveries_endpoint_due",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending' AND channel = 'webhook'"),
+        ),
+        Index(
+            "ix_deliveries_email_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending' AND channel = 'email'"),
+        ),
+        Index("ix_deliveries_pending_created_at", "channel", "created_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_deliveries_in_flight", "endpoint_id", postgresql_where=text("leased_until IS NOT NULL")),
     )

@@ -17,18 +17,33 @@ FAST = {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_FIRST_RETRY_MS": "100", "EVENT
 
 class Receiver:
     """An HTTP server on a free loopback port recording every POST; `answers` are the statuses to give in turn
-    (the last one repeats)."""
+    (the last one repeats), each after `delay` seconds. `arrived` has each request's arrival (time.time(), to compare
+    with the database's timestamps); `most` the most requests it was answering at once, by path and ("") in all."""
 
-    def __init__(self, answers=(200,)):
+    def __init__(self, answers=(200,), delay=0.0):
         self.answers = list(answers)
+        self.delay = delay
         self.received = []
+        self.arrived = []
+        self.most = Counter()
+        flying = Counter()
+        lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
+                with lock:
+                    receiver.arrived.append(time.time())
+                    for key in (self.path, ""):
+                        flying[key] += 1
+                        receiver.most[key] = max(receiver.most[key], flying[key])
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
-                receiver.received.append((dict(self.headers), body.decode(), status))
+                time.sleep(receiver.delay)
+                with lock:
+                    status = receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
+                    receiver.received.append((dict(self.headers), body.decode(), status))
+                    for key in (self.path, ""):
+                        flying[key] -= 1
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -88,18 +88,15 @@ async def send(rt: Runtime, row: Any, timeout: float) -> Attempt:
     url = urlsplit(rt.settings.smtp_url)
     implicit_tls = url.scheme == "smtps"
     try:
-        await asyncio.wait_for(
-            aiosmtplib.send(
-                message,
-                hostname=url.hostname,
-                port=url.port or (465 if implicit_tls else 25),
-                username=unquote(url.username) if url.username else None,
-                password=unquote(url.password) if url.password else None,
-                use_tls=implicit_tls,
-                start_tls=False if implicit_tls else None,  # None: STARTTLS whenever the server offers it
-                timeout=timeout,
-            ),
-            timeout,
+        await aiosmtplib.send(
+            message,
+            hostname=url.hostname,
+            port=url.port or (465 if implicit_tls else 25),
+            username=unquote(url.username) if url.username else None,
+            password=unquote(url.password) if url.password else None,
+            use_tls=implicit_tls,
+            start_tls=False if implicit_tls else None,  # None: STARTTLS whenever the server offers it
+            timeout=timeout,  # each step; the dispatcher bounds the whole send
         )
     except aiosmtplib.SMTPRecipientsRefused as refused:
         return Attempt(refused.recipients[0].code, f"Recipient refused: {refused.recipients[0].message}", True)

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import case, delete, func, insert, select, tuple_, update
 from standardwebhooks import Webhook
 
 from models import Delivery, Event, WebhookEndpoint
@@ -27,7 +27,15 @@ MAX_ENDPOINTS = 10
 E = WebhookEndpoint.__table__
 D = Delivery.__table__
 
-ENDPOINT_COLUMNS = (E.c.id, E.c.url, E.c.event_types, E.c.description, E.c.status, E.c.created_at)
+ENDPOINT_COLUMNS = (
+    E.c.id,
+    E.c.url,
+    E.c.event_types,
+    E.c.description,
+    E.c.status,
+    case((E.c.breaker_until > func.now(), E.c.breaker_until)).label("paused_until"),
+    E.c.created_at,
+)
 DELIVERY_COLUMNS = (
     D.c.id,
     D.c.event_id,
@@ -208,19 +216,23 @@ async def list_deliveries(
 async def retry_delivery(
     rt: Runtime, user_id: uuid.UUID, endpoint_id: uuid.UUID, delivery_id: uuid.UUID
 ) -> dict[str, Any]:
-    """Send a delivery again as soon as a dispatcher is free, whatever its state (a redelivery on request)."""
+    """Send a delivery again as soon as a dispatcher is free, whatever its state (a redelivery on request). One in
+    flight finishes first (its lease); an endpoint whose breaker is open is probed with it at once."""
     await get_endpoint(rt, user_id, endpoint_id)
     async with rt.transaction() as conn:
         found = (
             await conn.execute(
                 update(D)
                 .where(D.c.id == delivery_id, D.c.endpoint_id == endpoint_id)
-                .values(status="pending", next_attempt_at=func.now())
+                .values(status="pending", next_attempt_at=func.greatest(D.c.leased_until, func.now()))
                 .returning(D.c.id)
             )
         ).first()
         if found is None:
             raise errors.NotFound("Delivery not found.")
+        await conn.execute(
+            update(E).where(E.c.id == endpoint_id, E.c.breaker_until > func.now()).values(breaker_until=func.now())
+        )
         row = (
             await conn.execute(
                 select(*DELIVERY_COLUMNS).join(Event, Event.id == D.c.event_id).where(D.c.id == delivery_id)

@@ -7,7 +7,7 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -148,11 +148,32 @@ class _ServerProcesses:
         yield build
 
 
-def render() -> tuple[bytes, str]:
-    """The whole server's metrics in the Prometheus text format, and their content type."""
+class _Outbox:
+    """The outbox's backlog as read from the database for this scrape (the same for every process)."""
+
+    def __init__(self, lanes: Mapping[str, tuple[int, float]]) -> None:
+        self.lanes = lanes
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        pending = GaugeMetricFamily("wallet_outbox_pending", "Deliveries waiting to be sent", labels=["lane"])
+        oldest = GaugeMetricFamily(
+            "wallet_outbox_oldest_pending_seconds", "Age of the oldest delivery waiting to be sent", labels=["lane"]
+        )
+        for lane, (count, age) in self.lanes.items():
+            pending.add_metric([lane], count)
+            oldest.add_metric([lane], age)
+        yield from (pending, oldest)
+
+
+def render(outbox: Mapping[str, tuple[int, float]]) -> tuple[bytes, str]:
+    """The whole server's metrics in the Prometheus text format, and their content type; `outbox` is the backlog by
+    lane, (pending, age of the oldest in seconds), or empty when it could not be read."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(_ServerProcesses())
+    registry.register(_Outbox(outbox))
     return generate_latest(registry), CONTENT_TYPE_LATEST
