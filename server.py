@@ -358,6 +358,7 @@ def prepare_schema(settings: Settings) -> None:
     elif found.state == "behind":
         raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
 
+
 def _notify_systemd(state: str) -> None:
     """sd_notify(3) for Type=notify: one datagram to $NOTIFY_SOCKET (a path, or @ for the abstract namespace);
     nothing when systemd did not start us."""

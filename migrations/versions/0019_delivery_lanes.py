@@ -16,6 +16,15 @@ down_revision = "0018_throttle_counters"
 branch_labels = None
 depends_on = None
 
+# The webhook lane's claim (per endpoint, in due order), the e-mail lane's (due order), the backlog gauge's, and the
+# leases in force (what the caps count).
+INDEXES = (
+    ("ix_deliveries_endpoint_due", ["endpoint_id", "next_attempt_at"], "status = 'pending' AND channel = 'webhook'"),
+    ("ix_deliveries_email_due", ["next_attempt_at"], "status = 'pending' AND channel = 'email'"),
+    ("ix_deliveries_pending_created_at", ["channel", "created_at"], "status = 'pending'"),
+    ("ix_deliveries_in_flight", ["endpoint_id"], "leased_until IS NOT NULL"),
+)
+
 
 def upgrade() -> None:
     op.add_column(
@@ -30,45 +39,14 @@ def upgrade() -> None:
             postgresql_where=sa.text("status = 'pending'"),
             postgresql_concurrently=True,
         )
-        op.create_index(
-            "ix_deliveries_endpoint_due",
-            "deliveries",
-            ["endpoint_id", "next_attempt_at"],
-            postgresql_where=sa.text("status = 'pending' AND channel = 'webhook'"),
-            postgresql_concurrently=True,
-        )
-        op.create_index(
-            "ix_deliveries_email_due",
-            "deliveries",
-            ["next_attempt_at"],
-            postgresql_where=sa.text("status = 'pending' AND channel = 'email'"),
-            postgresql_concurrently=True,
-        )
-        op.create_index(
-            "ix_deliveries_pending_created_at",
-            "deliveries",
-            ["channel", "created_at"],
-            postgresql_where=sa.text("status = 'pending'"),
-            postgresql_concurrently=True,
-        )
-        op.create_index(
-            "ix_deliveries_in_flight",
-            "deliveries",
-            ["endpoint_id"],
-            postgresql_where=sa.text("leased_until IS NOT NULL"),
-            postgresql_concurrently=True,
-        )
+        for name, columns, where in INDEXES:
+            op.create_index(name, "deliveries", columns, postgresql_where=sa.text(where), postgresql_concurrently=True)
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        for index in (
-            "ix_deliveries_in_flight",
-            "ix_deliveries_pending_created_at",
-            "ix_deliveries_email_due",
-            "ix_deliveries_endpoint_due",
-        ):
-            op.drop_index(index, table_name="deliveries", postgresql_concurrently=True)
+        for name, _, _ in reversed(INDEXES):
+            op.drop_index(name, table_name="deliveries", postgresql_concurrently=True)
         op.create_index(
             "ix_deliveries_due",
             "deliveries",

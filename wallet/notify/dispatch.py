@@ -287,7 +287,5 @@ async def dispatcher(rt: Runtime, stopping: asyncio.Event) -> None:
                 lambda row: webhooks.post(rt, client, row),
                 stopping,
             ),
-            lane(
-                rt, "email", settings.mail_concurrency, claim_mail, lambda row: mail.send(rt, row, TIMEOUT), stopping
-            ),
+            lane(rt, "email", settings.mail_concurrency, claim_mail, lambda row: mail.send(rt, row, TIMEOUT), stopping),
         )
