@@ -197,6 +197,9 @@ def server_env(database_url: str, redis_url: str, tmp_path_factory: pytest.TempP
         # Every server the session starts keeps its pool until the end: 20 each would exhaust the session's
         # PostgreSQL (100 connections) before the last tests run.
         "DB_POOL_SIZE": "8",
+        # No balancer watches a test's server: on SIGTERM it closes its port at once instead of after 5 s
+        # (tests/test_drain.py and test_upgrade.py set the drain they test).
+        "DRAIN_DELAY": "0",
     }
 
 

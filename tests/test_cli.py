@@ -63,9 +63,13 @@ def test_database_unreachable_or_missing_is_one_line(database_url):
         assert "no_such_database" in done.stderr and "does not exist" in done.stderr
 
 
-def test_redis_unreachable_is_one_line(database_url):
-    done = run("serve", DATABASE_URL=database_url, PORT="0", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+def test_redis_refusing_the_credentials_is_one_line(database_url, redis_url):
+    """A Redis that refuses us is a setting to fix: one line, no start. (One that does not answer is an outage the
+    server starts through: tests/test_outages.py.)"""
+    wrong = make_url(redis_url).set(username="nobody", password="wrong").render_as_string(hide_password=False)
+    done = run("serve", DATABASE_URL=database_url, PORT="0", REDIS_URL=wrong)
     assert_one_line_naming(done, "REDIS_URL")
+    assert "wrong" not in done.stderr  # the password is not repeated
 
 
 def test_no_terminal_for_the_admin_password_is_one_line(database_url):

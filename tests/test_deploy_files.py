@@ -94,8 +94,7 @@ def test_compose(subcommands, tmp_path):
     assert set(wallet["command"]) <= subcommands
     assert env["REDIS_URL"].startswith("redis://redis:6379/")
     assert int(env["PROCESSES"]) > 1 and env["HOST"] == "0.0.0.0"
-    # SIGKILL comes only after the drain: SHUTDOWN_GRACE (20 s by default) and a margin.
-    # Above the drain's grace and the parent's margin after it, or SIGKILL cuts the drain short.
+    # SIGKILL comes only after the drain: SHUTDOWN_GRACE and the parent's margin after it.
     assert int(wallet["stop_grace_period"].removesuffix("s")) > Settings().shutdown_grace + WORKER_GRACE_MARGIN
     # Bounded logs everywhere; each service starts once what it needs is healthy (the image's HEALTHCHECK for wallet).
     for name, service in services.items():
