@@ -156,7 +156,7 @@ def test_sigterm_under_load_answers_every_request_it_read(own_server, record_pro
     server.proc.send_signal(signal.SIGTERM)
     # A balancer sees it at once: /ready answers 503 while the listener still takes connections.
     assert wait_for(lambda: httpx.get(f"{server.url}/ready", timeout=5).status_code == 503, timeout=2)
-    assert server.proc.wait(20) == 0
+    assert server.proc.wait(45) == 0
     load.join()  # each client ends at its refusal
 
     assert_nothing_read_was_dropped(load)
@@ -189,7 +189,7 @@ def test_sigterm_behind_nginx_loses_nothing(own_server, tmp_path, record_propert
         wait_for(lambda: len(load.answered()) >= 40)
         load.signalled.set()
         leaving.proc.send_signal(signal.SIGTERM)
-        assert leaving.proc.wait(20) == 0
+        assert leaving.proc.wait(45) == 0
         answered = len(load.answered())
         wait_for(lambda: len(load.answered()) >= answered + 40)  # served on by the other set
         load.stop()
@@ -226,7 +226,7 @@ def test_a_stream_is_closed_with_reconnect_and_its_cursor_and_no_new_one_opens(o
     assert conn.close_code == 1012
     assert conn.close_reason == f"The server is restarting; reconnect with ?after={event['id']}"
     assert response.code == 503 and json.loads(response.body)["code"] == "SERVICE_UNAVAILABLE"
-    assert server.proc.wait(10) == 0
+    assert server.proc.wait(30) == 0
 
 
 def test_an_idle_keep_alive_connection_is_closed_not_reset(own_server):
@@ -237,7 +237,7 @@ def test_an_idle_keep_alive_connection_is_closed_not_reset(own_server):
         assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" not in answer
         server.proc.send_signal(signal.SIGTERM)
         assert idle.recv(1) == b""  # a FIN (a reset would raise ConnectionResetError)
-    assert server.proc.wait(10) == 0
+    assert server.proc.wait(30) == 0
 
 
 def a_request_left_unfinished(server: Any) -> socket.socket:
@@ -266,8 +266,8 @@ def test_a_second_sigterm_stops_at_once_through_the_parent(own_server):
         wait_for(lambda: server.log_path.read_text().count('"listener closed"') == 2)
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(10) == 0
-        assert time.monotonic() - started < 5
+        assert server.proc.wait(30) == 0
+        assert time.monotonic() - started < 20  # far below SHUTDOWN_GRACE (60)
     messages = [entry["msg"] for entry in server.log_entries()]
     assert "second stop signal: the workers stop now" in messages
     assert "stopping now (a second signal): cutting off what is left" in messages

@@ -473,12 +473,13 @@ def test_unpaid_deposits_expire_but_paid_ones_never_do(own_server, fake, db):
     # Every server's sweep sees every deposit: this one, with its 3 s expiry, runs alone and stops at the end.
     short = own_server(**paystack_env(fake, PAYSTACK_PENDING_TIMEOUT="3"))
     try:
-        fake.configure(webhook=False)
+        # Paystack's verify down from the start: nothing is given up while it cannot be asked (set before the
+        # deposits, so that a slow machine's sweep cannot ask it first).
+        fake.configure(webhook=False, verify_status=500)
         user = payer(short)
         unpaid = started(short, user, "1.00")["reference"]
         paid = started(short, user, "2.00")["reference"]
         fake.pay(paid)
-        fake.configure(verify_status=500)  # Paystack down: nothing is given up while it cannot be asked
         time.sleep(5)
         assert deposit_row(db, unpaid) == ("PENDING", None, 0, 0)
         fake.configure(webhook=False)
