@@ -42,6 +42,31 @@ def sync_url(database_url: str) -> str:
     return _url(database_url, "psycopg2").render_as_string(hide_password=False)
 
 
+# Behind a transaction pooler (DB_POOLER=transaction) each transaction may run on another server connection, and
+# PgBouncer refuses startup parameters it does not know. So: no named prepared statements (asyncpg's cache and
+# SQLAlchemy's both off: each execution parses an unnamed statement again, a second round trip), and
+# no session settings (the role carries them: docs/operations.md#pgbouncer). asyncpg's command_timeout still bounds
+# every statement from this side.
+_TRANSACTION_POOLER = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: "",
+}
+
+
+def _session_settings(statement_timeout: int) -> dict[str, object]:
+    """Settings each connection starts with, when it talks to PostgreSQL itself."""
+    return {
+        "server_settings": {
+            "statement_timeout": f"{statement_timeout}s",
+            # A money operation's execution is one statement that commits by itself (wallet/ledger/lifecycle.py):
+            # when this process dies while it waits for a row lock, PostgreSQL cancels it within this interval
+            # (PostgreSQL 14+) instead of completing it for nobody; the row stays PENDING for a retry or recovery.
+            "client_connection_check_interval": f"{CLIENT_CHECK_MS}ms",
+        }
+    }
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     """The pool, with waits that fit an HTTP API: a hung or overloaded database answers 503 within seconds.
 
@@ -60,13 +85,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args={
             "timeout": settings.db_pool_timeout,
             "command_timeout": statement_timeout + 1,
-            "server_settings": {
-                "statement_timeout": f"{statement_timeout}s",
-                # A money operation's execution is one statement that commits by itself (wallet/ledger/lifecycle.py):
-                # when this process dies while it waits for a row lock, PostgreSQL cancels it within this interval
-                # (PostgreSQL 14+) instead of completing it for nobody; the row stays PENDING for a retry or recovery.
-                "client_connection_check_interval": f"{CLIENT_CHECK_MS}ms",
-            },
+            **(_TRANSACTION_POOLER if settings.db_pooler == "transaction" else _session_settings(statement_timeout)),
         },
     )
     event.listen(engine.sync_engine.pool, "checkout", lambda *_: metrics.pool_checkout(1))

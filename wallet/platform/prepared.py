@@ -4,7 +4,8 @@ module, one way).
 SQLAlchemy builds each statement once and compiles it here once; running it on the driver connection skips
 SQLAlchemy's work per execution (the compiled cache lookup, parameter and result processing, the greenlet hop),
 about 0.1 ms of the server's CPU a statement. asyncpg prepares each statement once per connection and caches it,
-as SQLAlchemy's adapter does. Only statements whose parameters and columns SQLAlchemy would not convert qualify:
+as SQLAlchemy's adapter does (behind a transaction pooler, DB_POOLER=transaction, both parse it with each execution
+instead: wallet/platform/db.py). Only statements whose parameters and columns SQLAlchemy would not convert qualify:
 `Prepared` refuses the others when built. Rows are asyncpg records that also answer attribute access, as
 SQLAlchemy's rows do.
 
