@@ -206,3 +206,16 @@ def test_a_pooler_that_dies_answers_503_until_it_is_back(own_server, pooled):
     for user in users:
         assert balance(server, user) == f"{deposited[user.id]}.00"
     assert_audit_ok(database_url)
+
+
+def test_a_database_url_that_lists_a_dead_host_first_still_serves(own_server, database_url):
+    """A multi-host DATABASE_URL (libpq's failover form, as SQLAlchemy spells it) with target_session_attrs=read-write:
+    the first host refuses connections, the second is the database; start-up, migrations and requests find it."""
+    url = make_url(database_url)
+    live = url.query.get("host") or url.host  # the embedded PostgreSQL's socket directory, or the machine's address
+    hosts = (f"127.0.0.1:{free_port()}", f"{live}:{url.port or 5432}")
+    several = url.set(host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"})
+    server = own_server(DATABASE_URL=several.render_as_string(hide_password=False))
+    user = make_user(server)
+    fund(server, user, "3.00")
+    assert balance(server, user) == "3.00"

@@ -10,6 +10,7 @@ import psycopg2
 import psycopg2.errors
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, exc, pool
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -34,8 +35,13 @@ def _url(database_url: str, driver: str) -> URL:
 
 
 def libpq_url(database_url: str) -> str:
-    """A libpq URL (what psycopg2, pg_dump and pgbench take) from any SQLAlchemy-style PostgreSQL URL."""
-    return _url(database_url, "psycopg2").set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq URL (what psycopg2, pg_dump and pgbench take) from any SQLAlchemy-style PostgreSQL URL. A multi-host
+    one (`?host=a:5432&host=b:5432`, SQLAlchemy's form) becomes libpq's (`?host=a,b&port=5432,5432`)."""
+    url = _url(database_url, "psycopg2")
+    if isinstance(url.query.get("host"), tuple):
+        _, joined = PGDialect_psycopg2().create_connect_args(url)
+        url = url.update_query_dict({"host": joined["host"], "port": joined["port"]})
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def sync_url(database_url: str) -> str:
