@@ -4,6 +4,7 @@ prepared statements) in front of the test's PostgreSQL, on a port of its own, st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import pwd
@@ -19,12 +20,13 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import assert_audit_ok, balance, free_port, fund, in_parallel, make_user, wait_for
+from conftest import PASSWORD, assert_audit_ok, balance, free_port, fund, in_parallel, make_user, unique_name, wait_for
 from sqlalchemy.engine import make_url
 from test_durability import definite
 from test_event_stream import connect, pay, receive
 
-from scripts.local_services import fresh_database, libpq_url, stop
+from scripts.local_services import fresh_database, libpq_url, postgres_server, stop
+from wallet.platform.db import migrate
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
 pytestmark = pytest.mark.skipif(
@@ -208,14 +210,69 @@ def test_a_pooler_that_dies_answers_503_until_it_is_back(own_server, pooled):
     assert_audit_ok(database_url)
 
 
-def test_a_database_url_that_lists_a_dead_host_first_still_serves(own_server, database_url):
-    """A multi-host DATABASE_URL (libpq's failover form, as SQLAlchemy spells it) with target_session_attrs=read-write:
-    the first host refuses connections, the second is the database; start-up, migrations and requests find it."""
+def host_port(database_url: str) -> str:
+    """Where a URL's server listens, as SQLAlchemy's multi-host form lists it: the embedded PostgreSQL's socket
+    directory or the machine's address, then the port."""
     url = make_url(database_url)
-    live = url.query.get("host") or url.host  # the embedded PostgreSQL's socket directory, or the machine's address
-    hosts = (f"127.0.0.1:{free_port()}", f"{live}:{url.port or 5432}")
-    several = url.set(host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"})
-    server = own_server(DATABASE_URL=several.render_as_string(hide_password=False))
+    return f"{url.query.get('host') or url.host}:{url.port or 5432}"
+
+
+def failover_url(first: str, database_url: str) -> str:
+    """`database_url` behind libpq's failover list: the server of `first`, then its own; each new connection keeps
+    the first that takes writes (target_session_attrs=read-write)."""
+    hosts = (host_port(first), host_port(database_url))
+    url = make_url(database_url).set(host=None, port=None, query={"host": hosts, "target_session_attrs": "read-write"})
+    return url.render_as_string(hide_password=False)
+
+
+def test_a_database_url_that_lists_a_dead_host_first_still_serves(own_server, database_url):
+    """A multi-host DATABASE_URL (SQLAlchemy's form of libpq's) with target_session_attrs=read-write: the first host
+    refuses connections, the second is the database; start-up, migrations and requests find it."""
+    server = own_server(DATABASE_URL=failover_url(f"postgresql://nobody@127.0.0.1:{free_port()}/none", database_url))
     user = make_user(server)
     fund(server, user, "3.00")
     assert balance(server, user) == "3.00"
+
+
+def test_a_leader_that_turns_read_only_answers_503_then_the_next_host_serves(
+    own_server, postgres_server_url, template_database
+):
+    """A switch-over as the server sees it: the host it writes to turns read-only under its pooled connections (a
+    demoted leader) and the next host takes writes. Meanwhile every answer is a 201 or a 503 with Retry-After, never
+    a 500; the pool drops the connections to the old leader and registration works again within seconds."""
+    with (
+        fresh_database(postgres_server_url, template=template_database) as new,
+        postgres_server(private=True) as old_server,
+    ):
+        # The old leader: a throwaway PostgreSQL with a database of the same name, deleted with it.
+        admin = psycopg2.connect(libpq_url(old_server))
+        admin.autocommit = True
+        admin.cursor().execute(f"CREATE DATABASE {make_url(new).database}")
+        old = make_url(libpq_url(old_server)).set(database=make_url(new).database).render_as_string(False)
+        migrate(old)
+        server = own_server(DATABASE_URL=failover_url(old, new), DB_POOL_SIZE="4")
+
+        def register(client, username=None):
+            return client.post("/auth/register", json={"username": username or unique_name("ha"), "password": PASSWORD})
+
+        with server.client() as client:
+            assert in_parallel(8, lambda _: register(client).status_code) == [201] * 8  # fills the pool of 4
+            admin.cursor().execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            admin.cursor().execute("SELECT pg_reload_conf()")
+            admin.close()
+            answers = Counter()
+
+            def on_new_leader():
+                username = unique_name("ha")
+                r = register(client, username)
+                assert r.status_code == 201 or r.headers.get("Retry-After") == "1", r.text
+                answers[r.status_code] += 1
+                if r.status_code != 201:
+                    return False
+                with contextlib.closing(psycopg2.connect(libpq_url(new))) as conn, conn.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM users WHERE username = %s", (username,))
+                    return cur.fetchone()[0] == 1  # not a backend of the old one that read the reload late
+
+            started = time.monotonic()
+            wait_for(on_new_leader, timeout=10)
+            assert time.monotonic() - started < 5 and answers[503] >= 1, answers

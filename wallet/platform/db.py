@@ -11,11 +11,12 @@ import psycopg2.errors
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, exc, pool
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settings import Settings, StartupError
 from wallet.platform import metrics
+from wallet.platform.prepared import demoted
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -94,9 +95,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
             **(_TRANSACTION_POOLER if settings.db_pooler == "transaction" else _session_settings(statement_timeout)),
         },
     )
+    event.listen(engine.sync_engine, "handle_error", _lost_when_demoted)
     event.listen(engine.sync_engine.pool, "checkout", lambda *_: metrics.pool_checkout(1))
     event.listen(engine.sync_engine.pool, "checkin", lambda *_: metrics.pool_checkout(-1))
     return engine
+
+
+def _lost_when_demoted(context: ExceptionContext) -> None:
+    """A connection whose host stopped taking writes is treated as lost: SQLAlchemy drops it and the rest of the pool
+    (all opened to the old leader), and the request answers 503 (Runtime)."""
+    if demoted(context.sqlalchemy_exception):
+        context.is_disconnect = True
 
 
 def check_database(database_url: str) -> None:
