@@ -33,13 +33,16 @@ pytestmark = pytest.mark.skipif(
     not PGBOUNCER, reason="needs Debian's pgbouncer (apt-get install -y pgbouncer; .ci/run installs it)"
 )
 TRANSFERS = 200
+# The session settings the server cannot send through the pooler (docs/operations.md#pgbouncer), given to each
+# server connection pgbouncer opens.
+SESSION_SETTINGS = "SET statement_timeout = 1000; SET client_connection_check_interval = 500"
 
 
 class PgBouncer:
     """pgbouncer in transaction mode in front of the PostgreSQL of `database_url`; `.url` reaches that database
     through it."""
 
-    def __init__(self, home: Path, database_url: str) -> None:
+    def __init__(self, home: Path, database_url: str, settings: str = SESSION_SETTINGS) -> None:
         target = make_url(database_url)
         # An embedded PostgreSQL listens on a socket only (its directory in ?host=); the machine's on TCP.
         host = target.query.get("host") or target.host or "127.0.0.1"
@@ -47,12 +50,10 @@ class PgBouncer:
         password = f" password={target.password}" if target.password else ""
         self.home, self.port = home, free_port()
         (home / "userlist.txt").write_text(f'"{user}" ""\n')
-        # The session settings the server cannot send through the pooler (docs/operations.md#pgbouncer), given to
-        # each server connection pgbouncer opens.
-        settings = "SET statement_timeout = 1000; SET client_connection_check_interval = 500"
+        query = f" connect_query='{settings}'" if settings else ""
         (home / "pgbouncer.ini").write_text(
             f"[databases]\n"
-            f"* = host={host} port={target.port or 5432} user={user}{password} connect_query='{settings}'\n"
+            f"* = host={host} port={target.port or 5432} user={user}{password}{query}\n"
             f"[pgbouncer]\n"
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {home}/userlist.txt\n"
@@ -102,6 +103,21 @@ def pooled(postgres_server_url: str, template_database: str) -> Iterator[tuple[s
     shutil.rmtree(home, ignore_errors=True)
 
 
+def test_a_pooler_whose_sessions_have_no_statement_timeout_is_named_at_start(own_server, database_url):
+    """The server cannot send statement_timeout through the pooler: when the pooler's sessions carry none, start-up
+    says so (the driver still gives up a second after DB_STATEMENT_TIMEOUT)."""
+    home = Path(tempfile.mkdtemp(prefix="wallet-pgbouncer-"))
+    bare = PgBouncer(home, database_url, settings="")
+    try:
+        server = own_server(DATABASE_URL=bare.url, DB_POOLER="transaction", MIGRATE_ON_START="false")
+        warned = [e["msg"] for e in server.log_entries() if "statement_timeout" in e["msg"]]
+        assert len(warned) == 1 and "DB_POOLER" in warned[0], warned
+        server.stop()
+    finally:
+        bare.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def test_money_moves_through_pgbouncer_in_transaction_mode(own_server, pooled):
     """200 concurrent transfers through the pooler: each answers 201 or a refusal, never a 500; the books balance;
     the event stream (which polls, see docs/events.md) still pushes what happened."""
@@ -109,6 +125,7 @@ def test_money_moves_through_pgbouncer_in_transaction_mode(own_server, pooled):
     server = own_server(
         DATABASE_URL=bouncer.url, DB_POOLER="transaction", MIGRATE_ON_START="false", EVENTS_POLL_MS="50"
     )
+    assert not [e for e in server.log_entries() if "statement_timeout" in e["msg"]]  # the pooler gives it
     senders = [make_user(server) for _ in range(20)]
     for sender in senders:
         fund(server, sender, "100.00")

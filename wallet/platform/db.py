@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +23,7 @@ from wallet.platform.prepared import demoted
 if TYPE_CHECKING:
     from alembic.config import Config
 
+log = logging.getLogger("wallet.db")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # How often PostgreSQL checks, during a statement, that the server is still connected.
 CLIENT_CHECK_MS = 500
@@ -108,13 +111,23 @@ def _lost_when_demoted(context: ExceptionContext) -> None:
         context.is_disconnect = True
 
 
-def check_database(database_url: str) -> None:
-    """Start-up: the database answers, or one line says why not and names DATABASE_URL."""
+def check_database(settings: Settings) -> None:
+    """Start-up: the database answers, or one line says why not and names DATABASE_URL. Behind a transaction pooler
+    the server sends no statement_timeout: a warning when the sessions the pooler gives have none either."""
+    assert settings.database_url
     try:
-        psycopg2.connect(libpq_url(database_url), connect_timeout=5).close()
+        conn = psycopg2.connect(libpq_url(settings.database_url), connect_timeout=5)
     except psycopg2.OperationalError as error:
         reason = (str(error).strip().splitlines() or ["no answer"])[0]
         raise StartupError(f"cannot connect to the database: {reason} (DATABASE_URL)") from None
+    with contextlib.closing(conn), conn.cursor() as cur:
+        if settings.db_pooler == "transaction":
+            cur.execute("SHOW statement_timeout")
+            if cur.fetchone()[0] == "0":
+                log.warning(
+                    "the pooler's sessions have no statement_timeout: set it in its connect_query or on the role "
+                    "(DB_POOLER, docs/operations.md#pgbouncer)"
+                )
 
 
 def alembic_config(database_url: str) -> Config:
