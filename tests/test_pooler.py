@@ -1,5 +1,6 @@
-"""The server behind PgBouncer in transaction mode (DB_POOLER=transaction): Debian's pgbouncer (1.18, no protocol-level
-prepared statements) in front of the test's PostgreSQL, on a port of its own, stopped by its PID."""
+"""The server beyond one database endpoint: behind PgBouncer in transaction mode (DB_POOLER=transaction; Debian's
+pgbouncer 1.18, no protocol-level prepared statements, in front of the test's PostgreSQL on a port of its own, stopped
+by its PID), and on a multi-host DATABASE_URL through a dead host and a leader that turns read-only."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from scripts.local_services import fresh_database, libpq_url, postgres_server, s
 from wallet.platform.db import migrate
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
-pytestmark = pytest.mark.skipif(
+needs_pgbouncer = pytest.mark.skipif(
     not PGBOUNCER, reason="needs Debian's pgbouncer (apt-get install -y pgbouncer; .ci/run installs it)"
 )
 TRANSFERS = 200
@@ -103,6 +104,7 @@ def pooled(postgres_server_url: str, template_database: str) -> Iterator[tuple[s
     shutil.rmtree(home, ignore_errors=True)
 
 
+@needs_pgbouncer
 def test_a_pooler_whose_sessions_have_no_statement_timeout_is_named_at_start(own_server, database_url):
     """The server cannot send statement_timeout through the pooler: when the pooler's sessions carry none, start-up
     says so (the driver still gives up a second after DB_STATEMENT_TIMEOUT)."""
@@ -118,6 +120,7 @@ def test_a_pooler_whose_sessions_have_no_statement_timeout_is_named_at_start(own
         shutil.rmtree(home, ignore_errors=True)
 
 
+@needs_pgbouncer
 def test_money_moves_through_pgbouncer_in_transaction_mode(own_server, pooled):
     """200 concurrent transfers through the pooler: each answers 201 or a refusal, never a 500; the books balance;
     the event stream (which polls, see docs/events.md) still pushes what happened."""
@@ -153,6 +156,7 @@ def test_money_moves_through_pgbouncer_in_transaction_mode(own_server, pooled):
     assert_audit_ok(database_url)
 
 
+@needs_pgbouncer
 def test_a_lock_wait_past_the_statement_timeout_answers_503_through_the_pooler(own_server, pooled):
     """The statement timeout still holds through the pooler: a transfer whose wallet another transaction holds
     answers 503 with Retry-After within seconds; once the lock goes, the same key completes it, once."""
@@ -178,6 +182,7 @@ def test_a_lock_wait_past_the_statement_timeout_answers_503_through_the_pooler(o
     assert_audit_ok(database_url)
 
 
+@needs_pgbouncer
 def test_a_pooler_that_dies_answers_503_until_it_is_back(own_server, pooled):
     """kill -9 of pgbouncer under keyed deposits, then started again on its port: meanwhile every answer is a
     success or a 503 with Retry-After, never a 500; service returns by itself, and every key deposits once or, when
