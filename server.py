@@ -117,7 +117,7 @@ def make_app(settings: Settings, runtime: Runtime | None = None) -> web.Applicat
 def resolve_database(settings: Settings) -> Settings:
     """Use DATABASE_URL when given (it must answer); otherwise start the embedded PostgreSQL."""
     if settings.database_url:
-        check_database(settings.database_url)
+        check_database(settings)
         return settings
     from wallet.platform.embedded import start_embedded_postgres
 

@@ -66,6 +66,7 @@ class Settings:
     db_pool_size: int = 20
     db_statement_timeout: int = 5
     db_pool_timeout: int = 5
+    db_pooler: str = "none"
     migrate_on_start: bool = True
     log_level: str = "INFO"
     admin_password: str | None = None
@@ -176,6 +177,13 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _db_pooler(raw: str) -> str:
+    pooler = raw.strip().lower()
+    if pooler not in ("none", "transaction"):
+        raise SettingsError(f"DB_POOLER must be none or transaction, got {raw!r}")
+    return pooler
+
+
 def _secret(name: str, length: int) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if len(raw) < length:
@@ -242,6 +250,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DB_POOL_SIZE": ("db_pool_size", _int("DB_POOL_SIZE", 1, 500)),
     "DB_STATEMENT_TIMEOUT": ("db_statement_timeout", _int("DB_STATEMENT_TIMEOUT", 1, 3600)),
     "DB_POOL_TIMEOUT": ("db_pool_timeout", _int("DB_POOL_TIMEOUT", 1, 300)),
+    "DB_POOLER": ("db_pooler", _db_pooler),
     "MIGRATE_ON_START": ("migrate_on_start", _bool("MIGRATE_ON_START")),
     "LOG_LEVEL": ("log_level", _log_level),
     "VAR_DIR": ("var_dir", Path),
@@ -379,6 +388,13 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         # The listener stays open for DRAIN_DELAY out of SHUTDOWN_GRACE: what was read then needs time to finish.
         raise SettingsError(
             f"DRAIN_DELAY ({settings.drain_delay}) must be shorter than SHUTDOWN_GRACE ({settings.shutdown_grace})"
+        )
+    if settings.db_pooler == "transaction" and settings.migrate_on_start:
+        # A migration holds a session's advisory lock and lock_timeout (migrations/env.py): through a transaction
+        # pooler they would stay on whichever server connection ran them, held for nobody.
+        raise SettingsError(
+            "DB_POOLER=transaction needs MIGRATE_ON_START=false: run `wallet-server migrate` with a DATABASE_URL "
+            "that reaches PostgreSQL itself, not the pooler"
         )
     google = {
         "GOOGLE_CLIENT_ID": settings.google_client_id,

@@ -43,6 +43,8 @@ BAD = [
     ("LOGIN_MAX_FAILURES", "0"),
     ("DB_STATEMENT_TIMEOUT", "0"),
     ("DB_POOL_TIMEOUT", "30s"),
+    ("DB_POOLER", "session"),
+    ("DB_POOLER", "transaction"),  # with MIGRATE_ON_START's default, true: a migration cannot run through the pooler
     ("LOG_LEVEL", "LOUD"),
     ("PAYSTACK_BASE_URL", "ftp://api.paystack.co"),
     ("PAYSTACK_CALLBACK_URL", "javascript:alert(1)"),

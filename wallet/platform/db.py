@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,15 +12,18 @@ import psycopg2
 import psycopg2.errors
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, exc, pool
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from settings import Settings, StartupError
 from wallet.platform import metrics
+from wallet.platform.prepared import demoted
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
+log = logging.getLogger("wallet.db")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # How often PostgreSQL checks, during a statement, that the server is still connected.
 CLIENT_CHECK_MS = 500
@@ -34,12 +39,42 @@ def _url(database_url: str, driver: str) -> URL:
 
 
 def libpq_url(database_url: str) -> str:
-    """A libpq URL (what psycopg2, pg_dump and pgbench take) from any SQLAlchemy-style PostgreSQL URL."""
-    return _url(database_url, "psycopg2").set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq URL (what psycopg2, pg_dump and pgbench take) from any SQLAlchemy-style PostgreSQL URL. A multi-host
+    one (`?host=a:5432&host=b:5432`, SQLAlchemy's form) becomes libpq's (`?host=a,b&port=5432,5432`)."""
+    url = _url(database_url, "psycopg2")
+    if isinstance(url.query.get("host"), tuple):
+        _, joined = PGDialect_psycopg2().create_connect_args(url)
+        url = url.update_query_dict({"host": joined["host"], "port": joined["port"]})
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def sync_url(database_url: str) -> str:
     return _url(database_url, "psycopg2").render_as_string(hide_password=False)
+
+
+# Behind a transaction pooler (DB_POOLER=transaction) each transaction may run on another server connection, and
+# PgBouncer refuses startup parameters it does not know. So: no named prepared statements (asyncpg's cache and
+# SQLAlchemy's both off: each execution parses an unnamed statement again, a second round trip), and
+# no session settings (the role carries them: docs/operations.md#pgbouncer). asyncpg's command_timeout still bounds
+# every statement from this side.
+_TRANSACTION_POOLER = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: "",
+}
+
+
+def _session_settings(statement_timeout: int) -> dict[str, object]:
+    """Settings each connection starts with, when it talks to PostgreSQL itself."""
+    return {
+        "server_settings": {
+            "statement_timeout": f"{statement_timeout}s",
+            # A money operation's execution is one statement that commits by itself (wallet/ledger/lifecycle.py):
+            # when this process dies while it waits for a row lock, PostgreSQL cancels it within this interval
+            # (PostgreSQL 14+) instead of completing it for nobody; the row stays PENDING for a retry or recovery.
+            "client_connection_check_interval": f"{CLIENT_CHECK_MS}ms",
+        }
+    }
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -60,27 +95,39 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args={
             "timeout": settings.db_pool_timeout,
             "command_timeout": statement_timeout + 1,
-            "server_settings": {
-                "statement_timeout": f"{statement_timeout}s",
-                # A money operation's execution is one statement that commits by itself (wallet/ledger/lifecycle.py):
-                # when this process dies while it waits for a row lock, PostgreSQL cancels it within this interval
-                # (PostgreSQL 14+) instead of completing it for nobody; the row stays PENDING for a retry or recovery.
-                "client_connection_check_interval": f"{CLIENT_CHECK_MS}ms",
-            },
+            **(_TRANSACTION_POOLER if settings.db_pooler == "transaction" else _session_settings(statement_timeout)),
         },
     )
+    event.listen(engine.sync_engine, "handle_error", _lost_when_demoted)
     event.listen(engine.sync_engine.pool, "checkout", lambda *_: metrics.pool_checkout(1))
     event.listen(engine.sync_engine.pool, "checkin", lambda *_: metrics.pool_checkout(-1))
     return engine
 
 
-def check_database(database_url: str) -> None:
-    """Start-up: the database answers, or one line says why not and names DATABASE_URL."""
+def _lost_when_demoted(context: ExceptionContext) -> None:
+    """A connection whose host stopped taking writes is treated as lost: SQLAlchemy drops it and the rest of the pool
+    (all opened to the old leader), and the request answers 503 (Runtime)."""
+    if demoted(context.sqlalchemy_exception):
+        context.is_disconnect = True
+
+
+def check_database(settings: Settings) -> None:
+    """Start-up: the database answers, or one line says why not and names DATABASE_URL. Behind a transaction pooler
+    the server sends no statement_timeout: a warning when the sessions the pooler gives have none either."""
+    assert settings.database_url
     try:
-        psycopg2.connect(libpq_url(database_url), connect_timeout=5).close()
+        conn = psycopg2.connect(libpq_url(settings.database_url), connect_timeout=5)
     except psycopg2.OperationalError as error:
         reason = (str(error).strip().splitlines() or ["no answer"])[0]
         raise StartupError(f"cannot connect to the database: {reason} (DATABASE_URL)") from None
+    with contextlib.closing(conn), conn.cursor() as cur:
+        if settings.db_pooler == "transaction":
+            cur.execute("SHOW statement_timeout")
+            if cur.fetchone()[0] == "0":
+                log.warning(
+                    "the pooler's sessions have no statement_timeout: set it in its connect_query or on the role "
+                    "(DB_POOLER, docs/operations.md#pgbouncer)"
+                )
 
 
 def alembic_config(database_url: str) -> Config:

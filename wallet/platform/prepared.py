@@ -4,14 +4,15 @@ module, one way).
 SQLAlchemy builds each statement once and compiles it here once; running it on the driver connection skips
 SQLAlchemy's work per execution (the compiled cache lookup, parameter and result processing, the greenlet hop),
 about 0.1 ms of the server's CPU a statement. asyncpg prepares each statement once per connection and caches it,
-as SQLAlchemy's adapter does. Only statements whose parameters and columns SQLAlchemy would not convert qualify:
+as SQLAlchemy's adapter does (behind a transaction pooler, DB_POOLER=transaction, both parse it with each execution
+instead: wallet/platform/db.py). Only statements whose parameters and columns SQLAlchemy would not convert qualify:
 `Prepared` refuses the others when built. Rows are asyncpg records that also answer attribute access, as
 SQLAlchemy's rows do.
 
 A statement runs in an autocommit block (Runtime.session/autocommit): one statement, one commit. Its errors are
 asyncpg's own (`.sqlstate`, `.detail`, `.message`, as `postgres_error` finds them for either driver path); a
-connection that drops under it is invalidated in SQLAlchemy's pool and raised as ConnectionResetError, which
-Runtime maps to 503 like any lost connection.
+connection that drops under it, or whose host stopped taking writes, is invalidated in SQLAlchemy's pool and raised
+as ConnectionResetError, which Runtime maps to 503 like any lost connection.
 """
 
 from __future__ import annotations
@@ -80,10 +81,18 @@ class Prepared:
                 self.sql, *(values[n] if n in values else self.fixed[n] for n in self.names), record_class=Row
             )
         except Exception as error:
-            if not driver.is_closed():
+            if not (driver.is_closed() or demoted(error)):
                 raise
             await conn.invalidate()
             raise ConnectionResetError("the database connection was lost") from error
+
+
+def demoted(error: BaseException | None) -> bool:
+    """The host no longer takes writes on this connection (a leader demoted to a standby under it, in a switch-over):
+    the connection is of no more use than a broken one, while a new one finds the new leader (a multi-host
+    DATABASE_URL with target_session_attrs=read-write, or a proxy that routes to the leader)."""
+    found = postgres_error(error) if error is not None else None
+    return found is not None and found.sqlstate == "25006"  # read_only_sql_transaction
 
 
 def postgres_error(error: BaseException) -> asyncpg.PostgresError | None:
