@@ -47,9 +47,7 @@ _verifying: dict[str, asyncio.Future[None]] = {}
 
 
 def _client(rt: Runtime) -> paystack.Paystack:
-    if not rt.settings.paystack_secret_key:
-        raise errors.ProviderNotConfigured()
-    return paystack.Paystack(rt.settings.paystack_secret_key, rt.settings.paystack_base_url)
+    return paystack.client(rt.settings.paystack_secret_key, rt.settings.paystack_base_url)
 
 
 def _checkout(row: Any, viewer: uuid.UUID) -> dict[str, Any]:
