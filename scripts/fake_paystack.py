@@ -15,7 +15,8 @@ reason} queues a transfer (a reference seen before is refused: "Duplicate Transf
 `transfer_outcome` says, with its signed `transfer.success` / `transfer.failed` / `transfer.reversed` webhook;
 GET /transfer/verify/{reference} tells its status. POST /_fake/transfers/{reference}?outcome=success|failed|reversed
 ends (or reverses) a transfer by hand and sends its webhook; GET /_fake/transfers/{reference} shows one with how
-many times it was sent (`transfer_calls`) and verified (`verify_calls`).
+many times it was sent (`transfer_calls`) and verified (`verify_calls`). GET /_fake/calls counts the API calls per
+path.
 
 Switches, to simulate what goes wrong: GET /_fake/config shows them and POST /_fake/config {...} sets them (every
 switch not named goes back to its default):
@@ -23,6 +24,7 @@ switch not named goes back to its default):
     initialize_status  answer initialize with this HTTP status and {"status": false} (0: work normally)
     verify_status      the same for verify (of payments and of transfers)
     transfer_status    the same for POST /transfer (nothing is queued)
+    recipient_status   the same for POST /transferrecipient (nothing is registered)
     delay              seconds to wait before answering any API call (longer than the client's timeout simulates a
                        timeout; a transfer is still queued once the wait is over, as at a real provider)
     transfer_outcome   how a queued transfer ends: success, failed, reversed, or pending (until ended by hand)
@@ -42,6 +44,7 @@ import html
 import json
 import secrets
 import signal
+from collections import Counter
 from typing import Any
 
 from tornado import httpclient, web
@@ -60,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "currency": None,
     "webhook_url": None,
     "transfer_status": 0,
+    "recipient_status": 0,
     "transfer_outcome": "success",
 }
 TRANSFER_OUTCOMES = frozenset({"success", "failed", "reversed", "pending"})
@@ -82,6 +86,7 @@ class State:
         self.transactions: dict[str, dict[str, Any]] = {}
         self.recipients: dict[str, dict[str, Any]] = {}
         self.transfers: dict[str, dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
 
     def reported(self, tx: dict[str, Any]) -> dict[str, Any]:
         """A transaction as Paystack reports it in verify and webhooks (with the configured distortions)."""
@@ -135,6 +140,7 @@ class Handler(web.RequestHandler):
         if self.request.headers.get("Authorization") != f"Bearer {self.state.secret_key}":
             self.refuse(401, "Invalid key")
             return False
+        self.state.calls[self.request.path] += 1
         await asyncio.sleep(self.state.config["delay"])
         return True
 
@@ -267,6 +273,9 @@ class RecipientHandler(Handler):
     async def post(self) -> None:
         if not await self.authorized():
             return
+        if self.state.config["recipient_status"]:
+            self.refuse(self.state.config["recipient_status"], "Simulated failure")
+            return
         try:
             body = json.loads(self.request.body)
             details = {
@@ -382,6 +391,11 @@ class FakeTransferHandler(TransferHandler):
         self.answer(200, {"status": outcome, "reference": reference, "webhook_statuses": deliveries})
 
 
+class CallsHandler(Handler):
+    def get(self) -> None:
+        self.answer(200, dict(self.state.calls))
+
+
 class ConfigHandler(Handler):
     def get(self) -> None:
         self.answer(200, self.state.config)
@@ -412,6 +426,7 @@ def make_app(state: State) -> web.Application:
             (r"/transfer", TransferHandler, args),
             (r"/transfer/verify/([^/]+)", TransferVerifyHandler, args),
             (r"/_fake/transfers/([^/]+)", FakeTransferHandler, args),
+            (r"/_fake/calls", CallsHandler, args),
             (r"/_fake/config", ConfigHandler, args),
             (r"/_fake/transactions/([^/]+)", TransactionHandler, args),
         ]
