@@ -242,3 +242,24 @@ def test_concurrent_adds_of_one_account_keep_one(pserver, db):
     assert {r.status_code for r in answers} == {201}
     assert len({r.json()["id"] for r in answers}) == 1
     assert scalar(db, "SELECT COUNT(*) FROM payout_accounts WHERE user_id = %s", (user.id,)) == 1
+
+
+def test_at_most_twenty_live_payout_accounts(pserver):
+    user = make_user(pserver, "NGN")
+    for i in range(20):
+        assert add_account(pserver, user, account_number=f"31000000{i:02d}").status_code == 201
+    assert_error(add_account(pserver, user, account_number="3100000099"), 409, "LIMIT_REACHED")
+    with pserver.client(user.token) as client:
+        first = client.get("/payout-accounts").json()["items"][0]
+        assert first["account_number_masked"] == "******0000"  # oldest first
+        assert client.delete(f"/payout-accounts/{first['id']}").status_code == 204
+    assert add_account(pserver, user, account_number="3100000099").status_code == 201
+
+
+def test_without_paystack_the_routes_that_need_it_answer_503(server):
+    """A server without PAYSTACK_SECRET_KEY: what asks Paystack is 503, the rest works."""
+    user = make_user(server, "NGN")
+    assert_error(add_account(server, user), 503, "PROVIDER_NOT_CONFIGURED")
+    with server.client(user.token) as client:
+        assert_error(client.get("/banks", params={"currency": "NGN"}), 503, "PROVIDER_NOT_CONFIGURED")
+        assert client.get("/payout-accounts").json() == {"items": []}
