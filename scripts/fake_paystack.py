@@ -309,7 +309,19 @@ class RecipientHandler(Handler):
         self.answer(201, {"status": True, "message": "Transfer recipient created successfully", "data": recipient})
 
 
-class TransferHandler(Handler):
+class Transfers(Handler):
+    """What every transfer handler shares: a transfer as Paystack reports it, and ending one with its webhook."""
+
+    def reported(self, transfer: dict[str, Any]) -> dict[str, Any]:
+        """A transfer as Paystack reports it (the fake's counters left out)."""
+        return {k: v for k, v in transfer.items() if k not in ("transfer_calls", "verify_calls")}
+
+    async def end(self, transfer: dict[str, Any], outcome: str) -> list[int]:
+        transfer["status"] = outcome
+        return await self.notify(f"transfer.{outcome}", self.reported(transfer))
+
+
+class TransferHandler(Transfers):
     async def post(self) -> None:
         if not await self.authorized():
             return
@@ -348,16 +360,8 @@ class TransferHandler(Handler):
         if self.state.config["transfer_outcome"] != "pending":
             await self.end(transfer, self.state.config["transfer_outcome"])
 
-    def reported(self, transfer: dict[str, Any]) -> dict[str, Any]:
-        """A transfer as Paystack reports it (the fake's counters left out)."""
-        return {k: v for k, v in transfer.items() if k not in ("transfer_calls", "verify_calls")}
 
-    async def end(self, transfer: dict[str, Any], outcome: str) -> list[int]:
-        transfer["status"] = outcome
-        return await self.notify(f"transfer.{outcome}", self.reported(transfer))
-
-
-class TransferVerifyHandler(TransferHandler):
+class TransferVerifyHandler(Transfers):
     async def get(self, reference: str) -> None:
         if not await self.authorized():
             return
@@ -372,7 +376,7 @@ class TransferVerifyHandler(TransferHandler):
         self.answer(200, {"status": True, "message": "Transfer retrieved", "data": self.reported(transfer)})
 
 
-class FakeTransferHandler(TransferHandler):
+class FakeTransferHandler(Transfers):
     def get(self, reference: str) -> None:
         transfer = self.state.transfers.get(reference)
         if transfer is None:

@@ -34,10 +34,6 @@ _banks: dict[str, tuple[float, list[tuple[str, str]]]] = {}
 COLUMNS = (A.c.id, A.c.bank_code, A.c.bank_name, A.c.account_number, A.c.account_name, A.c.currency, A.c.created_at)
 
 
-def _client(rt: Runtime) -> paystack.Paystack:
-    return paystack.client(rt.settings.paystack_secret_key, rt.settings.paystack_base_url)
-
-
 def _supported(currency: str) -> None:
     if currency not in paystack.RECIPIENT_TYPES:
         raise errors.CurrencyNotSupported(
@@ -46,7 +42,7 @@ def _supported(currency: str) -> None:
 
 
 async def _bank_list(rt: Runtime, currency: str) -> list[tuple[str, str]]:
-    client = _client(rt)
+    client = paystack.client(rt.settings)
     _supported(currency)
     cached = _banks.get(currency)
     if cached is not None and time.monotonic() - cached[0] < BANKS_TTL:
@@ -81,7 +77,7 @@ async def add_account(
     rt: Runtime, principal: Principal, bank_code: str, account_number: str, currency: str
 ) -> dict[str, Any]:
     """Resolve the account with Paystack, register it as a transfer recipient, and keep it for the caller."""
-    client = _client(rt)
+    client = paystack.client(rt.settings)
     bank_name = dict(await _bank_list(rt, currency)).get(bank_code)
     if bank_name is None:
         raise errors.PayoutAccountInvalid(f"Paystack knows no bank {bank_code} for {currency}; see GET /banks.")

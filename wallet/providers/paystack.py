@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from settings import Settings
 from wallet import errors
 
 # What Paystack settles (https://paystack.com/docs/api/#supported-currency); each has two minor digits, as ours.
@@ -51,11 +52,11 @@ def signature_valid(secret_key: str, body: bytes, signature: str | None) -> bool
     return signature is not None and hmac.compare_digest(sign(secret_key, body), signature.strip().lower())
 
 
-def client(secret_key: str | None, base_url: str) -> Paystack:
-    """A client with the merchant's secret key; 503 PROVIDER_NOT_CONFIGURED without one."""
-    if not secret_key:
+def client(settings: Settings) -> Paystack:
+    """A client with the merchant's secret key (PAYSTACK_SECRET_KEY); 503 PROVIDER_NOT_CONFIGURED without one."""
+    if not settings.paystack_secret_key:
         raise errors.ProviderNotConfigured()
-    return Paystack(secret_key, base_url)
+    return Paystack(settings.paystack_secret_key, settings.paystack_base_url)
 
 
 class Paystack:
