@@ -44,6 +44,7 @@ TAGS = {
     "Holds": "Reserve an amount for a payee, then capture or void it.",
     "FX": "Exchange rates, and quotes for transfers between currencies.",
     "Paystack": "Deposits paid through Paystack, and Paystack's webhook.",
+    "Payouts": "Bank accounts to pay out to, and the banks Paystack pays out to.",
     "Keys": "API keys: programs that act for the caller within scopes.",
     "Events": "The caller's events in commit order, page by page.",
     "Webhooks": "URLs the caller's events are sent to, and their deliveries.",

@@ -119,6 +119,11 @@ class CurrencyNotSupported(InvalidRequest):
     message = "The payment provider does not take this currency."
 
 
+class PayoutAccountInvalid(InvalidRequest):
+    code = "PAYOUT_ACCOUNT_INVALID"
+    message = "The bank could not resolve this account: check the bank and the account number."
+
+
 # 401
 class InvalidSignature(WalletError):
     """An incoming webhook whose signature does not verify (not a Bearer credential, so no challenge)."""

@@ -46,12 +46,6 @@ VERIFY_EVERY = 2
 _verifying: dict[str, asyncio.Future[None]] = {}
 
 
-def _client(rt: Runtime) -> paystack.Paystack:
-    if not rt.settings.paystack_secret_key:
-        raise errors.ProviderNotConfigured()
-    return paystack.Paystack(rt.settings.paystack_secret_key, rt.settings.paystack_base_url)
-
-
 def _checkout(row: Any, viewer: uuid.UUID) -> dict[str, Any]:
     return {
         "transaction": render_transaction(row, viewer),
@@ -86,7 +80,7 @@ async def initialize(
     key: str | None,
 ) -> dict[str, Any]:
     """Record a PENDING deposit into the caller's wallet and open Paystack's checkout for it."""
-    client = _client(rt)
+    client = paystack.client(rt.settings)
     async with rt.autocommit() as conn:
         wallet = await own_wallet(conn, principal, wallet_id)
         owner = (await conn.execute(select(User.email, User.status).where(User.id == principal.user_id))).one()
@@ -197,7 +191,7 @@ async def _verify_for_reader(rt: Runtime, reference: str) -> None:
     if await rt.store.hit(f"paystack-verify:{reference}", VERIFY_EVERY) > 1:
         return
     try:
-        await _verify(rt, _client(rt), reference)
+        await _verify(rt, paystack.client(rt.settings), reference)
     except paystack.PaystackError as error:
         log.warning("paystack verify failed", extra={"reference": reference, "reason": str(error)})
 
@@ -264,7 +258,7 @@ async def sweep(rt: Runtime) -> int:
         if not rt.settings.paystack_secret_key:
             continue  # Paystack was turned off: the deposits wait until it is back
         try:
-            verified = await _verify(rt, _client(rt), row.provider_reference)
+            verified = await _verify(rt, paystack.client(rt.settings), row.provider_reference)
         except paystack.PaystackError as error:
             log.warning("paystack verify failed; the sweep retries", extra={"reason": str(error)})
             break  # Paystack is down: the next round tries again, nothing is given up meanwhile
