@@ -51,8 +51,9 @@ class Operation:
     # Hook for holds (wallet/operations/holds.py): the hold a capture draws on, kept on the row; and a step run inside
     # step 2's transaction right after the wallet locks (so it can lock the hold row after them, in the one lock order),
     # which may refuse (raise) and returns how much of the source's held amount it released for this operation to spend.
+    # It is given the transaction's id (a paid payment request links it: wallet/operations/payment_requests.py).
     hold_id: uuid.UUID | None = None
-    draw: Callable[[AsyncConnection], Awaitable[int]] | None = None
+    draw: Callable[[AsyncConnection, uuid.UUID], Awaitable[int]] | None = None
     # The transaction a REVERSAL gives back (part of), kept on the row (wallet/operations/reversals.py).
     reverses: uuid.UUID | None = None
 
