@@ -13,6 +13,7 @@ from handlers.field_types import (
     USERNAME,
     Currency,
     Email,
+    Metadata,
     Phone,
     Text,
     UtcDateTime,
@@ -53,6 +54,7 @@ class PaymentRequestCreateSchema(MoneySchema):
 
 class PaySchema(Schema):
     from_wallet_id = fields.UUID(required=True, metadata={"description": "The payer's wallet, in the currency."})
+    metadata = Metadata(load_default=None)
 
 
 class PaymentRequestQuery(PageQuery):
@@ -148,6 +150,7 @@ class PaymentRequestPayHandler(MoneyHandler):
             parse_uuid(request_id, "request_id"),
             data["from_wallet_id"],
             self.idempotency_key(),
+            data["metadata"],
         )
         self.respond_outcome(outcome)
 

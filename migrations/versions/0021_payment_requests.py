@@ -1,9 +1,12 @@
-"""payment requests: a payee asks a payer for an amount; the transfer that pays one is linked from it
+"""payment requests: a payee asks a payer for an amount; the transfer that pays one is linked from it; and
+transactions.metadata, the client's labels on a money operation, with a GIN index for history's filter
 
 Revision ID: 0021_payment_requests
 Revises: 0019_delivery_lanes
 
-A new, empty table: its indexes are built in the migration's transaction.
+payment_requests is new and empty: its indexes are built in the migration's transaction. transactions is one of the
+big tables: its new column has no default (no rewrite) and its index is built and dropped CONCURRENTLY
+(docs/operations.md, migration policy), outside the migration's transaction.
 """
 
 import sqlalchemy as sa
@@ -57,7 +60,21 @@ def upgrade() -> None:
         ["expires_at"],
         postgresql_where=sa.text("status = 'OPEN'"),
     )
+    op.add_column("transactions", sa.Column("metadata", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_transactions_metadata",
+            "transactions",
+            ["metadata"],
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+            postgresql_where=sa.text("metadata IS NOT NULL"),
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_transactions_metadata", table_name="transactions", postgresql_concurrently=True)
+    op.drop_column("transactions", "metadata")
     op.drop_table("payment_requests")

@@ -220,7 +220,12 @@ def _drawer(request_id: uuid.UUID) -> Callable[[AsyncConnection, uuid.UUID], Awa
 
 
 async def pay(
-    rt: Runtime, principal: Principal, request_id: uuid.UUID, from_wallet_id: uuid.UUID, key: str | None
+    rt: Runtime,
+    principal: Principal,
+    request_id: uuid.UUID,
+    from_wallet_id: uuid.UUID,
+    key: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> lifecycle.Outcome:
     """The payer pays the request from one of their wallets in its currency: a transfer to the payee's wallet,
     idempotent per key like any ledger operation; a refusal decided under the locks is recorded FAILED."""
@@ -235,7 +240,7 @@ async def pay(
         raise errors.CurrencyMismatch(f"The request is in {request.currency} and the wallet holds {payer.currency}.")
     if earlier is None and render_request(request)["status"] != "OPEN":
         raise errors.RequestNotOpen()  # a new request for what cannot be paid: nothing to record
-    params = {"op": "PAY_REQUEST", "request": request_id, "wallet": from_wallet_id}
+    params = lifecycle.with_metadata({"op": "PAY_REQUEST", "request": request_id, "wallet": from_wallet_id}, metadata)
     op = Operation(
         "TRANSFER",
         request.amount,
@@ -245,6 +250,7 @@ async def pay(
         request.description,
         params,
         draw=_drawer(request_id),
+        metadata=metadata,
     )
     outcome = await lifecycle.run(rt, principal, op, key)
     outcome.transaction["payment_request_id"] = request_id
