@@ -1,6 +1,9 @@
 """Payment requests through HTTP: ask, list, pay, decline, cancel, expire; refusals, races, and a kill -9 mid-pay."""
 
+import email
+import email.policy
 import time
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -15,6 +18,7 @@ from conftest import (
     scalar,
     unique_name,
     unique_phone,
+    wait_for,
 )
 
 RECOVERY = {"PENDING_TIMEOUT": "1", "RECOVERY_INTERVAL": "1", "DB_POOL_SIZE": "8"}
@@ -222,6 +226,21 @@ def test_an_expired_request_is_refused_at_once_and_the_sweep_marks_it(own_server
         events = [e["type"] for e in client.get("/events").json()["items"] if "request" in e["type"]]
     assert events == ["payment_request.created", "payment_request.expired"]
     assert balance(server, payer) == "10.00"
+
+
+def test_the_payer_is_mailed_the_request(alone, tmp_path):
+    server = alone(EVENTS_POLL_MS="50", VAR_DIR=str(tmp_path))
+    payee, payer = make_user(server), make_user(server, email=f"{unique_name()}@example.com")
+    request = asked(server, payee, payer, "12.00", description="bike <repair>")
+    with server.client(payer.token) as client:
+        (event_id,) = [e["id"] for e in client.get("/events").json()["items"] if e["type"] == "payment_request.created"]
+    path = Path(tmp_path) / "mail" / f"event-{event_id}.eml"
+    wait_for(path.exists)
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["Subject"] == f"{payee.username} asks you for 12.00 USD"
+    text = message.get_body(("plain",)).get_content()
+    assert payee.wallet_number in text and "bike <repair>" in text and request["expires_at"][:10] in text
+    assert "bike &lt;repair&gt;" in message.get_body(("html",)).get_content()
 
 
 # ---- races ----------------------------------------------------------------------------------------------------

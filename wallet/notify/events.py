@@ -57,6 +57,7 @@ MAILED = (
     "account.unfrozen",
     "account.deactivated",
     "api_key.created",
+    "payment_request.created",
 )
 
 
