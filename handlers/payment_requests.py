@@ -97,10 +97,6 @@ class PaymentRequestListSchema(Output):
     next_cursor = fields.String(allow_none=True)
 
 
-class PaidSchema(TransactionSchema):
-    payment_request_id = fields.UUID(metadata={"description": "The request this transfer paid."})
-
-
 class PaymentRequestListHandler(BaseHandler):
     @api("createPaymentRequest", {201: PaymentRequestSchema}, body=PaymentRequestCreateSchema, errors=(404,))
     @requires("transfer")
@@ -138,7 +134,7 @@ class PaymentRequestHandler(BaseHandler):
 
 
 class PaymentRequestPayHandler(MoneyHandler):
-    @api("payPaymentRequest", {201: PaidSchema}, body=PaySchema, idempotent=True, errors=(403, 404, 409))
+    @api("payPaymentRequest", {201: TransactionSchema}, body=PaySchema, idempotent=True, errors=(403, 404, 409))
     @requires("transfer")
     async def post(self, request_id: str) -> None:
         """The payer pays an open request: a transfer of its amount to the payee, linked to the request. Exactly one

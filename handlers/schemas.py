@@ -251,6 +251,7 @@ class TransactionSchema(Output):
     provider = fields.String(allow_none=True, validate=validate.OneOf(["paystack"]))
     provider_reference = fields.String(allow_none=True)
     hold_id = fields.UUID(allow_none=True, metadata={"description": "The hold this transfer captured from."})
+    payment_request_id = fields.UUID(allow_none=True, metadata={"description": "The payment request it paid."})
     metadata = fields.Dict(
         keys=fields.String(), values=fields.String(), metadata={"description": "The labels it was sent with ({})."}
     )

@@ -48,6 +48,9 @@ class Transaction(Base):
     # The hold this transfer captures from (wallet/operations/holds.py).
     # The client's own labels (a flat object of strings: handlers/field_types.py Metadata), filtered with @>.
     meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSONB)
+    # The payment request this transfer paid (wallet/operations/payment_requests.py), which names it back; the audit
+    # checks the two links agree (no foreign key: adding one would scan this big table under a lock).
+    payment_request_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"), index=True)
     # A REVERSAL's original (wallet/operations/reversals.py); on the original, how much of it COMPLETED reversals gave
     # back.

@@ -108,6 +108,9 @@ def test_a_request_is_asked_listed_and_paid_once_with_its_events(server, db):
     assert_error(pay(server, payer, request["id"], unique_name("pay")), 409, "REQUEST_NOT_OPEN")
     shown = get_request(server, payee, request["id"])
     assert (shown["status"], shown["transaction_id"]) == ("PAID", tx["id"])
+    with server.client(payee.token) as client:  # the transfer names the request wherever it is read
+        assert client.get(f"/transactions/{tx['id']}").json()["payment_request_id"] == request["id"]
+        assert client.get("/transactions").json()["items"][0]["payment_request_id"] == request["id"]
     assert (balance(server, payer), balance(server, payee)) == ("12.50", "7.50")
     assert paid_transfers(db, request["id"]) == 1 and completed_between(db, payer, payee) == 1
 

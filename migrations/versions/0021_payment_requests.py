@@ -61,6 +61,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'OPEN'"),
     )
     op.add_column("transactions", sa.Column("metadata", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
+    op.add_column("transactions", sa.Column("payment_request_id", postgresql.UUID(as_uuid=True), nullable=True))
     with op.get_context().autocommit_block():
         op.create_index(
             "ix_transactions_metadata",
@@ -76,5 +77,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.get_context().autocommit_block():
         op.drop_index("ix_transactions_metadata", table_name="transactions", postgresql_concurrently=True)
+    op.drop_column("transactions", "payment_request_id")
     op.drop_column("transactions", "metadata")
     op.drop_table("payment_requests")

@@ -87,13 +87,17 @@ _AUDIT_REVERSED = text("""
 """)
 
 # Payment requests (wallet/operations/payment_requests.py): a PAID request names its one transfer, COMPLETED, of its
-# amount, from a wallet of its payer into its payee's wallet; no other status names one.
+# amount, from a wallet of its payer into its payee's wallet, which names it back; no other status names one, and no
+# other transaction names a request.
 _AUDIT_REQUESTS = text("""
     SELECT r.id FROM payment_requests r LEFT JOIN transactions t ON t.id = r.transaction_id
     WHERE (r.status = 'PAID') <> (t.id IS NOT NULL)
         OR (t.id IS NOT NULL AND (t.status <> 'COMPLETED' OR t.type <> 'TRANSFER' OR t.amount <> r.amount
             OR t.currency <> r.currency OR t.source_user_id <> r.payer_id
-            OR t.destination_wallet_id <> r.payee_wallet_id))
+            OR t.destination_wallet_id <> r.payee_wallet_id OR t.payment_request_id IS DISTINCT FROM r.id))
+    UNION
+    SELECT t.payment_request_id FROM transactions t LEFT JOIN payment_requests r ON r.transaction_id = t.id
+    WHERE t.payment_request_id IS NOT NULL AND r.id IS DISTINCT FROM t.payment_request_id
 """)
 
 # The pending list (0016_pending_list) names exactly the PENDING transactions: the recovery sweeps find them there.

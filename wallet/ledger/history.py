@@ -77,6 +77,7 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         "provider_reference": row["provider_reference"],
         "hold_id": row["hold_id"],
         "metadata": row.get("metadata") or {},
+        "payment_request_id": row.get("payment_request_id"),
         "reverses": row["reverses"],
         "reversed_amount": format_minor(row["reversed_amount"], row["currency"]),
         # Rows built before execution (wallet/ledger/lifecycle.py) carry no FX columns: only a COMPLETED FX transfer has

@@ -23,7 +23,7 @@ from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from models import PaymentRequest, User, Wallet
+from models import PaymentRequest, Transaction, User, Wallet
 from wallet import errors
 from wallet.identity.identifiers import email_key, normalize_email
 from wallet.ledger import lifecycle
@@ -35,6 +35,7 @@ from wallet.platform.runtime import Runtime
 from wallet.principal import Principal
 
 R = PaymentRequest.__table__
+T = Transaction.__table__
 _PAYEE, _PAYER, _PAYEE_WALLET = aliased(User), aliased(User), aliased(Wallet)
 # The expiry sweep marks at most this many requests per run (the next run takes the rest).
 SWEEP_BATCH = 500
@@ -213,6 +214,8 @@ def _drawer(request_id: uuid.UUID) -> Callable[[AsyncConnection, uuid.UUID], Awa
             .where(R.c.id == request_id)
             .values(status="PAID", transaction_id=transaction_id, updated_at=func.now())
         )
+        # Still PENDING, so still writable; the link commits with the money or not at all.
+        await conn.execute(update(T).where(T.c.id == transaction_id).values(payment_request_id=request_id))
         await events.emit(conn, _tell_both(await _rendered(conn, request_id), "payment_request.paid"))
         return 0  # nothing held is released: a request reserves nothing
 
@@ -253,7 +256,7 @@ async def pay(
         metadata=metadata,
     )
     outcome = await lifecycle.run(rt, principal, op, key)
-    outcome.transaction["payment_request_id"] = request_id
+    outcome.transaction["payment_request_id"] = request_id  # rendered from what this attempt knew before the draw
     return outcome
 
 
