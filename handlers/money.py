@@ -8,7 +8,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from handlers.base import BaseHandler, api, parse_uuid, requires
 from handlers.field_types import USERNAME, Amount, Phone, Text, exactly_one, one_of_required
-from handlers.schemas import MovementSchema, TransactionListSchema, TransactionQuery, TransactionSchema, WalletSchema
+from handlers.schemas import MoneySchema, TransactionListSchema, TransactionQuery, TransactionSchema, WalletSchema
 from wallet.ledger import history, lifecycle
 from wallet.operations import fx
 
@@ -17,11 +17,11 @@ TAG = "Transactions"  # the OpenAPI tag of this module's operations
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
-class OperationSchema(MovementSchema):
+class OperationSchema(MoneySchema):
     operation_type = Text(required=True, validate=validate.OneOf(["DEPOSIT", "WITHDRAW"]))
 
 
-class TransferSchema(MovementSchema):
+class TransferSchema(MoneySchema):
     RECIPIENTS = ("to_wallet_id", "to_wallet_number", "to_username", "to_phone")
     WHAT = ("amount", "quote_id")
     json_schema = one_of_required(RECIPIENTS, WHAT)
@@ -87,7 +87,7 @@ class OwnWalletMoneyHandler(MoneyHandler):
 class DepositHandler(OwnWalletMoneyHandler):
     kind = "DEPOSIT"
 
-    @api("deposit", {201: TransactionSchema}, body=MovementSchema, idempotent=True, errors=(403,))
+    @api("deposit", {201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @requires("deposit")
     async def post(self, wallet_id: str) -> None:
         """Deposit into one of the caller's wallets (when the server allows self-service deposits)."""
@@ -97,7 +97,7 @@ class DepositHandler(OwnWalletMoneyHandler):
 class WithdrawHandler(OwnWalletMoneyHandler):
     kind = "WITHDRAWAL"
 
-    @api("withdraw", {201: TransactionSchema}, body=MovementSchema, idempotent=True, errors=(403,))
+    @api("withdraw", {201: TransactionSchema}, body=MoneySchema, idempotent=True, errors=(403,))
     @requires("withdraw")
     async def post(self, wallet_id: str) -> None:
         """Withdraw from one of the caller's wallets, within the daily limit."""

@@ -21,7 +21,7 @@ from handlers.field_types import (
     one_of_required,
 )
 from handlers.money import MoneyHandler
-from handlers.schemas import MoneySchema, Output, PageQuery, TransactionSchema
+from handlers.schemas import AmountSchema, Output, PageQuery, TransactionSchema
 from wallet.operations import payment_requests
 
 TAG = "Payment requests"  # the OpenAPI tag of this module's operations
@@ -31,7 +31,7 @@ STATUSES = ("OPEN", "PAID", "DECLINED", "CANCELLED", "EXPIRED")
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
-class PaymentRequestCreateSchema(MoneySchema):
+class PaymentRequestCreateSchema(AmountSchema):
     RECIPIENTS = ("to_username", "to_phone", "to_email", "to_wallet_number")
     json_schema = one_of_required(RECIPIENTS)
 

@@ -31,12 +31,12 @@ from handlers.field_types import (
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
-class MoneySchema(Schema):
+class AmountSchema(Schema):
     amount = Amount(required=True)
     description = Text(load_default=None, allow_none=True, validate=validate.Length(max=255))
 
 
-class MovementSchema(MoneySchema):
+class MoneySchema(AmountSchema):
     """A request that records a transaction, which keeps the client's metadata."""
 
     metadata = Metadata(load_default=None)
