@@ -36,6 +36,7 @@ from handlers import (
     keys,
     money,
     ops,
+    payment_requests,
     payouts,
     sessions,
     statements,
@@ -58,6 +59,7 @@ from wallet.notify import dispatch
 from wallet.notify import events as wallet_events
 from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
+from wallet.operations import payment_requests as wallet_payment_requests
 from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
@@ -82,6 +84,7 @@ ROUTES = [
     *statements.routes,
     *money.routes,
     *holds.routes,
+    *payment_requests.routes,
     *fx.routes,
     *deposits.routes,
     *payouts.routes,
@@ -195,6 +198,11 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
             lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
         ),
         ("expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds")),
+        (
+            "expiry sweep of payment requests",
+            every,
+            lambda: _sweep(rt, wallet_payment_requests.expire, "expired payment requests"),
+        ),
         ("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt)),
     ]
     background = [asyncio.create_task(_periodically(*job, stopping)) for job in jobs]

@@ -9,7 +9,7 @@ from handlers.base import BaseHandler, admin_only, api, parse_uuid
 from handlers.money import MoneyHandler
 from handlers.schemas import (
     Amount,
-    MoneySchema,
+    AmountSchema,
     Output,
     PageQuery,
     Text,
@@ -42,7 +42,7 @@ class ReasonSchema(Schema):
     reason = Text(load_default=None, allow_none=True, validate=validate.Length(max=255))
 
 
-class CreditSchema(MoneySchema, ReasonSchema):
+class CreditSchema(AmountSchema, ReasonSchema):
     pass
 
 

@@ -40,6 +40,7 @@ STATUS: dict[type[errors.WalletError], int] = {
     errors.AlreadyExists: 409,
     errors.LimitReached: 409,
     errors.HoldNotActive: 409,
+    errors.RequestNotOpen: 409,
     errors.NotReversible: 409,
     errors.ApiKeyRevoked: 409,
     errors.IdempotencyInProgress: 409,

@@ -33,6 +33,29 @@ class Text(fields.String):
         return text
 
 
+class Metadata(fields.Dict):
+    """A money operation's labels: a flat object of at most 20 string keys (1..40 characters) to string values (at
+    most 500 characters)."""
+
+    json_schema = {
+        "type": "object",
+        "maxProperties": 20,
+        "propertyNames": {"minLength": 1, "maxLength": 40},
+        "additionalProperties": {"type": "string", "maxLength": 500},
+        "description": "Your own labels, returned on the transaction and filterable in history: at most 20 string "
+        "keys (1..40 characters) to string values (at most 500).",
+        "examples": [{"order_id": "123"}],
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            keys=Text(validate=validate.Length(min=1, max=40)),
+            values=Text(validate=validate.Length(max=500)),
+            validate=validate.Length(max=20, error="At most {max} keys."),
+            **kwargs,
+        )
+
+
 def _domain(fn: Any, value: Any) -> Any:
     """Run a wallet.money parser, turning its error into a field error."""
     try:

@@ -19,7 +19,7 @@ from handlers.field_types import (
 )
 from handlers.money import MoneyHandler
 from handlers.schemas import (
-    MoneySchema,
+    AmountSchema,
     Output,
     PageQuery,
     TransactionSchema,
@@ -31,7 +31,7 @@ TAG = "Holds"  # the OpenAPI tag of this module's operations
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
-class HoldCreateSchema(MoneySchema):
+class HoldCreateSchema(AmountSchema):
     RECIPIENTS = ("to_wallet_id", "to_wallet_number")
     json_schema = one_of_required(RECIPIENTS)
 

@@ -42,6 +42,7 @@ TAGS = {
     "Transactions": "Move money (deposit, withdraw, transfer) and read the caller's transactions.",
     "Statements": "A wallet's statement over a period, as JSON, CSV or PDF.",
     "Holds": "Reserve an amount for a payee, then capture or void it.",
+    "Payment requests": "Ask someone for money; the payer pays (a transfer) or declines, the payee may cancel.",
     "FX": "Exchange rates, and quotes for transfers between currencies.",
     "Paystack": "Deposits paid through Paystack, and Paystack's webhook.",
     "Payouts": "Bank accounts to pay out to, and the banks Paystack pays out to.",

@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-from marshmallow import Schema, fields, missing, post_load, validate, validates_schema
+from marshmallow import Schema, fields, missing, post_load, pre_load, validate, validates_schema
 
 from handlers.field_types import (
     CURRENCY,
     DECIMAL,
     TRANSACTION_TYPES,
     Amount,
+    Metadata,
     RecoveryCode,
     Text,
     TotpCode,
@@ -30,9 +31,15 @@ from handlers.field_types import (
 # ---- requests ---------------------------------------------------------------------------------------------------
 
 
-class MoneySchema(Schema):
+class AmountSchema(Schema):
     amount = Amount(required=True)
     description = Text(load_default=None, allow_none=True, validate=validate.Length(max=255))
+
+
+class MoneySchema(AmountSchema):
+    """A request that records a transaction, which keeps the client's metadata."""
+
+    metadata = Metadata(load_default=None)
 
 
 class SecondFactorSchema(Schema):
@@ -73,6 +80,19 @@ class TransactionQuery(PageQuery, PeriodQuery):
     wallet_id = fields.UUID()
     type = Text(validate=validate.OneOf(TRANSACTION_TYPES))
     status = Text(validate=validate.OneOf(["PENDING", "COMPLETED", "FAILED"]))
+    metadata = Metadata(
+        metadata={
+            "description": "Only transactions whose metadata has these keys with these values, each given as "
+            "`metadata[KEY]=VALUE` (such as `metadata[order_id]=123`)."
+        }
+    )
+
+    @pre_load
+    def gather_metadata(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """The `metadata[KEY]=VALUE` parameters as one `metadata` object."""
+        others = {k: v for k, v in data.items() if not (k.startswith("metadata[") and k.endswith("]"))}
+        gathered = {k[len("metadata[") : -1]: v for k, v in data.items() if k not in others}
+        return {**others, "metadata": gathered} if gathered else data
 
 
 # ---- responses --------------------------------------------------------------------------------------------------
@@ -231,6 +251,10 @@ class TransactionSchema(Output):
     provider = fields.String(allow_none=True, validate=validate.OneOf(["paystack"]))
     provider_reference = fields.String(allow_none=True)
     hold_id = fields.UUID(allow_none=True, metadata={"description": "The hold this transfer captured from."})
+    payment_request_id = fields.UUID(allow_none=True, metadata={"description": "The payment request it paid."})
+    metadata = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "The labels it was sent with ({})."}
+    )
     reverses = fields.UUID(allow_none=True, metadata={"description": "The transaction this REVERSAL gives back."})
     reversed_amount = fields.String(
         validate=DECIMAL, metadata={"description": "How much of this transaction COMPLETED reversals gave back."}

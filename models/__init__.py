@@ -7,6 +7,7 @@ from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
+from models.payment_requests import PaymentRequest
 from models.payouts import PayoutAccount
 from models.throttle import ThrottleCounter
 from models.users import Session, TwoFactor, User, UserIdentity
@@ -26,6 +27,7 @@ __all__ = [
     "FxRate",
     "FxRateChange",
     "Hold",
+    "PaymentRequest",
     "PayoutAccount",
     "PendingTransaction",
     "Session",

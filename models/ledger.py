@@ -6,8 +6,8 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Identity, Index, Numeric, String
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Identity, Index, Numeric, String, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, timestamp_now, uuid_pk
@@ -46,6 +46,11 @@ class Transaction(Base):
     provider_reference: Mapped[str | None] = mapped_column(String(64))
     authorization_url: Mapped[str | None] = mapped_column(String(1024))
     # The hold this transfer captures from (wallet/operations/holds.py).
+    # The client's own labels (a flat object of strings: handlers/field_types.py Metadata), filtered with @>.
+    meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSONB)
+    # The payment request this transfer paid (wallet/operations/payment_requests.py), which names it back; the audit
+    # checks the two links agree (no foreign key: adding one would scan this big table under a lock).
+    payment_request_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"), index=True)
     # A REVERSAL's original (wallet/operations/reversals.py); on the original, how much of it COMPLETED reversals gave
     # back.
@@ -78,6 +83,14 @@ class Transaction(Base):
         Index("ix_transactions_source_user_seq", "source_user_id", "seq"),
         Index("ix_transactions_destination_user_seq", "destination_user_id", "seq"),
         Index("uq_transactions_provider_reference", "provider", "provider_reference", unique=True),
+        # History's metadata[KEY]=VALUE filter (metadata @> {...}); built CONCURRENTLY (0021_payment_requests).
+        Index(
+            "ix_transactions_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+            postgresql_where=text("metadata IS NOT NULL"),
+        ),
         # Room on each page for a row's completion to be written in place (migrations/versions/0016_pending_list.py).
         {"postgresql_with": {"fillfactor": 70}},
     )

@@ -43,6 +43,7 @@ def test_postman_collection_is_v21_with_a_test_on_every_request():
         "Money",
         "History",
         "Holds",
+        "Payment requests",
         "Payouts",
         "API keys",
         "Two-factor, step-up and sessions",

@@ -89,6 +89,11 @@ class HoldNotActive(WalletError):
     message = "The hold is no longer active (captured, voided or expired)."
 
 
+class RequestNotOpen(WalletError):
+    code = "REQUEST_NOT_OPEN"
+    message = "The payment request is no longer open (paid, declined, cancelled or expired)."
+
+
 class NotReversible(WalletError):
     code = "NOT_REVERSIBLE"
     message = "Only a COMPLETED deposit, withdrawal or transfer can be reversed."
@@ -284,6 +289,7 @@ def recorded_failure(code: str | None, reason: str | None, transaction_id: str) 
         HoldExceeded,
         ReversalExceeded,
         HoldNotActive,
+        RequestNotOpen,
         QuoteExpired,
         AccountFrozen,
         AccountInactive,

@@ -1,15 +1,15 @@
 """payouts: the bank accounts users pay out to (payout_accounts), as Paystack resolved and registered them
 
 Revision ID: 0023_payouts
-Revises: 0019_delivery_lanes
+Revises: 0021_payment_requests
 """
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = '0023_payouts'
-down_revision = '0019_delivery_lanes'
+revision = "0023_payouts"
+down_revision = "0021_payment_requests"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,8 @@
 """The ledger audit: recompute every user wallet's and FX account's balance from its entries, check every transaction
 sums to zero per currency with the entries its status allows, check the holds' reservations against the wallets and
 their captures, what each transaction says was reversed against its reversals, and every cross-currency transfer
-against its quote, and the pending list against the PENDING transactions.
+against its quote, the pending list against the PENDING transactions, and each paid payment request against its
+transfer.
 `server.py audit` prints it; GET /admin/audit answers it; the test suite runs it after every test."""
 
 from __future__ import annotations
@@ -85,6 +86,20 @@ _AUDIT_REVERSED = text("""
     WHERE t.reversed_amount <> COALESCE(r.total, 0) OR t.reversed_amount > t.amount
 """)
 
+# Payment requests (wallet/operations/payment_requests.py): a PAID request names its one transfer, COMPLETED, of its
+# amount, from a wallet of its payer into its payee's wallet, which names it back; no other status names one, and no
+# other transaction names a request.
+_AUDIT_REQUESTS = text("""
+    SELECT r.id FROM payment_requests r LEFT JOIN transactions t ON t.id = r.transaction_id
+    WHERE (r.status = 'PAID') <> (t.id IS NOT NULL)
+        OR (t.id IS NOT NULL AND (t.status <> 'COMPLETED' OR t.type <> 'TRANSFER' OR t.amount <> r.amount
+            OR t.currency <> r.currency OR t.source_user_id <> r.payer_id
+            OR t.destination_wallet_id <> r.payee_wallet_id OR t.payment_request_id IS DISTINCT FROM r.id))
+    UNION
+    SELECT t.payment_request_id FROM transactions t LEFT JOIN payment_requests r ON r.transaction_id = t.id
+    WHERE t.payment_request_id IS NOT NULL AND r.id IS DISTINCT FROM t.payment_request_id
+""")
+
 # The pending list (0016_pending_list) names exactly the PENDING transactions: the recovery sweeps find them there.
 _AUDIT_PENDING = text("""
     SELECT coalesce(t.id, p.transaction_id) AS id FROM transactions t
@@ -108,6 +123,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         bad_reversed = (await conn.execute(_AUDIT_REVERSED)).all()
         bad_fx = (await conn.execute(_AUDIT_FX)).all()
         bad_pending = (await conn.execute(_AUDIT_PENDING)).all()
+        bad_requests = (await conn.execute(_AUDIT_REQUESTS)).all()
     mismatches = [
         {
             "kind": "wallet_balance",
@@ -151,6 +167,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
     ]
     mismatches += [{"kind": "fx_transfer", "id": str(r.id)} for r in bad_fx]
     mismatches += [{"kind": "pending_list", "transaction_id": str(r.id)} for r in bad_pending]
+    mismatches += [{"kind": "payment_request", "payment_request_id": str(r.id)} for r in bad_requests]
     return {
         "ok": not mismatches,
         "wallets_checked": wallets_checked,

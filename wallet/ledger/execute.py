@@ -159,7 +159,7 @@ async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -
                 if party is not None:
                     check_status(locked[party.wallet_id], whose)
             # What active holds reserve is not available to spend, but what this capture released is.
-            values["released"] = await op.draw(conn)
+            values["released"] = await op.draw(conn, values["tx"])
             return (await conn.execute(batch.EXECUTE, values)).one()
     except DBAPIError as error:
         if (refused := batch.refusal(error)) is None:

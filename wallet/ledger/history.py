@@ -8,7 +8,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, bindparam, or_, select, union_all
+import orjson
+from sqlalchemy import Integer, Select, and_, bindparam, cast, or_, select, union_all
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 
 from models import Transaction, User, Wallet
@@ -74,6 +76,8 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         "provider": row["provider"],
         "provider_reference": row["provider_reference"],
         "hold_id": row["hold_id"],
+        "metadata": row.get("metadata") or {},
+        "payment_request_id": row.get("payment_request_id"),
         "reverses": row["reverses"],
         "reversed_amount": format_minor(row["reversed_amount"], row["currency"]),
         # Rows built before execution (wallet/ledger/lifecycle.py) carry no FX columns: only a COMPLETED FX transfer has
@@ -149,6 +153,8 @@ _FILTERS = {
     "status": lambda: T.c.status == bindparam("status"),
     "since": lambda: T.c.created_at >= bindparam("since"),
     "until": lambda: T.c.created_at < bindparam("until"),
+    # Containment, which the GIN index on metadata answers (jsonb_path_ops).
+    "metadata": lambda: T.c.metadata.op("@>")(cast(bindparam("metadata"), JSONB)),
 }
 _OWNER = Prepared(select(Wallet.user_id).where(Wallet.id == bindparam("wallet_id")))
 
@@ -185,14 +191,22 @@ async def list_transactions(
     status: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Newest first, keyset-paged on the insertion sequence so concurrent inserts never shift a page.
+    """Newest first, keyset-paged on the insertion sequence so concurrent inserts never shift a page; `metadata`
+    keeps the transactions whose metadata has all of its keys with those values.
 
     Two index range scans (outgoing, then incoming-but-not-outgoing) are merged, so the cost follows the page,
     not the size of the user's history.
     """
     params: dict[str, Any] = {"user_id": user_id, "wallet_id": wallet_id, "limit": limit + 1}
-    given = {"type": type, "status": status, "since": since, "until": until}
+    given = {
+        "type": type,
+        "status": status,
+        "since": since,
+        "until": until,
+        "metadata": orjson.dumps(metadata).decode() if metadata else None,
+    }
     if cursor is not None:
         given["cursor"] = params["before_seq"] = decode_cursor(cursor, bigint)[0]
     params.update((name, value) for name, value in given.items() if name != "cursor" and value is not None)

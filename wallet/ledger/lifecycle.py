@@ -90,6 +90,7 @@ def _known_row(
         "provider_reference": reference if op.provider else None,
         "hold_id": op.hold_id,
         "reverses": op.reverses,
+        "metadata": op.metadata,
         "reversed_amount": 0,
         "failure_code": None,
         "failure_reason": None,
@@ -206,16 +207,28 @@ async def _run_request(
 # ---- the operations ---------------------------------------------------------------------------------------------
 
 
+def with_metadata(params: dict[str, Any], metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    """A request's hashed parameters with its metadata, when it has any (a request without keeps the hash it had
+    before metadata existed, so a key recorded then still replays)."""
+    return params if metadata is None else {**params, "metadata": dict(metadata)}
+
+
 def _own_wallet_request(
-    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, kind: str, amount: Decimal, description: str | None
+    rt: Runtime,
+    principal: Principal,
+    wallet_id: uuid.UUID,
+    kind: str,
+    amount: Decimal,
+    description: str | None,
+    metadata: Mapping[str, str] | None,
 ) -> Request:
     if kind == "DEPOSIT" and not rt.settings.allow_self_deposit:
         raise errors.Forbidden("Self-service deposits are turned off on this server.")
 
     def params(minor: int) -> dict[str, Any]:
-        return {"op": kind, "wallet": wallet_id, "amount": minor, "description": description}
+        return with_metadata({"op": kind, "wallet": wallet_id, "amount": minor, "description": description}, metadata)
 
-    return Request(kind, wallet_id, principal.user_id, amount, description, params)
+    return Request(kind, wallet_id, principal.user_id, amount, description, params, metadata=metadata)
 
 
 async def own_wallet_operation(
@@ -226,9 +239,10 @@ async def own_wallet_operation(
     amount: Decimal,
     description: str | None,
     key: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Outcome:
     """A DEPOSIT into, or a WITHDRAWAL from, one of the caller's wallets."""
-    request = _own_wallet_request(rt, principal, wallet_id, kind, amount, description)
+    request = _own_wallet_request(rt, principal, wallet_id, kind, amount, description, metadata)
     async with rt.session():
         return await _run_request(rt, principal, request, key)
 
@@ -241,10 +255,11 @@ async def operation(
     amount: Decimal,
     description: str | None,
     key: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The compatibility endpoint: a deposit or withdrawal answered with the updated wallet."""
     kind = "DEPOSIT" if operation_type == "DEPOSIT" else "WITHDRAWAL"
-    request = _own_wallet_request(rt, principal, wallet_id, kind, amount, description)
+    request = _own_wallet_request(rt, principal, wallet_id, kind, amount, description, metadata)
     async with rt.session():
         op, claimed, existing, named = await resolve_and_record(rt, principal, request, key)
         outcome = await _finish(rt, principal, op, claimed, existing, principal.user_id)
@@ -273,17 +288,19 @@ def _transfer_request(
     recipient: Mapping[str, Any],
     amount: Decimal,
     description: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Request:
     def params(minor: int) -> dict[str, Any]:
-        return {
+        request = {
             "op": "TRANSFER",
             "wallet": from_wallet_id,
             "recipient": dict(recipient),
             "amount": minor,
             "description": description,
         }
+        return with_metadata(request, metadata)
 
-    return Request("TRANSFER", from_wallet_id, principal.user_id, amount, description, params, recipient)
+    return Request("TRANSFER", from_wallet_id, principal.user_id, amount, description, params, recipient, metadata)
 
 
 async def payer_and_payee(
@@ -305,8 +322,9 @@ async def transfer(
     amount: Decimal,
     description: str | None,
     key: str | None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Outcome:
-    request = _transfer_request(principal, from_wallet_id, recipient, amount, description)
+    request = _transfer_request(principal, from_wallet_id, recipient, amount, description, metadata)
     async with rt.session():
         return await _run_request(rt, principal, request, key)
 

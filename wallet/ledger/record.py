@@ -51,10 +51,13 @@ class Operation:
     # Hook for holds (wallet/operations/holds.py): the hold a capture draws on, kept on the row; and a step run inside
     # step 2's transaction right after the wallet locks (so it can lock the hold row after them, in the one lock order),
     # which may refuse (raise) and returns how much of the source's held amount it released for this operation to spend.
+    # It is given the transaction's id (a paid payment request links it: wallet/operations/payment_requests.py).
     hold_id: uuid.UUID | None = None
-    draw: Callable[[AsyncConnection], Awaitable[int]] | None = None
+    draw: Callable[[AsyncConnection, uuid.UUID], Awaitable[int]] | None = None
     # The transaction a REVERSAL gives back (part of), kept on the row (wallet/operations/reversals.py).
     reverses: uuid.UUID | None = None
+    # The client's labels, kept on the row (and in params, so the idempotency hash covers them).
+    metadata: Mapping[str, str] | None = None
 
 
 # ---- reading the parties (before anything is recorded) ----------------------------------------------------
@@ -107,7 +110,7 @@ _PENDING = """
 inserted AS (
     INSERT INTO transactions AS t (id, reference, type, amount, currency, source_wallet_id, destination_wallet_id,
         source_user_id, destination_user_id, initiator_id, api_key_id, idempotency_key, request_hash, description,
-        provider, provider_reference, hold_id, reverses)
+        provider, provider_reference, hold_id, reverses, metadata)
     {rows}
     ON CONFLICT (initiator_id, idempotency_key) DO UPDATE SET claimed_at = now()
     WHERE t.status = 'PENDING' AND t.provider IS NULL AND t.claimed_at < now() - CAST(:abandoned AS interval)
@@ -126,7 +129,7 @@ _RECORD_ROW = """
     SELECT CAST(:id AS uuid), :reference, :type, CAST(:amount AS bigint), :currency, CAST(:source_wallet_id AS uuid),
         CAST(:destination_wallet_id AS uuid), CAST(:source_user_id AS uuid), CAST(:destination_user_id AS uuid),
         CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description,
-        :provider, :provider_reference, CAST(:hold_id AS uuid), CAST(:reverses AS uuid)
+        :provider, :provider_reference, CAST(:hold_id AS uuid), CAST(:reverses AS uuid), CAST(:metadata AS jsonb)
     FROM relaxed"""
 _RELAXED = "relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
 _RECORD = Prepared(text(f"WITH {_RELAXED}, {_PENDING.format(rows=_RECORD_ROW)} SELECT * FROM claim"))
@@ -165,7 +168,7 @@ _RESOLVED_ROW = """
         CASE WHEN c.deposit THEN NULL ELSE n.id END, CASE WHEN c.deposit THEN n.id ELSE r.id END,
         CASE WHEN c.deposit THEN NULL ELSE n.user_id END, CASE WHEN c.deposit THEN n.user_id ELSE r.user_id END,
         CAST(:initiator_id AS uuid), CAST(:api_key_id AS uuid), :idempotency_key, :request_hash, :description,
-        NULL, NULL, NULL, NULL
+        NULL, NULL, NULL, NULL, CAST(:metadata AS jsonb)
     FROM relaxed, (SELECT CAST(:type AS text) = 'DEPOSIT' AS deposit) c, named n LEFT JOIN recipient r ON true
     WHERE n.currency = :currency AND CAST(:amount AS bigint) IS NOT NULL
         AND (CAST(:type AS text) <> 'TRANSFER' OR (r.id <> n.id AND r.currency = n.currency))"""
@@ -228,6 +231,11 @@ async def recorded_amount(conn: AsyncConnection, principal: Principal, key: str 
     ).scalar()
 
 
+def _json(metadata: Mapping[str, str] | None) -> str | None:
+    """The metadata as the statements take it: JSON text they cast to jsonb."""
+    return None if metadata is None else orjson.dumps(metadata).decode()
+
+
 def _abandoned(rt: Runtime) -> dt.timedelta:
     return dt.timedelta(seconds=rt.settings.pending_timeout)
 
@@ -263,6 +271,7 @@ async def record(
         "provider_reference": reference if op.provider else None,
         "hold_id": op.hold_id,
         "reverses": op.reverses,
+        "metadata": _json(op.metadata),
         "abandoned": _abandoned(rt),
     }
     async with rt.autocommit() as conn:
@@ -281,6 +290,7 @@ class Request:
     description: str | None
     params: Callable[[int], Mapping[str, Any]]  # the normalised request for the amount in minor units
     recipient: Mapping[str, Any] | None = None
+    metadata: Mapping[str, str] | None = None
 
 
 # A wallet's currency never changes: this process remembers the ones it has seen, so it converts the amount before
@@ -342,6 +352,7 @@ async def resolve_and_record(
         "api_key_id": principal.api_key_id,
         "idempotency_key": key,
         "description": request.description,
+        "metadata": _json(request.metadata),
         "abandoned": _abandoned(rt),
     }
     async with rt.autocommit() as conn:
@@ -360,7 +371,14 @@ async def resolve_and_record(
             currency = named.currency  # a wrong guess: again, with the amount converted in the wallet's currency
         source, destination = (None, named) if request.type == "DEPOSIT" else (named, other)
         op = Operation(
-            request.type, minor or 0, currency, source, destination, request.description, request.params(minor or 0)
+            request.type,
+            minor or 0,
+            currency,
+            source,
+            destination,
+            request.description,
+            request.params(minor or 0),
+            metadata=request.metadata,
         )
         if only_resolve:
             return op, None, None, row

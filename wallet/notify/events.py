@@ -36,6 +36,11 @@ TYPES = (
     "hold.created",
     "hold.captured",
     "hold.released",
+    "payment_request.created",
+    "payment_request.paid",
+    "payment_request.declined",
+    "payment_request.cancelled",
+    "payment_request.expired",
     "account.frozen",
     "account.unfrozen",
     "account.deactivated",
@@ -52,6 +57,7 @@ MAILED = (
     "account.unfrozen",
     "account.deactivated",
     "api_key.created",
+    "payment_request.created",
 )
 
 

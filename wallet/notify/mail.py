@@ -34,6 +34,18 @@ def _lines(row: Any) -> tuple[str, list[str]]:
     if row.type == "deposit.completed":
         amount = _money(data["amount"], data["currency"])
         return f"{amount} was deposited", [f"{amount} was added to your wallet.", f"Reference: {data['reference']}"]
+    if row.type == "payment_request.created":
+        amount = _money(data["amount"], data["currency"])
+        payer, payee = data["payer"]["username"], data["payee"]["username"]
+        if row.username != payer:  # the payee's copy: what they asked for
+            return f"You asked {payer} for {amount}", [f"Your request is open until {data['expires_at']}."]
+        lines = [f"{payee} (wallet {data['payee']['wallet_number']}) asks you for {amount}."]
+        if data.get("description"):
+            lines.append(f"Description: {data['description']}")
+        return f"{payee} asks you for {amount}", [
+            *lines,
+            f"Pay or decline it under Payment requests before {data['expires_at']}.",
+        ]
     if row.type == "account.frozen":
         return "Your account is frozen", [
             "An administrator froze your account: you can neither send nor receive money until it is unfrozen."

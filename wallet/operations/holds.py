@@ -204,12 +204,12 @@ _UNRESERVE = text("UPDATE wallets SET held = held - CAST(:amount AS bigint) WHER
 
 def _drawer(
     hold_id: uuid.UUID, payer: Party, payee: Party, amount: int, final: bool
-) -> Callable[[AsyncConnection], Awaitable[int]]:
+) -> Callable[[AsyncConnection, uuid.UUID], Awaitable[int]]:
     """The capture's step inside the ledger's execution (Operation.draw), after the wallet locks: refuse unless the
     hold is active, unexpired and covers the amount; then count the capture, and release from the payer's held
     total the captured amount and, on the final capture, the rest."""
 
-    async def draw(conn: AsyncConnection) -> int:
+    async def draw(conn: AsyncConnection, _transaction_id: uuid.UUID) -> int:
         hold = (await conn.execute(_HOLD_FOR_CAPTURE, {"hold": hold_id})).one()
         if hold.status != "ACTIVE" or hold.expired:
             raise errors.HoldNotActive()
