@@ -144,13 +144,19 @@ class Handler(web.RequestHandler):
         await asyncio.sleep(self.state.config["delay"])
         return True
 
+    async def admitted(self, failure: str) -> bool:
+        """authorized(), and the switch `failure` (an HTTP status, 0 for none) does not make this call fail."""
+        if not await self.authorized():
+            return False
+        if self.state.config[failure]:
+            self.refuse(self.state.config[failure], "Simulated failure")
+            return False
+        return True
+
 
 class InitializeHandler(Handler):
     async def post(self) -> None:
-        if not await self.authorized():
-            return
-        if self.state.config["initialize_status"]:
-            self.refuse(self.state.config["initialize_status"], "Simulated failure")
+        if not await self.admitted("initialize_status"):
             return
         try:
             body = json.loads(self.request.body)
@@ -185,10 +191,7 @@ class InitializeHandler(Handler):
 
 class VerifyHandler(Handler):
     async def get(self, reference: str) -> None:
-        if not await self.authorized():
-            return
-        if self.state.config["verify_status"]:
-            self.refuse(self.state.config["verify_status"], "Simulated failure")
+        if not await self.admitted("verify_status"):
             return
         tx = self.state.transactions.get(reference)
         if tx is None:
@@ -271,10 +274,7 @@ class ResolveHandler(Handler):
 
 class RecipientHandler(Handler):
     async def post(self) -> None:
-        if not await self.authorized():
-            return
-        if self.state.config["recipient_status"]:
-            self.refuse(self.state.config["recipient_status"], "Simulated failure")
+        if not await self.admitted("recipient_status"):
             return
         try:
             body = json.loads(self.request.body)
@@ -323,10 +323,7 @@ class Transfers(Handler):
 
 class TransferHandler(Transfers):
     async def post(self) -> None:
-        if not await self.authorized():
-            return
-        if self.state.config["transfer_status"]:
-            self.refuse(self.state.config["transfer_status"], "Simulated failure")
+        if not await self.admitted("transfer_status"):
             return
         try:
             body = json.loads(self.request.body)
@@ -363,10 +360,7 @@ class TransferHandler(Transfers):
 
 class TransferVerifyHandler(Transfers):
     async def get(self, reference: str) -> None:
-        if not await self.authorized():
-            return
-        if self.state.config["verify_status"]:
-            self.refuse(self.state.config["verify_status"], "Simulated failure")
+        if not await self.admitted("verify_status"):
             return
         transfer = self.state.transfers.get(reference)
         if transfer is None:
