@@ -36,6 +36,7 @@ from handlers import (
     keys,
     money,
     ops,
+    schedules,
     sessions,
     statements,
     two_factor,
@@ -57,6 +58,7 @@ from wallet.notify import dispatch
 from wallet.notify import events as wallet_events
 from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
+from wallet.operations import schedules as wallet_schedules
 from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
@@ -81,6 +83,7 @@ ROUTES = [
     *statements.routes,
     *money.routes,
     *holds.routes,
+    *schedules.routes,
     *fx.routes,
     *deposits.routes,
     *keys.routes,
@@ -194,6 +197,7 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
         ),
         ("expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds")),
         ("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt)),
+        ("scheduled transfers", settings.schedule_interval, lambda: wallet_schedules.run_due(rt)),
     ]
     background = [asyncio.create_task(_periodically(*job, stopping)) for job in jobs]
     background.append(asyncio.create_task(dispatch.dispatcher(rt, stopping)))

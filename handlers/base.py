@@ -41,6 +41,7 @@ STATUS: dict[type[errors.WalletError], int] = {
     errors.LimitReached: 409,
     errors.HoldNotActive: 409,
     errors.NotReversible: 409,
+    errors.ScheduleNotActive: 409,
     errors.ApiKeyRevoked: 409,
     errors.IdempotencyInProgress: 409,
     errors.Interrupted: 409,

@@ -42,6 +42,7 @@ TAGS = {
     "Transactions": "Move money (deposit, withdraw, transfer) and read the caller's transactions.",
     "Statements": "A wallet's statement over a period, as JSON, CSV or PDF.",
     "Holds": "Reserve an amount for a payee, then capture or void it.",
+    "Schedules": "Transfers made once at a set time, or every day, week or month.",
     "FX": "Exchange rates, and quotes for transfers between currencies.",
     "Paystack": "Deposits paid through Paystack, and Paystack's webhook.",
     "Keys": "API keys: programs that act for the caller within scopes.",

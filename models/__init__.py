@@ -7,6 +7,7 @@ from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
+from models.schedules import ScheduledOccurrence, ScheduledTransfer
 from models.throttle import ThrottleCounter
 from models.users import Session, TwoFactor, User, UserIdentity
 from models.wallets import Wallet
@@ -26,6 +27,8 @@ __all__ = [
     "FxRateChange",
     "Hold",
     "PendingTransaction",
+    "ScheduledOccurrence",
+    "ScheduledTransfer",
     "Session",
     "ThrottleCounter",
     "Transaction",

@@ -89,6 +89,11 @@ class HoldNotActive(WalletError):
     message = "The hold is no longer active (captured, voided or expired)."
 
 
+class ScheduleNotActive(WalletError):
+    code = "SCHEDULE_NOT_ACTIVE"
+    message = "The scheduled transfer is finished or cancelled."
+
+
 class NotReversible(WalletError):
     code = "NOT_REVERSIBLE"
     message = "Only a COMPLETED deposit, withdrawal or transfer can be reversed."
