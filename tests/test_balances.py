@@ -105,8 +105,9 @@ def test_bad_input_and_anothers_wallet(server):
 
 def test_the_balance_at_a_moment_of_a_100000_entry_history_is_one_index_probe(server, db):
     user = make_user(server)
-    with db.cursor() as cur:
-        seed_entries(cur, user.wallet_id, user.id, 100_000)  # 1.00 deposits, every fourth a withdrawal, 1 µs apart
+    with db.cursor() as cur:  # a history of 1.00 deposits, every fourth a withdrawal, a second apart (28 hours)
+        cur.execute("UPDATE wallets SET created_at = created_at - interval '2 days' WHERE id = %s", (user.wallet_id,))
+        seed_entries(cur, user.wallet_id, user.id, 100_000, dt.timedelta(seconds=1))
         cur.execute("ANALYZE entries")
         cur.execute(
             "SELECT created_at, balance_after FROM entries WHERE wallet_id = %s ORDER BY id OFFSET 49999 LIMIT 1",
@@ -152,3 +153,38 @@ def test_the_audit_reports_a_corrupted_running_balance(server, admin, db):
             "entries_total_minor": 500,
         }
     ]
+
+
+# Two deposits of one wallet written in lock order (ids) but stamped in the other order, as when the later-started
+# database transaction took the wallet's row lock first: 3.00 then 2.00 in ids, the 2.00 stamped a second earlier.
+_RACED = """
+INSERT INTO wallets (id, number, user_id, currency, is_system)
+    VALUES (gen_random_uuid(), '0999999998', NULL, 'USD', true) ON CONFLICT DO NOTHING;
+CREATE TEMP TABLE raced ON COMMIT DROP AS
+    SELECT n, gen_random_uuid() AS tx, amount, now() - interval '1 hour' + stamp AS at
+    FROM (VALUES (1, 300, interval '1 second'), (2, 200, interval '0 seconds')) v (n, amount, stamp);
+INSERT INTO transactions (id, reference, type, status, amount, currency, destination_wallet_id, destination_user_id,
+                          initiator_id, request_hash, created_at, completed_at)
+    SELECT tx, 'RC' || n || substr(%(wallet)s, 1, 8), 'DEPOSIT', 'COMPLETED', amount, 'USD', %(wallet)s::uuid,
+           %(user)s::uuid, %(user)s::uuid, repeat('0', 64), at, at
+    FROM raced;
+INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after, created_at)
+    SELECT tx, %(wallet)s::uuid, amount, 'USD', SUM(amount) OVER (ORDER BY n), at FROM raced ORDER BY n;
+INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after, created_at)
+    SELECT tx, w.id, -amount, 'USD', NULL, at FROM raced, wallets w
+    WHERE w.is_system AND NOT w.is_fx AND w.currency = 'USD';
+UPDATE wallets SET balance = 500 WHERE id = %(wallet)s::uuid;
+"""
+
+
+def test_entries_stamped_out_of_their_lock_order_still_give_the_last_written_balance(server, db):
+    user = make_user(server)
+    with db.cursor() as cur:
+        cur.execute(_RACED, {"wallet": user.wallet_id, "user": user.id})
+        cur.execute("SELECT min(created_at), max(created_at) FROM entries WHERE wallet_id = %s", (user.wallet_id,))
+        first, last = cur.fetchone()
+    # After both, the balance is the last written entry's (5.00), not the latest stamped one's (3.00).
+    assert balance_at(server, user, last)["balance"] == "5.00"
+    assert balance_at(server, user, first - dt.timedelta(microseconds=1))["balance"] == "0.00"
+    r = get(server, user, f"/wallets/{user.wallet_id}/balances?from={iso(first - dt.timedelta(days=1))}&to={iso(last)}")
+    assert [p["balance"] for p in r.json()["items"]] == ["0.00", "5.00"]

@@ -128,12 +128,21 @@ async def get_balance(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) -
 
 
 # ---- balances as of a moment (the running balance each entry carries) -----------------------------------------
-# An entry's balance_after is the wallet's balance right after it, written by the statement that writes the entry;
-# the balance at a moment is the last one written at or before it (ix_entries_wallet_id_created_at: one index probe,
-# however long the history), or 0 before the first. Entries of one instant are ordered by id, the order the wallet's
-# row lock let them in (as statements order them).
-_AT = """COALESCE((SELECT e.balance_after FROM entries e WHERE e.wallet_id = w.id AND e.created_at <= {moment}
-                   ORDER BY e.created_at DESC, e.id DESC LIMIT 1), 0)"""
+# An entry's balance_after is the wallet's balance right after it, written by the statement that writes the entry, in
+# the order the wallet's row lock lets entries in (their ids). Its created_at is the start of the database transaction
+# that wrote it, which may have waited for that lock: two operations racing for one wallet can be stamped in the other
+# order. So the balance at a moment is the last-written (highest id) of the entries stamped at or before it within
+# ORDERING_WINDOW of the latest such stamp (a wait for the lock is far shorter): two index probes on
+# ix_entries_wallet_id_created_at however long the history, and 0 before the first entry.
+ORDERING_WINDOW = dt.timedelta(minutes=1)
+# (OFFSET 0 keeps the window a subquery of its own: else the planner may walk the primary key backwards for the
+# highest id, through every later entry of every wallet.)
+_AT = """COALESCE((SELECT x.balance_after FROM (
+                       SELECT e.id, e.balance_after FROM entries e WHERE e.wallet_id = w.id AND e.created_at <= {moment}
+                       AND e.created_at >= (SELECT max(l.created_at) FROM entries l WHERE l.wallet_id = w.id
+                                            AND l.created_at <= {moment}) - CAST(:window AS interval)
+                       OFFSET 0) x
+                   ORDER BY x.id DESC LIMIT 1), 0)"""
 _BALANCE_AT = Prepared(
     text(f"""
 SELECT w.id, w.currency, {_AT.format(moment="CAST(:at AS timestamptz)")} AS balance
@@ -161,7 +170,8 @@ async def balance_at(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, at
     and go), so available_balance is null."""
     _past(at, "at")
     async with rt.autocommit() as conn:
-        row = await _BALANCE_AT.first(conn, {"wallet_id": wallet_id, "user_id": principal.user_id, "at": at})
+        values = {"wallet_id": wallet_id, "user_id": principal.user_id, "at": at, "window": ORDERING_WINDOW}
+        row = await _BALANCE_AT.first(conn, values)
     if row is None:
         raise NotFound("Wallet not found.")
     return {
@@ -183,7 +193,13 @@ async def balance_series(
     if (until - since) // dt.timedelta(days=1) + 1 > MAX_POINTS:
         raise ValidationError({"to": [f"At most {MAX_POINTS} points: narrow the period."]})
     async with rt.autocommit() as conn:
-        values = {"wallet_id": wallet_id, "user_id": principal.user_id, "since": since, "until": until}
+        values = {
+            "wallet_id": wallet_id,
+            "user_id": principal.user_id,
+            "since": since,
+            "until": until,
+            "window": ORDERING_WINDOW,
+        }
         rows = await _BALANCE_SERIES.all(conn, values)
     if not rows:  # no such wallet of the caller's (a valid period always has its first point)
         raise NotFound("Wallet not found.")
