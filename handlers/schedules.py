@@ -81,7 +81,10 @@ class ScheduleSchema(Output):
 class OccurrenceSchema(Output):
     schedule_id = fields.UUID()
     occurrence = fields.Integer(metadata={"description": "Its number, from 0."})
-    occurrence_date = fields.Date(metadata={"description": "Its UTC date: with the schedule id, its idempotency key."})
+    occurrence_date = fields.String(
+        validate=validate.Regexp(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
+        metadata={"description": "Its UTC date (YYYY-MM-DD): with the schedule id, its idempotency key."},
+    )
     occurs_at = UtcDateTime()
     status = fields.String(validate=validate.OneOf(["COMPLETED", "FAILED"]))
     failure_code = fields.String(allow_none=True)

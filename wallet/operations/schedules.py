@@ -168,7 +168,7 @@ async def get_schedule(rt: Runtime, principal: Principal, schedule_id: uuid.UUID
         {
             "schedule_id": r.schedule_id,
             "occurrence": r.occurrence,
-            "occurrence_date": r.occurs_at.astimezone(dt.UTC).date(),
+            "occurrence_date": r.occurs_at.astimezone(dt.UTC).date().isoformat(),
             "occurs_at": r.occurs_at,
             "status": r.status,
             "failure_code": r.failure_code,
