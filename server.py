@@ -38,6 +38,7 @@ from handlers import (
     ops,
     payment_requests,
     payouts,
+    schedules,
     sessions,
     statements,
     two_factor,
@@ -60,6 +61,7 @@ from wallet.notify import events as wallet_events
 from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
 from wallet.operations import payment_requests as wallet_payment_requests
+from wallet.operations import schedules as wallet_schedules
 from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
@@ -85,6 +87,7 @@ ROUTES = [
     *money.routes,
     *holds.routes,
     *payment_requests.routes,
+    *schedules.routes,
     *fx.routes,
     *deposits.routes,
     *payouts.routes,
@@ -204,6 +207,7 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
             lambda: _sweep(rt, wallet_payment_requests.expire, "expired payment requests"),
         ),
         ("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt)),
+        ("scheduled transfers", settings.schedule_interval, lambda: wallet_schedules.run_due(rt)),
     ]
     background = [asyncio.create_task(_periodically(*job, stopping)) for job in jobs]
     background.append(asyncio.create_task(dispatch.dispatcher(rt, stopping)))

@@ -55,6 +55,7 @@ class Settings:
     pending_timeout: int = 60
     fx_quote_ttl: int = 30
     recovery_interval: int = 30
+    schedule_interval: int = 30
     revocation_poll_interval: int = 1
     login_max_failures: int = 5
     login_ip_max_failures: int = 50
@@ -238,6 +239,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "ALLOW_SELF_DEPOSIT": ("allow_self_deposit", _bool("ALLOW_SELF_DEPOSIT")),
     "PENDING_TIMEOUT": ("pending_timeout", _int("PENDING_TIMEOUT", 1, 24 * 3600)),
     "RECOVERY_INTERVAL": ("recovery_interval", _int("RECOVERY_INTERVAL", 1, 3600)),
+    "SCHEDULE_INTERVAL": ("schedule_interval", _int("SCHEDULE_INTERVAL", 1, 3600)),
     "FX_QUOTE_TTL": ("fx_quote_ttl", _int("FX_QUOTE_TTL", 1, 3600)),
     "REVOCATION_POLL_INTERVAL": ("revocation_poll_interval", _int("REVOCATION_POLL_INTERVAL", 1, 60)),
     "LOGIN_MAX_FAILURES": ("login_max_failures", _int("LOGIN_MAX_FAILURES", 1, 1000)),

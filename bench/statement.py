@@ -10,6 +10,7 @@ request's), then runs the ledger audit.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -32,7 +33,7 @@ INSERT INTO wallets (id, number, user_id, currency, is_system)
     VALUES (gen_random_uuid(), '0999999999', NULL, 'USD', true) ON CONFLICT DO NOTHING;
 CREATE TEMP TABLE seed ON COMMIT DROP AS
     SELECT n, gen_random_uuid() AS tx, CASE WHEN n %% 4 = 0 THEN -100 ELSE 100 END AS delta,
-           w.created_at + n * interval '1 microsecond' AS at
+           w.created_at + n * %(spacing)s::interval AS at
     FROM generate_series(1, %(n)s) n, wallets w WHERE w.id = %(wallet)s::uuid;
 INSERT INTO transactions (id, reference, type, status, amount, currency, source_wallet_id, destination_wallet_id,
                           source_user_id, destination_user_id, initiator_id, request_hash, description,
@@ -51,9 +52,12 @@ UPDATE wallets SET balance = (SELECT SUM(delta) FROM seed) WHERE id = %(wallet)s
 """
 
 
-def seed_entries(cur: Any, wallet_id: str, user_id: str, count: int) -> None:
-    """Append `count` COMPLETED deposits and withdrawals of 1.00 to a USD wallet that has no entries yet."""
-    cur.execute(_SEED, {"n": count, "wallet": wallet_id, "user": user_id})
+def seed_entries(
+    cur: Any, wallet_id: str, user_id: str, count: int, spacing: dt.timedelta = dt.timedelta(microseconds=1)
+) -> None:
+    """Append `count` COMPLETED deposits and withdrawals of 1.00 to a USD wallet that has no entries yet, `spacing`
+    apart from the wallet's opening on (it must be that far in the past)."""
+    cur.execute(_SEED, {"n": count, "wallet": wallet_id, "user": user_id, "spacing": spacing})
 
 
 def _serve(env: dict[str, str]) -> tuple[str, subprocess.Popen]:

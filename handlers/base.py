@@ -42,6 +42,7 @@ STATUS: dict[type[errors.WalletError], int] = {
     errors.HoldNotActive: 409,
     errors.RequestNotOpen: 409,
     errors.NotReversible: 409,
+    errors.ScheduleNotActive: 409,
     errors.ApiKeyRevoked: 409,
     errors.IdempotencyInProgress: 409,
     errors.Interrupted: 409,

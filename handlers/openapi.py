@@ -43,6 +43,7 @@ TAGS = {
     "Statements": "A wallet's statement over a period, as JSON, CSV or PDF.",
     "Holds": "Reserve an amount for a payee, then capture or void it.",
     "Payment requests": "Ask someone for money; the payer pays (a transfer) or declines, the payee may cancel.",
+    "Schedules": "Transfers made once at a set time, or every day, week or month.",
     "FX": "Exchange rates, and quotes for transfers between currencies.",
     "Paystack": "Deposits paid through Paystack, and Paystack's webhook.",
     "Payouts": "Bank accounts to pay out to, and the banks Paystack pays out to.",

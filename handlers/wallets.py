@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from marshmallow import Schema, fields, validate
 
 from handlers.base import BaseHandler, api, authenticated, parse_uuid, requires
@@ -10,6 +12,7 @@ from handlers.field_types import (
     DECIMAL,
     Currency,
     Text,
+    UtcDateTime,
 )
 from handlers.schemas import (
     Output,
@@ -30,6 +33,22 @@ class WalletCreateSchema(Schema):
     name = Text(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
 
 
+class BalanceQuery(Schema):
+    at = UtcDateTime(
+        metadata={"description": "The balance as of this moment (RFC 3339, not in the future); now if absent."}
+    )
+
+
+class BalanceSeriesQuery(Schema):
+    from_ = UtcDateTime(
+        data_key="from", required=True, metadata={"description": "The first point (a date: 00:00 UTC)."}
+    )
+    to = UtcDateTime(
+        load_default=None, metadata={"description": "The last point at most (not in the future); now if absent."}
+    )
+    interval = Text(load_default="day", validate=validate.OneOf(["day"]), metadata={"description": "Between points."})
+
+
 # ---- responses --------------------------------------------------------------------------------------------------
 
 
@@ -37,7 +56,21 @@ class BalanceSchema(Output):
     wallet_id = fields.UUID()
     currency = fields.String(validate=CURRENCY)
     balance = fields.String(validate=DECIMAL)
-    available_balance = fields.String(validate=DECIMAL, metadata={"description": "The balance minus active holds."})
+    available_balance = fields.String(
+        validate=DECIMAL, allow_none=True, metadata={"description": "The balance minus active holds (null with `at`)."}
+    )
+    at = UtcDateTime(allow_none=True, metadata={"description": "The moment asked for (`at`); null for now."})
+
+
+class BalancePointSchema(Output):
+    at = UtcDateTime()
+    balance = fields.String(validate=DECIMAL)
+
+
+class BalanceSeriesSchema(Output):
+    wallet_id = fields.UUID()
+    currency = fields.String(validate=CURRENCY)
+    items = fields.List(fields.Nested(BalancePointSchema))
 
 
 class WalletListHandler(BaseHandler):
@@ -69,12 +102,29 @@ class WalletHandler(BaseHandler):
 class WalletBalanceHandler(BaseHandler):
     cacheable = True
 
-    @api("getBalance", {200: BalanceSchema})
+    @api("getBalance", {200: BalanceSchema}, query=BalanceQuery)
     @requires("read")
     async def get(self, wallet_id: str) -> None:
-        """A wallet's balance."""
-        balance = await wallets.get_balance(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"))
+        """A wallet's balance, now or as of a moment (`at`: from the running balance its ledger entries carry)."""
+        at, wallet = self.query().get("at"), parse_uuid(wallet_id, "wallet_id")
+        if at is None:
+            balance = await wallets.get_balance(self.rt, self.principal, wallet)
+        else:
+            balance = await wallets.balance_at(self.rt, self.principal, wallet, at)
         self.respond(balance, 200)
+
+
+class WalletBalancesHandler(BaseHandler):
+    @api("listBalances", {200: BalanceSeriesSchema}, query=BalanceSeriesQuery)
+    @requires("read")
+    async def get(self, wallet_id: str) -> None:
+        """A wallet's balance at `from` and each day after it up to `to`, for a chart (at most 366 points)."""
+        query = self.query()
+        until = query["to"] or dt.datetime.now(dt.UTC)
+        series = await wallets.balance_series(
+            self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"), query["from_"], until
+        )
+        self.respond(series, 200)
 
 
 class WalletTransactionsHandler(BaseHandler):
@@ -95,5 +145,6 @@ routes = [
     (r"/api/v1/wallets", WalletListHandler),
     (r"/api/v1/wallets/([^/]+)", WalletHandler),
     (r"/api/v1/wallets/([^/]+)/balance", WalletBalanceHandler),
+    (r"/api/v1/wallets/([^/]+)/balances", WalletBalancesHandler),
     (r"/api/v1/wallets/([^/]+)/transactions", WalletTransactionsHandler),
 ]

@@ -9,6 +9,7 @@ from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
 from models.payment_requests import PaymentRequest
 from models.payouts import PayoutAccount
+from models.schedules import ScheduledOccurrence, ScheduledTransfer
 from models.throttle import ThrottleCounter
 from models.users import Session, TwoFactor, User, UserIdentity
 from models.wallets import Wallet
@@ -30,6 +31,8 @@ __all__ = [
     "PaymentRequest",
     "PayoutAccount",
     "PendingTransaction",
+    "ScheduledOccurrence",
+    "ScheduledTransfer",
     "Session",
     "ThrottleCounter",
     "Transaction",

@@ -49,6 +49,8 @@ def test_postman_collection_is_v21_with_a_test_on_every_request():
         "Two-factor, step-up and sessions",
         "Admin",
         "Cross-currency",
+        "Balances over time",
+        "Scheduled transfers",
     ]
     for request in requests_of(collection):
         tests = "\n".join(line for e in request["event"] if e["listen"] == "test" for line in e["script"]["exec"])

@@ -435,6 +435,7 @@ KEY_ROUTES = {
     ("get", "/api/v1/wallets"): ["read"],
     ("get", "/api/v1/wallets/{wallet_id}"): ["read"],
     ("get", "/api/v1/wallets/{wallet_id}/balance"): ["read"],
+    ("get", "/api/v1/wallets/{wallet_id}/balances"): ["read"],
     ("get", "/api/v1/wallets/{wallet_id}/transactions"): ["read"],
     ("get", "/api/v1/wallets/{wallet_id}/statement"): ["read"],
     ("get", "/api/v1/transactions"): ["read"],
@@ -453,6 +454,12 @@ KEY_ROUTES = {
     ("get", "/api/v1/events"): ["read"],
     ("get", "/api/v1/fx-rates"): ["read"],
     ("post", "/api/v1/fx/quotes"): ["transfer"],
+    ("get", "/api/v1/scheduled-transfers"): ["read"],
+    ("get", "/api/v1/scheduled-transfers/{schedule_id}"): ["read"],
+    ("post", "/api/v1/scheduled-transfers"): ["transfer"],
+    ("post", "/api/v1/scheduled-transfers/{schedule_id}/pause"): ["transfer"],
+    ("post", "/api/v1/scheduled-transfers/{schedule_id}/resume"): ["transfer"],
+    ("post", "/api/v1/scheduled-transfers/{schedule_id}/cancel"): ["transfer"],
 }
 
 

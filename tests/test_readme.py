@@ -25,4 +25,4 @@ def test_curl_walkthrough_runs_as_printed(server):
     assert f'"counterparty":{{"username":"{bob}"' in out
     assert "date,reference,type,description,counterparty,counterparty_wallet,money_in,money_out,balance" in out
     assert f"TRANSFER,lunch,{bob}," in out
-    assert out.rstrip().endswith('"balance":"37.50","available_balance":"37.50"}')
+    assert out.rstrip().endswith('"balance":"37.50","available_balance":"37.50","at":null}')

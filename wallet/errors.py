@@ -94,6 +94,11 @@ class RequestNotOpen(WalletError):
     message = "The payment request is no longer open (paid, declined, cancelled or expired)."
 
 
+class ScheduleNotActive(WalletError):
+    code = "SCHEDULE_NOT_ACTIVE"
+    message = "The scheduled transfer is finished or cancelled."
+
+
 class NotReversible(WalletError):
     code = "NOT_REVERSIBLE"
     message = "Only a COMPLETED deposit, withdrawal or transfer can be reversed."

@@ -1,7 +1,7 @@
 """payouts: the bank accounts users pay out to (payout_accounts), as Paystack resolved and registered them
 
 Revision ID: 0023_payouts
-Revises: 0021_payment_requests
+Revises: 0022_schedules
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0023_payouts"
-down_revision = "0021_payment_requests"
+down_revision = "0022_schedules"
 branch_labels = None
 depends_on = None
 

@@ -1,8 +1,8 @@
-"""The ledger audit: recompute every user wallet's and FX account's balance from its entries, check every transaction
-sums to zero per currency with the entries its status allows, check the holds' reservations against the wallets and
-their captures, what each transaction says was reversed against its reversals, and every cross-currency transfer
-against its quote, the pending list against the PENDING transactions, and each paid payment request against its
-transfer.
+"""The ledger audit: recompute every user wallet's and FX account's balance, and each entry's running balance, from
+its entries, check every transaction sums to zero per currency with the entries its status allows, check the holds'
+reservations against the wallets and their captures, what each transaction says was reversed against its reversals,
+and every cross-currency transfer against its quote, the pending list against the PENDING transactions, and each paid
+payment request against its transfer.
 `server.py audit` prints it; GET /admin/audit answers it; the test suite runs it after every test."""
 
 from __future__ import annotations
@@ -25,6 +25,18 @@ _AUDIT_WALLETS = text("""
     FROM wallets w
     LEFT JOIN (SELECT wallet_id, SUM(amount) AS total FROM entries GROUP BY wallet_id) e ON e.wallet_id = w.id
     WHERE (NOT w.is_system OR w.is_fx) AND (w.balance <> COALESCE(e.total, 0) OR (w.balance < 0 AND NOT w.is_fx))
+""")
+# The running balance each entry carries (balances as of a moment read it, wallet/ledger/wallets.py) is the sum of its
+# wallet's entries up to it, in the order the wallet's row lock let them in (their ids); the outside world's system
+# accounts carry none.
+_AUDIT_RUNNING = text("""
+    SELECT wallet_id, id, balance_after, running FROM (
+        SELECT e.wallet_id, e.id, e.balance_after, w.is_system AND NOT w.is_fx AS untracked,
+               SUM(e.amount) OVER (PARTITION BY e.wallet_id ORDER BY e.id) AS running
+        FROM entries e JOIN wallets w ON w.id = e.wallet_id
+    ) r
+    WHERE CASE WHEN untracked THEN balance_after IS NOT NULL ELSE balance_after IS DISTINCT FROM running END
+    LIMIT 100
 """)
 # Entries sum to zero in each currency (a cross-currency transfer has two), and each entry is in its wallet's currency.
 _AUDIT_TRANSACTIONS = text("""
@@ -118,6 +130,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         transactions_checked = (await conn.execute(select(func.count()).select_from(T))).scalar_one()
         bad_wallets = (await conn.execute(_AUDIT_WALLETS)).all()
         bad_transactions = (await conn.execute(_AUDIT_TRANSACTIONS)).all()
+        bad_running = (await conn.execute(_AUDIT_RUNNING)).all()
         bad_held = (await conn.execute(_AUDIT_HELD)).all()
         bad_captured = (await conn.execute(_AUDIT_CAPTURED)).all()
         bad_reversed = (await conn.execute(_AUDIT_REVERSED)).all()
@@ -142,6 +155,16 @@ async def audit(rt: Runtime) -> dict[str, Any]:
             "entries_total_minor": int(r.total),
         }
         for r in bad_transactions
+    ]
+    mismatches += [
+        {
+            "kind": "entry_running_balance",
+            "wallet_id": str(r.wallet_id),
+            "entry_id": r.id,
+            "balance_after_minor": r.balance_after,
+            "entries_total_minor": None if r.running is None else int(r.running),
+        }
+        for r in bad_running
     ]
     mismatches += [
         {"kind": "wallet_held", "wallet_id": str(r.id), "held_minor": r.held, "holds_total_minor": int(r.holds_total)}

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from models import Wallet
-from wallet.errors import NotFound
+from wallet.errors import NotFound, ValidationError
 from wallet.money import format_minor
 from wallet.platform.prepared import Prepared
 from wallet.platform.runtime import Runtime
@@ -122,4 +123,88 @@ async def get_balance(rt: Runtime, principal: Principal, wallet_id: uuid.UUID) -
         "currency": wallet["currency"],
         "balance": wallet["balance"],
         "available_balance": wallet["available_balance"],
+        "at": None,
+    }
+
+
+# ---- balances as of a moment (the running balance each entry carries) -----------------------------------------
+# An entry's balance_after is the wallet's balance right after it, written by the statement that writes the entry, in
+# the order the wallet's row lock lets entries in (their ids). Its created_at is the start of the database transaction
+# that wrote it, which may have waited for that lock: two operations racing for one wallet can be stamped in the other
+# order. So the balance at a moment is the last-written (highest id) of the entries stamped at or before it within
+# ORDERING_WINDOW of the latest such stamp (a wait for the lock is far shorter): two index probes on
+# ix_entries_wallet_id_created_at however long the history, and 0 before the first entry.
+ORDERING_WINDOW = dt.timedelta(minutes=1)
+# (OFFSET 0 keeps the window a subquery of its own: else the planner may walk the primary key backwards for the
+# highest id, through every later entry of every wallet.)
+_AT = """COALESCE((SELECT x.balance_after FROM (
+                       SELECT e.id, e.balance_after FROM entries e WHERE e.wallet_id = w.id AND e.created_at <= {moment}
+                       AND e.created_at >= (SELECT max(l.created_at) FROM entries l WHERE l.wallet_id = w.id
+                                            AND l.created_at <= {moment}) - CAST(:window AS interval)
+                       OFFSET 0) x
+                   ORDER BY x.id DESC LIMIT 1), 0)"""
+_BALANCE_AT = Prepared(
+    text(f"""
+SELECT w.id, w.currency, {_AT.format(moment="CAST(:at AS timestamptz)")} AS balance
+FROM wallets w WHERE w.id = CAST(:wallet_id AS uuid) AND w.user_id = CAST(:user_id AS uuid)
+""")
+)
+_BALANCE_SERIES = Prepared(
+    text(f"""
+SELECT w.id, w.currency, p.at, {_AT.format(moment="p.at")} AS balance
+FROM wallets w, generate_series(CAST(:since AS timestamptz), CAST(:until AS timestamptz), interval '1 day') AS p(at)
+WHERE w.id = CAST(:wallet_id AS uuid) AND w.user_id = CAST(:user_id AS uuid)
+ORDER BY p.at
+""")
+)
+MAX_POINTS = 366  # a year of days: a series is a chart, not an export (statements are)
+
+
+def _past(at: dt.datetime, name: str) -> None:
+    if at > dt.datetime.now(dt.UTC):
+        raise ValidationError({name: ["Must not be in the future."]})
+
+
+async def balance_at(rt: Runtime, principal: Principal, wallet_id: uuid.UUID, at: dt.datetime) -> dict[str, Any]:
+    """The caller's wallet's balance as of `at` (not in the future). What was available then is not kept (holds come
+    and go), so available_balance is null."""
+    _past(at, "at")
+    async with rt.autocommit() as conn:
+        values = {"wallet_id": wallet_id, "user_id": principal.user_id, "at": at, "window": ORDERING_WINDOW}
+        row = await _BALANCE_AT.first(conn, values)
+    if row is None:
+        raise NotFound("Wallet not found.")
+    return {
+        "wallet_id": row.id,
+        "currency": row.currency,
+        "balance": format_minor(row.balance, row.currency),
+        "available_balance": None,
+        "at": at,
+    }
+
+
+async def balance_series(
+    rt: Runtime, principal: Principal, wallet_id: uuid.UUID, since: dt.datetime, until: dt.datetime
+) -> dict[str, Any]:
+    """The caller's wallet's balance at `since` and each day after it up to `until` (at most MAX_POINTS points)."""
+    _past(until, "to")
+    if since > until:
+        raise ValidationError({"from": ["Must not be after `to`."]})
+    if (until - since) // dt.timedelta(days=1) + 1 > MAX_POINTS:
+        raise ValidationError({"to": [f"At most {MAX_POINTS} points: narrow the period."]})
+    async with rt.autocommit() as conn:
+        values = {
+            "wallet_id": wallet_id,
+            "user_id": principal.user_id,
+            "since": since,
+            "until": until,
+            "window": ORDERING_WINDOW,
+        }
+        rows = await _BALANCE_SERIES.all(conn, values)
+    if not rows:  # no such wallet of the caller's (a valid period always has its first point)
+        raise NotFound("Wallet not found.")
+    return {
+        "wallet_id": rows[0].id,
+        "currency": rows[0].currency,
+        "items": [{"at": r.at, "balance": format_minor(r.balance, r.currency)} for r in rows],
     }
