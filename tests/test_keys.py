@@ -460,6 +460,14 @@ KEY_ROUTES = {
     ("post", "/api/v1/scheduled-transfers/{schedule_id}/pause"): ["transfer"],
     ("post", "/api/v1/scheduled-transfers/{schedule_id}/resume"): ["transfer"],
     ("post", "/api/v1/scheduled-transfers/{schedule_id}/cancel"): ["transfer"],
+    ("get", "/api/v1/payment-requests"): ["read"],
+    ("get", "/api/v1/payment-requests/{request_id}"): ["read"],
+    ("post", "/api/v1/payment-requests"): ["transfer"],
+    ("post", "/api/v1/payment-requests/{request_id}/pay"): ["transfer"],
+    ("post", "/api/v1/payment-requests/{request_id}/decline"): ["transfer"],
+    ("post", "/api/v1/payment-requests/{request_id}/cancel"): ["transfer"],
+    ("get", "/api/v1/banks"): ["read"],
+    ("get", "/api/v1/payout-accounts"): ["read"],
 }
 
 
