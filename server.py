@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
 from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
+from wallet.platform.leadership import Leadership
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
 from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
@@ -140,18 +142,33 @@ async def _sweep(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: 
         log.warning(f"{what} failed", extra={"count": failed})
 
 
-async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
-    """Run `step` every `interval` seconds until `stopping` is set (a run under way finishes first); a failed run
-    is logged (LoopLog) and retried. Each job has its own loop, so a slow provider delays no other."""
-    report = LoopLog(log, what)
+@dataclass(frozen=True)
+class _Job:
+    """A periodic job: `step` every `interval` seconds; with `cluster`, run by one process of the whole cluster (its
+    leader, wallet/platform/leadership.py), otherwise by each process."""
+
+    name: str  # its metric label and lock
+    what: str  # for the log
+    interval: int
+    step: Callable[[], Awaitable[None]]
+    cluster: bool = True
+
+
+async def _periodically(job: _Job, leadership: Leadership, stopping: asyncio.Event) -> None:
+    """Run the job every interval until `stopping` is set (a run under way finishes first, then a leader resigns);
+    a failed run is logged (LoopLog) and retried. Each job has its own loop, so a slow provider delays no other."""
+    report = LoopLog(log, job.what)
     while not stopping.is_set():
         try:
-            await step()
+            if not job.cluster or await leadership.leads(job.name):
+                await job.step()
             report.ok()
         except Exception as error:
             report.failed(error)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), interval)
+            await asyncio.wait_for(stopping.wait(), job.interval)
+    if job.cluster:
+        await leadership.resign(job.name)
 
 
 class _Signals:
@@ -181,21 +198,32 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
     server.add_sockets(sockets)
     every = settings.recovery_interval
     stopping = asyncio.Event()
-    jobs: list[tuple[str, int, Callable[[], Awaitable[None]]]] = [
-        (
+    assert settings.database_url
+    leadership = Leadership(settings.database_url)
+    jobs = [
+        _Job(
+            "interrupted-transactions",
             "recovery sweep of interrupted transactions",
             every,
             lambda: _sweep(rt, lifecycle.recover_interrupted, "interrupted transactions"),
         ),
-        (
+        _Job(
+            "provider-deposits",
             "recovery sweep of provider deposits",
             every,
             lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
         ),
-        ("expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds")),
-        ("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt)),
+        _Job("hold-expiry", "expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds")),
+        # Each process's own cache of revoked sessions: every process polls.
+        _Job(
+            "revocation-poll",
+            "revocation poll",
+            settings.revocation_poll_interval,
+            lambda: poll_revocations(rt),
+            cluster=False,
+        ),
     ]
-    background = [asyncio.create_task(_periodically(*job, stopping)) for job in jobs]
+    background = [asyncio.create_task(_periodically(job, leadership, stopping)) for job in jobs]
     background.append(asyncio.create_task(dispatch.dispatcher(rt, stopping)))
 
     signals = _Signals()
@@ -217,6 +245,7 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
     )
     await signals.first.wait()
     await _drain(settings, app, server, background, stopping, signals.second)
+    await leadership.close()
     await rt.close()
     log.info("stopped")
 
