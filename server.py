@@ -49,7 +49,7 @@ from handlers.auth import RegisterSchema
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
 from settings import Settings, SettingsError, StartupError, load_settings, misspelled, notify_socket
-from wallet.errors import ValidationError, WalletError
+from wallet.errors import ServiceUnavailable, ValidationError, WalletError
 from wallet.identity import accounts
 from wallet.identity.auth import poll_revocations
 from wallet.ledger import audit as ledger_audit
@@ -62,6 +62,7 @@ from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
 from wallet.platform.leadership import Leadership
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
+from wallet.platform.membership import HEARTBEAT, Membership, check_key
 from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
 
@@ -181,8 +182,9 @@ class _Signals:
         (self.second if self.first.is_set() else self.first).set()
 
 
-async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: bool) -> None:
+async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: bool, schema_revision: str) -> None:
     rt = Runtime.create(settings)
+    membership = Membership(rt, schema_revision)
     # Every revocation still in force is known before the first request is answered.
     await poll_revocations(rt)
     app = make_app(settings, rt)
@@ -222,6 +224,13 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
             lambda: poll_revocations(rt),
             cluster=False,
         ),
+        _Job(
+            "heartbeat",
+            "instance heartbeat",
+            HEARTBEAT,
+            lambda: membership.heartbeat(leadership.leading()),
+            cluster=False,
+        ),
     ]
     background = [asyncio.create_task(_periodically(job, leadership, stopping)) for job in jobs]
     background.append(asyncio.create_task(dispatch.dispatcher(rt, stopping)))
@@ -246,6 +255,8 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
     await signals.first.wait()
     await _drain(settings, app, server, background, stopping, signals.second)
     await leadership.close()
+    with contextlib.suppress(ServiceUnavailable):  # the row expires by itself
+        await membership.leave()
     await rt.close()
     log.info("stopped")
 
@@ -371,10 +382,10 @@ def _bind(settings: Settings) -> list[Any]:
         ) from None
 
 
-def prepare_schema(settings: Settings) -> None:
+def prepare_schema(settings: Settings) -> str:
     """Before serving: with MIGRATE_ON_START, migrate to this release's head; without, refuse a database that is
     behind it (`migrate` first). A database ahead of it is served as it is: during a rolling upgrade the previous
-    release runs on the next one's expanded schema (docs/operations.md#upgrades)."""
+    release runs on the next one's expanded schema (docs/operations.md#upgrades). Returns the database's revision."""
     assert settings.database_url
     found = schema(settings.database_url)
     if found.state == "ahead":
@@ -382,10 +393,12 @@ def prepare_schema(settings: Settings) -> None:
             "serving a database a newer release migrated",
             extra={"schema_revision": found.current, "head": found.head},
         )
-    elif settings.migrate_on_start:
+        return str(found.current)
+    if settings.migrate_on_start:
         migrate(settings.database_url)
     elif found.state == "behind":
         raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
+    return found.head
 
 
 def _notify_systemd(state: str) -> None:
@@ -407,7 +420,9 @@ def serve(settings: Settings) -> None:
     if settings.redis_url:
         check_redis(settings.redis_url)
     settings = resolve_database(settings)
-    prepare_schema(settings)
+    schema_revision = prepare_schema(settings)
+    assert settings.database_url
+    check_key(settings.database_url, settings.jwt_secret)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
     # Migrated and listening (a connection from now on waits in the backlog, never refused): ready, for systemd.
     _notify_systemd("READY=1")
@@ -418,7 +433,7 @@ def serve(settings: Settings) -> None:
         forked = settings.processes > 1
         if forked and not _fork_workers(settings, sockets):
             return
-        uvloop.run(_serve(settings, sockets, fd_limit, forked))
+        uvloop.run(_serve(settings, sockets, fd_limit, forked, schema_revision))
     finally:
         if os.getpid() == parent:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ from models.base import Base
 from models.events import Event, EventHead
 from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
+from models.instances import Instance
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
 from models.throttle import ThrottleCounter
@@ -25,6 +26,7 @@ __all__ = [
     "FxRate",
     "FxRateChange",
     "Hold",
+    "Instance",
     "PendingTransaction",
     "Session",
     "ThrottleCounter",

@@ -4,14 +4,30 @@ registers itself, and one with another JWT key refuses to join."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 
 import httpx
+import psycopg2
 import pytest
 import test_paystack
-from conftest import Server, assert_audit_ok, wait_for
+from conftest import (
+    JWT_SECRET,
+    ROOT,
+    Server,
+    assert_audit_ok,
+    assert_error,
+    assert_one_line_naming,
+    make_admin,
+    make_user,
+    wait_for,
+)
 from test_paystack import payer, paystack_env, started, verify_calls
+
+from scripts.local_services import free_port, libpq_url
 
 fake = test_paystack.fake  # the fake Paystack, a real local server (scripts/fake_paystack.py)
 
@@ -67,3 +83,68 @@ def test_another_process_takes_the_jobs_over_when_the_leader_dies_or_stops(alone
     before = verify_calls(fake, reference)
     wait_for(lambda: verify_calls(fake, reference) > before, 5)
     assert_audit_ok(alone.database_url)
+
+
+def sql(database_url: str, statement: str) -> tuple | None:
+    conn = psycopg2.connect(libpq_url(database_url))
+    try:
+        with conn, conn.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchone() if cursor.description else None
+    finally:
+        conn.close()
+
+
+def instances(server: Server, token: str) -> list[dict]:
+    with server.client(token) as client:
+        r = client.get("/admin/instances")
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def test_admins_see_the_live_instances_and_the_jobs_each_leads(alone):
+    """Each server's row: its pid, release, the schema's revision, a fingerprint that is not the key, the jobs it
+    leads (each job by one instance); a dead instance's row goes, and a stopped one removes its own."""
+    first, second = alone(), alone()
+    admin = make_admin(first, alone.database_url)
+    # A process killed an hour ago: never listed, and deleted by the next heartbeat.
+    gone = (
+        "INSERT INTO instances (id, host, pid, version, revision, schema_revision, key_fingerprint, started_at, "
+        "heartbeat_at) VALUES (gen_random_uuid(), 'gone', 1, '0', '0', '0', '0', now() - interval '1 hour', "
+        "now() - interval '1 hour')"
+    )
+    sql(alone.database_url, gone)
+
+    def led() -> list[dict] | None:
+        rows = instances(first, admin.token)
+        jobs = sorted(job for row in rows for job in row["jobs"])
+        return rows if jobs == sorted(CLUSTER_JOBS) else None
+
+    rows = wait_for(led, 15)  # a heartbeat each 5 s says what its process leads
+    assert {row["pid"] for row in rows} == {first.proc.pid, second.proc.pid}
+    health = httpx.get(f"{first.url}/health").json()
+    for row in rows:
+        assert (row["version"], row["revision"]) == (health["version"], health["revision"])
+        assert row["schema_revision"] == "0020_instances"
+        assert re.fullmatch(r"[0-9a-f]{16}", row["key_fingerprint"]) and JWT_SECRET not in row["key_fingerprint"]
+        assert row["started_at"] <= row["heartbeat_at"]
+    assert len({row["key_fingerprint"] for row in rows}) == 1
+    wait_for(lambda: sql(alone.database_url, "SELECT count(*) FROM instances WHERE host = 'gone'") == (0,), 10)
+    second.stop()
+    assert [row["pid"] for row in instances(first, admin.token)] == [first.proc.pid]
+    with first.client(make_user(first).token) as client:
+        assert_error(client.get("/admin/instances"), 403, "FORBIDDEN")
+    with first.client() as client:
+        assert client.get("/admin/instances").status_code == 401
+
+
+def test_an_instance_with_another_jwt_key_refuses_to_join(alone):
+    """Another JWT_SECRET than the live instances' would reject their tokens: it exits 1 with one line."""
+    first = alone()
+    wait_for(lambda: instances(first, make_admin(first, alone.database_url).token))
+    env = {**os.environ, **first.env, "JWT_SECRET": "another-" + "s" * 40, "PORT": str(free_port())}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert_one_line_naming(done, "JWT_SECRET")
