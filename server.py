@@ -62,7 +62,7 @@ from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
 from wallet.platform.leadership import Leadership
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
-from wallet.platform.membership import HEARTBEAT, Membership, check_key
+from wallet.platform.membership import HEARTBEAT, Membership, check_key, key_fingerprint
 from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
 
@@ -153,6 +153,8 @@ class _Job:
     interval: int
     step: Callable[[], Awaitable[None]]
     cluster: bool = True
+    # The settings that shape its runs: processes configured alike share one leader (wallet/platform/leadership.py).
+    variant: tuple[object, ...] = ()
 
 
 async def _periodically(job: _Job, leadership: Leadership, stopping: asyncio.Event) -> None:
@@ -161,7 +163,7 @@ async def _periodically(job: _Job, leadership: Leadership, stopping: asyncio.Eve
     report = LoopLog(log, job.what)
     while not stopping.is_set():
         try:
-            if not job.cluster or await leadership.leads(job.name):
+            if not job.cluster or await leadership.leads(job.name, repr(job.variant)):
                 await job.step()
             report.ok()
         except Exception as error:
@@ -208,14 +210,28 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
             "recovery sweep of interrupted transactions",
             every,
             lambda: _sweep(rt, lifecycle.recover_interrupted, "interrupted transactions"),
+            variant=(every, settings.pending_timeout),
         ),
         _Job(
             "provider-deposits",
             "recovery sweep of provider deposits",
             every,
             lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
+            variant=(
+                every,
+                settings.pending_timeout,
+                settings.paystack_pending_timeout,
+                settings.paystack_base_url,
+                key_fingerprint(settings.paystack_secret_key or ""),
+            ),
         ),
-        _Job("hold-expiry", "expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds")),
+        _Job(
+            "hold-expiry",
+            "expiry sweep of holds",
+            every,
+            lambda: _sweep(rt, wallet_holds.expire, "expired holds"),
+            variant=(every,),
+        ),
         # Each process's own cache of revoked sessions: every process polls.
         _Job(
             "revocation-poll",

@@ -4,6 +4,10 @@ Every process runs every job's loop; at each lap it asks `leads(job)`. The first
 `pg_try_advisory_lock` on its own dedicated connection leads it, and keeps it for as long as that connection lives:
 a leader that dies (kill -9, a lost host) loses its connection and with it the lock, which another process takes at
 its next lap, within one interval. A leader that stops resigns (`resign`), so the next takes over at once.
+
+A job's lock is named by the job and the settings that shape its runs (its variant): processes configured alike share
+one leader; one configured otherwise (a host without the Paystack key, another PENDING_TIMEOUT) leads its own variant
+instead of running, or not running, the job for the others with its settings.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ JOB_LOCKS = 727276
 TIMEOUT = 5
 
 
-def job_key(job: str) -> int:
-    """The second key of a job's lock: stable across releases and hosts (a hash of its name, as a signed int4)."""
-    return int.from_bytes(zlib.crc32(job.encode()).to_bytes(4, "big"), "big", signed=True)
+def job_key(job: str, variant: str) -> int:
+    """The second key of a job's lock: stable across releases and hosts (a hash of its name and variant, as a signed
+    int4)."""
+    return int.from_bytes(zlib.crc32(f"{job}/{variant}".encode()).to_bytes(4, "big"), "big", signed=True)
 
 
 class Leadership:
@@ -36,11 +41,11 @@ class Leadership:
     def __init__(self, database_url: str) -> None:
         self.dsn = libpq_url(database_url)
         self.conn: asyncpg.Connection | None = None
-        self.held: set[str] = set()
+        self.held: dict[str, str] = {}  # job -> the variant whose lock is held
         self.known: set[str] = set()
         self.lock = asyncio.Lock()  # one query at a time on the connection
 
-    async def leads(self, job: str) -> bool:
+    async def leads(self, job: str, variant: str = "") -> bool:
         """Whether this process leads `job` for this lap: it did and its connection still answers, or the lock was
         free and is now its. ServiceUnavailable when the database cannot say (then it leads nothing)."""
         async with self.lock:
@@ -52,9 +57,9 @@ class Leadership:
                 if job in self.held:
                     await self.conn.fetchval("SELECT 1", timeout=TIMEOUT)
                 elif await self.conn.fetchval(
-                    "SELECT pg_try_advisory_lock($1, $2)", JOB_LOCKS, job_key(job), timeout=TIMEOUT
+                    "SELECT pg_try_advisory_lock($1, $2)", JOB_LOCKS, job_key(job, variant), timeout=TIMEOUT
                 ):
-                    self.held.add(job)
+                    self.held[job] = variant
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 if self.conn is not None:
                     self.conn.terminate()
@@ -70,12 +75,12 @@ class Leadership:
             if job in self.held and self.conn is not None and not self.conn.is_closed():
                 try:
                     await self.conn.fetchval(
-                        "SELECT pg_advisory_unlock($1, $2)", JOB_LOCKS, job_key(job), timeout=TIMEOUT
+                        "SELECT pg_advisory_unlock($1, $2)", JOB_LOCKS, job_key(job, self.held[job]), timeout=TIMEOUT
                     )
                 except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     self.conn.terminate()  # a lock cannot outlive its connection
                     self._lost()
-            self.held.discard(job)
+            self.held.pop(job, None)
             self._report()
 
     def leading(self) -> list[str]:

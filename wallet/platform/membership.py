@@ -25,9 +25,10 @@ HEARTBEAT = 5
 EXPIRES = 20
 
 
-def key_fingerprint(jwt_secret: str) -> str:
-    """What tells two JWT keys apart without revealing either: an HMAC of a fixed label under the key."""
-    return hmac.new(jwt_secret.encode(), b"wallet instance fingerprint", hashlib.sha256).hexdigest()[:16]
+def key_fingerprint(secret: str) -> str:
+    """What tells two secrets (JWT keys, Paystack keys) apart without revealing either: an HMAC of a fixed label under
+    the secret."""
+    return hmac.new(secret.encode(), b"wallet instance fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
 def check_key(database_url: str, jwt_secret: str) -> None:
