@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from handlers.auth import RegisterSchema
 from handlers.base import implemented_verbs
 from handlers.openapi import api_routes, openapi_path
 from settings import Settings, SettingsError, StartupError, load_settings, misspelled, notify_socket
-from wallet.errors import ValidationError, WalletError
+from wallet.errors import ServiceUnavailable, ValidationError, WalletError
 from wallet.identity import accounts
 from wallet.identity.auth import poll_revocations
 from wallet.ledger import audit as ledger_audit
@@ -64,7 +65,9 @@ from wallet.operations import payment_requests as wallet_payment_requests
 from wallet.operations import schedules as wallet_schedules
 from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
+from wallet.platform.leadership import Leadership
 from wallet.platform.logs import LoopLog, set_worker, setup_logging
+from wallet.platform.membership import HEARTBEAT, Membership, check_key, key_fingerprint
 from wallet.platform.runtime import Runtime
 from wallet.platform.store import check_redis
 
@@ -148,18 +151,35 @@ async def _sweep(rt: Runtime, sweep: Callable[[Runtime], Awaitable[int]], what: 
         log.warning(f"{what} failed", extra={"count": failed})
 
 
-async def _periodically(what: str, interval: int, step: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
-    """Run `step` every `interval` seconds until `stopping` is set (a run under way finishes first); a failed run
-    is logged (LoopLog) and retried. Each job has its own loop, so a slow provider delays no other."""
-    report = LoopLog(log, what)
+@dataclass(frozen=True)
+class _Job:
+    """A periodic job: `step` every `interval` seconds; with `cluster`, run by one process of the whole cluster (its
+    leader, wallet/platform/leadership.py), otherwise by each process."""
+
+    name: str  # its metric label and lock
+    what: str  # for the log
+    interval: int
+    step: Callable[[], Awaitable[None]]
+    cluster: bool = True
+    # The settings that shape its runs: processes configured alike share one leader (wallet/platform/leadership.py).
+    variant: tuple[object, ...] = ()
+
+
+async def _periodically(job: _Job, leadership: Leadership, stopping: asyncio.Event) -> None:
+    """Run the job every interval until `stopping` is set (a run under way finishes first, then a leader resigns);
+    a failed run is logged (LoopLog) and retried. Each job has its own loop, so a slow provider delays no other."""
+    report = LoopLog(log, job.what)
     while not stopping.is_set():
         try:
-            await step()
+            if not job.cluster or await leadership.leads(job.name, repr(job.variant)):
+                await job.step()
             report.ok()
         except Exception as error:
             report.failed(error)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), interval)
+            await asyncio.wait_for(stopping.wait(), job.interval)
+    if job.cluster:
+        await leadership.resign(job.name)
 
 
 class _Signals:
@@ -172,8 +192,9 @@ class _Signals:
         (self.second if self.first.is_set() else self.first).set()
 
 
-async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: bool) -> None:
+async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: bool, schema_revision: str) -> None:
     rt = Runtime.create(settings)
+    membership = Membership(rt, schema_revision)
     # Every revocation still in force is known before the first request is answered.
     await poll_revocations(rt)
     app = make_app(settings, rt)
@@ -189,27 +210,73 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
     server.add_sockets(sockets)
     every = settings.recovery_interval
     stopping = asyncio.Event()
-    jobs: list[tuple[str, int, Callable[[], Awaitable[None]]]] = [
-        (
+    assert settings.database_url
+    leadership = Leadership(settings.database_url)
+    jobs = [
+        _Job(
+            "interrupted-transactions",
             "recovery sweep of interrupted transactions",
             every,
             lambda: _sweep(rt, lifecycle.recover_interrupted, "interrupted transactions"),
+            variant=(every, settings.pending_timeout),
         ),
-        (
+        _Job(
+            "provider-deposits",
             "recovery sweep of provider deposits",
             every,
             lambda: _sweep(rt, provider_deposits.sweep, "provider deposits"),
+            variant=(
+                every,
+                settings.pending_timeout,
+                settings.paystack_pending_timeout,
+                settings.paystack_base_url,
+                key_fingerprint(settings.paystack_secret_key or ""),
+            ),
         ),
-        ("expiry sweep of holds", every, lambda: _sweep(rt, wallet_holds.expire, "expired holds")),
-        (
+        _Job(
+            "hold-expiry",
+            "expiry sweep of holds",
+            every,
+            lambda: _sweep(rt, wallet_holds.expire, "expired holds"),
+            variant=(every,),
+        ),
+        # Each process's own cache of revoked sessions: every process polls.
+        _Job(
+            "revocation-poll",
+            "revocation poll",
+            settings.revocation_poll_interval,
+            lambda: poll_revocations(rt),
+            cluster=False,
+        ),
+        _Job(
+            "heartbeat",
+            "instance heartbeat",
+            HEARTBEAT,
+            lambda: membership.heartbeat(leadership.leading()),
+            cluster=False,
+        ),
+        _Job(
+            "payment-request-expiry",
             "expiry sweep of payment requests",
             every,
             lambda: _sweep(rt, wallet_payment_requests.expire, "expired payment requests"),
+            variant=(every,),
         ),
-        ("revocation poll", settings.revocation_poll_interval, lambda: poll_revocations(rt)),
-        ("scheduled transfers", settings.schedule_interval, lambda: wallet_schedules.run_due(rt)),
+        # Exactly once by each occurrence's key anyway; led, so that one process does the work.
+        _Job(
+            "scheduled-transfers",
+            "scheduled transfers",
+            settings.schedule_interval,
+            lambda: wallet_schedules.run_due(rt),
+            variant=(settings.schedule_interval,),
+        ),
     ]
-    background = [asyncio.create_task(_periodically(*job, stopping)) for job in jobs]
+    if settings.db_pooler == "transaction":
+        # A leader's lock lives as long as its session, and a transaction pooler keeps none for it: each process runs
+        # every job, as before leadership (each is safe to run twice; it only costs the work twice).
+        log.warning("DB_POOLER=transaction: every process runs the periodic jobs, none leads them for the cluster")
+        jobs = [dataclasses.replace(job, cluster=False) for job in jobs]
+    background = [asyncio.create_task(_periodically(job, leadership, stopping)) for job in jobs]
     background.append(asyncio.create_task(dispatch.dispatcher(rt, stopping)))
 
     signals = _Signals()
@@ -231,6 +298,9 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
     )
     await signals.first.wait()
     await _drain(settings, app, server, background, stopping, signals.second)
+    await leadership.close()
+    with contextlib.suppress(ServiceUnavailable):  # the row expires by itself
+        await membership.leave()
     await rt.close()
     log.info("stopped")
 
@@ -356,10 +426,10 @@ def _bind(settings: Settings) -> list[Any]:
         ) from None
 
 
-def prepare_schema(settings: Settings) -> None:
+def prepare_schema(settings: Settings) -> str:
     """Before serving: with MIGRATE_ON_START, migrate to this release's head; without, refuse a database that is
     behind it (`migrate` first). A database ahead of it is served as it is: during a rolling upgrade the previous
-    release runs on the next one's expanded schema (docs/operations.md#upgrades)."""
+    release runs on the next one's expanded schema (docs/operations.md#upgrades). Returns the database's revision."""
     assert settings.database_url
     found = schema(settings.database_url)
     if found.state == "ahead":
@@ -367,10 +437,12 @@ def prepare_schema(settings: Settings) -> None:
             "serving a database a newer release migrated",
             extra={"schema_revision": found.current, "head": found.head},
         )
-    elif settings.migrate_on_start:
+        return str(found.current)
+    if settings.migrate_on_start:
         migrate(settings.database_url)
     elif found.state == "behind":
         raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
+    return found.head
 
 
 def _notify_systemd(state: str) -> None:
@@ -392,7 +464,9 @@ def serve(settings: Settings) -> None:
     if settings.redis_url:
         check_redis(settings.redis_url)
     settings = resolve_database(settings)
-    prepare_schema(settings)
+    schema_revision = prepare_schema(settings)
+    assert settings.database_url
+    check_key(settings.database_url, settings.jwt_secret)
     fd_limit = connections.raise_fd_limit()  # before forking: the workers inherit it
     # Migrated and listening (a connection from now on waits in the backlog, never refused): ready, for systemd.
     _notify_systemd("READY=1")
@@ -403,7 +477,7 @@ def serve(settings: Settings) -> None:
         forked = settings.processes > 1
         if forked and not _fork_workers(settings, sockets):
             return
-        uvloop.run(_serve(settings, sockets, fd_limit, forked))
+        uvloop.run(_serve(settings, sockets, fd_limit, forked, schema_revision))
     finally:
         if os.getpid() == parent:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,5 +1,5 @@
 """Admin endpoints: find users, change their status, credit wallets, reverse transactions, read any history, audit,
-the action log."""
+the action log, the live server instances."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from handlers.schemas import (
 from wallet.identity import accounts
 from wallet.ledger import audit
 from wallet.operations import admin, reversals
+from wallet.platform import membership
 
 TAG = "Admin"  # the OpenAPI tag of this module's operations
 
@@ -73,6 +74,25 @@ class AdminActionSchema(Output):
 class AdminActionListSchema(Output):
     items = fields.List(fields.Nested(AdminActionSchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class InstanceSchema(Output):
+    id = fields.UUID()
+    host = fields.String()
+    pid = fields.Integer()
+    version = fields.String()
+    revision = fields.String()
+    schema_revision = fields.String()
+    key_fingerprint = fields.String(metadata={"description": "An HMAC under JWT_SECRET: equal keys, equal prints."})
+    jobs = fields.List(
+        fields.String(), metadata={"description": "The periodic jobs this process runs for the cluster."}
+    )
+    started_at = UtcDateTime()
+    heartbeat_at = UtcDateTime()
+
+
+class InstanceListSchema(Output):
+    items = fields.List(fields.Nested(InstanceSchema))
 
 
 class AuditSchema(Output):
@@ -195,6 +215,14 @@ class AdminActionListHandler(BaseHandler):
         self.respond(await admin.list_actions(self.rt, **self.query()), 200)
 
 
+class AdminInstanceListHandler(BaseHandler):
+    @api("listInstances", {200: InstanceListSchema})
+    @admin_only
+    async def get(self) -> None:
+        """The live server processes of the cluster (a heartbeat within the last 20 s), oldest first."""
+        self.respond(await membership.live_instances(self.rt), 200)
+
+
 routes = [
     (r"/api/v1/admin/users", AdminUserListHandler),
     (r"/api/v1/admin/users/([^/]+)", AdminUserHandler),
@@ -205,4 +233,5 @@ routes = [
     (r"/api/v1/admin/transactions/([^/]+)/reverse", AdminReversalHandler),
     (r"/api/v1/admin/audit", AdminAuditHandler),
     (r"/api/v1/admin/actions", AdminActionListHandler),
+    (r"/api/v1/admin/instances", AdminInstanceListHandler),
 ]

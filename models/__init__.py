@@ -5,6 +5,7 @@ from models.base import Base
 from models.events import Event, EventHead
 from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
+from models.instances import Instance
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
 from models.payment_requests import PaymentRequest
@@ -28,6 +29,7 @@ __all__ = [
     "FxRate",
     "FxRateChange",
     "Hold",
+    "Instance",
     "PaymentRequest",
     "PayoutAccount",
     "PendingTransaction",

@@ -13,6 +13,8 @@ import pytest
 from conftest import PASSWORD, Server, assert_error, checkout_release, make_user
 from prometheus_client.parser import text_string_to_metric_families
 
+from scripts.local_services import fresh_database
+
 TOKEN = "scrape-" + "t" * 24
 
 
@@ -33,12 +35,14 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def two_workers(server_env, tmp_path_factory) -> Iterator[Server]:
-    """Stopped with this module, not the session: every server keeps its database connections while it runs."""
-    settings = {"PROCESSES": "2", "METRICS_TOKEN": TOKEN, "RECOVERY_INTERVAL": "1", "DB_POOL_SIZE": "4"}
-    server = Server({**server_env, **settings}, tmp_path_factory.mktemp("metrics") / "server.log").start()
-    yield server
-    server.stop()
+def two_workers(server_env, tmp_path_factory, postgres_server_url, template_database) -> Iterator[Server]:
+    """Stopped with this module, not the session: every server keeps its database connections while it runs. On a
+    database of its own, so that the periodic jobs of the cluster (here, of this server) are its own to lead."""
+    with fresh_database(postgres_server_url, template=template_database) as url:
+        settings = {"PROCESSES": "2", "METRICS_TOKEN": TOKEN, "RECOVERY_INTERVAL": "1", "DB_POOL_SIZE": "4"}
+        server = Server({**server_env, **settings, "DATABASE_URL": url}, tmp_path_factory.mktemp("metrics") / "log")
+        yield server.start()
+        server.stop()
 
 
 def test_counts_add_up_across_two_worker_processes(two_workers):
@@ -88,7 +92,7 @@ def test_money_logins_pool_and_recovery(two_workers):
         for _ in range(2):
             r = api.post("/auth/login", json={"username": user.username, "password": PASSWORD + "x"})
             assert r.status_code == 401
-    time.sleep(2.5)  # RECOVERY_INTERVAL=1: each worker sweeps about once a second
+    time.sleep(2.5)  # RECOVERY_INTERVAL=1: the worker leading the sweep runs it about once a second
     after = scrape(two_workers.url)
 
     def grew(name: str, **labels: str) -> float:
@@ -99,6 +103,10 @@ def test_money_logins_pool_and_recovery(two_workers):
     assert grew("wallet_login_failures_total") == 2
     assert grew("wallet_recovery_sweeps_total", sweep="interrupted transactions") >= 2
     assert value(after, "wallet_interrupted_operations_total", sweep="interrupted transactions") == 0
+    # One worker leads each periodic job of the cluster, the other follows (docs/operations.md#several-hosts).
+    leaders = [(dict(labels)["job"], v) for (name, labels), v in after.items() if name == "wallet_job_leader"]
+    for job in ("interrupted-transactions", "provider-deposits", "hold-expiry"):
+        assert sorted(v for led, v in leaders if led == job) == [0, 1], leaders
     # Idle now: no connection checked out and nobody waiting, in any worker. The sweeps and the revocation poll take a
     # connection for a moment every second, so one scrape may catch one in use; a leaked one would never come back.
     assert ("wallet_db_pool_in_use", ()) in after and ("wallet_db_pool_waiting", ()) in after

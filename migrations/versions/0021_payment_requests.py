@@ -2,7 +2,7 @@
 transactions.metadata, the client's labels on a money operation, with a GIN index for history's filter
 
 Revision ID: 0021_payment_requests
-Revises: 0019_delivery_lanes
+Revises: 0020_instances
 
 payment_requests is new and empty: its indexes are built in the migration's transaction. transactions is one of the
 big tables: its new column has no default (no rewrite) and its index is built and dropped CONCURRENTLY
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0021_payment_requests"
-down_revision = "0019_delivery_lanes"
+down_revision = "0020_instances"
 branch_labels = None
 depends_on = None
 

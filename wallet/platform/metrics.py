@@ -68,6 +68,13 @@ def _m() -> SimpleNamespace:
         interrupted=Counter(
             "wallet_interrupted_operations", "Operations failed by a recovery sweep (INTERRUPTED, given up)", ["sweep"]
         ),
+        # One series per live process (its pid a label): 1 on the one process of the cluster that runs the job.
+        job_leader=Gauge(
+            "wallet_job_leader",
+            "1 when this process runs the periodic job for the cluster",
+            ["job"],
+            multiprocess_mode="liveall",
+        ),
     )
 
 
@@ -115,6 +122,10 @@ def recovery_sweep(sweep: str, failed: int) -> None:
     m = _m()
     m.sweeps.labels(sweep).inc()
     m.interrupted.labels(sweep).inc(failed)
+
+
+def job_leader(job: str, leads: bool) -> None:
+    _m().job_leader.labels(job).set(int(leads))
 
 
 def _server_pids() -> list[int]:

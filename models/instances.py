@@ -1,0 +1,30 @@
+"""The running server processes of the cluster, each keeping its own row alive (wallet/platform/membership.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import ARRAY, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, timestamp_now, uuid_pk
+
+
+class Instance(Base):
+    """One server process: what it runs, with which JWT key (a fingerprint, never the key), and when it last said it
+    was alive; a row whose heartbeat is older than membership.EXPIRES is a dead process's, and is deleted."""
+
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_heartbeat_at", "heartbeat_at"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    version: Mapped[str] = mapped_column(String(64), nullable=False)
+    revision: Mapped[str] = mapped_column(String(64), nullable=False)
+    schema_revision: Mapped[str] = mapped_column(String(64), nullable=False)
+    key_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    jobs: Mapped[list[str]] = mapped_column(ARRAY(String), nullable=False, server_default="{}")
+    started_at: Mapped[dt.datetime] = timestamp_now()
+    heartbeat_at: Mapped[dt.datetime] = timestamp_now()
