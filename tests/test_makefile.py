@@ -12,7 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT, wait_for
+from conftest import JWT_SECRET, ROOT, wait_for
 
 from scripts.local_services import free_port, wait_ready
 
@@ -91,7 +91,10 @@ def test_stop_after_clean(tmp_path):
 def test_run_removes_its_pid_file_on_ctrl_c(database_url, tmp_path):
     """`make run`, then Ctrl-C (SIGINT to the terminal's process group): the server stops and var/server.pid goes."""
     port = free_port()
+    # The session's JWT_SECRET: its other servers are live instances of this database, and a server with another
+    # key refuses to start beside them.
     env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(port), "LOG_LEVEL": "WARNING"}
+    env["JWT_SECRET"] = JWT_SECRET
     var = tmp_path / "var"
     # -o: the .venv of this checkout is installed already; the run must not try again.
     proc = subprocess.Popen(

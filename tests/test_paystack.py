@@ -502,4 +502,4 @@ def test_readme_walkthrough_runs_as_printed(pserver):
     assert result.returncode == 0, result.stderr
     assert '"status":"PENDING"' in result.stdout and '"provider":"paystack"' in result.stdout
     assert '"status":"COMPLETED"' in result.stdout
-    assert result.stdout.rstrip().endswith('"balance":"2500.00","available_balance":"2500.00"}')
+    assert result.stdout.rstrip().endswith('"balance":"2500.00","available_balance":"2500.00","at":null}')

@@ -28,6 +28,7 @@ def test_several_wallets_in_different_currencies(server, user):
             "currency": "JPY",
             "balance": "1000",
             "available_balance": "1000",
+            "at": None,  # now (a past moment is asked with ?at=)
         }
         assert client.get(f"/wallets/{kwd['id']}").json()["balance"] == "1.250"
 
