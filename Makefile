@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.installed
 VAR_DIR ?= var
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run stop test migrate lint format bench postman fuzz clean distclean
+.PHONY: help setup run stop test migrate lint format bench postman fuzz cluster-packages cluster cluster-stop cluster-test clean distclean
 
 help: ## list these targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +25,8 @@ $(STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-# newman (make postman), pinned by package-lock.json; node_modules/ is not committed.
+# newman (make postman) and axe-core (the web wallet's accessibility test), pinned by package-lock.json;
+# node_modules/ is not committed.
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
@@ -88,5 +89,30 @@ fuzz: setup ## schemathesis against /openapi.json of a fresh server, as a user w
 
 # AGAINST=<git rev> also benches that revision's server in the same session; BENCH_ARGS passes options to bench.run.
 bench: setup ## load-test the server (1 and 2 processes) on a fresh database beside pgbench ceilings; prints a table
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null && [ -x /usr/sbin/pgbouncer ] || { apt-get update -qq && apt-get install -y -qq wrk pgbouncer; }
 	$(PY) -m bench.run $(if $(AGAINST),--against $(AGAINST)) $(BENCH_ARGS)
+
+# The cluster of deploy/cluster/ on this machine (docs/operations.md#the-cluster): Debian's packages, installed when
+# missing with their services kept from starting (a policy-rc.d answering 101 while apt runs, and no main cluster for
+# a PostgreSQL installed here): the machine's own PostgreSQL on 5432 and Redis on 6379 are never touched.
+CLUSTER_PACKAGES := patroni python3-etcd etcd-server haproxy pgbouncer nginx postgresql-15 redis-server
+cluster-packages: ## install the cluster's Debian packages when missing, starting none of their services
+	@missing=$$(for p in $(CLUSTER_PACKAGES); do dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing" $$missing; \
+		policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=/usr/sbin/policy-rc.d; \
+			printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; fi; \
+		mkdir -p /etc/postgresql-common/createcluster.d; \
+		echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/wallet-cluster.conf; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; status=$$?; \
+		rm -f /etc/postgresql-common/createcluster.d/wallet-cluster.conf $$policy; exit $$status; fi
+
+cluster: setup cluster-packages ## etcd, 3 PostgreSQL under Patroni, HAProxy, PgBouncer, 2 app hosts, nginx (var/cluster/)
+	$(PY) -m scripts.cluster start
+
+cluster-stop: ## stop every process `make cluster` started (by the PIDs in var/cluster/), leaving no port behind
+	@if [ -x $(PY) ]; then $(PY) -m scripts.cluster stop; fi
+
+cluster-test: setup cluster-packages ## make cluster, the cluster bank test through it (faults one after another), make cluster-stop
+	$(PY) -m scripts.cluster start
+	$(PY) -m pytest -n 0 -m cluster tests/test_cluster_bank.py -p no:cacheprovider -s; status=$$?; \
+		$(PY) -m scripts.cluster stop || status=1; exit $$status

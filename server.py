@@ -62,6 +62,7 @@ from wallet.notify import events as wallet_events
 from wallet.operations import deposits as provider_deposits
 from wallet.operations import holds as wallet_holds
 from wallet.operations import payment_requests as wallet_payment_requests
+from wallet.operations import payouts as wallet_payouts
 from wallet.operations import schedules as wallet_schedules
 from wallet.platform import backup, metrics, release
 from wallet.platform.db import check_database, migrate, schema
@@ -211,7 +212,8 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
     every = settings.recovery_interval
     stopping = asyncio.Event()
     assert settings.database_url
-    leadership = Leadership(settings.database_url)
+    # A leader's lock lives as long as its session: DATABASE_SESSION_URL reaches PostgreSQL around a transaction pooler.
+    leadership = Leadership(settings.database_session_url or settings.database_url)
     jobs = [
         _Job(
             "interrupted-transactions",
@@ -229,6 +231,19 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
                 every,
                 settings.pending_timeout,
                 settings.paystack_pending_timeout,
+                settings.paystack_base_url,
+                key_fingerprint(settings.paystack_secret_key or ""),
+            ),
+        ),
+        # Paystack's word on the payouts whose webhook is late, and the transfers a dead server left unsent.
+        _Job(
+            "payout-verification",
+            "verification sweep of payouts",
+            every,
+            lambda: wallet_payouts.sweep(rt),
+            variant=(
+                every,
+                settings.pending_timeout,
                 settings.paystack_base_url,
                 key_fingerprint(settings.paystack_secret_key or ""),
             ),
@@ -271,10 +286,13 @@ async def _serve(settings: Settings, sockets: list[Any], fd_limit: int, forked: 
             variant=(settings.schedule_interval,),
         ),
     ]
-    if settings.db_pooler == "transaction":
-        # A leader's lock lives as long as its session, and a transaction pooler keeps none for it: each process runs
-        # every job, as before leadership (each is safe to run twice; it only costs the work twice).
-        log.warning("DB_POOLER=transaction: every process runs the periodic jobs, none leads them for the cluster")
+    if settings.db_pooler == "transaction" and not settings.database_session_url:
+        # A transaction pooler keeps no session for a leader's lock: each process runs every job, as before leadership
+        # (each is safe to run twice; it only costs the work twice).
+        log.warning(
+            "DB_POOLER=transaction without DATABASE_SESSION_URL: every process runs the periodic jobs, none leads "
+            "them for the cluster"
+        )
         jobs = [dataclasses.replace(job, cluster=False) for job in jobs]
     background = [asyncio.create_task(_periodically(job, leadership, stopping)) for job in jobs]
     background.append(asyncio.create_task(dispatch.dispatcher(rt, stopping)))
@@ -359,6 +377,12 @@ def _fork_workers(settings: Settings, sockets: list[Any]) -> bool:
     workers: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
+    def send(signum: int) -> None:
+        for pid in list(workers):
+            # A handler can run as os.wait() returns, after it reaped a worker and before the loop forgets it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
         if stopping:
@@ -368,13 +392,11 @@ def _fork_workers(settings: Settings, sockets: list[Any]) -> bool:
             for sock in sockets:
                 sock.close()
             signal.setitimer(signal.ITIMER_REAL, settings.shutdown_grace + WORKER_GRACE_MARGIN)
-        for pid in workers:
-            os.kill(pid, signal.SIGTERM)
+        send(signal.SIGTERM)
 
     def too_late(_signum: int, _frame: Any) -> None:
         log.warning("workers still running after SHUTDOWN_GRACE: killed", extra={"workers": sorted(workers)})
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
+        send(signal.SIGKILL)
 
     def spawn(number: int) -> bool:
         pid = os.fork()
@@ -428,10 +450,13 @@ def _bind(settings: Settings) -> list[Any]:
 
 def prepare_schema(settings: Settings) -> str:
     """Before serving: with MIGRATE_ON_START, migrate to this release's head; without, refuse a database that is
-    behind it (`migrate` first). A database ahead of it is served as it is: during a rolling upgrade the previous
-    release runs on the next one's expanded schema (docs/operations.md#upgrades). Returns the database's revision."""
+    behind it (`migrate` first). A database ahead of it is served as it is (during a rolling upgrade the previous
+    release runs on the next one's expanded schema, docs/operations.md#upgrades) unless a contract migration has
+    left this release behind (schema_policy). Returns the database's revision."""
     assert settings.database_url
     found = schema(settings.database_url)
+    if found.state == "too new":
+        raise StartupError(found.describe())
     if found.state == "ahead":
         log.warning(
             "serving a database a newer release migrated",
@@ -516,8 +541,13 @@ def create_admin(settings: Settings, username: str) -> int:
     return 0
 
 
+# The audit reads the whole ledger, so its statements take as long as the ledger is big (a minute or more at ten
+# million entries): DB_STATEMENT_TIMEOUT bounds a request's statements, and this command's only this far.
+AUDIT_STATEMENT_TIMEOUT = 3600
+
+
 def audit(settings: Settings) -> int:
-    settings = resolve_database(settings)
+    settings = dataclasses.replace(resolve_database(settings), db_statement_timeout=AUDIT_STATEMENT_TIMEOUT)
     report = asyncio.run(_with_runtime(settings, ledger_audit.audit))
     print(ledger_audit.format_audit(report))
     return 0 if report["ok"] else 1

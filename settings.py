@@ -33,6 +33,8 @@ class SettingsError(StartupError):
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    database_read_url: str | None = None
+    database_session_url: str | None = None
     redis_url: str | None = None
     redis_prefix: str = "wallet:"
     jwt_secret: str = ""
@@ -44,6 +46,8 @@ class Settings:
     processes: int = 1
     bcrypt_rounds: int = 12
     max_body_size: int = 64 * 1024
+    # POST /transfers/batch alone: up to 1,000 items of about 0.5 KiB each (with a description), and room to spare.
+    max_batch_body_size: int = 2 * 1024 * 1024
     max_connections: int = 10_000
     idle_timeout: int = 30
     shutdown_grace: int = 30
@@ -218,6 +222,14 @@ def _origins(raw: str) -> frozenset[str]:
 # environment variable -> (Settings field, parser)
 _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "DATABASE_URL": ("database_url", _url("DATABASE_URL", ("postgresql://", "postgres://", "postgresql+"))),
+    "DATABASE_READ_URL": (
+        "database_read_url",
+        _url("DATABASE_READ_URL", ("postgresql://", "postgres://", "postgresql+")),
+    ),
+    "DATABASE_SESSION_URL": (
+        "database_session_url",
+        _url("DATABASE_SESSION_URL", ("postgresql://", "postgres://", "postgresql+")),
+    ),
     "REDIS_URL": ("redis_url", _url("REDIS_URL", ("redis://", "rediss://", "unix://"))),
     "REDIS_PREFIX": ("redis_prefix", str),
     "JWT_SECRET": ("jwt_secret", _secret("JWT_SECRET", 32)),
@@ -229,6 +241,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "PROCESSES": ("processes", _int("PROCESSES", 1, 64)),
     "BCRYPT_ROUNDS": ("bcrypt_rounds", _int("BCRYPT_ROUNDS", 4, 16)),
     "MAX_BODY_SIZE": ("max_body_size", _int("MAX_BODY_SIZE", 1024, 16 * 1024 * 1024)),
+    "MAX_BATCH_BODY_SIZE": ("max_batch_body_size", _int("MAX_BATCH_BODY_SIZE", 1024, 64 * 1024 * 1024)),
     "MAX_CONNECTIONS": ("max_connections", _int("MAX_CONNECTIONS", 1, 1_000_000)),
     "IDLE_TIMEOUT": ("idle_timeout", _int("IDLE_TIMEOUT", 1, 3600)),
     "BODY_TIMEOUT": ("body_timeout", _int("BODY_TIMEOUT", 1, 3600)),
@@ -318,6 +331,8 @@ def _persistent_secret(var_dir: Path) -> str:
 # systemd's credentials (/run/secrets/..., $CREDENTIALS_DIRECTORY/...), so the secret is in no environment listing.
 _FROM_FILE = (
     "DATABASE_URL",
+    "DATABASE_READ_URL",
+    "DATABASE_SESSION_URL",
     "REDIS_URL",
     "JWT_SECRET",
     "METRICS_TOKEN",

@@ -1,16 +1,17 @@
 """Open-loop load: a fixed offered rate, latency from each request's intended send time.
 
-`python -m bench.openloop URL USERS_FILE RUN_ID RATE SECONDS [--load transfer|read] [--max-connections N]
-[--timeout S]` schedules RATE x SECONDS requests at fixed intervals: `transfer` (the default) sends transfers of 0.01
-between random seeded users, `read` what bench/wrk.lua's `read` does (a random seeded user's balance and first
-history page, alternately). A request is sent at its intended time whatever the others are doing (on an idle
-keep-alive connection, or a new one), so a slow server cannot slow the offered load down and its latency, counted from
-the intended time, includes any wait for the generator or a connection (no coordinated omission). With
---max-connections at most N are open: a request that finds none idle and N open waits for one, and that wait counts
-in its latency. Requests sent more than LATE_MS after their intended time count as `late` (the generator could not
-keep up); those without an answer TIMEOUT seconds after it as `timeout`, with that timeout as their latency. Prints
-one "BENCH {json}" line in the shape of bench/wrk.lua's report; for transfers, the keys without a final answer
-(none, or a 503 that asks for a retry) are listed there for the replay.
+`python -m bench.openloop URL USERS_FILE RUN_ID RATE SECONDS [--load transfer|read|deep] [--max-connections N]
+[--timeout S] [--deep WALLET TOKEN CURSORS]` schedules RATE x SECONDS requests at fixed intervals: `transfer` (the
+default) sends transfers of 0.01 between random seeded users, `read` what bench/wrk.lua's `read` does (a random seeded
+user's balance and first history page, alternately), `deep` a random seeded user's balance, and a page of
+WALLET's history at one of the comma-separated CURSORS (read with TOKEN), alternately. A request is sent at its
+intended time whatever the others are doing (on an idle keep-alive connection, or a new one), so a slow server cannot
+slow the offered load down and its latency, counted from the intended time, includes any wait for the generator or a
+connection (no coordinated omission). With --max-connections at most N are open: a request that finds none idle and N
+open waits for one, and that wait counts in its latency. Requests sent more than LATE_MS after their intended time count
+as `late` (the generator could not keep up); those without an answer TIMEOUT seconds after it as `timeout`, with that
+timeout as their latency. Prints one "BENCH {json}" line in the shape of bench/wrk.lua's report; for transfers, the keys
+without a final answer (none, or a 503 that asks for a retry) are listed there for the replay.
 
 A plain asyncio HTTP/1.1 client rather than httpx: on two shared cores the generator's own CPU per request must
 stay far below the server's.
@@ -58,12 +59,23 @@ class Request:
 
 class Generator:
     def __init__(
-        self, url: str, users: list[list[str]], run_id: str, timeout: float, load: str, max_connections: int | None
+        self,
+        url: str,
+        users: list[list[str]],
+        run_id: str,
+        timeout: float,
+        load: str,
+        max_connections: int | None,
+        deep: list[str] | None = None,
     ) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.users, self.run_id, self.timeout = users, run_id, timeout
-        self.build = {"transfer": self.transfer, "read": self.read}[load]
+        self.build = {"transfer": self.transfer, "read": self.read, "deep": self.deep}[load]
+        wallet, self.deep_token, cursors = deep or ("", "", "")
+        self.deep_pages = [
+            f"/api/v1/wallets/{wallet}/transactions" + (f"?cursor={c}" if c else "") for c in cursors.split(",")
+        ]
         # a request holds a slot from before it takes a connection until it gives it back, so at most
         # max_connections are ever open: one is opened only when none is idle
         self.slots = asyncio.Semaphore(max_connections) if max_connections else contextlib.nullcontext()
@@ -90,6 +102,13 @@ class Generator:
         token, wallet, _ = self.users[random.randrange(len(self.users))]
         what = "balance" if n % 2 else "transactions"
         return Request(self.http("GET", f"/api/v1/wallets/{wallet}/{what}", token))
+
+    def deep(self, n: int) -> Request:
+        """A random user's balance, then a page deep in the busy wallet's history, alternately."""
+        if n % 2:
+            return Request(self.http("GET", random.choice(self.deep_pages), self.deep_token))
+        token, wallet, _ = self.users[random.randrange(len(self.users))]
+        return Request(self.http("GET", f"/api/v1/wallets/{wallet}/balance", token))
 
     async def send(self, n: int, intended: float) -> None:
         loop, tally = asyncio.get_running_loop(), self.tally
@@ -166,13 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_id", help="the transfers' Idempotency-Keys are bench-RUN_ID-N")
     parser.add_argument("rate", type=float, help="requests offered a second")
     parser.add_argument("seconds", type=float)
-    parser.add_argument("--load", choices=("transfer", "read"), default="transfer")
+    parser.add_argument("--load", choices=("transfer", "read", "deep"), default="transfer")
+    parser.add_argument("--deep", nargs=3, metavar=("WALLET", "TOKEN", "CURSORS"), help="what the deep load reads")
     parser.add_argument("--max-connections", type=int, help="open at most this many (default: no limit)")
     parser.add_argument("--timeout", type=float, default=10)
     args = parser.parse_args(argv)
     with open(args.users_file) as lines:
         users = [line.rstrip("\n").split("\t") for line in lines]
-    generator = Generator(args.url, users, args.run_id, args.timeout, args.load, args.max_connections)
+    if args.load == "deep" and not args.deep:
+        parser.error("--load deep needs --deep WALLET TOKEN CURSORS")
+    generator = Generator(args.url, users, args.run_id, args.timeout, args.load, args.max_connections, args.deep)
     cpu = time.process_time()
     took = asyncio.run(generator.run(args.rate, args.seconds))
     print("BENCH " + json.dumps(summary(generator.tally, took, time.process_time() - cpu)))

@@ -11,9 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psycopg2
-
-from scripts.local_services import libpq_url
+from bench.seed import query
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _OURS = ("wallet", "handlers", "models", "server.py", "settings.py")
@@ -39,6 +37,20 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def rss_mib(pids: list[int]) -> list[float]:
+    """Each process's resident set size now (VmRSS), in MiB; 0 for one that has exited."""
+    sizes = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            sizes.append(0.0)
+            continue
+        kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "0")
+        sizes.append(int(kib) / 1024)
+    return sizes
+
+
 def process_tree(pid: int) -> list[int]:
     """A process and its children (the workers of `server.py --processes N`)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -52,15 +64,8 @@ def _machine_ticks() -> tuple[int, int]:
 
 def backends(database_url: str) -> list[int]:
     """The PostgreSQL backends serving the bench database now."""
-    conn = psycopg2.connect(libpq_url(database_url))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            return [pid for (pid,) in cur.fetchall()]
-    finally:
-        conn.close()
+    sql = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    return [pid for (pid,) in query(database_url, sql)]
 
 
 def summarize(raw: str, top: int = 15) -> str:

@@ -4,12 +4,16 @@ Prints one table (requests/s, p50/p99/max latency, CPU per request, answers by s
 server processes, with the ceilings pgbench reaches on a transfer's own SQL and on a textbook transfer, then checks
 that the COMPLETED transfers equal the 201 answers in every money scenario and that the ledger audit passes.
 `--against REV` runs the same scenarios on another revision's server in the same session, interleaved, and prints
-its table beside and the ratios; `--profile` instead profiles the transfer path with py-spy.
+its table beside and the ratios; `--world large` runs the large world's scenarios on the small world and then on a
+large one (bench/large.py), with each world's audit and sweep times and table sizes, and the ratios; `--profile`
+instead profiles the transfer path with py-spy, and `--soak` runs one server under a long mixed load instead
+(bench/soak.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import secrets
 import shutil
@@ -24,18 +28,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import profile
-from bench.load import TIMEOUT, count_check, openloop, replay, report, to_row, wrk
+from bench import large, profile, soak
+from bench.load import BATCH_ITEMS, TIMEOUT, count_check, openloop, replay, report, to_row, wrk
 from bench.pgbench import SCRIPTS, pgbench
-from bench.world import ROOT, WALLETS, Row, World, audit, serving, world
+from bench.world import ACCESS_TOKEN_TTL, ROOT, WALLETS, Row, World, audit, pooled, serving, world
 from scripts.local_services import postgres_server, redis_server
 
 LOGINS = 8  # connections logging in (bcrypt at cost 12)
 BESIDE_LOGIN = 32  # open-loop reads' connections beside the logins: the target is read p99 <= 20 ms at 32
-SERVER = ("health", "transfer", "hot", "read", "openloop", "login")  # scenarios against the server, in this order
+# Scenarios against the server, in this order.
+SERVER = ("health", "transfer", "pooled", "hot", "batch", "read", "deep", "statement", "openloop", "login")
 SCENARIOS = (*SERVER, *SCRIPTS)
-MONEY = ("transfer", "hot", "openloop")
-SHORT = 10  # seconds of health and read (at most --seconds)
+MONEY = ("transfer", "pooled", "hot", "batch", "openloop")
+READS = ("health", "read", "deep", "statement")
+LARGE = ("transfer", "hot", "read", "deep", "statement")  # --world large's scenarios, unless --scenarios says
+SHORT = 10  # seconds of the reads (at most --seconds)
 SETUP, OVERHEAD = 10, 3  # estimated seconds to migrate and seed a database, around each scenario (for the ETA)
 
 
@@ -50,11 +57,12 @@ class Meter:
         return profile.cpu_ticks(self.pids[0]), profile.cpu_ticks(self.pids[1])
 
     def charge(self, row: Row) -> Row:
-        """Put the CPU used since the start, per answered request, on the row."""
+        """Put the CPU used since the start, per answered request, and the server processes' RSS now on the row."""
         requests = max(sum(n for kind, n in row.answers.items() if kind != "late"), 1)  # late ones have answers too
         ms = lambda ticks: 1000 * ticks / os.sysconf("SC_CLK_TCK") / requests  # noqa: E731
         end = self._ticks()
         row.server_cpu, row.db_cpu = ms(end[0] - self.start[0]), ms(end[1] - self.start[1])
+        row.rss = profile.rss_mib(self.pids[0])
         return row
 
 
@@ -75,10 +83,11 @@ def plan(args: argparse.Namespace, sides: list[str]) -> list[Step]:
     steps = []
     for run in range(1, args.repeat + 1):
         for side in sides:
-            steps.append(Step(side, run, None, "setup", SETUP))
+            seeding = args.entries // large.SEED_RATE if side == "large" else 0
+            steps.append(Step(side, run, None, "setup", SETUP + seeding))
             for processes in args.processes:
                 for scenario in (s for s in SERVER if s in args.scenarios):
-                    seconds = min(SHORT, args.seconds) if scenario in ("health", "read") else args.seconds
+                    seconds = min(SHORT, args.seconds) if scenario in READS else args.seconds
                     steps.append(Step(side, run, processes, scenario, seconds))
             steps += [Step(side, run, None, s, args.seconds) for s in SCRIPTS if s in args.scenarios]
     return steps
@@ -119,16 +128,26 @@ class Progress:
 # ---- one run ---------------------------------------------------------------------------------------------------
 
 
-def measure(
-    world: World, steps: list[Step], progress: Progress, args: argparse.Namespace
-) -> tuple[list[Row], list[str]]:
-    """The steps of one run on its world: the server scenarios (one server per process count), then pgbench."""
+@dataclass
+class Run:
+    rows: list[Row]
+    checks: list[str]
+    audit_seconds: float
+    figures: list[str]  # --world large: the sweeps' times and the tables' sizes
+
+
+def measure(world: World, steps: list[Step], progress: Progress, args: argparse.Namespace) -> Run:
+    """The steps of one run on its world: the server scenarios (one server per process count), then pgbench; then
+    the audit and, with --world large, the sweeps' times and the tables' sizes."""
     rows, checks = [], []
-    for processes in args.processes:
-        mine = [s for s in steps if s.processes == processes]
+    for processes, through_pooler in itertools.product(args.processes, (False, True)):
+        mine = [s for s in steps if s.processes == processes and (s.scenario == "pooled") == through_pooler]
         if not mine:
             continue
-        with serving(world, processes) as (url, server):
+        with ExitStack() as stack:
+            # pooled: the transfer scenario, the server reaching PostgreSQL through PgBouncer (transaction mode).
+            env = stack.enter_context(pooled(world)) if through_pooler else {}
+            url, server = stack.enter_context(serving(world, processes, **env))
             report(wrk(world, url, "read", "warmup", args.connections, 3))  # opens the pools and prepares statements
             for step in mine:
                 progress.start(step)
@@ -142,17 +161,38 @@ def measure(
                         f"read beside login; {offered(args.read_rate, rep)}, {rep['connections']} conns opened in all"
                     )
                     rows.append(to_row("read+login", processes, BESIDE_LOGIN, rep, note))
+                    rows[-1].rss = rows[-2].rss = profile.rss_mib(profile.process_tree(server.pid))
+                    continue
+                if step.scenario == "deep":  # the merchant's history as it is now (the hot scenario adds to it)
+                    found, depth = large.cursors(world.database_url, world.merchant_wallet)
+                    deep = [world.merchant_wallet, world.merchant_token, ",".join(found)]
+                    beside = openloop(world, url, run_id, args.rate, step.seconds)
+                    reads = openloop(world, url, run_id, args.read_rate, step.seconds, "deep", BESIDE_LOGIN, deep)
+                    transfers, rep = report(beside), report(reads)
+                    rows.append(to_row("transfer+deep", processes, transfers["connections"], transfers))
+                    rows[-1].note = f"transfers beside deep; {offered(args.rate, transfers)}"
+                    note = (
+                        f"balance, and a page at {len(found)} depths of the merchant's {depth:,} transactions, beside"
+                        f" transfers; {offered(args.read_rate, rep)}"
+                    )
+                    rows.append(to_row("deep", processes, BESIDE_LOGIN, rep, note))
+                    rows[-1].rss = rows[-2].rss = profile.rss_mib(profile.process_tree(server.pid))
+                    replayed = replay(world, url, transfers["unanswered"])
+                    checks.append(count_check(world, run_id, transfers, replayed, 1))
                     continue
                 meter = Meter(world, server)
                 if step.scenario == "openloop":
                     rep = report(openloop(world, url, run_id, args.rate, step.seconds))
                     row = to_row("openloop", processes, rep["connections"], rep, offered(args.rate, rep))
                 else:
-                    rep = report(wrk(world, url, step.scenario, run_id, args.connections, step.seconds))
+                    load = "transfer" if through_pooler else step.scenario
+                    rep = report(wrk(world, url, load, run_id, args.connections, step.seconds))
                     row = to_row(step.scenario, processes, args.connections, rep)
                 rows.append(meter.charge(row))
                 if step.scenario in MONEY:
-                    checks.append(count_check(world, run_id, rep, replay(world, url, rep["unanswered"])))
+                    per_request = BATCH_ITEMS if step.scenario == "batch" else 1
+                    replayed = replay(world, url, rep["unanswered"])
+                    checks.append(count_check(world, run_id, rep, replayed, per_request))
     for step in (s for s in steps if s.processes is None and s.scenario in SCRIPTS):
         progress.start(step)
         row, check = pgbench(world, step.scenario, args.connections, step.seconds)
@@ -165,8 +205,27 @@ def measure(
             row.note = ", ".join(
                 f"{row.rps / c.rps:.2f}x {name}" for c, name in ((ceiling, "same SQL"), (textbook, "textbook")) if c
             )
+        if row.scenario == "pooled":
+            direct = next((r for r in rows if r.scenario == "transfer" and r.processes == row.processes), None)
+            ratio = f"; {row.rps / direct.rps:.2f}x transfer" if direct else ""
+            row.note = f"through PgBouncer, transaction mode{ratio}"
+        if row.scenario == "batch":  # a request is BATCH_ITEMS transfers
+            row.note = ", ".join(
+                [
+                    f"{row.rps * BATCH_ITEMS:.0f} transfers/s in batches of {BATCH_ITEMS}",
+                    *([f"{row.rps * BATCH_ITEMS / textbook.rps:.2f}x textbook"] if textbook else []),
+                    *(
+                        [f"CPU {row.server_cpu / BATCH_ITEMS:.3f} + {row.db_cpu / BATCH_ITEMS:.3f} ms/transfer"]
+                        if row.server_cpu is not None and row.db_cpu is not None
+                        else []
+                    ),
+                ]
+            )
+    started = time.monotonic()
     checks.append(audit(world))
-    return rows, checks
+    seconds = time.monotonic() - started
+    figures = [large.sweeps(world.env), large.sizes(world.database_url)] if args.world == "large" else []
+    return Run(rows, checks, seconds, figures)
 
 
 def offered(rate: int, rep: dict[str, Any]) -> str:
@@ -185,6 +244,7 @@ def targets(rows: list[Row]) -> list[str]:
     lines = []
     for procs in sorted({r.processes for r in rows} - {"-"}):
         transfer, hot, beside = by.get(("transfer", procs)), by.get(("hot", procs)), by.get(("read+login", procs))
+        batch = by.get(("batch", procs))
         opened = by.get(("openloop", procs))
         found = []
         if transfer and ceiling:
@@ -193,6 +253,9 @@ def targets(rows: list[Row]) -> list[str]:
         if transfer and textbook:
             ratio = transfer.rps / textbook.rps
             found.append(f"transfer {ratio:.2f}x the textbook ceiling (moonshot >= 1.0) {met(ratio >= 1.0)}")
+        if batch and textbook:
+            ratio = batch.rps * BATCH_ITEMS / textbook.rps
+            found.append(f"batch {ratio:.2f}x the textbook ceiling in transfers/s (>= 3) {met(ratio >= 3)}")
         if opened:
             found.append(f"open-loop p99 {opened.p99:.1f} ms (<= 50) {met(opened.p99 <= 50)}")
         if transfer and hot:
@@ -202,6 +265,26 @@ def targets(rows: list[Row]) -> list[str]:
             found.append(f"read p99 beside login ({at}) {beside.p99:.1f} ms (<= 20) {met(beside.p99 <= 20)}")
         lines.append(f"{procs} proc: " + "; ".join(found))
     return lines
+
+
+def growth(small: Run, large: Run) -> list[str]:
+    """Issue 25's large-world targets: the money rates within 15% of the small world's, a balance read and a history
+    page at any depth within 50 ms at p99, the audit within 2 minutes."""
+    met = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    before, after = ({(r.scenario, r.processes): r for r in run.rows} for run in (small, large))
+    lines = []
+    for key, row in after.items():
+        scenario, procs = key
+        if scenario in ("transfer", "hot") and key in before:
+            ratio = row.rps / before[key].rps
+            lines.append(f"{scenario}, {procs} proc: {ratio:.2f}x the small world's (>= 0.85) {met(ratio >= 0.85)}")
+        if scenario == "deep":
+            lines.append(f"deep, {procs} proc: p99 {row.p99:.1f} ms (<= 50) {met(row.p99 <= 50)}")
+    audit_ok = large.audit_seconds <= 120
+    return [
+        *lines,
+        f"audit {large.audit_seconds:.0f} s (small world {small.audit_seconds:.1f} s; <= 120) {met(audit_ok)}",
+    ]
 
 
 def table(rows: list[Row]) -> str:
@@ -214,6 +297,7 @@ def table(rows: list[Row]) -> str:
         "p99 ms",
         "max ms",
         "CPU ms/req srv+db",
+        "RSS MiB at end",
         "answers",
         "note",
     )
@@ -227,6 +311,7 @@ def table(rows: list[Row]) -> str:
             f"{r.p99:.1f}",
             f"{r.max:.1f}",
             f"{r.server_cpu:.2f} + {r.db_cpu:.2f}" if r.server_cpu is not None else "",
+            " / ".join(f"{mib:.0f}" for mib in r.rss) if r.rss else "",
             " ".join(f"{k}:{v}" for k, v in r.answers.items()),
             r.note,
         )
@@ -302,15 +387,45 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--read-rate", type=int, default=300, help="reads offered a second beside the logins in login (default 300)"
     )
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="a subset of " + ",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        help=f"a subset of {','.join(SCENARIOS)} (default all; with --world large, {','.join(LARGE)})",
+    )
     parser.add_argument("--against", metavar="REV", help="also bench this git revision's server, interleaved")
+    parser.add_argument(
+        "--world",
+        choices=("small", "large"),
+        default="small",
+        help=f"small: {WALLETS:,} wallets (default); large: the small world, then a large one (--wallets, --entries)",
+    )
+    parser.add_argument(
+        "--wallets", type=int, default=large.WALLETS, help=f"the large world's (default {large.WALLETS:,})"
+    )
+    parser.add_argument(
+        "--entries", type=int, default=large.ENTRIES, help=f"the large world's (default {large.ENTRIES:,})"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side (old, new, old, new with 2)")
     parser.add_argument("--profile", action="store_true", help="profile the transfer path with py-spy instead")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        nargs="?",
+        const=600,
+        metavar="SECONDS",
+        help="instead, one server under a mixed load for SECONDS (600 when not given), sampling RSS and dead tuples",
+    )
+    parser.add_argument(
+        "--soak-interval", type=float, default=5, metavar="SECONDS", help="seconds between the soak's samples (5)"
+    )
     args = parser.parse_args(argv)
     args.processes = [int(p) for p in args.processes.split(",")]
-    args.scenarios = args.scenarios.split(",")
+    args.scenarios = (args.scenarios or ",".join(LARGE if args.world == "large" else SCENARIOS)).split(",")
+    if args.world == "large" and args.against:
+        parser.error("--world large compares the small world with the large one: it takes no --against")
     if unknown := set(args.scenarios) - set(SCENARIOS):
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.soak is not None and not 0 < args.soak <= ACCESS_TOKEN_TTL - 600:  # the seeded tokens outlive it
+        parser.error(f"--soak takes 1 to {ACCESS_TOKEN_TTL - 600} seconds")
     return args
 
 
@@ -323,12 +438,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds like Ctrl-C: servers stopped, worktree gone
     if args.profile:
         return profile_transfers(args)
+    if args.soak:
+        return 0 if all(passed(c) for c in soak.soak(args)) else 1
     started, load = time.monotonic(), os.getloadavg()[0]
-    results: dict[str, list[tuple[list[Row], list[str]]]] = {}
+    results: dict[str, list[Run]] = {}
     with ExitStack() as stack:
-        trees = {"": ROOT}
+        trees: dict[str, Path] = {"": ROOT}
+        sizes = {"large": (args.wallets, args.entries)}
         if args.against:
             trees = {"old": stack.enter_context(checkout(args.against)), "new": ROOT}
+        if args.world == "large":
+            trees = {"small": ROOT, "large": ROOT}
         server_url, redis_url = stack.enter_context(postgres_server()), stack.enter_context(redis_server())
         steps = plan(args, list(trees))
         progress = Progress(steps)
@@ -337,37 +457,54 @@ def main(argv: list[str] | None = None) -> int:
             progress.start(mine[0])
             with (
                 tempfile.TemporaryDirectory(prefix="wallet-bench-") as workdir,
-                world(trees[side], server_url, redis_url, Path(workdir)) as w,
+                world(trees[side], server_url, redis_url, Path(workdir), sizes.get(side)) as w,
             ):
                 results.setdefault(side, []).append(measure(w, mine, progress, args))
     print(
         f"\nwallet server bench: {os.cpu_count()} cores"
         f" (load average {load:.1f} before, {os.getloadavg()[0]:.1f} after),"
-        f" {WALLETS} wallets, wrk -t2, {args.seconds} s per money/login/pgbench scenario"
-        f" ({min(SHORT, args.seconds)} s health/read), {time.monotonic() - started:.0f} s in all"
+        f" {WALLETS} wallets{' (and the large world)' if args.world == 'large' else ''}, wrk -t2,"
+        f" {args.seconds} s per money/login/pgbench scenario ({min(SHORT, args.seconds)} s health and reads),"
+        f" {time.monotonic() - started:.0f} s in all"
     )
     for side, runs in results.items():
         if side:
-            what = f"{args.against} = {git('rev-parse', '--short', args.against)}" if side == "old" else "this tree"
-            print(f"\n{side} ({what}):")
+            print(f"\n{side} ({label(side, args)}):")
         numbered = [
             replace(r, scenario=f"{r.scenario} #{n}") if len(runs) > 1 else r
-            for n, (rows, _) in enumerate(runs, 1)
-            for r in rows
+            for n, run in enumerate(runs, 1)
+            for r in run.rows
         ]
         print(table(numbered))
-        print("\n".join(["targets:", *(t for rows, _ in runs for t in targets(rows))]))
-    if args.against:
-        old, new = ([rows for rows, _ in results[side]] for side in ("old", "new"))
-        print("\n".join(["\nnew / old:", *ratios(old, new)]))
+        print(
+            "\n".join(
+                [*(f for run in runs for f in run.figures), "targets:", *(t for run in runs for t in targets(run.rows))]
+            )
+        )
+    if args.against or args.world == "large":
+        before, after = ("old", "new") if args.against else ("small", "large")
+        old, new = ([run.rows for run in results[side]] for side in (before, after))
+        print("\n".join([f"\n{after} / {before}:", *ratios(old, new)]))
+    if args.world == "large":
+        print("\n".join(["large world targets:", *growth(results["small"][0], results["large"][0])]))
     checks = [
         f"{side + ' ' if side else ''}run {n}: {c}"
         for side, runs in results.items()
-        for n, (_, checked) in enumerate(runs, 1)
-        for c in checked
+        for n, run in enumerate(runs, 1)
+        for c in run.checks
     ]
     print("\n".join(["checks:", *checks]))
     return 0 if all(passed(c) for c in checks) else 1
+
+
+def label(side: str, args: argparse.Namespace) -> str:
+    if side == "old":
+        return f"{args.against} = {git('rev-parse', '--short', args.against)}"
+    return {
+        "new": "this tree",
+        "small": f"{WALLETS:,} wallets",
+        "large": f"{args.wallets:,} wallets, {args.entries:,} entries",
+    }[side]
 
 
 def passed(check: str) -> bool:

@@ -1,7 +1,7 @@
--- The bench's wrk scenarios: transfer, hot, read, login, health.
--- wrk ... -s bench/wrk.lua URL -- SCENARIO USERS_FILE RUN_ID [EXTRA]
+-- The bench's wrk scenarios: transfer, hot, batch, read, statement, login, health (deep is open loop: bench/openloop.py).
+-- wrk ... -s bench/wrk.lua URL -- SCENARIO USERS_FILE RUN_ID [EXTRA...]
 --   USERS_FILE: one "token<TAB>wallet_id<TAB>username" line per paying user.
---   EXTRA: the merchant's wallet id for `hot`, the users' password for `login`.
+--   EXTRA: the merchant's wallet id for `hot`, the items per batch for `batch`, the users' password for `login`.
 -- Every thread counts answers by status. Money requests carry their Idempotency-Key as X-Request-ID too, which
 -- the server echoes, so a thread knows which transfers were still unanswered when wrk stopped (or refused with a
 -- 503, which asks the client to retry under the same key); done() prints
@@ -60,6 +60,30 @@ local function transfer(to_wallet)
   return wrk.format("POST", "/api/v1/transfers", headers, body)
 end
 
+-- An independent batch of EXTRA transfers of 0.01 from a random wallet, each to a random other one; its key
+-- remembers the sender and the recipients (user numbers), for the driver to send the same batch again.
+local function batch()
+  local from = math.random(#users)
+  local items, picked = {}, {}
+  for n = 1, tonumber(extra) do
+    local to = math.random(#users - 1)
+    if to >= from then
+      to = to + 1
+    end
+    picked[n] = to
+    items[n] = '{"reference":"r' .. n .. '","from_wallet_id":"' .. users[from].wallet .. '","to_wallet_id":"'
+      .. users[to].wallet .. '","amount":"0.01"}'
+  end
+  counter = counter + 1
+  local key = "bench-" .. run .. "-" .. id .. "-" .. counter
+  unanswered[key] = from .. " " .. table.concat(picked, ",")
+  local headers = json_headers(users[from].token)
+  headers["Idempotency-Key"] = key
+  headers["X-Request-ID"] = key
+  local body = '{"mode":"independent","items":[' .. table.concat(items, ",") .. "]}"
+  return wrk.format("POST", "/api/v1/transfers/batch", headers, body)
+end
+
 local reads = 0
 
 local function read()
@@ -67,6 +91,12 @@ local function read()
   reads = reads + 1
   local what = reads % 2 == 0 and "/balance" or "/transactions"
   return wrk.format("GET", "/api/v1/wallets/" .. user.wallet .. what, json_headers(user.token))
+end
+
+-- A random seeded user's statement of their wallet's whole history.
+local function statement()
+  local user = users[math.random(#users)]
+  return wrk.format("GET", "/api/v1/wallets/" .. user.wallet .. "/statement", json_headers(user.token))
 end
 
 local function login()
@@ -80,8 +110,12 @@ function request()
     return transfer(nil)
   elseif scenario == "hot" then
     return transfer(extra)
+  elseif scenario == "batch" then
+    return batch()
   elseif scenario == "read" then
     return read()
+  elseif scenario == "statement" then
+    return statement()
   elseif scenario == "login" then
     return login()
   end

@@ -62,8 +62,10 @@ class UserListSchema(Output):
 class AdminActionSchema(Output):
     id = fields.UUID()
     admin_id = fields.UUID()
+    admin_username = fields.String(allow_none=True, metadata={"description": "The admin who acted."})
     action = fields.String(validate=validate.OneOf(admin.ACTIONS))
     target_user_id = fields.UUID(allow_none=True)
+    target_username = fields.String(allow_none=True, metadata={"description": "The user it was about, if any."})
     target_wallet_id = fields.UUID(allow_none=True)
     transaction_id = fields.UUID(allow_none=True)
     reason = fields.String(allow_none=True)

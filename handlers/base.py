@@ -113,6 +113,29 @@ class SecurityHeaders(web.OutputTransform):
         return status_code, headers, chunk
 
 
+class Compress(web.GZipContentEncoding):
+    """gzip for an answer worth it, when the client accepts it: a static file (the web wallet's, Swagger UI's) or a
+    JSON answer of MIN_LENGTH bytes or more (a page of history); every answer of a compressible type says `Vary:
+    Accept-Encoding`. A smaller answer (the money paths' JSON: a transfer, a deposit, a balance) goes as it is and
+    pays no compressor: under a few packets gzip saves no round trip. Tornado's own (compress_response) compresses
+    anything written in parts whatever its size (a static file is: a few hundred bytes of icon too) and a 206 range
+    as if it were the whole file: this one goes by the Content-Length where there is one, and compresses only 200s.
+    The ETag stays the one of the content (the same after decoding), so a 304 works for either coding."""
+
+    MIN_LENGTH = 1024
+
+    def transform_first_chunk(
+        self, status_code: int, headers: httputil.HTTPHeaders, chunk: bytes, finishing: bool
+    ) -> tuple[int, httputil.HTTPHeaders, bytes]:
+        if not self._compressible_type(headers.get("Content-Type", "").split(";")[0]):
+            self._gzipping = False
+            return status_code, headers, chunk
+        # The whole answer's size: a file says it; an answer sent in parts without one (a statement) is large.
+        size = int(headers.get("Content-Length", len(chunk) if finishing else self.MIN_LENGTH))
+        self._gzipping = self._gzipping and status_code == 200 and size >= self.MIN_LENGTH
+        return super().transform_first_chunk(status_code, headers, chunk, finishing)
+
+
 class CloseWhileDraining(web.OutputTransform):
     """While the server drains, every answer says `Connection: close`: a keep-alive client (or proxy) sends its next
     request on a new connection, to another server or to this one's listener while it is still open."""
@@ -131,13 +154,15 @@ class CloseWhileDraining(web.OutputTransform):
 
 class Application(web.Application):
     """Believes X-Forwarded-For / X-Forwarded-Proto only from a peer in TRUSTED_PROXIES (Tornado's xheaders trusts
-    anyone), before any handler or the request log sees the request; adds SecurityHeaders to every answer, and
-    CloseWhileDraining once `draining` is set (a SIGTERM: /ready answers 503 and no new event stream opens)."""
+    anyone), before any handler or the request log sees the request; gzips what is worth it (Compress), adds
+    SecurityHeaders to every answer, and CloseWhileDraining once `draining` is set (a SIGTERM: /ready answers 503 and
+    no new event stream opens)."""
 
     draining = False
 
     def __init__(self, *args: Any, **settings: Any) -> None:
-        super().__init__(*args, transforms=[SecurityHeaders, functools.partial(CloseWhileDraining, self)], **settings)
+        transforms = [Compress, SecurityHeaders, functools.partial(CloseWhileDraining, self)]
+        super().__init__(*args, transforms=transforms, **settings)
 
     def find_handler(self, request: Any, **kwargs: Any) -> Any:
         trusted = self.settings["runtime"].settings.trusted_proxies
@@ -343,7 +368,7 @@ class BaseHandler(web.RequestHandler):
     async def prepare(self) -> None:
         self.request_id = assign_request_id(self)
 
-        limit = self.rt.settings.max_body_size
+        limit = self.body_limit()
         declared = self.request.headers.get("Content-Length", "0")
         if not declared.isdigit() or int(declared) > limit:
             if declared.isdigit():
@@ -369,13 +394,17 @@ class BaseHandler(web.RequestHandler):
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
-        limit = self.rt.settings.max_body_size
+        limit = self.body_limit()
         if self._body_size <= limit:
             self._chunks.append(chunk)
         elif not self._finished:
             # Answer now; Tornado then reads no further, closes the connection and never runs the verb.
             too_large = web.HTTPError(413, f"The request body must not exceed {limit} bytes.")
             self.send_error(413, exc_info=(web.HTTPError, too_large, None))
+
+    def body_limit(self) -> int:
+        """The largest body this route takes (MAX_BODY_SIZE; a route that needs more says so)."""
+        return self.rt.settings.max_body_size
 
     def require_principal(self) -> Principal:
         if self.principal is None:
@@ -394,7 +423,7 @@ class BaseHandler(web.RequestHandler):
 
     def raw_body(self) -> bytes:
         """The body exactly as received (what a webhook signature covers)."""
-        if self._body_size > self.rt.settings.max_body_size:
+        if self._body_size > self.body_limit():
             raise web.HTTPError(413, "The request body is too large.")
         return b"".join(self._chunks)
 

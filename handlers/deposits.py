@@ -14,7 +14,7 @@ from handlers.schemas import (
     Output,
     TransactionSchema,
 )
-from wallet.operations import deposits
+from wallet.operations import deposits, payouts
 
 TAG = "Paystack"  # the OpenAPI tag of this module's operations
 
@@ -89,10 +89,16 @@ class PaystackWebhookHandler(BaseHandler):
         """Paystack's events, authenticated by `x-paystack-signature` (HMAC-SHA512 of the raw body) alone.
 
         Any correctly signed event answers 200 {"status": "ok"}; `charge.success` for a PENDING deposit with the same
-        amount and currency credits it once. 401 INVALID_SIGNATURE when the signature is missing or wrong, 400 when a
-        signed body is not a JSON object or a `charge.success` lacks its reference, amount or currency.
+        amount and currency credits it once; `transfer.success`, `transfer.failed` and `transfer.reversed` settle the
+        payout with that reference once (docs/payouts.md). 401 INVALID_SIGNATURE when the signature is missing or
+        wrong, 400 when a signed body is not a JSON object or a `charge.success` or `transfer.*` event lacks its
+        reference, amount or currency.
         """
-        await deposits.receive_event(self.rt, self.raw_body(), self.request.headers.get("x-paystack-signature"))
+        event = deposits.signed_event(self.rt, self.raw_body(), self.request.headers.get("x-paystack-signature"))
+        if event.get("event") == "charge.success":
+            await deposits.receive_charge(self.rt, event)
+        elif event.get("event") in payouts.TRANSFER_EVENTS:
+            await payouts.receive_event(self.rt, event)
         self.respond({"status": "ok"}, 200)
 
 

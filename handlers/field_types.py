@@ -11,7 +11,7 @@ import phonenumbers
 from marshmallow import ValidationError, fields, validate
 
 from wallet import errors
-from wallet.identity.identifiers import normalize_email
+from wallet.identity.identifiers import email_key, normalize_email
 from wallet.money import DECIMAL_TEXT, MAX_MAJOR_UNITS, normalize_currency, parse_decimal
 from wallet.operations import fx
 from wallet.platform.paging import utc_moment
@@ -31,6 +31,20 @@ class Text(fields.String):
         if "\x00" in text:
             raise ValidationError("Must not contain NUL characters.")
         return text
+
+
+class Username(Text):
+    """A username as registration allows them (a recipient's, a lookup's)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(validate=validate.Regexp(USERNAME, error="Not a valid username."), **kwargs)
+
+
+class WalletNumber(Text):
+    """A wallet's number: ten digits."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."), **kwargs)
 
 
 class Metadata(fields.Dict):
@@ -134,6 +148,14 @@ class Email(Text):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         return _domain(normalize_email, super()._deserialize(value, attr, data, **kwargs))
+
+
+class RecipientEmail(Email):
+    """An e-mail address naming the recipient of a transfer or hold, loaded as the key addresses are compared by
+    (identifiers.email_key): what the ledger's one resolving statement finds the user with."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return email_key(super()._deserialize(value, attr, data, **kwargs))
 
 
 class Phone(Text):

@@ -14,8 +14,8 @@ from handlers.field_types import (
     Amount,
     FxRateValue,
     FxSpread,
-    Text,
     UtcDateTime,
+    WalletNumber,
     exactly_one,
     one_of_required,
 )
@@ -40,7 +40,7 @@ class FxQuoteCreateSchema(Schema):
 
     from_wallet_id = fields.UUID(required=True)
     to_wallet_id = fields.UUID()
-    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    to_wallet_number = WalletNumber()
     source_amount = Amount(
         load_default=None, metadata={"description": "What the payer pays, in the source wallet's currency."}
     )

@@ -12,8 +12,10 @@ from handlers.field_types import (
     DECIMAL,
     HOLD_STATUSES,
     Amount,
+    RecipientEmail,
     Text,
     UtcDateTime,
+    WalletNumber,
     exactly_one,
     one_of_required,
 )
@@ -32,12 +34,13 @@ TAG = "Holds"  # the OpenAPI tag of this module's operations
 
 
 class HoldCreateSchema(AmountSchema):
-    RECIPIENTS = ("to_wallet_id", "to_wallet_number")
+    RECIPIENTS = ("to_wallet_id", "to_wallet_number", "to_email")
     json_schema = one_of_required(RECIPIENTS)
 
     from_wallet_id = fields.UUID(required=True)
     to_wallet_id = fields.UUID()
-    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    to_wallet_number = WalletNumber()
+    to_email = RecipientEmail(metadata={"description": "The payee's e-mail: their wallet in the source currency."})
     expires_in = fields.Integer(
         load_default=604800,
         strict=True,

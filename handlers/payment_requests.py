@@ -1,4 +1,5 @@
-"""Payment request endpoints: ask someone for money, list and read requests, pay, decline or cancel one."""
+"""Payment request endpoints: ask someone for money, list and read requests, pay, decline or cancel one; the link
+to a request's page in the web wallet with its QR code."""
 
 from __future__ import annotations
 
@@ -6,22 +7,24 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate, validates_schema
 
-from handlers.base import BaseHandler, api, parse_uuid, requires
+from handlers.base import BaseHandler, api, authenticated, parse_uuid, requires
 from handlers.field_types import (
     CURRENCY,
     DECIMAL,
-    USERNAME,
     Currency,
     Email,
     Metadata,
     Phone,
     Text,
+    Username,
     UtcDateTime,
+    WalletNumber,
     exactly_one,
     one_of_required,
 )
 from handlers.money import MoneyHandler
-from handlers.schemas import AmountSchema, Output, PageQuery, TransactionSchema
+from handlers.schemas import AmountSchema, Output, PageLinkSchema, PageQuery, TransactionSchema
+from handlers.webapp import page_link
 from wallet.operations import payment_requests
 
 TAG = "Payment requests"  # the OpenAPI tag of this module's operations
@@ -35,10 +38,10 @@ class PaymentRequestCreateSchema(AmountSchema):
     RECIPIENTS = ("to_username", "to_phone", "to_email", "to_wallet_number")
     json_schema = one_of_required(RECIPIENTS)
 
-    to_username = Text(validate=validate.Regexp(USERNAME, error="Not a valid username."))
+    to_username = Username()
     to_phone = Phone()
     to_email = Email()
-    to_wallet_number = Text(validate=validate.Regexp(r"^[0-9]{10}$", error="Must be 10 digits."))
+    to_wallet_number = WalletNumber()
     currency = Currency(required=True)
     expires_in = fields.Integer(
         load_default=604800,
@@ -133,6 +136,16 @@ class PaymentRequestHandler(BaseHandler):
         )
 
 
+class PaymentRequestLinkHandler(BaseHandler):
+    @api("getPaymentRequestLink", {200: PageLinkSchema})
+    @authenticated
+    async def get(self, request_id: str) -> None:
+        """The link to a request's page in the web wallet (`/#/pay/{id}`, where the payer pays it) and its QR code, for
+        the payee to show; the payer may read it too. A login session only: it is for a person's screen."""
+        found = await payment_requests.get_request(self.rt, self.principal, parse_uuid(request_id, "request_id"))
+        self.respond(page_link(self.request, f"/pay/{found['id']}"), 200)
+
+
 class PaymentRequestPayHandler(MoneyHandler):
     @api("payPaymentRequest", {201: TransactionSchema}, body=PaySchema, idempotent=True, errors=(403, 404, 409))
     @requires("transfer")
@@ -170,6 +183,7 @@ class PaymentRequestCancelHandler(BaseHandler):
 routes = [
     (r"/api/v1/payment-requests", PaymentRequestListHandler),
     (r"/api/v1/payment-requests/([^/]+)", PaymentRequestHandler),
+    (r"/api/v1/payment-requests/([^/]+)/link", PaymentRequestLinkHandler),
     (r"/api/v1/payment-requests/([^/]+)/pay", PaymentRequestPayHandler),
     (r"/api/v1/payment-requests/([^/]+)/decline", PaymentRequestDeclineHandler),
     (r"/api/v1/payment-requests/([^/]+)/cancel", PaymentRequestCancelHandler),

@@ -291,3 +291,8 @@ class ErrorSchema(Schema):
     details = fields.Dict()
     transaction_id = fields.UUID()
     mfa_token = fields.String(metadata={"description": "With MFA_REQUIRED: for POST /api/v1/auth/login/mfa."})
+
+
+class PageLinkSchema(Output):
+    link = fields.String(metadata={"description": "The web wallet's page, at this server's root as it was reached."})
+    qr_code = fields.String(metadata={"description": "The QR code of link, an SVG as a data: URI for <img>."})

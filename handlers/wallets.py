@@ -1,4 +1,5 @@
-"""Wallet endpoints: list and open wallets, read one, its balance and its history."""
+"""Wallet endpoints: list and open wallets, read one, its balance and its history; the link that pays it in the web
+wallet with its QR code."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from handlers.field_types import (
 )
 from handlers.schemas import (
     Output,
+    PageLinkSchema,
     PageQuery,
     TransactionListSchema,
     WalletListSchema,
     WalletSchema,
 )
+from handlers.webapp import page_link
 from wallet.ledger import history, wallets
 
 TAG = "Wallets"  # the OpenAPI tag of this module's operations
@@ -99,6 +102,16 @@ class WalletHandler(BaseHandler):
         self.respond(wallet, 200)
 
 
+class WalletLinkHandler(BaseHandler):
+    @api("getWalletLink", {200: PageLinkSchema})
+    @authenticated
+    async def get(self, wallet_id: str) -> None:
+        """The link that pays one of the caller's wallets in the web wallet (`/#/transfer?to_wallet_number=...`: the
+        send form with this wallet's number filled in) and its QR code, to share. A login session only."""
+        wallet = await wallets.get_wallet(self.rt, self.principal, parse_uuid(wallet_id, "wallet_id"))
+        self.respond(page_link(self.request, f"/transfer?to_wallet_number={wallet['number']}"), 200)
+
+
 class WalletBalanceHandler(BaseHandler):
     cacheable = True
 
@@ -147,6 +160,7 @@ routes = [
     (r"/api/v1/wallets", WalletListHandler),
     (r"/api/v1/wallets/([^/]+)", WalletHandler),
     (r"/api/v1/wallets/([^/]+)/balance", WalletBalanceHandler),
+    (r"/api/v1/wallets/([^/]+)/link", WalletLinkHandler),
     (r"/api/v1/wallets/([^/]+)/balances", WalletBalancesHandler),
     (r"/api/v1/wallets/([^/]+)/transactions", WalletTransactionsHandler),
 ]

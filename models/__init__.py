@@ -2,14 +2,15 @@
 
 from models.admin import AdminAction
 from models.base import Base
+from models.batches import TransferBatch
 from models.events import Event, EventHead
 from models.fx import FxQuote, FxRate, FxRateChange
 from models.holds import Hold
-from models.instances import Instance
+from models.instances import Instance, SchemaPolicy
 from models.keys import ApiKey
 from models.ledger import DailyUsage, Entry, PendingTransaction, Transaction
 from models.payment_requests import PaymentRequest
-from models.payouts import PayoutAccount
+from models.payouts import Payout, PayoutAccount
 from models.schedules import ScheduledOccurrence, ScheduledTransfer
 from models.throttle import ThrottleCounter
 from models.users import Session, TwoFactor, User, UserIdentity
@@ -31,13 +32,16 @@ __all__ = [
     "Hold",
     "Instance",
     "PaymentRequest",
+    "Payout",
     "PayoutAccount",
     "PendingTransaction",
     "ScheduledOccurrence",
     "ScheduledTransfer",
+    "SchemaPolicy",
     "Session",
     "ThrottleCounter",
     "Transaction",
+    "TransferBatch",
     "TwoFactor",
     "User",
     "UserIdentity",

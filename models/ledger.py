@@ -114,9 +114,7 @@ class Entry(Base):
     transaction_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("transactions.id"), nullable=False, index=True
     )
-    wallet_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("wallets.id"), nullable=False, index=True
-    )
+    wallet_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("wallets.id"), nullable=False)
     amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     # The wallet's balance right after this entry (NULL on system accounts, which keep no balance).
@@ -127,6 +125,9 @@ class Entry(Base):
         CheckConstraint("amount <> 0", name="amount_not_zero"),
         # A statement: one wallet's entries over a period.
         Index("ix_entries_wallet_id_created_at", "wallet_id", "created_at"),
+        # The audit: each wallet's entries in the order they were let in, with what it sums, from the index alone
+        # (migrations/versions/0027_entries_wallet_covering.py).
+        Index("ix_entries_wallet_id_id", "wallet_id", "id", postgresql_include=["amount", "balance_after"]),
     )
 
 

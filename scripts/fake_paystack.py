@@ -124,12 +124,15 @@ class Handler(web.RequestHandler):
             headers={"Content-Type": "application/json", "x-paystack-signature": sign(self.state.secret_key, body)},
             request_timeout=30,
         )
-        response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError):  # the wallet is down or silent: lost, as at Paystack
+            return 599
         return response.code
 
     async def notify(self, event: str, data: dict[str, Any]) -> list[int]:
         """Send a signed webhook (`duplicates` copies at once, after `webhook_delay`) unless webhooks are off;
-        answers what each delivery got back."""
+        answers what each delivery got back (599: no answer)."""
         if not (self.state.config["webhook"] and self.state.config["webhook_url"]):
             return []
         await asyncio.sleep(self.state.config["webhook_delay"])

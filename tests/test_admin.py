@@ -20,6 +20,7 @@ VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
 PUBLIC = {
     "/health",
     "/ready",
+    "/api/v1/config",  # what the server has turned on: no secret, asked before signing in
     "/api/v1/auth/register",
     "/api/v1/auth/login",
     "/api/v1/auth/login/mfa",
@@ -288,7 +289,8 @@ def test_deactivate_ends_every_login_and_refuses_login_until_activated(server, a
 def test_a_frozen_account_is_unfrozen_not_activated(server, admin, user):
     set_status(server, admin, user, "freeze")
     assert_error(call(server, admin, "POST", f"/admin/users/{user.id}/activate"), 400, "VALIDATION_ERROR")
-    assert set_status(server, admin, user, "freeze")["status"] == "frozen"  # repeating is harmless
+    assert set_status(server, admin, user, "freeze")["status"] == "frozen"  # repeating is harmless, and not logged
+    assert [a["action"] for a in actions(server, admin, target_user_id=user.id)["items"]] == ["freeze"]
     assert set_status(server, admin, user, "unfreeze")["status"] == "active"
     assert set_status(server, admin, user, "activate")["status"] == "active"
 
@@ -515,6 +517,7 @@ def test_the_action_log_records_who_what_when_and_why(server, admin, user):
     ]
     assert {a["admin_id"] for a in logged} == {admin.id}
     assert {a["target_user_id"] for a in logged} == {user.id}
+    assert {(a["admin_username"], a["target_username"]) for a in logged} == {(admin.username, user.username)}
     assert all(a["created_at"].endswith("Z") and a["transaction_id"] is None for a in logged)
     times = [dt.datetime.fromisoformat(a["created_at"]) for a in logged]
     assert times == sorted(times, reverse=True)

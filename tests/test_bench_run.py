@@ -10,28 +10,31 @@ import sys
 import pytest
 
 from bench.run import ROOT, Step, passed, plan, ratios
+from bench.run import table as render
 from bench.world import Row
 
 
 @pytest.mark.bench
-@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (make bench installs it)")
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk is not installed (make bench installs it, and pgbouncer)")
 @pytest.mark.slow
 def test_a_short_bench_against_head_checks_every_money_scenario_and_removes_its_worktree():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}  # 64 pgbench clients
     command = [sys.executable, "-m", "bench.run", "--seconds", "2", "--processes", "1", "--rate", "100"]
-    command += ["--scenarios", "transfer,textbook,openloop", "--against", "HEAD"]
+    command += ["--scenarios", "transfer,pooled,textbook,openloop", "--against", "HEAD"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    assert "[1/8] old run 1: setup" in out and "[8/8] new run 1: textbook" in out  # the progress, one line a step
+    assert "[1/10] old run 1: setup" in out and "[10/10] new run 1: textbook" in out  # the progress, one line a step
     old, new = out.split("\nold (HEAD = ")[1].split("\nnew (this tree):")
     for table in (old, new):
         assert "| transfer " in table and "| openloop " in table and "| pgbench (textbook) " in table
+        assert "| pooled " in table and "x transfer" in table  # through PgBouncer, and its ratio to the direct row
         assert "x textbook" in table  # the transfer's ratio to the textbook ceiling
+        assert "| RSS MiB at end |" in table
     assert "transfer, 1 proc: req/s " in out and "openloop, 1 proc: req/s " in out  # new / old
     checks = out.split("checks:\n")[1].splitlines()
-    assert len(checks) == 8 and all(passed(c) for c in checks), checks  # transfer, openloop, textbook, audit: x2
-    assert sum("COMPLETED" in c and "PENDING left 0" in c for c in checks) == 6
+    assert len(checks) == 10 and all(passed(c) for c in checks), checks  # 4 scenarios and the audit, each side
+    assert sum("COMPLETED" in c and "PENDING left 0" in c for c in checks) == 8
     assert (
         "wallet-bench-against"
         not in subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
@@ -68,3 +71,14 @@ def test_the_ratios_compare_the_means_of_the_runs():
     assert ratios(old, new) == [
         "transfer, 1 proc: req/s 2.00x (old 100 300 -> new 400); p99 0.20x (old 400.0 600.0 -> new 100.0 ms)"
     ]
+
+
+def test_the_table_shows_each_server_process_rss_at_the_scenario_end():
+    rows = [
+        Row("transfer", "2", 64, 700, 80.0, 200.0, 300.0, {"201": 10}, rss=[30.4, 81.0, 79.6]),
+        Row("pgbench (textbook)", "-", 64, 1400, 40.0, 110.0, 390.0, {"transfers": 20}),
+    ]
+    header, _, transfer, pgbench = render(rows).splitlines()
+    column = [cell.strip() for cell in header.split("|")].index("RSS MiB at end")
+    assert [cell.strip() for cell in transfer.split("|")][column] == "30 / 81 / 80"  # the supervisor, then each worker
+    assert [cell.strip() for cell in pgbench.split("|")][column] == ""

@@ -193,3 +193,34 @@ def test_one_line_commands_print_one_line_on_the_embedded_database(var_dir):
     done = run("create-admin", "root", WALLET_ADMIN_PASSWORD=PASSWORD, **env)
     assert (done.returncode, done.stderr) == (0, "") and len(done.stdout.splitlines()) == 1
     assert (var_dir / "pgdata" / "log").is_file()  # PostgreSQL's own log, where the README says
+
+
+def test_the_audit_command_waits_past_the_statement_timeout(database_url):
+    """The audit's statements take as long as the ledger is big (a minute at ten million entries): `server.py
+    audit` is not cut off at DB_STATEMENT_TIMEOUT, which bounds a request's. A lock held 3 s stands in for that."""
+    locker, watcher = psycopg2.connect(libpq_url(database_url)), psycopg2.connect(libpq_url(database_url))
+    watcher.autocommit = True  # pg_stat_activity afresh on each read, not as the transaction first saw it
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    try:
+        with locker.cursor() as cur, watcher.cursor() as watch:
+            cur.execute("LOCK TABLE wallets IN ACCESS EXCLUSIVE MODE")
+            audit = subprocess.Popen(
+                [sys.executable, str(ROOT / "server.py"), "audit"],
+                cwd=ROOT,
+                env=environment(DATABASE_URL=database_url, DB_STATEMENT_TIMEOUT="1"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 60
+            while watch.execute(waiting) or watch.fetchone()[0] == 0:
+                assert time.monotonic() < deadline and audit.poll() is None, audit.poll()
+                time.sleep(0.1)
+            time.sleep(3)  # past the statement timeout (1 s) and the driver's own (a second more)
+        locker.commit()
+        out, err = audit.communicate(timeout=60)
+        assert audit.returncode == 0, out + err
+        assert out.splitlines()[0] == "ledger audit: OK"
+    finally:
+        locker.close()
+        watcher.close()

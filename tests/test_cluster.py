@@ -36,6 +36,7 @@ fake = test_paystack.fake  # the fake Paystack, a real local server (scripts/fak
 CLUSTER_JOBS = (
     "interrupted-transactions",
     "provider-deposits",
+    "payout-verification",
     "hold-expiry",
     "payment-request-expiry",
     "scheduled-transfers",

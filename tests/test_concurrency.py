@@ -1,14 +1,22 @@
 """Money under concurrency: the bank invariant, no deadlocks, idempotency and daily limits with racing clients."""
 
+import contextlib
+import datetime as dt
 import random
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg2
 import pytest
-from conftest import balance, fund, in_parallel, log_in, make_user, run_audit, scalar, unique_name
+import test_paystack
+from conftest import balance, fund, in_parallel, log_in, make_user, run_audit, scalar, unique_name, wait_for
+
+from scripts.local_services import libpq_url
+
+fake = test_paystack.fake  # the fake Paystack the payouts go through (a real local server, once per module)
 
 CLIENTS = 16
 WALLETS = 20
@@ -18,12 +26,17 @@ TIMEOUT = 15
 
 
 @pytest.mark.slow
-def test_bank_invariant(own_server, database_url, db, admin_username):
-    """Random transfers, deposits, withdrawals, holds (captured in part or whole, or voided) and FX transfers from
-    racing clients, and an admin reversing parts of completed ones, each with an Idempotency-Key it resends until a
-    definite answer; midway the server is killed -9 and started again. Money is conserved in every currency, every key
-    ran once, and what holds reserve and what was reversed match them (the audit)."""
-    server = own_server(PENDING_TIMEOUT="2", RECOVERY_INTERVAL="1", DB_POOL_SIZE="8", FX_QUOTE_TTL="600")
+def test_bank_invariant(own_server, database_url, db, admin_username, fake):
+    """Random transfers, deposits, withdrawals, holds (captured in part or whole, or voided), FX transfers and payouts
+    to banks (through the fake Paystack, then sent, failed, or sent and returned) from racing clients, scheduled
+    transfers falling due, and an admin reversing parts of completed ones, each with an Idempotency-Key it resends
+    until a definite answer; midway the server is killed -9 and started again. Money is conserved in every currency,
+    every key ran once, every payout was sent once and settled as Paystack said, every occurrence paid once, and what
+    holds reserve and what was reversed match them (the audit)."""
+    settings = {"DB_POOL_SIZE": "8", "FX_QUOTE_TTL": "600", "SCHEDULE_INTERVAL": "1"}
+    # With PENDING_TIMEOUT 2 s and RECOVERY_INTERVAL 1 s (paystack_env's).
+    server = own_server(**settings, **test_paystack.paystack_env(fake))
+    fake.configure(transfer_outcome="pending", webhook_url=f"{server.url}/api/v1/webhooks/paystack")
     users = [make_user(server) for _ in range(WALLETS)]
     for u in users:
         fund(server, u, "50.00")
@@ -40,6 +53,38 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
         with server.client(u.token) as client:
             eur[u.id] = client.post("/wallets", json={"currency": "EUR"}).json()["id"]
         fund(server, u, "50.00", eur[u.id])
+    # Payouts: every user also holds an NGN wallet and a payout account; a "payout" operation sends part of it to the
+    # bank, and the bank's side (below) ends each transfer as sent, failed, or sent and then returned.
+    ngn, accounts = {}, {}
+    for i, u in enumerate(users):
+        with server.client(u.token) as client:
+            ngn[u.id] = client.post("/wallets", json={"currency": "NGN"}).json()["id"]
+            added = client.post(
+                "/payout-accounts", json={"bank_code": "058", "account_number": f"55{i:08d}", "currency": "NGN"}
+            )
+            accounts[u.id] = added.json()["id"]
+        fund(server, u, "50.00", ngn[u.id])
+    # Scheduled transfers: daily, three occurrences, all already due (made to start in an hour, then moved back as if
+    # made two days ago, so that none ran before), paid by the scheduler while the clients race and through the kill.
+    schedules = []
+    for i, u in enumerate(users[:10]):
+        body = {
+            "from_wallet_id": u.wallet_id,
+            "to_wallet_id": users[i + 1].wallet_id,
+            "amount": "3.00",
+            "start_at": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat(),
+            "every": "day",
+            "count": 3,
+        }
+        with server.client(u.token) as client:
+            schedules.append(client.post("/scheduled-transfers", json=body).json()["id"])
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE scheduled_transfers SET start_at = start_at - interval '2 days 1 hour', "
+            "next_run_at = next_run_at - interval '2 days 1 hour' WHERE id = ANY(%s::uuid[])",
+            (schedules,),
+        )
+    references, payout_keys = [], []
     fx_before = {
         c: scalar(db, "SELECT balance FROM wallets WHERE is_fx AND currency = %s", (c,)) for c in ("USD", "EUR")
     }
@@ -99,7 +144,19 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
             for _ in range(per_client):
                 me = rng.choice(users)
                 amount = f"{rng.randint(1, 4000) / 100:.2f}"
-                kind = rng.choices(["transfer", "deposit", "withdraw", "hold", "fx"], weights=[6, 2, 2, 1, 1])[0]
+                kind = rng.choices(
+                    ["transfer", "deposit", "withdraw", "hold", "fx", "payout"], weights=[6, 2, 2, 1, 1, 1]
+                )[0]
+                if kind == "payout":
+                    payout_keys.append(unique_name("payout"))
+                    body = {"payout_account_id": accounts[me.id], "amount": f"{rng.randint(1, 2000) / 100:.2f}"}
+                    headers = {**me.headers, "Idempotency-Key": payout_keys[-1]}
+                    r = definite(client, f"/wallets/{ngn[me.id]}/payouts", body, headers)
+                    outcomes[(kind, r.status_code, r.json().get("code"))] += 1
+                    if r.status_code == 201:
+                        references.append(r.json()["provider_reference"])
+                    answered["all"] += 1
+                    continue
                 if kind == "hold":
                     hold_run(
                         client,
@@ -169,6 +226,42 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
     reverser = threading.Thread(target=admin_run)
     reverser.start()
 
+    # The bank's side: each transfer ends as sent (most), failed, or sent and then returned, once Paystack has it (a
+    # payout whose send the kill cut off is sent by the sweep later); its webhook may find the server down (the sweep
+    # verifies then).
+    bank_says, planned, said_by = {}, {}, {}
+
+    def status_at_the_bank(reference):
+        known = httpx.get(f"{fake.url}/_fake/transfers/{reference}", timeout=30)
+        return known.json()["status"] if known.status_code == 200 else None
+
+    def bank_run():
+        rng = random.Random(-2)
+        while not (clients_done.is_set() and len(bank_says) == len(set(references))):
+            # Each once, though a payout answered again (a replay after the kill) is listed again. An end whose webhook
+            # found the server down (or answering 503) stands, and is sent again next round, as Paystack retries a
+            # webhook until it is answered 200: the sweep verifies only PENDING payouts, so a return after the success
+            # is known from its webhook alone.
+            for reference in [r for r in dict.fromkeys(references) if r not in bank_says]:
+                outcome = planned.setdefault(reference, rng.choices(["success", "failed", "reversed"], [6, 2, 2])[0])
+                steps = said_by.setdefault(reference, [])
+                for said in ("success", "reversed") if outcome == "reversed" else (outcome,):
+                    if said in steps:
+                        continue
+                    delivered = False
+                    with contextlib.suppress(httpx.TransportError):
+                        ended = httpx.post(f"{fake.url}/_fake/transfers/{reference}?outcome={said}", timeout=60)
+                        delivered = ended.status_code == 200 and all(s == 200 for s in ended.json()["webhook_statuses"])
+                    if status_at_the_bank(reference) != said or not delivered:
+                        break  # not sent yet, or its webhook not taken (again next round)
+                    steps.append(said)
+                else:
+                    bank_says[reference] = outcome
+            time.sleep(0.2)
+
+    bank = threading.Thread(target=bank_run)
+    bank.start()
+
     def kill_midway():
         while answered["all"] < OPERATIONS // 2:
             time.sleep(0.01)
@@ -183,6 +276,7 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
     killer.join(60)
     clients_done.set()
     reverser.join(60)
+    bank.join(120)
     outcomes = sum((o for o, _, _ in results), reversing["outcomes"])
     keys = [k for _, ks, _ in results for k in ks] + reversing["keys"]
     hold_keys = [k for _, _, hks in results for k in hks]
@@ -195,9 +289,9 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
     assert retried["no answer"] > 0  # the kill did cut clients off
     allowed = {(201, None), (200, None), (400, "INSUFFICIENT_FUNDS"), (400, "REVERSAL_EXCEEDED")}
     assert {(status, code) for _, status, code in outcomes} <= allowed
-    # Placing a hold is no transaction (a refused one records nothing); a capture is a transfer.
-    completed = sum(n for (kind, status, _), n in outcomes.items() if status == 201 and kind != "hold")
-    refused = sum(n for (kind, status, _), n in outcomes.items() if status == 400 and kind != "hold")
+    # Placing a hold or a payout is no transaction (a refused one records nothing); a capture is a transfer.
+    completed = sum(n for (kind, status, _), n in outcomes.items() if status == 201 and kind not in ("hold", "payout"))
+    refused = sum(n for (kind, status, _), n in outcomes.items() if status == 400 and kind not in ("hold", "payout"))
     assert outcomes[("capture", 201, None)] > 0 and outcomes[("void", 200, None)] > 0
     assert outcomes[("reverse", 201, None)] > 0
     placed = scalar(db, "SELECT COUNT(*) FROM holds WHERE idempotency_key = ANY(%s)", (hold_keys,))
@@ -244,8 +338,28 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
     assert scalar(db, "SELECT MIN(balance) FROM wallets WHERE id IN %(w)s", mine) >= 0
     # Every key is one row: every success a client saw one COMPLETED row, every refusal one FAILED row.
     assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE idempotency_key = ANY(%s)", (keys,)) == len(keys)
-    assert count("status = 'COMPLETED'") == completed + WALLETS
-    assert count("status = 'FAILED'") == refused
+    # Scheduled occurrences: each of the three of every schedule ran once, recorded with its one transaction (a
+    # refused one FAILED, with its reason), under its own key.
+    assert wait_for(
+        lambda: (
+            scalar(db, "SELECT COUNT(*) FROM scheduled_occurrences WHERE schedule_id = ANY(%s::uuid[])", (schedules,))
+            == 3 * len(schedules)
+        ),
+        60,
+    )
+    occurrences = (
+        "SELECT COUNT(*) FROM scheduled_occurrences o JOIN transactions t ON t.id = o.transaction_id "
+        "WHERE o.schedule_id = ANY(%(s)s::uuid[]) AND t.status = o.status "
+        "AND t.idempotency_key LIKE 'scheduled-transfer:' || o.schedule_id || ':%%'"
+    )
+    assert scalar(db, occurrences, {"s": schedules}) == 3 * len(schedules)
+    scheduled = "SELECT COUNT(*) FROM transactions WHERE idempotency_key LIKE ANY(%(k)s) AND status = %(status)s"
+    like = [f"scheduled-transfer:{s}:%" for s in schedules]
+    scheduled_done = scalar(db, scheduled, {"k": like, "status": "COMPLETED"})
+    scheduled_refused = scalar(db, scheduled, {"k": like, "status": "FAILED"})
+    assert scheduled_done + scheduled_refused == 3 * len(schedules) and scheduled_done > 0
+    assert count("status = 'COMPLETED'") == completed + WALLETS + scheduled_done
+    assert count("status = 'FAILED'") == refused + scheduled_refused
     assert count("status = 'PENDING'") == 0
     entries = "FROM entries e WHERE e.transaction_id = t.id"
     legs = "CASE WHEN t.fx_quote_id IS NULL THEN 2 ELSE 4 END"  # an FX transfer has two legs in each currency
@@ -254,6 +368,29 @@ def test_bank_invariant(own_server, database_url, db, admin_username):
     # Each wallet's stored balance is what its own entries add up to.
     own_entries = "(SELECT COALESCE(SUM(amount), 0) FROM entries WHERE wallet_id = w.id)"
     assert scalar(db, f"SELECT COUNT(*) FROM wallets w WHERE id IN %(w)s AND balance <> {own_entries}", mine) == 0
+    # Payouts: every one was sent once and ended as the bank said (a return whose success the sweep never saw in time
+    # is a failure: no money left), and the NGN wallets lost exactly what was sent and not returned.
+    made = scalar(db, "SELECT COUNT(*) FROM payouts WHERE idempotency_key = ANY(%s)", (payout_keys,))
+    assert made == len(set(references)) == outcomes[("payout", 201, None)] and made > 0
+    pending = "SELECT COUNT(*) FROM payouts WHERE idempotency_key = ANY(%s) AND status = 'PENDING'"
+    assert wait_for(lambda: scalar(db, pending, (payout_keys,)) == 0, 60)
+    settled_as = {"success": {"COMPLETED"}, "failed": {"FAILED"}, "reversed": {"REVERSED", "FAILED"}}
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT reference, status, failure_code, provider_status FROM payouts WHERE idempotency_key = ANY(%s)",
+            (payout_keys,),
+        )
+        found = {row[0]: row[1:] for row in cur.fetchall()}
+    payouts = {reference: status for reference, (status, *_) in found.items()}
+    for reference, status in payouts.items():
+        assert status in settled_as[bank_says[reference]], (reference, found[reference], bank_says[reference])
+        assert httpx.get(f"{fake.url}/_fake/transfers/{reference}").json()["transfer_calls"] == 1
+    assert {"COMPLETED", "FAILED", "REVERSED"} <= set(payouts.values())
+    sent = "SELECT COALESCE(SUM(amount), 0) FROM payouts WHERE idempotency_key = ANY(%s) AND status = 'COMPLETED'"
+    ngn_ids = tuple(ngn.values())
+    ngn_total = scalar(db, "SELECT SUM(balance) FROM wallets WHERE id IN %s", (ngn_ids,))
+    assert ngn_total == WALLETS * 50_00 - scalar(db, sent, (payout_keys,))
+    assert scalar(db, "SELECT SUM(held) FROM wallets WHERE id IN %s", (ngn_ids,)) == 0
     audit = run_audit(database_url)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "ledger audit: OK" in audit.stdout
@@ -324,3 +461,40 @@ def test_concurrent_withdrawals_never_exceed_the_daily_limit(own_server, db):
     assert (
         scalar(db, "SELECT SUM(amount) FROM daily_usage WHERE user_id = %s AND kind = 'WITHDRAWAL'", (user.id,)) == 9800
     )
+
+
+def test_a_deadlock_the_database_breaks_is_a_503_and_the_keyed_retry_moves_once(server, database_url, db):
+    """Another transaction locks the two wallets in the other order: PostgreSQL breaks the cycle by failing the server's
+    statement (its deadlock_timeout runs out first). Nothing moved: 503 with Retry-After, and the keyed retry moves the
+    money once."""
+    a, b = make_user(server), make_user(server)
+    fund(server, a, "100")
+    first, second = sorted([a.wallet_id, b.wallet_id])  # the server locks the wallets in id order
+    key = unique_name("deadlock")
+    body = {"from_wallet_id": a.wallet_id, "to_wallet_id": b.wallet_id, "amount": "10.00"}
+
+    def send() -> httpx.Response:
+        with server.client(a.token) as client:
+            return client.post("/transfers", json=body, headers={"Idempotency-Key": key}, timeout=TIMEOUT)
+
+    blocker = psycopg2.connect(libpq_url(database_url))
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("SET deadlock_timeout = '60s'")  # the server's session finds the cycle, not this one
+            cur.execute("SELECT 1 FROM wallets WHERE id = %s FOR NO KEY UPDATE", (second,))
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(send)
+                # Executing alone (the group commit gave up its short wait): it holds `first` and waits for `second`.
+                waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+                wait_for(lambda: scalar(db, waiting, ("%FROM ledger_execute(%",)) == 1)
+                cur.execute("SELECT 1 FROM wallets WHERE id = %s FOR NO KEY UPDATE", (first,))
+                blocker.rollback()
+                r = answer.result()
+    finally:
+        blocker.close()
+    assert r.status_code == 503 and r.headers["Retry-After"], r.text
+    assert balance(server, a) == "100.00"
+    retried = send()
+    assert retried.status_code == 201, retried.text
+    assert (balance(server, a), balance(server, b)) == ("90.00", "10.00")
+    assert scalar(db, "SELECT COUNT(*) FROM transactions WHERE idempotency_key = %s", (key,)) == 1

@@ -180,7 +180,8 @@ def test_the_server_tells_systemd_it_is_ready(own_server, tmp_path):
 
 def test_nginx_timeouts_fit_the_servers():
     """A quiet event stream outlives nginx's read and send timeouts (the server pings every EVENTS_PING_INTERVAL), and
-    nginx drops an idle connection to the server before the server's IDLE_TIMEOUT would close it under a request."""
+    nginx drops an idle connection to the server before the server would close it under a request: at IDLE_TIMEOUT, or
+    when a stopping server's DRAIN_DELAY is over."""
     defaults = Settings()
 
     def seconds(directive: str) -> int:
@@ -188,7 +189,7 @@ def test_nginx_timeouts_fit_the_servers():
         return int(value)
 
     assert min(seconds("proxy_read_timeout"), seconds("proxy_send_timeout")) >= 2 * defaults.events_ping_interval
-    assert seconds("keepalive_timeout") < defaults.idle_timeout
+    assert seconds("keepalive_timeout") < min(defaults.drain_delay, defaults.idle_timeout)
 
 
 def test_env_example_and_the_readme_list_exactly_the_settings():

@@ -261,6 +261,9 @@ def test_the_grace_running_out_cuts_off_what_is_left_and_says_so(own_server):
 
 def test_a_second_sigterm_stops_at_once_through_the_parent(own_server):
     server = own_server(PROCESSES="2", SHUTDOWN_GRACE="60", DRAIN_DELAY="1", BODY_TIMEOUT="60", LOG_LEVEL="INFO")
+    # /ready answered from one worker; on a busy machine the other may still be starting (and would stop before it
+    # listens, closing no listener): both listen first.
+    wait_for(lambda: server.log_path.read_text().count('"msg":"listening"') == 2, timeout=30)
     with a_request_left_unfinished(server):
         server.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: server.log_path.read_text().count('"listener closed"') == 2)

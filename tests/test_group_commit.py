@@ -1,6 +1,7 @@
 """Group commit (wallet/ledger/batch.py): the transfers that queue for step 2 while a batch is in flight go together
 as one statement, each with its own outcome; one on a busy wallet is deferred without holding up the others; a
-batch that fails or dies commits nothing, and each retry executes once.
+batch that fails or dies commits nothing, and each retry executes once; a batch whose commit the server does not hear
+is answered as it committed, and an operation whose record was lost before step 2 is a 503 that its retry finishes.
 
 Each test makes the batch certain: a row lock held here keeps a first transfer in flight (it waits past the batch's
 lock wait, then alone, outside the queue), the others are recorded PENDING and queue behind its batch, and they go
@@ -8,17 +9,29 @@ together once it is done."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import httpx
 import psycopg2
 import pytest
-from conftest import assert_audit_ok, assert_error, balance, fund, make_user, resend_while_in_progress, scalar
+from conftest import (
+    assert_audit_ok,
+    assert_error,
+    balance,
+    fund,
+    make_user,
+    recorded,
+    resend_while_in_progress,
+    scalar,
+)
 from test_metrics import TOKEN, scrape, value
+from test_outages import Relay
 
 from wallet.platform.db import CLIENT_CHECK_MS
 
@@ -216,3 +229,79 @@ def test_a_batch_cut_off_by_kill_9_commits_nothing_and_each_retry_executes_once(
     assert balance(server, merchant) == f"{10 + 2.5 * QUEUED:.2f}"
     assert pending(db, "gk-") == 0
     assert_audit_ok(database_url)
+
+
+class AnswerLosingRelay(Relay):
+    """A Relay that, once, closes the wallet server's connection just after forwarding step 2 of the transfer whose
+    description is `marker` (the first message holding it and the events of it COMPLETED): PostgreSQL has the whole
+    statement and commits it, and the server never hears so, as when a failover or a pooler cuts a connection at
+    its commit."""
+
+    def __init__(self, database_url: str, marker: str) -> None:
+        super().__init__(database_url)
+        self.marker = marker.encode()
+        self.dropped = threading.Event()
+
+    def sent(self, connection: socket.socket, data: bytes) -> None:
+        if not self.dropped.is_set() and self.marker in data and b'"COMPLETED"' in data:
+            self.dropped.set()
+            with suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_transfer_whose_commit_is_not_heard_is_answered_as_it_committed(own_server, db, database_url):
+    """The group commit executes a batch whose connection failed again, alone; when the lost batch had committed, the
+    second try is refused (the funds moved already) and the transfer must be answered as the row says, once."""
+    marker = f"lost answer {uuid.uuid4().hex}"
+    relay = AnswerLosingRelay(database_url, marker)
+    relay.start()
+    try:
+        server = own_server(DATABASE_URL=relay.url)
+        alice, bob = make_user(server), make_user(server)
+        fund(server, alice, "10.00")
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        body = {
+            "from_wallet_id": alice.wallet_id,
+            "to_wallet_id": bob.wallet_id,
+            "amount": "10.00",
+            "description": marker,
+        }
+        with server.client(alice.token) as api:
+            r = api.post("/transfers", json=body, headers=key)
+            assert relay.dropped.is_set()
+            assert r.status_code == 201, r.text
+            assert r.json()["status"] == "COMPLETED" and r.json()["description"] == marker
+            assert recorded(db, r.json()["id"]) == ("COMPLETED", None, 2, 0)
+            again = api.post("/transfers", json=body, headers=key)
+            assert again.status_code == 201 and again.json()["id"] == r.json()["id"], again.text
+        assert (balance(server, alice), balance(server, bob)) == ("0.00", "10.00")
+    finally:
+        relay.cut()
+
+
+def test_a_record_lost_before_step_2_is_a_503_and_its_retry_moves_the_money_once(own_server, db):
+    """Step 1 commits without waiting for the disk, so a crash or a failover between the two steps can lose the
+    PENDING row (here it is deleted while step 2 waits for the payer's lock). Nothing happened: 503 with Retry-After,
+    never a 500, and the keyed retry records the transfer again and moves the money once."""
+    server = own_server()
+    alice, bob = make_user(server), make_user(server)
+    fund(server, alice, "10.00")
+    key, sender = f"lost-{uuid.uuid4().hex}", Sender(server)
+    with row_lock(db, alice.wallet_id) as release:
+        sender.send(alice, key, transfer(alice, bob, "4.00"))
+        wait_for(db, "SELECT count(*) FROM transactions WHERE idempotency_key = %s", 1, (key,))
+        with db.cursor() as cur:
+            cur.execute(  # the row and its entry in the PENDING list, written in one commit and lost together
+                "WITH gone AS (DELETE FROM transactions WHERE idempotency_key = %s RETURNING id) "
+                "DELETE FROM pending_transactions WHERE transaction_id IN (SELECT id FROM gone)",
+                (key,),
+            )
+        release()
+    answer = sender.join(key)[key]
+    assert_error(answer, 503, "SERVICE_UNAVAILABLE")
+    assert answer.headers["Retry-After"] == "1"
+    with server.client(alice.token) as api:
+        again = api.post("/transfers", json=transfer(alice, bob, "4.00"), headers={"Idempotency-Key": key})
+    assert again.status_code == 201 and again.json()["status"] == "COMPLETED", again.text
+    assert recorded(db, again.json()["id"]) == ("COMPLETED", None, 2, 0)
+    assert (balance(server, alice), balance(server, bob)) == ("6.00", "4.00")

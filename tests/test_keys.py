@@ -444,6 +444,8 @@ KEY_ROUTES = {
     ("post", "/api/v1/wallets/{wallet_id}/withdraw"): ["withdraw"],
     ("post", "/api/v1/wallets/{wallet_id}/operation"): ["deposit", "withdraw"],
     ("post", "/api/v1/transfers"): ["transfer"],
+    ("get", "/api/v1/recipients"): ["transfer"],
+    ("post", "/api/v1/transfers/batch"): ["transfer"],
     ("get", "/api/v1/holds"): ["read"],
     ("get", "/api/v1/holds/{hold_id}"): ["read"],
     ("post", "/api/v1/holds"): ["transfer"],
@@ -468,6 +470,9 @@ KEY_ROUTES = {
     ("post", "/api/v1/payment-requests/{request_id}/cancel"): ["transfer"],
     ("get", "/api/v1/banks"): ["read"],
     ("get", "/api/v1/payout-accounts"): ["read"],
+    ("post", "/api/v1/wallets/{wallet_id}/payouts"): ["withdraw"],
+    ("get", "/api/v1/payouts"): ["read"],
+    ("get", "/api/v1/payouts/{payout_id}"): ["read"],
 }
 
 

@@ -113,12 +113,14 @@ def test_money_moving_posts_take_an_idempotency_key(spec):
         ("/api/v1/wallets/{wallet_id}/withdraw", "post"),
         ("/api/v1/wallets/{wallet_id}/operation", "post"),
         ("/api/v1/transfers", "post"),
+        ("/api/v1/transfers/batch", "post"),
         ("/api/v1/holds", "post"),
         ("/api/v1/holds/{hold_id}/capture", "post"),
         ("/api/v1/payment-requests/{request_id}/pay", "post"),
         ("/api/v1/admin/wallets/{wallet_id}/deposit", "post"),
         ("/api/v1/admin/transactions/{transaction_id}/reverse", "post"),
         ("/api/v1/wallets/{wallet_id}/deposits/paystack", "post"),
+        ("/api/v1/wallets/{wallet_id}/payouts", "post"),
     }
     for path, method in idempotent:
         responses = spec["paths"][path][method]["responses"]

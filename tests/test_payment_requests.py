@@ -3,6 +3,7 @@
 import email
 import email.policy
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from conftest import (
     recorded,
     resend_while_in_progress,
     scalar,
+    shared_link,
     unique_name,
     unique_phone,
     wait_for,
@@ -202,6 +204,29 @@ def test_refusals_and_bad_input(server, db):
     fund(server, payer, "3.00")
     assert pay(server, payer, request["id"]).status_code == 201
     assert balance(server, payer) == "0.00"
+
+
+def test_a_request_s_link_and_qr_code_name_its_page_on_this_server(server):
+    """GET /payment-requests/{id}/link: the request's page in the web wallet, on this server as it was reached, and
+    that link's QR code drawn by the server (the same SVG segno draws for it); payer and payee only; no other text."""
+    payee, payer, stranger = make_user(server), make_user(server), make_user(server)
+    request = asked(server, payee, payer, "2.00")
+    path = f"/payment-requests/{request['id']}/link"
+    shared = shared_link(server, payee, path, f"{server.url}/#/pay/{request['id']}")
+    assert shared["qr_code"].startswith("data:image/svg+xml;")
+    with server.client(payee.token) as client:
+        assert_error(client.get("/payment-requests/not-a-uuid/link"), 400, "VALIDATION_ERROR")
+        assert_error(client.get(f"/payment-requests/{uuid.uuid4()}/link"), 404, "NOT_FOUND")
+        # The link names this server by its Host: one that is no plain host[:port] makes no link.
+        assert_error(client.get(path, headers={"Host": "x'y"}), 400, "VALIDATION_ERROR")
+        # Nothing the caller sends is encoded.
+        assert client.get(path, params={"link": "https://evil.example"}).json() == shared
+    with server.client(payer.token) as client:
+        assert client.get(path).json() == shared
+    with server.client(stranger.token) as client:
+        assert_error(client.get(path), 404, "NOT_FOUND")
+    with server.client() as client:
+        assert_error(client.get(path), 401, "AUTHENTICATION_REQUIRED")
 
 
 def test_an_expired_request_is_refused_at_once_and_the_sweep_marks_it(own_server, db):

@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
-import pwd
 import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -23,13 +19,13 @@ import psycopg2
 import pytest
 from conftest import PASSWORD, assert_audit_ok, balance, free_port, fund, in_parallel, make_user, unique_name, wait_for
 from sqlalchemy.engine import make_url
+from test_cluster import CLUSTER_JOBS, SWEEPING, led_by
 from test_durability import definite
 from test_event_stream import connect, pay, receive
 
-from scripts.local_services import fresh_database, libpq_url, postgres_server, stop
+from scripts.local_services import PGBOUNCER, PgBouncer, fresh_database, libpq_url, postgres_server
 from wallet.platform.db import migrate
 
-PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
 needs_pgbouncer = pytest.mark.skipif(
     not PGBOUNCER, reason="needs Debian's pgbouncer (apt-get install -y pgbouncer; .ci/run installs it)"
 )
@@ -39,64 +35,12 @@ TRANSFERS = 200
 SESSION_SETTINGS = "SET statement_timeout = 1000; SET client_connection_check_interval = 500"
 
 
-class PgBouncer:
-    """pgbouncer in transaction mode in front of the PostgreSQL of `database_url`; `.url` reaches that database
-    through it."""
-
-    def __init__(self, home: Path, database_url: str, settings: str = SESSION_SETTINGS) -> None:
-        target = make_url(database_url)
-        # An embedded PostgreSQL listens on a socket only (its directory in ?host=); the machine's on TCP.
-        host = target.query.get("host") or target.host or "127.0.0.1"
-        user = target.username or "postgres"
-        password = f" password={target.password}" if target.password else ""
-        self.home, self.port = home, free_port()
-        (home / "userlist.txt").write_text(f'"{user}" ""\n')
-        query = f" connect_query='{settings}'" if settings else ""
-        (home / "pgbouncer.ini").write_text(
-            f"[databases]\n"
-            f"* = host={host} port={target.port or 5432} user={user}{password}{query}\n"
-            f"[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
-            f"auth_type = trust\nauth_file = {home}/userlist.txt\n"
-            f"pool_mode = transaction\ndefault_pool_size = 8\nmax_client_conn = 200\n"
-            f"logfile = {home}/pgbouncer.log\n"
-        )
-        # pgbouncer refuses to run as root: then it runs as the owner of PostgreSQL's socket (its files are theirs).
-        self.command = [PGBOUNCER, str(home / "pgbouncer.ini")]
-        if os.geteuid() == 0:
-            owner = Path(str(host)).owner() if str(host).startswith("/") else "nobody"
-            os.chown(home, pwd.getpwnam(owner).pw_uid, -1)
-            self.command[1:1] = ["-u", owner]
-        self.url = target.set(host="127.0.0.1", port=self.port, query={}).render_as_string(hide_password=False)
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                log = self.home / "pgbouncer.log"
-                log_text = log.read_text() if log.exists() else ""
-                assert self.proc.poll() is None and time.monotonic() < deadline, f"pgbouncer did not start: {log_text}"
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        stop(self.proc, timeout=10)
-
-
 @pytest.fixture
 def pooled(postgres_server_url: str, template_database: str) -> Iterator[tuple[str, PgBouncer]]:
     """A database of this test's own (its URL), and a pgbouncer in front of it."""
     home = Path(tempfile.mkdtemp(prefix="wallet-pgbouncer-"))
     with fresh_database(postgres_server_url, template=template_database) as url:
-        bouncer = PgBouncer(home, url)
+        bouncer = PgBouncer(home, url, SESSION_SETTINGS)
         try:
             yield url, bouncer
         finally:
@@ -154,6 +98,19 @@ def test_money_moves_through_pgbouncer_in_transaction_mode(own_server, pooled):
 
     assert asyncio.run(streamed()) == {"replayed": TRANSFERS, "live": "transfer.received"}
     assert_audit_ok(database_url)
+
+
+@needs_pgbouncer
+def test_through_the_pooler_the_jobs_are_led_once_on_sessions_around_it(own_server, pooled):
+    """Two servers on the pooler: with DATABASE_SESSION_URL their leader locks live on sessions of their own, and each
+    job is led by one process of the two; without it, each process runs every job and says so at start."""
+    database_url, bouncer = pooled
+    pooler = {"DATABASE_URL": bouncer.url, "DB_POOLER": "transaction", "MIGRATE_ON_START": "false", **SWEEPING}
+    servers = [own_server(**pooler, DATABASE_SESSION_URL=database_url) for _ in range(2)]
+    assert wait_for(lambda: led_by(servers) == dict.fromkeys(CLUSTER_JOBS, 1), 10)
+    assert not [e for s in servers for e in s.log_entries() if "none leads them" in e["msg"]]
+    alone = own_server(**pooler)
+    assert [e["msg"] for e in alone.log_entries() if "DATABASE_SESSION_URL" in e["msg"]], alone.log_path
 
 
 @needs_pgbouncer

@@ -33,6 +33,7 @@ BAD = [
     ("DEFAULT_CURRENCY", "dollars"),
     ("DATABASE_URL", "mysql://root:hunter2@db/wallet"),
     ("DATABASE_URL", "postgresql://root:hunter2@db:notaport/wallet"),
+    ("DATABASE_READ_URL", "mysql://root:hunter2@replica/wallet"),
     ("REDIS_URL", "http://cache:6379"),
     ("REDIS_URL", "redis://cache:notaport/0"),
     ("JWT_SECRET", "too-short"),

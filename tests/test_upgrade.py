@@ -65,6 +65,14 @@ def test_migrate_check_and_migrate_on_start(postgres_server_url, server_env, tmp
             server.stop()
         assert query(url, "SELECT version_num FROM alembic_version") == "9999_a_newer_release"
 
+        # That release contracted the schema (dropped what this one reads): this one refuses to serve it.
+        execute(url, "UPDATE schema_policy SET oldest_code = '9999_a_newer_release'")
+        check = run("migrate", "--check", DATABASE_URL=url)
+        assert check.returncode == 1 and "serves no release before 9999_a_newer_release" in check.stdout, check
+        refused = run("serve", "--port", "0", DATABASE_URL=url)
+        assert_one_line_naming(refused, "9999_a_newer_release")
+        assert "deploy that release or a later one" in refused.stderr
+
 
 ALTERS = "0019_delivery_lanes"
 

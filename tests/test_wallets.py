@@ -3,7 +3,7 @@
 import re
 import uuid
 
-from conftest import fund, make_user
+from conftest import assert_error, fund, make_user, shared_link
 
 
 def open_wallet(server, user, currency, **extra):
@@ -101,3 +101,14 @@ def test_wallets_need_authentication(api):
     r = api.get("/wallets")
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_wallet_s_link_and_qr_code_open_the_send_form_with_its_number(server):
+    """GET /wallets/{id}/link: the web wallet's send form with this wallet's number filled in, and its QR code drawn
+    by the server; the owner's wallets only."""
+    owner, other = make_user(server), make_user(server)
+    link = f"{server.url}/#/transfer?to_wallet_number={owner.wallet_number}"
+    shared_link(server, owner, f"/wallets/{owner.wallet_id}/link", link)
+    with server.client(owner.token) as client:
+        assert_error(client.get("/wallets/not-a-uuid/link"), 400, "VALIDATION_ERROR")
+        assert_error(client.get(f"/wallets/{other.wallet_id}/link"), 404, "NOT_FOUND")

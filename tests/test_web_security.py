@@ -68,7 +68,7 @@ def test_turn_on_two_factor_then_sign_in_with_a_code_and_a_recovery_code(server,
     person.page.get_by_text("On: signing in asks for a code").wait_for()
 
     # Signing in now asks for the code after the password.
-    person.page.get_by_role("link", name="Sign out").click()
+    person.menu("Sign out")
     person.shown("/login")
     person.field("Username, e-mail or phone").fill(name)
     person.field("Password").fill(PASSWORD)
@@ -81,7 +81,7 @@ def test_turn_on_two_factor_then_sign_in_with_a_code_and_a_recovery_code(server,
     person.page.get_by_role("heading", name="Wallets").wait_for()
 
     # A recovery code instead, once.
-    person.page.get_by_role("link", name="Sign out").click()
+    person.menu("Sign out")
     person.shown("/login")
     person.field("Username, e-mail or phone").fill(name)
     person.field("Password").fill(PASSWORD)
@@ -226,7 +226,7 @@ def test_google_sign_in_asks_for_the_code(own_server, person_at):
             bearer = {"Authorization": f"Bearer {token}"}
             app = Authenticator(api.post("/users/me/2fa", headers=bearer).json()["secret"])
             assert api.post("/users/me/2fa/confirm", json={"code": app.code()}, headers=bearer).status_code == 200
-        person.page.get_by_role("link", name="Sign out").click()
+        person.menu("Sign out")
         person.shown("/login")
         person.page.get_by_role("button", name="Continue with Google").click()
         person.page.get_by_role("heading", name="Enter your code").wait_for()

@@ -119,6 +119,24 @@ def test_an_event_is_posted_signed_as_standard_webhooks_says(hooks, receiver):
     assert len(receiver.received) == 1
 
 
+def endpoint_row(server, endpoint):
+    """The endpoint's row version (xmin: a new one at every UPDATE that wrote it) and its failure count."""
+    with psycopg2.connect(libpq_url(server.env["DATABASE_URL"])) as conn, conn.cursor() as cur:
+        cur.execute("SELECT xmin::text, consecutive_failures FROM webhook_endpoints WHERE id = %s", (endpoint["id"],))
+        return cur.fetchone()
+
+
+def test_a_healthy_endpoint_s_row_is_not_written_by_each_delivery(hooks, receiver):
+    user = make_user(hooks)
+    endpoint = register(hooks, user, receiver.url, events=["deposit.completed"])
+    before = endpoint_row(hooks, endpoint)
+    for _ in range(3):
+        fund(hooks, user, "1.00")
+    receiver.wait_for(3)
+    wait_for(lambda: [d["status"] for d in deliveries(hooks, user, endpoint)] == ["succeeded"] * 3)
+    assert endpoint_row(hooks, endpoint) == before
+
+
 def test_a_receiver_failing_three_times_gets_the_fourth_with_backoff(hooks):
     receiver = Receiver(answers=(500, 503, 404, 204))
     try:
@@ -133,6 +151,7 @@ def test_a_receiver_failing_three_times_gets_the_fourth_with_backoff(hooks):
         assert stamps == sorted(stamps)
         (delivery,) = deliveries(hooks, user, endpoint)
         assert delivery["attempts"] == 4 and delivery["last_status_code"] == 204
+        assert endpoint_row(hooks, endpoint)[1] == 0  # the success reset the failures the breaker counts
     finally:
         receiver.close()
 

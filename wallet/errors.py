@@ -69,6 +69,20 @@ class SameWallet(BusinessRuleError):
     message = "A wallet cannot transfer to itself."
 
 
+class BatchFailed(BusinessRuleError):
+    """An atomic batch of transfers was refused as a whole: details carries the batch with each item's outcome."""
+
+    code = "BATCH_FAILED"
+    message = "The atomic batch was refused: nothing moved."
+
+
+class BatchAborted(BusinessRuleError):
+    """An item of an atomic batch that was not refused itself, but did not move because another item was."""
+
+    code = "BATCH_ABORTED"
+    message = "Not executed: another item of this atomic batch was refused."
+
+
 class BalanceLimitExceeded(BusinessRuleError):
     code = "BALANCE_LIMIT_EXCEEDED"
     message = "The resulting balance would exceed the maximum a wallet may hold."

@@ -28,6 +28,12 @@ def currency_exponent(code: str) -> int | None:
         return None
 
 
+@cache
+def currencies() -> tuple[str, ...]:
+    """Every currency a wallet may hold: the ISO 4217 codes with minor digits, sorted."""
+    return tuple(sorted(c.code for c in iso4217.Currency if c.exponent is not None))
+
+
 def normalize_currency(raw: object, field: str = "currency") -> str:
     code = raw.strip().upper() if isinstance(raw, str) else ""
     if currency_exponent(code) is None:

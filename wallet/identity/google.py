@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
 from models import User, UserIdentity
+from settings import Settings
 from wallet import errors
 from wallet.identity import accounts
 from wallet.identity.auth import Device, start_session
@@ -33,9 +34,14 @@ STATE_TTL = 600
 _STATE = re.compile(r"^([A-Za-z0-9_-]{32})\.([0-9]{10})\.([A-Za-z0-9_-]{43})\Z")
 
 
+def configured(settings: Settings) -> bool:
+    """Whether Google sign-in can be used here: its client id, secret and redirect URL are all set."""
+    return bool(settings.google_client_id and settings.google_client_secret and settings.google_redirect_url)
+
+
 def _client(rt: Runtime) -> google.Client:
     s = rt.settings
-    if not (s.google_client_id and s.google_client_secret and s.google_redirect_url):
+    if not configured(s):
         raise errors.ProviderNotConfigured("Google sign-in is not configured on this server.")
     return google.Client(s.google_client_id, s.google_client_secret, s.google_discovery_url, s.google_redirect_url)
 

@@ -2,7 +2,7 @@
 its entries, check every transaction sums to zero per currency with the entries its status allows, check the holds'
 reservations against the wallets and their captures, what each transaction says was reversed against its reversals,
 and every cross-currency transfer against its quote, the pending list against the PENDING transactions, and each paid
-payment request against its transfer.
+payment request against its transfer, and each payout against its hold and its transactions.
 `server.py audit` prints it; GET /admin/audit answers it; the test suite runs it after every test."""
 
 from __future__ import annotations
@@ -112,6 +112,22 @@ _AUDIT_REQUESTS = text("""
     WHERE t.payment_request_id IS NOT NULL AND r.id IS DISTINCT FROM t.payment_request_id
 """)
 
+# Payouts (wallet/operations/payouts.py): a PENDING payout's hold is ACTIVE and whole, a FAILED one's VOIDED; a sent
+# one's (COMPLETED or REVERSED) is CAPTURED in full by its WITHDRAWAL, COMPLETED, of its amount from its wallet, which
+# a REVERSED one's COMPLETED REVERSAL gave back in full.
+_AUDIT_PAYOUTS = text("""
+    SELECT p.id FROM payouts p JOIN holds h ON h.id = p.hold_id
+    LEFT JOIN transactions t ON t.id = p.transaction_id LEFT JOIN transactions r ON r.id = p.reversal_id
+    WHERE h.amount <> p.amount OR h.from_wallet_id <> p.wallet_id
+        OR h.status <> CASE p.status WHEN 'PENDING' THEN 'ACTIVE' WHEN 'FAILED' THEN 'VOIDED' ELSE 'CAPTURED' END
+        OR h.captured_amount <> CASE WHEN p.status IN ('COMPLETED', 'REVERSED') THEN p.amount ELSE 0 END
+        OR (t.id IS NOT NULL AND (t.type <> 'WITHDRAWAL' OR t.status <> 'COMPLETED' OR t.amount <> p.amount
+            OR t.source_wallet_id <> p.wallet_id OR t.hold_id IS DISTINCT FROM p.hold_id
+            OR t.reversed_amount <> CASE p.status WHEN 'REVERSED' THEN p.amount ELSE 0 END))
+        OR (r.id IS NOT NULL AND (r.type <> 'REVERSAL' OR r.status <> 'COMPLETED' OR r.amount <> p.amount
+            OR r.destination_wallet_id <> p.wallet_id OR r.reverses IS DISTINCT FROM p.transaction_id))
+""")
+
 # The pending list (0016_pending_list) names exactly the PENDING transactions: the recovery sweeps find them there.
 _AUDIT_PENDING = text("""
     SELECT coalesce(t.id, p.transaction_id) AS id FROM transactions t
@@ -137,6 +153,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
         bad_fx = (await conn.execute(_AUDIT_FX)).all()
         bad_pending = (await conn.execute(_AUDIT_PENDING)).all()
         bad_requests = (await conn.execute(_AUDIT_REQUESTS)).all()
+        bad_payouts = (await conn.execute(_AUDIT_PAYOUTS)).all()
     mismatches = [
         {
             "kind": "wallet_balance",
@@ -191,6 +208,7 @@ async def audit(rt: Runtime) -> dict[str, Any]:
     mismatches += [{"kind": "fx_transfer", "id": str(r.id)} for r in bad_fx]
     mismatches += [{"kind": "pending_list", "transaction_id": str(r.id)} for r in bad_pending]
     mismatches += [{"kind": "payment_request", "payment_request_id": str(r.id)} for r in bad_requests]
+    mismatches += [{"kind": "payout", "payout_id": str(r.id)} for r in bad_payouts]
     return {
         "ok": not mismatches,
         "wallets_checked": wallets_checked,

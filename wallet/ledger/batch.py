@@ -8,10 +8,14 @@ once, a batch of one, so a quiet server adds no wait; under load the queue fills
 
 A batch never waits long: it waits for its wallets' row locks at most LOCK_WAIT, then defers the operations whose
 wallets another transaction still holds, and those execute alone outside the queue (ledger_execute() waiting for its
-locks as long as it must), as does every operation of a batch that failed as a whole (a deadlock, a timeout, a lost
-connection: it committed nothing). So one slow wallet holds up only the operations on it. A batch is one durable
-commit like a single step 2, and everything else about the money path (PENDING recorded first, only a PENDING row
-completes) is unchanged.
+locks as long as it must), as does every operation of a batch that failed as a whole (a deadlock or a timeout
+committed nothing; a connection lost at the commit may have committed all of it, and then each operation finds its row
+finished and is answered as the row says: lifecycle.py). So one slow wallet holds up only the operations on it. A
+batch is one durable commit like a single step 2, and everything else about the money path (PENDING recorded first,
+only a PENDING row completes) is unchanged.
+
+A client's batch of transfers (bulk.py) has its own statement, execute_many(): it waits for its locks, and does each
+of ledger_execute()'s steps once for all its items (migrations/versions/0025_transfer_batches.py says why).
 """
 
 from __future__ import annotations
@@ -55,26 +59,37 @@ SELECT done_at, source_balance, destination_balance, source_held, destination_he
 """)
 _EXECUTE = Prepared(EXECUTE)
 
-# The same for a batch: the events of the operations that took place, in the batch's order, written after all of
-# its locks.
-_BATCH = Prepared(
-    text(f"""
+
+def _batch_statement(function: str, last_argument: str, took: str, columns: str) -> Prepared:
+    """A batch's step 2: `function` (ledger_execute_batch() or ledger_execute_many()) with ledger_execute()'s
+    arguments as one array each, its events' and `last_argument`; then the events of the operations that took place
+    (`took`, a condition on the function's row), in the batch's order, written after all of its locks."""
+    return Prepared(
+        text(f"""
 WITH done AS MATERIALIZED (
-    SELECT * FROM ledger_execute_batch(CAST(:tx AS uuid[]), CAST(:type AS text[]), CAST(:amount AS bigint[]),
+    SELECT * FROM {function}(CAST(:tx AS uuid[]), CAST(:type AS text[]), CAST(:amount AS bigint[]),
         CAST(:currency AS text[]), CAST(:source AS uuid[]), CAST(:destination AS uuid[]), CAST(:system AS uuid[]),
         CAST(:charged_user AS uuid[]), CAST(:limit AS bigint[]), CAST(:max_balance AS bigint),
         CAST(:source_role AS text[]), CAST(:destination_role AS text[]), CAST(:event_counts AS int[]),
-        CAST(:event_users AS uuid[]), CAST(:event_types AS text[]), CAST(:event_data AS text[]), :lock_wait)
+        CAST(:event_users AS uuid[]), CAST(:event_types AS text[]), CAST(:event_data AS text[]), {last_argument})
 ), taken AS MATERIALIZED (
     SELECT array_agg(e.user_id ORDER BY d.n, e.k) AS users, array_agg(e.type ORDER BY d.n, e.k) AS types,
         array_agg(e.data ORDER BY d.n, e.k) AS data
     FROM done d, unnest(d.event_users, d.event_types, d.stamped_events) WITH ORDINALITY AS e (user_id, type, data, k)
-    WHERE NOT d.deferred AND d.refused_state IS NULL
+    WHERE {took}
 ), {events.cte("(SELECT data FROM taken)", users="(SELECT users FROM taken)", types="(SELECT types FROM taken)")}
-SELECT deferred, done_at, source_balance, destination_balance, source_held, destination_held, refused_state,
-    refused_message, refused_detail
-FROM done ORDER BY n
+SELECT {columns} FROM done ORDER BY n
 """)
+    )
+
+
+# The group commit's.
+_BATCH = _batch_statement(
+    "ledger_execute_batch",
+    ":lock_wait",
+    "NOT d.deferred AND d.refused_state IS NULL",
+    "deferred, done_at, source_balance, destination_balance, source_held, destination_held, refused_state, "
+    "refused_message, refused_detail",
 )
 # The arguments of ledger_execute() that the batch takes as one array each.
 _PER_OPERATION = (
@@ -129,8 +144,8 @@ async def _alone(rt: Runtime, values: dict[str, Any]) -> Outcome:
     return done
 
 
-async def _together(rt: Runtime, batch: list[dict[str, Any]]) -> list[Outcome | None]:
-    """One ledger_execute_batch() statement: each operation's outcome, or None for one deferred to run alone."""
+def _batch_values(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """ledger_execute_batch()'s arguments (and its events') for these operations' ledger_execute() arguments."""
     values: dict[str, Any] = {name: [v[name] for v in batch] for name in _PER_OPERATION}
     values |= {
         "max_balance": batch[0]["max_balance"],
@@ -139,10 +154,14 @@ async def _together(rt: Runtime, batch: list[dict[str, Any]]) -> list[Outcome | 
         "event_types": [t for v in batch for t in v["event_types"]],
         "event_data": [d for v in batch for d in v["event_data"]],
         "mailed_types": batch[0]["mailed_types"],
-        "lock_wait": LOCK_WAIT,
     }
+    return values
+
+
+async def _together(rt: Runtime, batch: list[dict[str, Any]]) -> list[Outcome | None]:
+    """One ledger_execute_batch() statement: each operation's outcome, or None for one deferred to run alone."""
     async with rt.autocommit() as conn:
-        rows = await _BATCH.all(conn, values)
+        rows = await _BATCH.all(conn, {**_batch_values(batch), "lock_wait": LOCK_WAIT})
     metrics.ledger_statement(sum(not r.deferred for r in rows))
     return [
         None
@@ -152,6 +171,32 @@ async def _together(rt: Runtime, batch: list[dict[str, Any]]) -> list[Outcome | 
         else r
         for r in rows
     ]
+
+
+# A client's batch of transfers (wallet/ledger/bulk.py): ledger_execute_many() (migrations/versions/
+# 0025_transfer_batches.py), which waits for its wallets' locks and defers nothing.
+_MANY = _batch_statement(
+    "ledger_execute_many",
+    "CAST(:atomic AS boolean)",
+    "d.done_at IS NOT NULL",
+    "done_at, source_balance, destination_balance, refused_state, refused_message, refused_detail",
+)
+
+
+async def execute_many(rt: Runtime, batch: list[dict[str, Any]], *, atomic: bool) -> list[Outcome | None]:
+    """Step 2 of a client's batch of transfers in one statement and one durable commit: every wallet locked in id
+    order (two batches cannot deadlock), the operations executed in order. Each one's outcome: done, or refused;
+    atomic: at most one refusal, and then None for every other (nothing took place)."""
+    async with rt.autocommit() as conn:
+        rows = await _MANY.all(conn, {**_batch_values(batch), "atomic": atomic})
+    outcomes: list[Outcome | None] = [
+        Refused(r.refused_state, r.refused_message, r.refused_detail or "")
+        if r.refused_state
+        else (r if r.done_at is not None else None)
+        for r in rows
+    ]
+    metrics.ledger_statement(sum(r.done_at is not None for r in rows))
+    return outcomes
 
 
 @dataclass
@@ -193,7 +238,7 @@ class _GroupCommit:
         """Send the batch (this request's operation first), hand each other its outcome, and return this one's."""
         try:
             outcomes = await _together(rt, [q.values for q in batch])
-        except Exception as error:  # nothing of the batch committed: each goes alone
+        except Exception as error:  # each goes alone (one whose row the batch did commit is told so: lifecycle.py)
             log.warning("group commit of %d failed, executing each alone: %r", len(batch), error)
             metrics.ledger_batch_failed()
             outcomes = [None] * len(batch)

@@ -23,7 +23,7 @@ from wallet.ledger.wallets import open_wallet
 from wallet.money import currency_exponent, format_minor
 from wallet.notify import events
 from wallet.platform import metrics
-from wallet.platform.prepared import Prepared
+from wallet.platform.prepared import Prepared, postgres_error
 from wallet.platform.runtime import Runtime
 
 # No wallet may hold more than this many minor units (far below BIGINT's limit).
@@ -32,7 +32,7 @@ MAX_BALANCE = 10**18
 _system_wallets: dict[str, uuid.UUID] = {}
 
 
-async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
+async def system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
     """The per-currency account standing for the outside world (created on first use)."""
     if currency not in _system_wallets:
         async with rt.transaction() as conn:
@@ -56,16 +56,18 @@ async def _system_wallet(rt: Runtime, currency: str) -> uuid.UUID:
     return _system_wallets[currency]
 
 
-def _limit_for(rt: Runtime, op: Operation) -> int:
-    major = rt.settings.daily_withdraw_limit if op.type == "WITHDRAWAL" else rt.settings.daily_transfer_limit
-    return int(major.scaleb(currency_exponent(op.currency) or 0))
+def daily_limit(rt: Runtime, kind: str, currency: str) -> int:
+    """The daily limit of a WITHDRAWAL (payouts too) or TRANSFER in minor units of `currency` (0: none)."""
+    major = rt.settings.daily_withdraw_limit if kind == "WITHDRAWAL" else rt.settings.daily_transfer_limit
+    return int(major.scaleb(currency_exponent(currency) or 0))
 
 
-def _over_daily_limit(op: Operation, limit: int, used: int) -> errors.DailyLimitExceeded:
-    remaining = limit - (used - op.amount)
+def over_daily_limit(kind: str, amount: int, currency: str, limit: int, used: int) -> errors.DailyLimitExceeded:
+    """The refusal of `amount` that brought the day's usage to `used`, over `limit`."""
+    remaining = limit - (used - amount)
     return errors.DailyLimitExceeded(
-        f"This would exceed the daily {op.type.lower()} limit of {format_minor(limit, op.currency)} "
-        f"{op.currency}; {format_minor(max(remaining, 0), op.currency)} remains today."
+        f"This would exceed the daily {kind.lower()} limit of {format_minor(limit, currency)} "
+        f"{currency}; {format_minor(max(remaining, 0), currency)} remains today."
     )
 
 
@@ -90,7 +92,7 @@ def _roles(op: Operation) -> tuple[str, str]:
     return ("sending", "recipient's") if op.type == "TRANSFER" else ("wallet owner's", "wallet owner's")
 
 
-def _refusal(refused: Refused, op: Operation, limit: int) -> Exception:
+def refusal_error(refused: Refused, op: Operation, limit: int) -> Exception:
     """The API's error for a refusal ledger_execute() raised (SQLSTATE class WL)."""
     if refused.sqlstate == "WL001":
         check_status(refused.message, refused.detail)  # MESSAGE the status, DETAIL whose
@@ -100,7 +102,7 @@ def _refusal(refused: Refused, op: Operation, limit: int) -> Exception:
     if refused.sqlstate == "WL003":
         return errors.BalanceLimitExceeded()
     if refused.sqlstate == "WL004":
-        return _over_daily_limit(op, limit, int(refused.detail))
+        return over_daily_limit(op.type, op.amount, op.currency, limit, int(refused.detail))
     return NoLongerPending()
 
 
@@ -116,14 +118,14 @@ class Moved:
     destination_held: int | None = None
 
 
-async def execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Moved:
-    """Step 2 by ledger_execute(), in a group commit or alone (or, for a hold's capture, drawing on the hold)."""
-    system_id = await _system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
-    limit = _limit_for(rt, op) if op.source is not None else 0
+async def step_values(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> dict[str, Any]:
+    """ledger_execute()'s arguments for an operation and its PENDING row, with its events' parameters."""
+    system_id = await system_wallet(rt, op.currency) if op.source is None or op.destination is None else None
+    limit = daily_limit(rt, op.type, op.currency) if op.source is not None else 0
     source_role, destination_role = _roles(op)
     # completed_at is ledger_execute()'s to stamp into the events.
     completed = {**row, "status": "COMPLETED", "completed_at": None}
-    values = {
+    return {
         "tx": row["id"],
         "type": op.type,
         "amount": op.amount,
@@ -139,12 +141,18 @@ async def execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id:
         "destination_role": destination_role,
         **events.params(history.transaction_events(completed, initiator_id)),
     }
+
+
+async def execute(rt: Runtime, op: Operation, row: dict[str, Any], initiator_id: uuid.UUID) -> Moved:
+    """Step 2 by ledger_execute(), in a group commit or alone (or, for a hold's capture, drawing on the hold)."""
+    values = await step_values(rt, op, row, initiator_id)
+    limit = values["limit"]
     if op.draw is None:
         done = await batch.execute(rt, values)
     else:
         done = await _execute_drawing(rt, op, values)
     if isinstance(done, Refused):
-        raise _refusal(done, op, limit)
+        raise refusal_error(done, op, limit)
     metrics.money(op.type, "COMPLETED")  # committed: counted once, whoever executed it (a request, a provider)
     return Moved(done.done_at, done.source_balance, done.destination_balance, done.source_held, done.destination_held)
 
@@ -165,6 +173,14 @@ async def _execute_drawing(rt: Runtime, op: Operation, values: dict[str, Any]) -
         if (refused := batch.refusal(error)) is None:
             raise
         return refused
+
+
+def record_lost(error: BaseException) -> bool:
+    """Step 2 wrote entries for a transaction row that is not there: its PENDING record, committed without waiting
+    for the disk (step 1, record.py), did not survive a database crash or a failover that came between the two
+    steps. Nothing of the operation happened, and its key is free again: a retry records and executes it anew."""
+    found = postgres_error(error)
+    return found is not None and getattr(found, "constraint_name", None) == "fk_entries_transaction_id_transactions"
 
 
 class NoLongerPending(Exception):
@@ -191,10 +207,10 @@ SELECT type FROM failed
 
 async def mark_failed(
     rt: Runtime, tx_id: uuid.UUID, code: str, reason: str, row: Mapping[str, Any] | None = None
-) -> None:
-    """Step 3, with its event (only if this marked it). Its commit waits for the disk: the refusal is about to be
-    answered, and a retry of the key after a database crash must replay it, not execute. `row` is the transaction
-    as rendered so far, when the caller has it (else it is read first)."""
+) -> bool:
+    """Step 3, with its event (only if this marked it); whether it did. Its commit waits for the disk: the refusal
+    is about to be answered, and a retry of the key after a database crash must replay it, not execute. `row` is the
+    transaction as rendered so far, when the caller has it (else it is read first)."""
     reason = reason[:255]
     async with rt.autocommit() as conn:
         if row is None:
@@ -205,3 +221,4 @@ async def mark_failed(
         marked = await _MARK_FAILED.first(conn, values)
     if marked:  # not when recovery or another delivery decided the row first
         metrics.money(marked.type, code)
+    return marked is not None

@@ -128,6 +128,12 @@ async def load_transaction(conn: Any, transaction_id: uuid.UUID) -> Mapping[str,
     return row._mapping if row else None
 
 
+async def load_transactions(conn: Any, transaction_ids: list[uuid.UUID]) -> dict[uuid.UUID, Mapping[str, Any]]:
+    """Several transactions by id (a batch's items), each as load_transaction() reads one."""
+    inner = select(T).where(T.c.id.in_(transaction_ids)).subquery()
+    return {row.id: row._mapping for row in (await conn.execute(_detailed(inner))).all()}
+
+
 def _visible(row: Mapping[str, Any], user_id: uuid.UUID) -> bool:
     """A user sees what left their wallets, what reached them, and whatever they asked for (a refused deposit's
     source is the system account, yet its answer gave the caller the id)."""

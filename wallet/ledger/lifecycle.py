@@ -7,7 +7,8 @@
    moves the balances, appends the entries and marks the row COMPLETED, all in one durable commit. Only a
    PENDING row can be marked, so of all the attempts on one row at most one ever moves money.
 3. Fail: a refusal rolls that back and marks the row FAILED (failure_code, failure_reason), durably before the
-   answer. A database outage instead leaves the row PENDING for the client's retry to take over.
+   answer; a refusal of a row something else finished first is answered as that row says. A database outage
+   instead leaves the row PENDING for the client's retry to take over.
 4. Recover: rows PENDING past the timeout touched no balance. Those without a key (nothing can retry them), and
    keyed ones after the key's retention, are failed as INTERRUPTED.
 """
@@ -24,12 +25,12 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 
 from models import Entry, PendingTransaction, Transaction, Wallet
 from wallet import errors
 from wallet.ledger import history
-from wallet.ledger.execute import Moved, NoLongerPending, execute, mark_failed
+from wallet.ledger.execute import Moved, NoLongerPending, execute, mark_failed, record_lost
 from wallet.ledger.history import load_transaction, render_transaction
 from wallet.ledger.record import (
     Claimed,
@@ -48,6 +49,8 @@ from wallet.principal import Principal
 log = logging.getLogger("wallet.ledger")
 
 T = Transaction.__table__
+# The answer when step 1's record did not survive a crash or a failover before step 2 (execute.record_lost).
+LOST = "The database lost this operation's record before it ran; send it again."
 # Idempotency keys are kept at least this long (API.md): until then an abandoned keyed operation waits for a retry.
 KEY_RETENTION = dt.timedelta(hours=24)
 
@@ -62,7 +65,7 @@ class Outcome:
     wallet_held: int | None = None
 
 
-def _known_row(
+def known_row(
     principal: Principal, op: Operation, tx_id: uuid.UUID, reference: str, created_at: dt.datetime
 ) -> dict[str, Any]:
     """The transaction's rendered columns, built from what we already know (saves a read)."""
@@ -99,14 +102,15 @@ def _known_row(
     }
 
 
-async def _release(rt: Runtime, tx_id: uuid.UUID) -> None:
-    """The database failed this attempt: nothing moved, so let a retry of the key take the row over at once
-    (expire the claim) rather than after PENDING_TIMEOUT. Best effort: the claim expires by itself anyway."""
+async def release(rt: Runtime, table: Table, row_id: uuid.UUID) -> None:
+    """The database failed this attempt: nothing moved, so let a retry of the key take the row (a transaction, or a
+    batch of them: bulk.py) over at once (expire the claim) rather than after PENDING_TIMEOUT. Best effort: the
+    claim expires by itself anyway."""
     with contextlib.suppress(errors.ServiceUnavailable):
         async with rt.autocommit() as conn:
             await conn.execute(
-                update(T)
-                .where(T.c.id == tx_id, T.c.status == "PENDING")
+                update(table)
+                .where(table.c.id == row_id, table.c.status == "PENDING")
                 .values(claimed_at=func.now() - dt.timedelta(seconds=rt.settings.pending_timeout))
             )
 
@@ -115,6 +119,8 @@ async def _replay(rt: Runtime, principal: Principal, op: Operation, tx_id: uuid.
     """Answer as the attempt that finished the row did; a row still PENDING is another attempt's to finish."""
     async with rt.transaction() as conn:
         row = await load_transaction(conn, tx_id)
+        if row is None:  # the record was lost (execute.record_lost): nothing happened
+            raise errors.ServiceUnavailable(LOST)
         balance = None
         own = op.source if op.source and op.source.user_id == principal.user_id else op.destination
         if row["status"] == "COMPLETED" and own is not None:
@@ -168,20 +174,25 @@ async def _finish(
         return await _replay(rt, principal, op, existing.id, viewer)
     tx_id = claimed.id
     # created_at comes from the database, as a replay will read it.
-    row = _known_row(principal, op, tx_id, claimed.reference, claimed.created_at)
+    row = known_row(principal, op, tx_id, claimed.reference, claimed.created_at)
     try:
         done = await (step or execute)(rt, op, row, principal.user_id)
     except NoLongerPending:
         return await _replay(rt, principal, op, tx_id, viewer)
     except errors.ServiceUnavailable as error:
-        await _release(rt, tx_id)
+        await release(rt, T, tx_id)
         error.transaction_id = str(tx_id)
         raise
     except errors.WalletError as error:
-        await mark_failed(rt, tx_id, error.code, error.message, row)
+        if not await mark_failed(rt, tx_id, error.code, error.message, row):
+            # The row was finished first: by another attempt, or by this one's own commit whose answer the
+            # connection lost (the group commit then executes again and is refused the funds already moved).
+            return await _replay(rt, principal, op, tx_id, viewer)
         error.transaction_id = str(tx_id)
         raise
-    except Exception:
+    except Exception as error:
+        if record_lost(error):
+            raise errors.ServiceUnavailable(LOST) from None
         log.exception("money operation failed unexpectedly", extra={"transaction_id": str(tx_id)})
         try:
             await mark_failed(rt, tx_id, "INTERNAL_ERROR", "The operation failed unexpectedly.", row)

@@ -137,8 +137,8 @@ _RECORD = Prepared(text(f"WITH {_RELAXED}, {_PENDING.format(rows=_RECORD_ROW)} S
 
 # Resolving the parties and recording in the same statement (a transfer, a deposit or withdrawal, an admin deposit):
 # `named` is the wallet the request names by id (the caller's own unless :owner is NULL); `recipient` the transfer's
-# other side by id, number, username or phone (then the user's oldest wallet in the named wallet's currency). The
-# row is inserted only when the parties are valid for the operation and :currency is the named wallet's (the caller
+# other side by id, number, username, phone or e-mail (then the user's oldest wallet in the named wallet's currency).
+# The row is inserted only when the parties are valid for the operation and :currency is the named wallet's (the caller
 # converted the amount with it, and passes a NULL amount to only resolve); the answer always carries both parties
 # and whether a username or phone found a user, so every refusal is told apart without another read.
 _RESOLVE = """
@@ -150,6 +150,8 @@ named AS (
     SELECT id FROM users WHERE lower(username) = lower(CAST(:to_username AS text))
     UNION ALL
     SELECT id FROM users WHERE phone = CAST(:to_phone AS text)
+    UNION ALL
+    SELECT id FROM users WHERE email_key = CAST(:to_email AS text)
 ), recipient AS (
     SELECT w.id, w.user_id, u.username, w.number, w.currency FROM wallets w JOIN users u ON u.id = w.user_id
     WHERE w.id = CAST(:to_wallet AS uuid)
@@ -231,16 +233,16 @@ async def recorded_amount(conn: AsyncConnection, principal: Principal, key: str 
     ).scalar()
 
 
-def _json(metadata: Mapping[str, str] | None) -> str | None:
+def metadata_json(metadata: Mapping[str, str] | None) -> str | None:
     """The metadata as the statements take it: JSON text they cast to jsonb."""
     return None if metadata is None else orjson.dumps(metadata).decode()
 
 
-def _abandoned(rt: Runtime) -> dt.timedelta:
+def abandoned_after(rt: Runtime) -> dt.timedelta:
     return dt.timedelta(seconds=rt.settings.pending_timeout)
 
 
-def _new_reference() -> tuple[uuid.UUID, str]:
+def new_reference() -> tuple[uuid.UUID, str]:
     return uuid.uuid4(), f"TX{secrets.token_hex(8).upper()}"
 
 
@@ -250,7 +252,7 @@ async def record(
     """Step 1 for an operation whose parties are already resolved (a hold's capture, a provider deposit). Returns
     (the id, reference and created_at of the row this attempt claimed, new or abandoned, None), or (None, the row
     already under the key)."""
-    tx_id, reference = _new_reference()
+    tx_id, reference = new_reference()
     digest = request_hash(op.params)
     values = {
         "id": tx_id,
@@ -271,8 +273,8 @@ async def record(
         "provider_reference": reference if op.provider else None,
         "hold_id": op.hold_id,
         "reverses": op.reverses,
-        "metadata": _json(op.metadata),
-        "abandoned": _abandoned(rt),
+        "metadata": metadata_json(op.metadata),
+        "abandoned": abandoned_after(rt),
     }
     async with rt.autocommit() as conn:
         return await _claim(conn, await _RECORD.one(conn, values), principal, key, digest)
@@ -281,7 +283,7 @@ async def record(
 @dataclass(frozen=True)
 class Request:
     """A money request as the client named it: the wallet by id (`owner`'s, or any user's when None) and, for a
-    transfer, the recipient by to_wallet_id / to_wallet_number / to_username / to_phone."""
+    transfer, the recipient by to_wallet_id / to_wallet_number / to_username / to_phone / to_email."""
 
     type: str  # DEPOSIT | WITHDRAWAL | TRANSFER
     wallet_id: uuid.UUID
@@ -307,7 +309,7 @@ def _minor_or_none(amount: Decimal, currency: str) -> int | None:
         return None  # refused below once the wallet's currency is known, after the parties' own refusals
 
 
-def _parties(row: Any, request: Request) -> tuple[Party, Party | None]:
+def parties(row: Any, request: Request) -> tuple[Party, Party | None]:
     """The named wallet and the recipient from the statement's answer, or the refusal the request earns."""
     if row.id is None:
         raise errors.NotFound("Wallet not found.")
@@ -337,7 +339,7 @@ async def resolve_and_record(
     answer, whose name, status and wallet_created_at describe the named wallet."""
     recipient = request.recipient or {}
     currency = _currencies.get(request.wallet_id, rt.settings.default_currency)
-    tx_id, reference = _new_reference()
+    tx_id, reference = new_reference()
     values = {
         "id": tx_id,
         "reference": reference,
@@ -348,12 +350,13 @@ async def resolve_and_record(
         "to_number": recipient.get("to_wallet_number"),
         "to_username": recipient.get("to_username"),
         "to_phone": recipient.get("to_phone"),
+        "to_email": recipient.get("to_email"),  # the address's email_key (handlers' RecipientEmail)
         "initiator_id": principal.user_id,
         "api_key_id": principal.api_key_id,
         "idempotency_key": key,
         "description": request.description,
-        "metadata": _json(request.metadata),
-        "abandoned": _abandoned(rt),
+        "metadata": metadata_json(request.metadata),
+        "abandoned": abandoned_after(rt),
     }
     async with rt.autocommit() as conn:
         while True:
@@ -361,7 +364,7 @@ async def resolve_and_record(
             digest = request_hash(request.params(minor)) if minor is not None else None
             values.update(currency=currency, amount=minor, request_hash=digest)
             row = await _RESOLVE_AND_RECORD.one(conn, values)
-            named, other = _parties(row, request)
+            named, other = parties(row, request)
             if len(_currencies) >= _CURRENCIES_KEPT:
                 _currencies.clear()
             _currencies[named.wallet_id] = named.currency

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from models import Delivery, WebhookEndpoint
 from wallet.notify import Attempt, mail, webhooks
 from wallet.platform.logs import LoopLog
+from wallet.platform.prepared import Prepared
 from wallet.platform.runtime import Runtime
 
 log = logging.getLogger("wallet.dispatch")
@@ -127,31 +128,40 @@ FROM (VALUES ('webhook'), ('email')) lane(channel)
 """)
 
 
+# A send that succeeded, recorded in one statement (no BEGIN and COMMIT round trips): the delivery marked succeeded if
+# still this claim's (attempts unchanged: a retry requested meanwhile keeps its own schedule), and its endpoint made
+# healthy again only if it had failed (a healthy one's row stays as it is, with no new version of it, a dead tuple, per
+# delivery). The commit need not wait for the disk (set_config(..., true), as SET LOCAL synchronous_commit = off): a
+# record lost in a crash only means the row is sent again when its lease ends. The endpoint's UPDATE joins the
+# delivery's count, so the delivery's row is locked before its endpoint's, as retry_delivery locks them.
+SUCCEEDED = Prepared(
+    text("""
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)), done AS (
+    UPDATE deliveries SET status = 'succeeded', delivered_at = now(), last_status_code = :status_code,
+        last_error = NULL, leased_until = NULL
+    WHERE id = :id AND attempts = :attempts AND status = 'pending' AND EXISTS (SELECT FROM relaxed)
+    RETURNING id
+)
+UPDATE webhook_endpoints SET status = 'active', consecutive_failures = 0, breaker_until = NULL
+FROM (SELECT count(*) FROM done) AS recorded
+WHERE id = CAST(:endpoint_id AS uuid)
+    AND NOT (status = 'active' AND consecutive_failures = 0 AND breaker_until IS NULL)
+""")
+)
+
+
 def retry_delay(rt: Runtime, attempts: int) -> float:
     """Exponential: the first retry after WEBHOOK_FIRST_RETRY_MS, doubling, at most MAX_RETRY_DELAY apart."""
     return min(rt.settings.webhook_first_retry_ms / 1000 * 2 ** (attempts - 1), MAX_RETRY_DELAY)
 
 
-async def _record(rt: Runtime, conn: AsyncConnection, row: Any, attempt: Attempt) -> None:
-    # A record lost in a crash only means the row is sent again when its lease ends (at least once): its commit need
-    # not wait for the disk, which every send would otherwise do once.
+async def _failed(rt: Runtime, conn: AsyncConnection, row: Any, attempt: Attempt) -> None:
+    """A send that failed: the delivery's next try (or its end) and its endpoint's breaker, in one transaction. Its
+    commit need not wait for the disk either (see SUCCEEDED)."""
     await conn.execute(text("SET LOCAL synchronous_commit = off"))
-    # Only if still this claim's (attempts unchanged): a retry requested meanwhile keeps its own schedule. The
-    # delivery's row before its endpoint's, as retry_delivery locks them: no deadlock between the two.
+    # The delivery's row before its endpoint's, as retry_delivery locks them: no deadlock between the two.
     mine = (D.c.id == row.id, D.c.attempts == row.attempts, D.c.status == "pending")
-    outcome = {
-        "last_status_code": attempt.status_code,
-        "last_error": attempt.error and attempt.error[:255],
-        "leased_until": None,
-    }
-    endpoint = E.c.id == row.endpoint_id
-    if attempt.error is None:
-        await conn.execute(update(D).where(*mine).values(status="succeeded", delivered_at=func.now(), **outcome))
-        if row.endpoint_id is not None:
-            await conn.execute(
-                update(E).where(endpoint).values(status="active", consecutive_failures=0, breaker_until=None)
-            )
-        return
+    outcome = {"last_status_code": attempt.status_code, "last_error": attempt.error[:255], "leased_until": None}
     delay = retry_delay(rt, row.attempts)
     age = (dt.datetime.now(dt.UTC) - row.created_at).total_seconds()
     given_up = attempt.permanent or age + delay > rt.settings.webhook_retry_for
@@ -163,7 +173,7 @@ async def _record(rt: Runtime, conn: AsyncConnection, row: Any, attempt: Attempt
     if row.endpoint_id is not None:
         await _breaker_failed(rt, conn, row.endpoint_id)
         if given_up:
-            await conn.execute(update(E).where(endpoint).values(status="failing"))
+            await conn.execute(update(E).where(E.c.id == row.endpoint_id).values(status="failing"))
 
 
 async def _breaker_failed(rt: Runtime, conn: AsyncConnection, endpoint_id: Any) -> None:
@@ -232,8 +242,13 @@ async def _deliver(rt: Runtime, report: LoopLog, send: Send, row: Any) -> None:
     except TimeoutError:
         attempt = Attempt(None, f"Timeout: no answer within {TIMEOUT} s")
     try:
-        async with rt.transaction() as conn:
-            await _record(rt, conn, row, attempt)
+        if attempt.error is None:
+            async with rt.autocommit() as conn:
+                values = {"id": row.id, "attempts": row.attempts, "status_code": attempt.status_code}
+                await SUCCEEDED.first(conn, {**values, "endpoint_id": row.endpoint_id})
+        else:
+            async with rt.transaction() as conn:
+                await _failed(rt, conn, row, attempt)
         report.ok()
     except Exception as error:
         report.failed(error)

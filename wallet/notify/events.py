@@ -41,6 +41,10 @@ TYPES = (
     "payment_request.declined",
     "payment_request.cancelled",
     "payment_request.expired",
+    "payout.pending",
+    "payout.completed",
+    "payout.failed",
+    "payout.reversed",
     "account.frozen",
     "account.unfrozen",
     "account.deactivated",
@@ -58,6 +62,9 @@ MAILED = (
     "account.deactivated",
     "api_key.created",
     "payment_request.created",
+    "payout.completed",
+    "payout.failed",
+    "payout.reversed",
 )
 
 

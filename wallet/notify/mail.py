@@ -46,6 +46,21 @@ def _lines(row: Any) -> tuple[str, list[str]]:
             *lines,
             f"Pay or decline it under Payment requests before {data['expires_at']}.",
         ]
+    if row.type.startswith("payout."):
+        amount = _money(data["amount"], data["currency"])
+        said = {
+            "payout.completed": (f"Your payout of {amount} was sent", "Paystack sent it to your bank account."),
+            "payout.failed": (
+                f"Your payout of {amount} failed",
+                f"It was not sent ({data['failure_reason']}); the amount is available in your wallet again.",
+            ),
+            "payout.reversed": (
+                f"Your payout of {amount} came back",
+                "The bank returned it; the amount is back in your wallet.",
+            ),
+        }
+        subject, line = said[row.type]
+        return subject, [line, f"Reference: {data['provider_reference']}"]
     if row.type == "account.frozen":
         return "Your account is frozen", [
             "An administrator froze your account: you can neither send nor receive money until it is unfrozen."

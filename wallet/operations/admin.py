@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from models import AdminAction, User
 from models.admin import ACTIONS as ACTIONS
@@ -101,6 +102,10 @@ async def change_status(
         if current not in allowed_from:
             remedy = "activate" if current == "inactive" else "unfreeze"
             raise errors.InvalidRequest(f"The account is {current}; use {remedy} instead.")
+        if current == status:  # a repeat (freezing a frozen user) changes nothing: no log entry, no event
+            return accounts.render_user(
+                (await conn.execute(select(*accounts.USER_COLUMNS).where(User.id == user_id))).one()
+            )
         row, revoked = await accounts.write_status(conn, user_id, status)
         await conn.execute(
             insert(AdminAction).values(
@@ -111,9 +116,8 @@ async def change_status(
                 details={"from": current, "to": status},
             )
         )
-        if status != current:
-            change = {"user_id": user_id, "status": status, "previous_status": current}
-            await events.emit(conn, [events.NewEvent(user_id, STATUS_EVENTS[action], change)])
+        change = {"user_id": user_id, "status": status, "previous_status": current}
+        await events.emit(conn, [events.NewEvent(user_id, STATUS_EVENTS[action], change)])
     await announce_revoked(rt, revoked)
     return accounts.render_user(row)
 
@@ -185,8 +189,12 @@ async def credit(
 # ---- the log -----------------------------------------------------------------------------------------------------
 
 
+_ADMIN, _TARGET = aliased(User), aliased(User)
+_NAMES = (_ADMIN.username.label("admin_username"), _TARGET.username.label("target_username"))
+
+
 def _render_action(row: Any) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in _ACTION_COLUMNS}
+    return {c.key: getattr(row, c.key) for c in (*_ACTION_COLUMNS, *_NAMES)}
 
 
 async def list_actions(
@@ -197,8 +205,12 @@ async def list_actions(
     limit: int = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    """The admin action log, newest first."""
-    query = select(*_ACTION_COLUMNS)
+    """The admin action log, newest first, with the names of the admin and of the user it was about."""
+    query = (
+        select(*_ACTION_COLUMNS, *_NAMES)
+        .outerjoin(_ADMIN, _ADMIN.id == AdminAction.admin_id)
+        .outerjoin(_TARGET, _TARGET.id == AdminAction.target_user_id)
+    )
     if target_user_id is not None:
         query = query.where(AdminAction.target_user_id == target_user_id)
     if action is not None:

@@ -268,9 +268,8 @@ async def sweep(rt: Runtime) -> int:
     return given_up
 
 
-async def receive_event(rt: Runtime, body: bytes, signature: str | None) -> None:
-    """A Paystack webhook: the signature is checked on the raw bytes before anything is parsed; a signed
-    `charge.success` is applied, every other signed event is acknowledged and ignored."""
+def signed_event(rt: Runtime, body: bytes, signature: str | None) -> dict[str, Any]:
+    """A Paystack webhook's event: the signature is checked on the raw bytes before anything is parsed."""
     if not rt.settings.paystack_secret_key:
         raise errors.ProviderNotConfigured()
     if not paystack.signature_valid(rt.settings.paystack_secret_key, body, signature):
@@ -281,8 +280,11 @@ async def receive_event(rt: Runtime, body: bytes, signature: str | None) -> None
         raise errors.InvalidJson() from None
     if not isinstance(event, dict):
         raise errors.InvalidJson("The event must be a JSON object.")
-    if event.get("event") != "charge.success":
-        return
+    return event
+
+
+async def receive_charge(rt: Runtime, event: dict[str, Any]) -> None:
+    """A signed `charge.success`: applied to the deposit it names."""
     data = event.get("data")
     data = data if isinstance(data, dict) else {}
     reference, amount, currency = data.get("reference"), data.get("amount"), data.get("currency")

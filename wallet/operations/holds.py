@@ -53,7 +53,7 @@ def render_hold(row: Any) -> dict[str, Any]:
     }
 
 
-_LOCK_PAYER = text("""
+LOCK_PAYER = text("""
 SELECT w.balance, w.held, u.status FROM wallets w JOIN users u ON u.id = w.user_id
 WHERE w.id = CAST(:wallet AS uuid) FOR NO KEY UPDATE OF w
 """)
@@ -61,7 +61,7 @@ _PAYEE_STATUS = text(
     "SELECT u.status FROM wallets w JOIN users u ON u.id = w.user_id WHERE w.id = CAST(:wallet AS uuid)"
 )
 # A hold with this key already placed by this caller inserts nothing (its first request answers again).
-_PLACE = text("""
+PLACE = text("""
 INSERT INTO holds (id, from_wallet_id, to_wallet_id, initiator_id, idempotency_key, request_hash, amount, currency,
     description, expires_at)
 VALUES (CAST(:id AS uuid), CAST(:from_wallet AS uuid), CAST(:to_wallet AS uuid), CAST(:initiator AS uuid), :key,
@@ -77,7 +77,7 @@ def _tell_both(hold: Any, kind: str, payer: uuid.UUID, payee: uuid.UUID) -> list
     return [events.NewEvent(payer, kind, rendered), events.NewEvent(payee, kind, rendered)]
 
 
-_RESERVE = text("UPDATE wallets SET held = held + CAST(:amount AS bigint) WHERE id = CAST(:wallet AS uuid)")
+RESERVE = text("UPDATE wallets SET held = held + CAST(:amount AS bigint) WHERE id = CAST(:wallet AS uuid)")
 
 
 async def place(
@@ -105,7 +105,7 @@ async def place(
     }
     hashed = request_hash(params)
     async with rt.transaction() as conn:
-        locked = (await conn.execute(_LOCK_PAYER, {"wallet": payer.wallet_id})).one()
+        locked = (await conn.execute(LOCK_PAYER, {"wallet": payer.wallet_id})).one()
         values = {
             "id": uuid.uuid4(),
             "from_wallet": payer.wallet_id,
@@ -118,7 +118,7 @@ async def place(
             "description": description,
             "expires_in": dt.timedelta(seconds=expires_in),
         }
-        hold = (await conn.execute(_PLACE, values)).first()
+        hold = (await conn.execute(PLACE, values)).first()
         if hold is not None:
             check_status(locked.status, "paying")
             check_status((await conn.execute(_PAYEE_STATUS, {"wallet": payee.wallet_id})).scalar(), "payee's")
@@ -127,7 +127,7 @@ async def place(
                 raise errors.InsufficientFunds(
                     f"Insufficient funds: the available balance is {available} {payer.currency}."
                 )
-            await conn.execute(_RESERVE, {"amount": minor, "wallet": payer.wallet_id})
+            await conn.execute(RESERVE, {"amount": minor, "wallet": payer.wallet_id})
             await events.emit(conn, _tell_both(hold, "hold.created", payer.user_id, payee.user_id))
             return render_hold(hold), False
         existing = (
@@ -155,6 +155,15 @@ async def _visible_hold(conn: AsyncConnection, principal: Principal, hold_id: uu
     row = (await conn.execute(_with_sides().where(H.c.id == hold_id, _visible_to(principal.user_id)))).first()
     if row is None:
         raise errors.NotFound("Hold not found.")
+    return row
+
+
+async def _ended_by_caller(conn: AsyncConnection, principal: Principal, hold_id: uuid.UUID) -> Any:
+    """A visible hold its payer or payee may capture or void: not a payout's (its payee is the outside world, and
+    Paystack's word on the transfer ends it: wallet/operations/payouts.py)."""
+    row = await _visible_hold(conn, principal, hold_id)
+    if row.payee_id is None:
+        raise errors.HoldNotActive("This hold reserves a payout: it ends when Paystack reports the transfer.")
     return row
 
 
@@ -231,7 +240,7 @@ async def capture(
     """Transfer all (the default) or part of what remains of a hold from payer to payee; the payer or the payee
     asks. Idempotent per key like any ledger operation; every refusal decided under the locks is recorded FAILED."""
     async with rt.autocommit() as conn:
-        hold = await _visible_hold(conn, principal, hold_id)
+        hold = await _ended_by_caller(conn, principal, hold_id)
         payer = await any_user_wallet(conn, hold.from_wallet_id)
         payee = await any_user_wallet(conn, hold.to_wallet_id)
         earlier = await recorded_amount(conn, principal, key)
@@ -284,7 +293,7 @@ async def _close(conn: AsyncConnection, hold_id: uuid.UUID, payer_wallet: uuid.U
 async def void(rt: Runtime, principal: Principal, hold_id: uuid.UUID) -> dict[str, Any]:
     """The payer or the payee cancels what remains of an active hold."""
     async with rt.autocommit() as conn:
-        hold = await _visible_hold(conn, principal, hold_id)
+        hold = await _ended_by_caller(conn, principal, hold_id)
     async with rt.transaction() as conn:
         closed = await _close(conn, hold_id, hold.from_wallet_id, "VOIDED")
     if closed is None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import psycopg2
 import psycopg2.errors
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import event, exc, pool
+from sqlalchemy import event, exc, pool, text
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -77,17 +77,19 @@ def _session_settings(statement_timeout: int) -> dict[str, object]:
     }
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, database_url: str | None = None) -> AsyncEngine:
     """The pool, with waits that fit an HTTP API: a hung or overloaded database answers 503 within seconds.
 
     PostgreSQL cancels a statement after DB_STATEMENT_TIMEOUT (a lock wait too), leaving the connection usable; a
     database that does not answer at all (paused, a dead host) cannot cancel anything, so asyncpg gives up on its
     own side a second later. Connecting and waiting for a free connection are bounded by DB_POOL_TIMEOUT.
+    `database_url`, when given, is used instead of DATABASE_URL's, with the same settings (DATABASE_READ_URL).
     """
-    assert settings.database_url
+    database_url = database_url or settings.database_url
+    assert database_url
     statement_timeout = settings.db_statement_timeout
     engine = create_async_engine(
-        _url(settings.database_url, "asyncpg"),
+        _url(database_url, "asyncpg"),
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_pre_ping=False,
@@ -146,12 +148,17 @@ class Schema:
     current: str | None  # the database's revision; None when it has none yet (an empty database)
     head: str  # this release's last migration
     known: bool  # `current` is one of this release's migrations (or None)
+    # The oldest release (its last migration) the schema serves, from schema_policy; None before that table exists.
+    oldest_code: str | None = None
+    serves: bool = True  # this release is at or after oldest_code
 
     @property
     def state(self) -> str:
         if self.current == self.head:
             return "at head"
-        return "behind" if self.known else "ahead"
+        if self.known:
+            return "behind"
+        return "ahead" if self.serves else "too new"
 
     def describe(self) -> str:
         """One line for the operator."""
@@ -162,10 +169,13 @@ class Schema:
                 f"the database is behind: at {self.current or 'no revision (empty)'}, this release's head is "
                 f"{self.head}; run `wallet-server migrate`"
             )
-        return (
+        ahead = (
             f"the database is ahead: at {self.current}, a migration this release does not have (its head is "
-            f"{self.head}); a newer release migrated it"
+            f"{self.head})"
         )
+        if self.state == "too new":
+            return f"{ahead}, and it serves no release before {self.oldest_code}: deploy that release or a later one"
+        return f"{ahead}; a newer release migrated it"
 
 
 def schema(database_url: str) -> Schema:
@@ -177,10 +187,14 @@ def schema(database_url: str) -> Schema:
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
+            has_policy = conn.scalar(text("SELECT to_regclass('schema_policy')")) is not None
+            oldest_code = conn.scalar(text("SELECT oldest_code FROM schema_policy")) if has_policy else None
     finally:
         engine.dispose()
-    known = current is None or current in {script.revision for script in scripts.walk_revisions()}
-    return Schema(current, scripts.get_current_head() or "", known)
+    revisions = {script.revision for script in scripts.walk_revisions()}
+    known = current is None or current in revisions
+    serves = oldest_code is None or oldest_code in revisions
+    return Schema(current, scripts.get_current_head() or "", known, oldest_code, serves)
 
 
 def migrate(database_url: str) -> None:
@@ -189,7 +203,7 @@ def migrate(database_url: str) -> None:
     from alembic import command
 
     found = schema(database_url)
-    if found.state == "ahead":
+    if found.state in ("ahead", "too new"):
         raise StartupError(f"{found.describe()}; nothing was changed")
     try:
         command.upgrade(alembic_config(database_url), "head")

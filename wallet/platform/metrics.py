@@ -178,13 +178,30 @@ class _Outbox:
         yield from (pending, oldest)
 
 
-def render(outbox: Mapping[str, tuple[int, float]]) -> tuple[bytes, str]:
+class _Replica:
+    """The replication lag of DATABASE_READ_URL's replica, read for this scrape."""
+
+    def __init__(self, lag: float) -> None:
+        self.lag = lag
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily(
+            "wallet_replica_lag_seconds", "How far DATABASE_READ_URL's replica is behind the leader", self.lag
+        )
+
+
+def render(outbox: Mapping[str, tuple[int, float]], replica_lag: float | None = None) -> tuple[bytes, str]:
     """The whole server's metrics in the Prometheus text format, and their content type; `outbox` is the backlog by
-    lane, (pending, age of the oldest in seconds), or empty when it could not be read."""
+    lane, (pending, age of the oldest in seconds), or empty when it could not be read; `replica_lag` the seconds
+    DATABASE_READ_URL's replica lags (None without one, or when it could not be read)."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(_ServerProcesses())
     registry.register(_Outbox(outbox))
+    if replica_lag is not None:
+        registry.register(_Replica(replica_lag))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -42,8 +43,9 @@ CPU_POOL_NICENESS = 10
 # SQLSTATEs of a database that is down, restarting, overloaded or too slow, rather than of a wrong request:
 # 08 connection exceptions; 53 insufficient resources (too many connections); 57P01-57P03 administrator or crash
 # shutdown and "the database system is starting up / in recovery mode / not yet accepting connections";
-# 57014 a statement cancelled by DB_STATEMENT_TIMEOUT.
-_OUTAGE_SQLSTATES = ("08", "53", "57P", "57014")
+# 57014 a statement cancelled by DB_STATEMENT_TIMEOUT; 40P01 a deadlock PostgreSQL broke by failing this side (another
+# transaction locked the same rows in the other order: nothing of this one was committed, and its retry is safe).
+_OUTAGE_SQLSTATES = ("08", "53", "57P", "57014", "40P01")
 
 
 @contextmanager
@@ -79,6 +81,10 @@ class _Held:
     busy: bool = False
 
 
+_REPLICA_LAG = text(
+    "SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+)
 _held: ContextVar[_Held | None] = ContextVar("held_connection", default=None)
 
 
@@ -98,6 +104,8 @@ class Runtime:
     engine: AsyncEngine
     # bcrypt and other CPU-bound work; never on the event loop, and at a lower CPU priority than it.
     executor: ThreadPoolExecutor
+    # DATABASE_READ_URL's: the replicas, for the reads where a little staleness is harmless (snapshot()).
+    read_engine: AsyncEngine | None = None
     store: Store = field(init=False)
     _kept: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -114,6 +122,7 @@ class Runtime:
             settings,
             create_engine(settings),
             ThreadPoolExecutor(max_workers=cpu_workers, initializer=_lower_priority),
+            create_engine(settings, settings.database_read_url) if settings.database_read_url else None,
         )
 
     def per_process(self, kind: Callable[[Settings], S]) -> S:
@@ -192,9 +201,10 @@ class Runtime:
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:
         """A read-only REPEATABLE READ transaction: every query in it sees the same committed state, however long
-        the block takes (a statement streamed to a slow client stays consistent with its totals)."""
+        the block takes (a statement streamed to a slow client stays consistent with its totals). On a replica
+        (DATABASE_READ_URL) when there is one: it may lag the leader by the replication lag."""
         with _database_outage():
-            async with self.engine.connect() as conn:
+            async with (self.read_engine or self.engine).connect() as conn:
                 await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
                 async with conn.begin():
                     yield conn
@@ -202,7 +212,18 @@ class Runtime:
     async def run_cpu(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
 
+    async def replica_lag(self) -> float | None:
+        """Seconds the replica behind DATABASE_READ_URL has yet to replay (0 when it has replayed all it received,
+        or is a primary); None without DATABASE_READ_URL."""
+        if self.read_engine is None:
+            return None
+        with _database_outage():
+            async with self.read_engine.connect() as conn:
+                return float((await conn.execute(_REPLICA_LAG)).scalar_one())
+
     async def close(self) -> None:
+        if self.read_engine is not None:
+            await self.read_engine.dispose()
         await self.engine.dispose()
         await self.store.close()
         self.executor.shutdown(wait=False)

@@ -1,5 +1,6 @@
 """Paystack's HTTP API as far as the wallet needs it: initialize and verify a transaction (deposits), list banks,
-resolve an account and register a transfer recipient (payout accounts), and webhook signatures."""
+resolve an account and register a transfer recipient (payout accounts), send and verify a transfer (payouts), and
+webhook signatures."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ class PaystackError(Exception):
     """Paystack could not be reached, timed out, or refused; the message says which (never the secret key)."""
 
 
+class PaystackRefused(PaystackError):
+    """Paystack answered with a refusal: with a 4xx `status` it did nothing (`duplicate` when it already knows the
+    reference); a 5xx leaves that open."""
+
+    def __init__(self, message: str, status: int, duplicate: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.duplicate = duplicate
+
+
 @dataclass(frozen=True)
 class Verified:
     """Paystack's word on one transaction: its status (success, failed, abandoned, ...) and what was paid."""
@@ -33,6 +44,25 @@ class Verified:
     status: str
     amount: int
     currency: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Paystack's word on one transfer: its status (pending, success, failed, reversed, ...), what it sends, and its
+    code (TRF_...)."""
+
+    status: str
+    amount: int
+    currency: str
+    code: str | None
+
+
+def parse_transfer(data: dict[str, Any]) -> Transfer:
+    """A transfer as Paystack reports it (an answer's data, or a transfer.* webhook's)."""
+    status, amount, currency, code = (data.get(k) for k in ("status", "amount", "currency", "transfer_code"))
+    if not isinstance(status, str) or type(amount) is not int or not isinstance(currency, str):
+        raise PaystackError("Paystack's transfer lacks a status, an amount or a currency.")
+    return Transfer(status, amount, currency.upper(), code if isinstance(code, str) else None)
 
 
 @dataclass(frozen=True)
@@ -52,9 +82,14 @@ def signature_valid(secret_key: str, body: bytes, signature: str | None) -> bool
     return signature is not None and hmac.compare_digest(sign(secret_key, body), signature.strip().lower())
 
 
+def configured(settings: Settings) -> bool:
+    """Whether Paystack can be used here: the merchant's secret key (PAYSTACK_SECRET_KEY) is set."""
+    return bool(settings.paystack_secret_key)
+
+
 def client(settings: Settings) -> Paystack:
     """A client with the merchant's secret key (PAYSTACK_SECRET_KEY); 503 PROVIDER_NOT_CONFIGURED without one."""
-    if not settings.paystack_secret_key:
+    if not configured(settings):
         raise errors.ProviderNotConfigured()
     return Paystack(settings.paystack_secret_key, settings.paystack_base_url)
 
@@ -90,7 +125,10 @@ class Paystack:
         refused = payload.get("status") is not True or not isinstance(payload.get("data"), kind)
         if response.status_code not in (200, 201) or refused:
             message = str(payload.get("message") or "no message")[:200]
-            raise PaystackError(f"Paystack refused ({response.status_code}): {message}")
+            duplicate = "duplicate" in message.lower()
+            raise PaystackRefused(
+                f"Paystack refused ({response.status_code}): {message}", response.status_code, duplicate
+            )
         return payload["data"]
 
     async def initialize(
@@ -148,3 +186,26 @@ class Paystack:
         if not isinstance(code, str) or not code:
             raise PaystackError("Paystack answered without a recipient_code.")
         return Recipient(code, bank_name if isinstance(bank_name, str) else "")
+
+    async def transfer(
+        self, *, amount: int, currency: str, recipient: str, reference: str, reason: str | None
+    ) -> Transfer:
+        """Send `amount` minor units from the merchant's balance to a recipient (RCP_...), known by `reference`.
+        Raises PaystackRefused when Paystack answered and did nothing (with `duplicate` for a reference it knows)."""
+        body: dict[str, Any] = {
+            "source": "balance",
+            "amount": amount,
+            "currency": currency,
+            "recipient": recipient,
+            "reference": reference,
+        }
+        if reason:
+            body["reason"] = reason
+        return parse_transfer(self._data(await self._call("POST", "/transfer", body)))
+
+    async def verify_transfer(self, reference: str) -> Transfer | None:
+        """What Paystack knows of a transfer; None when it knows no transfer by that reference."""
+        response = await self._call("GET", f"/transfer/verify/{reference}")
+        if response.status_code in (400, 404) and "not found" in response.text.lower():
+            return None
+        return parse_transfer(self._data(response))

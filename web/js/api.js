@@ -9,6 +9,8 @@ let refreshTimer = null;
 let refreshing = null;
 let me = null;
 const sessionListeners = new Set();
+const reachabilityListeners = new Set();
+let reached = true; // the last request got an answer from the server (any status)
 let stepUpPrompt = null; // asks the person to confirm it is them (views/mfa.js): resolves true once they have
 let steppingUp = null; // the prompt on screen, shared by every request that met STEP_UP_REQUIRED meanwhile
 
@@ -23,6 +25,18 @@ export class ApiError extends Error {
   }
 }
 
+let config = null; // what the server has turned on (GET /config), loaded once per page load
+
+/** Ask the server once what it has turned on (Paystack, Google, self-service deposits). */
+export async function loadConfig() {
+  config = await request('GET', 'config', { anonymous: true }).catch(() => null);
+}
+
+/** Whether the server has `feature` on; unknown (the server could not say) counts as on: a refusal says why. */
+export function enabled(feature) {
+  return config?.[feature] ?? true;
+}
+
 /** Call fn(signedIn) whenever the session starts or ends. */
 export function onSessionChange(fn) {
   sessionListeners.add(fn);
@@ -32,18 +46,40 @@ function sessionChanged() {
   for (const fn of sessionListeners) fn(accessToken !== null);
 }
 
+/** Call fn(reached) whenever requests stop or start getting through to the server. */
+export function onReachability(fn) {
+  reachabilityListeners.add(fn);
+}
+
+function reachable(now) {
+  if (now === reached) return;
+  reached = now;
+  for (const fn of reachabilityListeners) fn(now);
+}
+
 export function signedIn() {
   return accessToken !== null;
 }
 
-/** The signed-in user as last loaded (GET /users/me), or null. */
+/** The signed-in user as last loaded (GET /users/me), or null. A session's start does not load it: the first page
+ * drawn does (the router, side by side with the page's own data), so it is asked once, and no round trip earlier. */
 export function currentUser() {
   return me;
 }
 
-export async function loadUser() {
-  me = await request('GET', 'users/me');
-  return me;
+let loadingUser = null;
+
+/** GET /users/me, fresh; calls made while one is on its way share it (a page's view and the router ask together). */
+export function loadUser() {
+  loadingUser ??= request('GET', 'users/me')
+    .then((user) => {
+      me = user;
+      return user;
+    })
+    .finally(() => {
+      loadingUser = null;
+    });
+  return loadingUser;
 }
 
 function keep(pair) {
@@ -70,8 +106,9 @@ async function send(method, path, { body, headers = {}, query, anonymous = false
   const all = { Accept: 'application/json', ...headers };
   if (body !== undefined) all['Content-Type'] = 'application/json';
   if (accessToken && !anonymous) all.Authorization = `Bearer ${accessToken}`;
+  let response;
   try {
-    return await fetch(url, {
+    response = await fetch(url, {
       method,
       headers: all,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -79,11 +116,15 @@ async function send(method, path, { body, headers = {}, query, anonymous = false
       credentials: 'omit',
     });
   } catch {
+    reachable(false);
     throw new ApiError(0, { error: 'Cannot reach the server. Check the connection and try again.', code: 'NETWORK_ERROR' });
   }
+  reachable(true);
+  return response;
 }
 
-async function parse(response) {
+async function parse(response, raw = false) {
+  if (raw && response.ok) return response; // a download: the caller reads the body as it is
   if (response.status === 204) return null;
   let body;
   try {
@@ -101,7 +142,7 @@ export function onStepUp(prompt) {
   stepUpPrompt = prompt;
 }
 
-/** One API call: JSON in and out; an expired access token is refreshed once and the call repeated. A call that
+/** One API call: JSON in and out (with `raw`, a successful answer is the Response itself: a download); an expired access token is refreshed once and the call repeated. A call that
  * needs a recent authentication (403 STEP_UP_REQUIRED) asks the person to confirm it is them and is repeated once,
  * with the same body and headers (the same Idempotency-Key: the refused call recorded nothing), so a form keeps
  * everything typed into it. */
@@ -116,7 +157,7 @@ export async function request(method, path, options = {}) {
     }
   }
   try {
-    return await parse(response);
+    return await parse(response, options.raw);
   } catch (error) {
     if (error.status === 401 && hadSession && SESSION_OVER.has(error.code)) endSession();
     if (error.code === 'STEP_UP_REQUIRED' && hadSession && stepUpPrompt && !options.steppedUp) {
@@ -167,7 +208,6 @@ export async function restoreSession() {
   if (!sessionStorage.getItem(REFRESH_KEY)) return false;
   try {
     await refresh();
-    await loadUser();
   } catch {
     return false;
   }
@@ -176,21 +216,21 @@ export async function restoreSession() {
 }
 
 /** Start a session from a token pair (a password login, or a Google sign-in's callback). */
-export async function startSession(pair) {
+export function startSession(pair) {
+  me = null; // the user of a session this one replaces is not this one's
   keep(pair);
-  await loadUser();
   sessionChanged();
 }
 
 /** A password sign-in; an account with two-factor sign-in throws ApiError MFA_REQUIRED with its `mfaToken`,
  * for finishSignIn(). */
 export async function logIn(credentials) {
-  await startSession(await request('POST', 'auth/login', { body: credentials, anonymous: true }));
+  startSession(await request('POST', 'auth/login', { body: credentials, anonymous: true }));
 }
 
 /** The second step of a sign-in that answered MFA_REQUIRED: its token and `{code}` or `{recovery_code}`. */
 export async function finishSignIn(mfaToken, code) {
-  await startSession(await request('POST', 'auth/login/mfa', { body: { mfa_token: mfaToken, ...code }, anonymous: true }));
+  startSession(await request('POST', 'auth/login/mfa', { body: { mfa_token: mfaToken, ...code }, anonymous: true }));
 }
 
 export async function logOut() {

@@ -1,5 +1,5 @@
 // DOM helpers: elements built with text nodes (never innerHTML, so API data cannot inject markup), form fields,
-// errors shown where they belong, submissions that cannot run twice, and toasts.
+// errors shown where they belong, submissions that cannot run twice, toasts, times by day, and shared links.
 
 /** h('p', {class: 'x', onclick: fn}, 'text', child, [more]) -> an element. */
 export function h(tag, attrs = {}, ...children) {
@@ -121,6 +121,24 @@ export function onSubmit(form, fn) {
   });
 }
 
+/** A second step before something that cannot be undone: `actions`' buttons give way to `question`, an `extra`
+ * field, the `yes` button (which runs `run(data)` as a one-submission form) and `no`, which brings them back. */
+export function askFirst(actions, { question, yes, no = 'Cancel', extra = null, run }) {
+  const buttons = [...actions.children];
+  const form = h(
+    'form',
+    { class: 'inline-confirm', novalidate: true },
+    h('p', {}, question),
+    extra,
+    formAlert(),
+    h('button', { type: 'submit', class: 'danger' }, yes),
+    h('button', { type: 'button', onclick: () => actions.replaceChildren(...buttons) }, no),
+  );
+  onSubmit(form, run);
+  actions.replaceChildren(form);
+  form.querySelector('select, button')?.focus();
+}
+
 /** An Idempotency-Key per submission: kept while the answer is unknown (network error, 5xx, still in progress) so a
  * retry can never pay twice; replaced once the server answered definitely or the form's values change. */
 export function idempotencyKeys(form) {
@@ -141,6 +159,7 @@ export function idempotencyKeys(form) {
   };
 }
 
+const MAX_TOASTS = 3;
 const onScreen = new Map(); // key -> toast: one notification per thing (a deposit the page made and its event)
 
 /** A short notification in the corner (in the role=status region): dismissable, gone by itself after `ms`, paused
@@ -167,11 +186,63 @@ export function toast(text, kind = 'ok', { key = null, ms = 6000 } = {}) {
     el.addEventListener(type, fn);
   }
   if (key) onScreen.set(key, el);
-  document.getElementById('toasts').append(el);
+  const toasts = document.getElementById('toasts');
+  toasts.append(el);
+  // At most three at once: older ones go (the close button of each runs its own clean-up) rather than pile up
+  // over the page's fields; one the person is reading (pointer or focus on it) stays.
+  const older = [...toasts.children].slice(0, -MAX_TOASTS).filter((t) => !t.matches(':hover, :focus-within'));
+  for (const old of older) old.querySelector('.toast-close').click();
 }
 
 export function fmtTime(iso) {
   return iso ? new Date(iso).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '—';
+}
+
+/** The local day of a moment, as a key two moments of the same day share. */
+export function dayKey(date) {
+  return `${date.getFullYear()}-${date.getMonth() + 1}-${date.getDate()}`;
+}
+
+/** A day's heading in the browser's locale: "Today", "Yesterday", else "Friday, December 4" (with the year when it
+ * is not this one). */
+export function dayTitle(date, now = new Date()) {
+  const yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
+  if (dayKey(date) === dayKey(now)) return 'Today';
+  if (dayKey(date) === dayKey(yesterday)) return 'Yesterday';
+  const year = date.getFullYear() === now.getFullYear() ? undefined : 'numeric';
+  return date.toLocaleDateString(undefined, { weekday: 'long', month: 'long', day: 'numeric', year });
+}
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+
+/** When something happened, for a list grouped by day: relative while recent ("5 minutes ago", up to 6 hours),
+ * then the time of day; the exact moment is the <time>'s datetime and its title. */
+export function timeAgo(iso, now = new Date()) {
+  const date = new Date(iso);
+  const ago = now - date;
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+  const text =
+    ago < MINUTE
+      ? relative.format(0, 'second')
+      : ago < HOUR
+        ? relative.format(-Math.floor(ago / MINUTE), 'minute')
+        : ago < 6 * HOUR
+          ? relative.format(-Math.floor(ago / HOUR), 'hour')
+          : date.toLocaleTimeString(undefined, { timeStyle: 'short' });
+  const exact = date.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+  return h('time', { datetime: iso, title: exact }, text);
+}
+
+/** A link to one of the web wallet's pages as the API gives it (GET .../link: {link, qr_code}), to share: the QR
+ * code (an <img> of the server's SVG, named `name`) and the link itself beside it, to copy. */
+export function shareCode({ link, qr_code }, name) {
+  return h(
+    'figure',
+    { class: 'share' },
+    h('img', { class: 'qr', src: qr_code, alt: name }),
+    h('figcaption', {}, h('code', { class: 'mono share-link' }, link)),
+  );
 }
 
 /** A <dl> of [term, description] pairs. */

@@ -1,9 +1,10 @@
 // Live updates: while signed in, one WebSocket to /api/v1/events/stream. An event redraws the page on screen when
 // it shows balances or history, and the ones a person should hear about show a notification. After a drop it
 // reconnects with backoff and resumes with ?after=<the last event id received>: nothing is missed or shown twice.
-import { loadUser, onSessionChange, openSocket, request } from './api.js';
+import { currentUser, loadUser, onSessionChange, openSocket, request } from './api.js';
 import { toast } from './dom.js';
 import { formatMoney } from './money.js';
+import { liveReconnecting } from './network.js';
 import { refresh } from './router.js';
 
 const FIRST_DELAY = 1000; // ms before the first reconnect; doubles up to MAX_DELAY, reset by a connection that held
@@ -16,6 +17,13 @@ const NOTICES = {
   'deposit.completed': (tx) => `Deposit of ${formatMoney(tx.amount, tx.currency)} received.`,
   'account.frozen': () => 'Your account has been frozen: money cannot move in or out of it. Contact support.',
   'account.unfrozen': () => 'Your account is no longer frozen.',
+  // Both sides get the event: only the one asked hears of it (the asker made it).
+  'payment_request.created': (r) =>
+    r.payer.username === currentUser()?.username
+      ? `${r.payee.username} asks you for ${formatMoney(r.amount, r.currency)}.`
+      : null,
+  'payout.completed': (p) => `Payout of ${formatMoney(p.amount, p.currency)} sent to your bank.`,
+  'payout.failed': (p) => `Payout of ${formatMoney(p.amount, p.currency)} not sent: the money is back in your wallet.`,
 };
 
 let run = 0; // every start and stop begins a new run; what an older run's connection does after that is ignored
@@ -56,7 +64,10 @@ function listen(current, seen) {
     let opened = null;
     ws.addEventListener('open', () => {
       opened = Date.now();
-      if (current === run) state('open');
+      if (current === run) {
+        state('open');
+        liveReconnecting(false);
+      }
     });
     ws.addEventListener('message', (message) => {
       if (current === run) receive(JSON.parse(message.data), seen);
@@ -80,9 +91,12 @@ async function follow(current) {
       if (dropped) await loadUser();
       seen.after ??= await newestId();
       if (current !== run) return;
-      if (await listen(current, seen)) delay = FIRST_DELAY;
+      const wentWell = await listen(current, seen);
+      if (wentWell) delay = FIRST_DELAY;
+      liveReconnecting(!wentWell && current === run); // a token renewal is no news; a drop is
     } catch (error) {
       if (!error.code) throw error;
+      liveReconnecting(current === run);
     }
     if (current !== run) return;
     dropped = true;
@@ -101,6 +115,7 @@ function stop() {
   else ws?.close(1000);
   clearTimeout(redraw);
   state('off');
+  liveReconnecting(false);
 }
 
 onSessionChange((isIn) => {

@@ -6,14 +6,15 @@ const routes = [];
 const navEntries = [];
 
 /** Register a view: `path` like '/wallets/:id'; `view(main, params, query)` fills <main>. A `live` page shows
- * balances or history: it is drawn again when an event arrives (see refresh()). */
-export function route(path, view, { public: open = false, admin = false, live = false } = {}) {
+ * balances or history: it is drawn again when an event arrives (see refresh()). An `action` (the sign-out) does
+ * something rather than show something: it is never a place to come back to after signing in. */
+export function route(path, view, { public: open = false, admin = false, live = false, action = false } = {}) {
   const names = [];
   const pattern = path.replace(/:(\w+)/g, (_, name) => {
     names.push(name);
     return '([^/]+)';
   });
-  routes.push({ regex: new RegExp(`^${pattern}$`), names, view, open, admin, live });
+  routes.push({ regex: new RegExp(`^${pattern}$`), names, view, open, admin, live, action });
 }
 
 /** A main-menu entry, shown to signed-in users (admins only when `admin`). */
@@ -30,6 +31,16 @@ function current() {
   const [path, search = ''] = location.hash.slice(1).split('?');
   return { path: path || '/', query: new URLSearchParams(search) };
 }
+
+/** The phone's menu (the nav folded behind "Menu" on a narrow screen): open or closed. */
+function menu(open) {
+  document.getElementById('menu-toggle').setAttribute('aria-expanded', String(open));
+  document.querySelector('.topbar').classList.toggle('open', open);
+}
+document.getElementById('menu-toggle').addEventListener('click', (event) => {
+  menu(event.currentTarget.getAttribute('aria-expanded') !== 'true');
+});
+window.addEventListener('hashchange', () => menu(false));
 
 export function renderNav() {
   const nav = document.getElementById('nav');
@@ -50,6 +61,7 @@ export function renderNav() {
                 onclick: (event) => {
                   if (event.ctrlKey || event.metaKey || event.shiftKey) return;
                   event.preventDefault();
+                  menu(false);
                   navigate(e.path);
                 },
               },
@@ -62,6 +74,12 @@ export function renderNav() {
 
 function matching(path) {
   return routes.map((r) => [r, r.regex.exec(path)]).find(([, m]) => m);
+}
+
+/** Whether `path` is a signed-in page to go (back) to after a sign-in: not a public page, not an action. */
+export function isPage(path) {
+  const [entry] = matching(path.split('?')[0]) || [];
+  return Boolean(entry && !entry.open && !entry.action);
 }
 
 function renderBanner() {
@@ -110,6 +128,15 @@ function stale(main) {
 
 let visiting = false; // a visit (a navigation) is being drawn and is not on screen yet
 
+/** A visit on its way: <main aria-busy>, the bar at the top, and the menu already on the page being loaded. */
+function loading(on) {
+  const main = document.getElementById('main');
+  if (on) main.setAttribute('aria-busy', 'true');
+  else main.removeAttribute('aria-busy');
+  document.getElementById('progress').hidden = !on;
+  if (on) renderNav();
+}
+
 /** Draw the page of the current hash. `again`: the same page redrawn with fresh data, where focus stays put
  * unless it was on something the redraw removed. A redraw that overtakes a visit still on its way is that visit. */
 export async function render({ again: redraw = false } = {}) {
@@ -120,19 +147,15 @@ export async function render({ again: redraw = false } = {}) {
   const match = matching(path);
   if (!match) return navigate(signedIn() ? '/wallets' : '/login');
   const [entry, groups] = match;
-  if (!entry.open && !signedIn()) return navigate(`/login?next=${encodeURIComponent(path)}`);
+  if (!entry.open && !signedIn()) return navigate(entry.action ? '/login' : `/login?next=${encodeURIComponent(path)}`);
   const main = document.getElementById('main');
-  try {
-    if (signedIn()) await loadUser(); // fresh status (frozen?) and role on every page
-  } catch {
-    // a lost session has already been ended by the API client; the login page follows
-  }
-  if (ticket !== rendering) return;
-  if (!entry.open && !signedIn()) return navigate('/login');
-  renderNav();
-  renderBanner();
+  if (!again) loading(true); // at once: the menu shows where the person is going, and that it is on its way
+  // The user (fresh status and role on every page) and the page's own data load side by side.
+  const fresh = signedIn()
+    ? loadUser().catch(() => {}) // a lost session has already been ended by the API client; the login page follows
+    : null;
   const page = h('div', { class: 'page' });
-  if (entry.admin && currentUser()?.role !== 'admin') {
+  if (entry.admin && (currentUser() ?? (await fresh))?.role !== 'admin') {
     page.append(h('h1', {}, 'Not allowed'), h('p', {}, 'This page is for administrators.'));
   } else {
     const params = Object.fromEntries(entry.names.map((n, i) => [n, decodeURIComponent(groups[i + 1])]));
@@ -140,10 +163,19 @@ export async function render({ again: redraw = false } = {}) {
       await entry.view(page, params, query);
     } catch (error) {
       if (!error.code) throw error;
-      page.replaceChildren(h('h1', {}, 'Something went wrong'), h('p', { class: 'form-alert' }, messageFor(error)));
+      page.replaceChildren(
+        h('h1', {}, 'Something went wrong'),
+        h('p', { class: 'form-alert' }, messageFor(error)),
+        h('button', { type: 'button', class: 'primary', onclick: () => render() }, 'Retry'),
+      );
     }
   }
+  await fresh;
   if (ticket !== rendering) return;
+  if (!entry.open && !signedIn()) return navigate('/login');
+  loading(false);
+  renderNav();
+  renderBanner();
   if (again && busy()) return stale(main); // the person began to type or choose while the redraw was on its way
   main.replaceChildren(page);
   kept = false;

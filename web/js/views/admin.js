@@ -1,7 +1,8 @@
 // Admin area: find users, change their status with a reason, credit a wallet, any user's history, audit, action log.
 import { request } from '../api.js';
-import { facts, field, fmtTime, formAlert, h, idempotencyKeys, messageFor, onSubmit, toast } from '../dom.js';
-import { amountError, digitsOf, formatMoney } from '../money.js';
+import { facts, field, fmtTime, formAlert, h, idempotencyKeys, onSubmit, showError, toast } from '../dom.js';
+import { amountError, digitsOf, formatMoney, typedAmount } from '../money.js';
+import { pagedList } from '../paging.js';
 import { navEntry, navigate, route } from '../router.js';
 import { historyList } from './history.js';
 import { walletLabel } from './wallets.js';
@@ -26,24 +27,6 @@ function tabs(current) {
   );
 }
 
-/** A list that pages by cursor: `fetch(cursor)` answers {items, next_cursor}; `render(item)` makes one <li>. */
-async function pagedList(container, fetchPage, render, emptyText) {
-  const list = h('ul', { class: 'plain-list' });
-  const more = h('button', { type: 'button', class: 'more' }, 'Load more');
-  const empty = h('p', { class: 'muted', hidden: true }, emptyText);
-  let cursor = null;
-  const load = async () => {
-    const page = await fetchPage(cursor);
-    list.append(...page.items.map(render));
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
-    empty.hidden = list.children.length > 0;
-  };
-  more.addEventListener('click', () => load().catch((error) => toast(messageFor(error), 'error')));
-  await load();
-  container.append(list, empty, more);
-}
-
 function statusBadge(status) {
   return h('span', { class: `badge badge-${status}` }, status);
 }
@@ -61,10 +44,8 @@ async function usersPage(page, _params, query) {
     const text = new FormData(search).get('q').trim();
     navigate(text ? `/admin?q=${encodeURIComponent(text)}` : '/admin');
   });
-  page.append(h('h1', {}, 'Admin'), tabs('/admin'), search);
-  await pagedList(
-    page,
-    (cursor) => request('GET', 'admin/users', { query: { q, cursor, limit: 20 } }),
+  const users = await pagedList(
+    (at) => request('GET', 'admin/users', { query: { q, ...at } }),
     (u) =>
       h(
         'li',
@@ -76,9 +57,16 @@ async function usersPage(page, _params, query) {
           h('span', {}, u.role === 'admin' ? h('span', { class: 'badge' }, 'admin') : null, ' ', statusBadge(u.status)),
         ),
       ),
-    'No users match.',
+    { label: 'Users', empty: 'No users match.' },
   );
+  page.append(h('h1', {}, 'Admin'), tabs('/admin'), search, ...users);
 }
+
+// Actions that stop an account: asked again, with a reason, before they are done.
+const GRAVE = {
+  freeze: (name) => `Freeze ${name}? They can still sign in and read, but no money moves in or out.`,
+  deactivate: (name) => `Deactivate ${name}? They are signed out everywhere and cannot sign in again.`,
+};
 
 function statusForm(user) {
   const form = h(
@@ -94,11 +82,40 @@ function statusForm(user) {
       ACTIONS.map(([action, label]) => h('button', { type: 'submit', name: 'action', value: action }, label)),
     ),
   );
-  onSubmit(form, async (data, submitter) => {
-    const reason = data.get('reason').trim() || null;
-    const updated = await request('POST', `admin/users/${user.id}/${submitter.value}`, { body: { reason } });
+  const confirmBox = h('div', { class: 'inline-confirm', role: 'group', 'aria-label': 'Confirm', hidden: true });
+  form.append(confirmBox);
+  const act = async (action, reason) => {
+    const updated = await request('POST', `admin/users/${user.id}/${action}`, { body: { reason } });
     toast(`${updated.username} is now ${updated.status}.`);
     navigate(`/admin/users/${user.id}`);
+  };
+  onSubmit(form, async (data, submitter) => {
+    const action = submitter.value;
+    const reason = data.get('reason').trim() || null;
+    if (!GRAVE[action]) return act(action, reason);
+    if (!reason) throw { code: 'VALIDATION_ERROR', details: { reason: [`Say why you ${action} this account.`] } };
+    const label = ACTIONS.find(([a]) => a === action)[1];
+    const yes = h('button', { type: 'button', class: 'danger' }, `Yes, ${label.toLowerCase()}`);
+    const no = h('button', { type: 'button' }, 'Cancel');
+    confirmBox.replaceChildren(h('p', {}, GRAVE[action](user.username)), yes, no);
+    confirmBox.hidden = false;
+    no.addEventListener('click', () => {
+      confirmBox.hidden = true;
+      submitter.focus();
+    });
+    yes.addEventListener('click', async () => {
+      yes.disabled = no.disabled = true;
+      try {
+        await act(action, reason);
+      } catch (error) {
+        if (!error.code) throw error;
+        confirmBox.hidden = true;
+        showError(form, error);
+      } finally {
+        yes.disabled = no.disabled = false;
+      }
+    });
+    yes.focus();
   });
   return form;
 }
@@ -119,7 +136,7 @@ function creditForm(wallet) {
   );
   const once = idempotencyKeys(form);
   onSubmit(form, async (data) => {
-    const amount = data.get('amount').trim();
+    const amount = typedAmount(data.get('amount'));
     const invalid = amountError(amount, digitsOf(wallet.balance));
     if (invalid) throw { code: 'VALIDATION_ERROR', details: { amount: [invalid] } };
     const body = { amount, reason: data.get('reason').trim() || null };
@@ -162,6 +179,7 @@ async function userPage(page, { id }, query) {
     wallets: wallets.items,
     query,
     path: `/admin/users/${id}`,
+    level: 'h3', // below the page's "History"
   });
 }
 
@@ -184,26 +202,53 @@ async function auditPage(page) {
   );
 }
 
-async function actionsPage(page) {
-  page.append(h('h1', {}, 'Admin'), tabs('/admin/actions'));
-  await pagedList(
-    page,
-    (cursor) => request('GET', 'admin/actions', { query: { cursor, limit: 20 } }),
-    (a) =>
-      h(
-        'li',
-        { class: 'list-row' },
-        h(
-          'span',
-          {},
-          h('strong', {}, a.action),
-          a.target_user_id ? h('a', { href: `#/admin/users/${a.target_user_id}` }, ' user') : null,
-          h('span', { class: 'muted' }, a.reason ? ` · ${a.reason}` : ''),
-        ),
-        h('span', { class: 'muted' }, fmtTime(a.created_at)),
-      ),
-    'No actions yet.',
+const ACTION_WORDS = {
+  freeze: 'Froze',
+  unfreeze: 'Unfroze',
+  deactivate: 'Deactivated',
+  activate: 'Activated',
+  credit: 'Credit',
+  reverse: 'Reversal',
+  fx_rate: 'Exchange rate',
+};
+
+/** One entry of the action log: what, to whom, by whom, and for money whether it was done or refused, and how much. */
+function actionRow(a) {
+  const d = a.details || {};
+  const money = d.amount !== undefined;
+  const refused = money && d.status === 'FAILED';
+  const target = a.target_user_id
+    ? h('a', { href: `#/admin/users/${a.target_user_id}` }, a.target_username || 'a user')
+    : null;
+  return h(
+    'li',
+    { class: `list-row action ${refused ? 'action-refused' : ''}` },
+    h(
+      'span',
+      { class: 'action-main' },
+      h('strong', {}, ACTION_WORDS[a.action] || a.action),
+      money ? h('span', { class: 'action-amount' }, ` ${formatMoney(d.amount, d.currency)}`) : null,
+      target ? [' · ', target] : null,
+      d.from && d.to ? h('span', { class: 'muted' }, ` (${d.from} → ${d.to})`) : null,
+      money
+        ? h(
+            'span',
+            { class: `badge badge-${refused ? 'FAILED' : d.status}` },
+            refused ? `refused${d.failure_code ? ': ' + d.failure_code : ''}` : d.status.toLowerCase(),
+          )
+        : null,
+      h('span', { class: 'muted action-why' }, a.reason ? `“${a.reason}”` : 'no reason given'),
+    ),
+    h('span', { class: 'muted' }, `by ${a.admin_username || 'an admin'} · ${fmtTime(a.created_at)}`),
   );
+}
+
+async function actionsPage(page) {
+  const actions = await pagedList((query) => request('GET', 'admin/actions', { query }), actionRow, {
+    label: 'Actions',
+    empty: 'No actions yet.',
+  });
+  page.append(h('h1', {}, 'Admin'), tabs('/admin/actions'), ...actions);
 }
 
 route('/admin', usersPage, { admin: true });

@@ -1,7 +1,8 @@
 // Sign in, register and sign out.
 import { logIn, logOut, request, signedIn } from '../api.js';
 import { field, formAlert, h, onSubmit, toast } from '../dom.js';
-import { navEntry, navigate, route } from '../router.js';
+import { isPage, navEntry, navigate, route } from '../router.js';
+import { currencyError, passwordProblems, refuse, USERNAME, USERNAME_WORDS } from '../rules.js';
 import { googleButton } from './google.js';
 import { codeStep } from './mfa.js';
 
@@ -14,7 +15,7 @@ function identifierField(text) {
 
 function afterSignIn(query) {
   const next = query.get('next');
-  navigate(next && next.startsWith('/') && next !== '/login' ? next : '/wallets');
+  navigate(next && isPage(next) ? next : '/wallets'); // never next=/logout: that would sign the person out again
 }
 
 function loginPage(page, _params, query) {
@@ -75,7 +76,6 @@ function registerPage(page) {
       label: 'Currency of your first wallet (optional)',
       name: 'currency',
       autocomplete: 'off',
-      maxlength: '3',
       hint: 'An ISO code such as USD, EUR or NGN; the server default when empty.',
     }),
     formAlert(),
@@ -88,6 +88,11 @@ function registerPage(page) {
       const value = data.get(name).trim();
       if (value) body[name] = value;
     }
+    refuse({
+      username: USERNAME.test(body.username) ? [] : [USERNAME_WORDS],
+      password: passwordProblems(body.password, body.username),
+      currency: body.currency && currencyError(body.currency) ? [currencyError(body.currency)] : [],
+    });
     await request('POST', 'auth/register', { body });
     await logIn({ username: body.username, password: body.password });
     toast(`Welcome, ${body.username}.`);
@@ -97,11 +102,13 @@ function registerPage(page) {
 }
 
 async function logoutPage() {
+  // The sign-out takes its own place in the history: Back from the sign-in page never signs out again.
+  history.replaceState(null, '', '#/login');
   await logOut().catch(() => {});
   toast('Signed out.');
 }
 
 route('/login', loginPage, { public: true });
 route('/register', registerPage, { public: true });
-route('/logout', logoutPage);
+route('/logout', logoutPage, { action: true });
 navEntry('Sign out', '/logout');

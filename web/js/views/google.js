@@ -1,5 +1,5 @@
 // Google: the sign-in button, "Link Google" on the profile, and the page the provider sends the browser back to.
-import { ApiError, currentUser, onSessionChange, request, signedIn, startSession } from '../api.js';
+import { ApiError, enabled, loadUser, onSessionChange, request, signedIn, startSession } from '../api.js';
 import { h, messageFor, toast } from '../dom.js';
 import { navigate, route } from '../router.js';
 import { codeStep } from './mfa.js';
@@ -37,7 +37,7 @@ function words(error, linking = false) {
 /** A button that goes to the provider at the URL `go()` finds, or says in words why not. */
 function providerButton(label, go) {
   const note = h('p', { class: 'error', role: 'alert', hidden: true });
-  const button = h('button', { type: 'button', class: 'google', hidden: unavailable }, label);
+  const button = h('button', { type: 'button', class: 'google', hidden: unavailable || !enabled('google') }, label);
   button.addEventListener('click', async () => {
     button.disabled = true;
     let url;
@@ -54,7 +54,7 @@ function providerButton(label, go) {
     }
     location.assign(url);
   });
-  return h('div', { class: 'google-sign-in' }, button, note);
+  return h('div', { class: 'google-sign-in', hidden: !enabled('google') }, button, note);
 }
 
 function base64url(bytes) {
@@ -90,7 +90,8 @@ export function linkGoogleButton() {
 }
 
 /** Signed in already: the page asks before the Google sign-in replaces this session; `go()` goes on. */
-function switchAccount(page, go) {
+async function switchAccount(page, go) {
+  const { username } = await loadUser(); // the router's request, on its way (shared)
   const switchTo = () => {
     ask.remove();
     go();
@@ -98,7 +99,7 @@ function switchAccount(page, go) {
   const ask = h(
     'div',
     { class: 'switch-account' },
-    h('p', {}, `You are signed in as ${currentUser()?.username}. Sign in with the Google account instead?`),
+    h('p', {}, `You are signed in as ${username}. Sign in with the Google account instead?`),
     h(
       'div',
       { class: 'actions' },
@@ -135,7 +136,7 @@ async function googlePage(page, _params, query) {
       const pair = await request('GET', 'auth/google/callback', { query: callback, anonymous: true });
       // Switching accounts signs the replaced session out (on the server too), rather than leaving it alive unseen.
       if (replacing) await request('POST', 'auth/logout').catch(() => {});
-      await startSession(pair);
+      startSession(pair);
     } catch (error) {
       if (!error.code) throw error;
       if (error.code === 'MFA_REQUIRED') return codeStep(page, error.mfaToken, () => navigate('/wallets'));

@@ -1,6 +1,7 @@
-// History: filters (wallet, type, status, dates), newest first, "Load more" by cursor; a transaction's detail.
+// History: filters (wallet, type, status, dates), newest first under a heading per day, "Load more" by cursor; a
+// transaction's detail.
 import { request } from '../api.js';
-import { facts, field, fmtTime, h, messageFor, toast } from '../dom.js';
+import { dayKey, dayTitle, facts, field, fmtTime, h, messageFor, timeAgo, toast } from '../dom.js';
 import { formatMoney } from '../money.js';
 import { keepPage, navEntry, navigate, route } from '../router.js';
 import { walletLabel } from './wallets.js';
@@ -54,7 +55,7 @@ function row(tx) {
           'span',
           { class: 'tx-main' },
           h('strong', {}, title(tx)),
-          h('span', { class: 'muted' }, `${fmtTime(tx.created_at)}${tx.description ? ' · ' + tx.description : ''}`),
+          h('span', { class: 'muted' }, timeAgo(tx.created_at), tx.description ? ` · ${tx.description}` : null),
           tx.status === 'FAILED' ? h('span', { class: 'tx-failure' }, tx.failure_reason || tx.failure_code) : null,
         ),
         h('span', { class: `tx-amount dir-${tx.direction}` }, signed(tx)),
@@ -65,17 +66,76 @@ function row(tx) {
   );
 }
 
+let dayIds = 0;
+
+/** Rows under a heading per day (`level`: h2, or h3 below a page's own h2), newest first. `add(items)` appends a
+ * page of them: a day that began on the page before goes on under its heading, so a day is one group however the
+ * cursor cut it. */
+function dayGroups(level) {
+  const days = h('div', { class: 'tx-days' });
+  let day = null;
+  let rows = null;
+  const add = (items) => {
+    for (const tx of items) {
+      const date = new Date(tx.created_at);
+      if (dayKey(date) !== day) {
+        day = dayKey(date);
+        const id = `day-${++dayIds}`;
+        rows = h('ul', { class: 'tx-list', 'aria-labelledby': id });
+        days.append(h('section', { class: 'tx-day' }, h(level, { id, class: 'day-title' }, dayTitle(date)), rows));
+      }
+      rows.append(row(tx));
+    }
+  };
+  return { days, add };
+}
+
 /** A filtered, paged history from `endpoint` (GET /transactions or an admin's view of a user's). `route` is the
  * page's own path, where the filters go as query parameters (so a reload or a link keeps them). */
-export async function historyList(container, { endpoint, wallets, query, path }) {
+export async function historyList(container, { endpoint, wallets, query, path, level = 'h2' }) {
   const filters = Object.fromEntries(FILTERS.map((name) => [name, query.get(name) || '']));
+  const filtered = FILTERS.some((name) => filters[name]);
+  const groups = dayGroups(level);
+  const more = h('button', { type: 'button', class: 'more' }, 'Load more');
+  const empty = h(
+    'p',
+    { class: 'muted empty', hidden: true },
+    filtered
+      ? 'No transactions match these filters.'
+      : [
+          'No transactions yet. ',
+          h('a', { href: '#/wallets' }, 'Add money'),
+          ' or ',
+          h('a', { href: '#/wallets' }, 'share your wallet number'),
+          ' to get started.',
+        ],
+  );
+  let cursor = null;
+  const load = async () => {
+    more.disabled = true;
+    const page = await request('GET', endpoint, { query: { ...filters, limit: PAGE_SIZE, cursor } });
+    groups.add(page.items);
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    more.disabled = false;
+    empty.hidden = groups.days.children.length > 0;
+  };
+  more.addEventListener('click', () => {
+    keepPage(); // the rows loaded so far stay: a live redraw would start again from the first page
+    load().catch((error) => {
+      more.disabled = false;
+      toast(messageFor(error), 'error');
+    });
+  });
+  // The wallets (for the filter) and the first page load side by side: `wallets` may be a promise.
+  const [walletItems] = await Promise.all([wallets, load()]);
   const form = h(
     'form',
     { class: 'card filters', novalidate: true, 'aria-label': 'Filters' },
     field({
       label: 'Wallet',
       name: 'wallet_id',
-      options: [['', 'All wallets'], ...wallets.map((w) => [w.id, walletLabel(w)])],
+      options: [['', 'All wallets'], ...walletItems.map((w) => [w.id, walletLabel(w)])],
       value: filters.wallet_id,
     }),
     field({
@@ -102,39 +162,23 @@ export async function historyList(container, { endpoint, wallets, query, path })
   );
   form.addEventListener('submit', (event) => {
     event.preventDefault();
+    if (form.elements.from.value && form.elements.to.value && form.elements.from.value > form.elements.to.value) {
+      form.querySelector('[data-error-for="to"]').textContent = 'The end date is before the start date.';
+      form.elements.to.setAttribute('aria-invalid', 'true');
+      return form.elements.to.focus();
+    }
     const chosen = new URLSearchParams();
     for (const [name, value] of new FormData(form)) if (value) chosen.set(name, value);
     navigate(chosen.size ? `${path}?${chosen}` : path);
   });
 
-  const list = h('ul', { class: 'tx-list', 'aria-label': 'Transactions' });
-  const more = h('button', { type: 'button', class: 'more' }, 'Load more');
-  const empty = h('p', { class: 'muted', hidden: true }, 'No transactions match.');
-  let cursor = null;
-  const load = async () => {
-    more.disabled = true;
-    const page = await request('GET', endpoint, { query: { ...filters, limit: PAGE_SIZE, cursor } });
-    list.append(...page.items.map(row));
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
-    more.disabled = false;
-    empty.hidden = list.children.length > 0;
-  };
-  more.addEventListener('click', () => {
-    keepPage(); // the rows loaded so far stay: a live redraw would start again from the first page
-    load().catch((error) => {
-      more.disabled = false;
-      toast(messageFor(error), 'error');
-    });
-  });
-  await load();
-  container.append(form, list, empty, more);
+  container.append(form, groups.days, empty, more);
 }
 
 async function historyPage(page, _params, query) {
-  const { items } = await request('GET', 'wallets');
   page.append(h('h1', {}, 'History'));
-  await historyList(page, { endpoint: 'transactions', wallets: items, query, path: '/history' });
+  const wallets = request('GET', 'wallets').then(({ items }) => items);
+  await historyList(page, { endpoint: 'transactions', wallets, query, path: '/history' });
 }
 
 async function transactionPage(page, { id }) {

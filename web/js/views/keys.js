@@ -1,6 +1,6 @@
 // API keys: create one (its secret shown once, with a copy button), list them, revoke, roll over.
 import { request } from '../api.js';
-import { field, fmtTime, formAlert, h, onSubmit, toast } from '../dom.js';
+import { askFirst, field, fmtTime, formAlert, h, onSubmit, toast } from '../dom.js';
 import { navEntry, route } from '../router.js';
 
 const SCOPES = [
@@ -47,17 +47,16 @@ function showSecret(box, key) {
 /** A key's actions: revoke and roll over, each behind a confirmation step. */
 function keyActions(key, { box, reload }) {
   const actions = h('div', { class: 'row-actions' });
-  const ask = (question, confirmLabel, extra, run) => {
-    const form = h('form', { class: 'inline-confirm', novalidate: true }, h('p', {}, question), extra, formAlert(),
-      h('button', { type: 'submit', class: 'danger' }, confirmLabel),
-      h('button', { type: 'button', onclick: () => actions.replaceChildren(...buttons) }, 'Cancel'));
-    onSubmit(form, async (data) => {
-      await run(data);
-      await reload();
+  const ask = (question, yes, extra, run) =>
+    askFirst(actions, {
+      question,
+      yes,
+      extra,
+      run: async (data) => {
+        await run(data);
+        await reload();
+      },
     });
-    actions.replaceChildren(form);
-    form.querySelector('select, button')?.focus();
-  };
   const buttons = [
     h('button', { type: 'button', onclick: () => ask(`Revoke “${key.name}”? Anything using it stops at once.`, 'Yes, revoke', null, async () => {
       await request('POST', `keys/${key.id}/revoke`);

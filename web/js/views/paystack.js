@@ -1,7 +1,7 @@
 // Paystack deposits: "Pay with Paystack" on a wallet's page (off to Paystack's checkout), and the page it returns to.
-import { request } from '../api.js';
+import { enabled, request } from '../api.js';
 import { facts, field, fmtTime, formAlert, h, idempotencyKeys, onSubmit } from '../dom.js';
-import { amountError, digitsOf, formatMoney } from '../money.js';
+import { amountError, digitsOf, formatMoney, typedAmount } from '../money.js';
 import { render, route } from '../router.js';
 
 const CURRENCIES = new Set(['NGN', 'GHS', 'ZAR', 'KES', 'USD']); // the ones Paystack settles
@@ -9,7 +9,7 @@ let notConfigured = false; // the server said 503 PROVIDER_NOT_CONFIGURED: stop 
 
 /** The form on a wallet's page, or null where Paystack cannot be used. */
 export function paystackForm(wallet) {
-  if (notConfigured || !CURRENCIES.has(wallet.currency)) return null;
+  if (notConfigured || !enabled('paystack') || !CURRENCIES.has(wallet.currency)) return null;
   const form = h(
     'form',
     { class: 'card', novalidate: true },
@@ -21,7 +21,7 @@ export function paystackForm(wallet) {
   );
   const once = idempotencyKeys(form);
   onSubmit(form, async (data) => {
-    const amount = data.get('amount').trim();
+    const amount = typedAmount(data.get('amount'));
     const invalid = amountError(amount, digitsOf(wallet.balance));
     if (invalid) throw { code: 'VALIDATION_ERROR', details: { amount: [invalid] } };
     // Paystack appends ?reference=... to this URL, which lands in the hash route's query.

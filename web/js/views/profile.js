@@ -1,13 +1,14 @@
 // Profile: e-mail, phone, password, the ways to sign in (linking Google); closing the account after a confirmation.
-import { currentUser, endSession, request } from '../api.js';
+import { endSession, loadUser, request } from '../api.js';
 import { facts, field, fmtTime, formAlert, h, onSubmit, toast } from '../dom.js';
 import { navEntry, navigate, route } from '../router.js';
+import { passwordProblems, refuse } from '../rules.js';
 import { linkGoogleButton } from './google.js';
 
 const PROVIDERS = { password: 'Password', google: 'Google' };
 
-function profilePage(page) {
-  const me = currentUser();
+async function profilePage(page) {
+  const me = await loadUser(); // fresh: the ways to sign in change under this page (Google linked)
   const contact = h(
     'form',
     { class: 'card', novalidate: true },
@@ -51,7 +52,10 @@ function profilePage(page) {
     formAlert(),
     h('button', { type: 'submit', class: 'primary' }, 'Change password'),
   );
+  password.words = { INVALID_CREDENTIALS: 'The current password is wrong.' }; // not "wrong username or password"
+  password.fieldFor = { INVALID_CREDENTIALS: 'current_password' };
   onSubmit(password, async (data) => {
+    refuse({ password: passwordProblems(data.get('password'), me.username) });
     await request('PATCH', 'users/me', {
       body: { current_password: data.get('current_password'), password: data.get('password') },
     });

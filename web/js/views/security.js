@@ -1,6 +1,6 @@
 // Security: two-factor sign-in (enrol with a QR code, confirm, the recovery codes shown once, turn off) and the
 // sessions of the account with their sign-out buttons.
-import { currentUser, endSession, request } from '../api.js';
+import { endSession, loadUser, request } from '../api.js';
 import { facts, field, fmtTime, formAlert, h, onSubmit, toast } from '../dom.js';
 import { navEntry, navigate, route } from '../router.js';
 import { codeOrRecovery } from './mfa.js';
@@ -120,7 +120,10 @@ function sessionItem(session) {
 }
 
 async function securityPage(page) {
-  const { items } = await request('GET', 'users/me/sessions', { query: { limit: 200 } });
+  const [{ items }, me] = await Promise.all([
+    request('GET', 'users/me/sessions', { query: { limit: 200 } }),
+    loadUser(), // fresh: two-factor sign-in was just turned on or off
+  ]);
   const others = h('button', { type: 'button', hidden: items.length < 2 }, 'Sign out everywhere else');
   others.addEventListener('click', async () => {
     others.disabled = true;
@@ -130,7 +133,7 @@ async function securityPage(page) {
   });
   page.append(
     h('h1', {}, 'Security'),
-    twoFactorCard(currentUser()),
+    twoFactorCard(me),
     h('div', { class: 'page-head' }, h('h2', {}, 'Where you are signed in'), others),
     h('ul', { class: 'plain-list', 'aria-label': 'Sessions' }, items.map(sessionItem)),
   );
