@@ -46,6 +46,9 @@ HOME = Path(os.environ.get("CLUSTER_HOME", ROOT / "var" / "cluster"))
 PG_BIN = Path(os.environ.get("CLUSTER_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # Every port is BASE + an offset: unusual ones, below the kernel's ephemeral range and the tests' free_port() range.
 BASE = int(os.environ.get("CLUSTER_PORT_BASE", "17400"))
+# Seconds each nginx worker sets aside an app host that refused it a connection (deploy/nginx.conf's advice for
+# rolling restarts; nginx's default is 10).
+NGINX_FAIL_TIMEOUT = 1
 NODES = ("pg1", "pg2", "pg3")
 HOSTS = (("app1", "127.0.0.2"), ("app2", "127.0.0.3"))
 DATABASE = "wallet"
@@ -433,7 +436,7 @@ class Cluster:
         # A host that refused a connection (stopped for a rolling restart) is tried again a second later, not ten
         # (nginx's default fail_timeout): else, once the second host stops, the first one, back by then, would still
         # be counted out, and nginx would answer 502 with no live upstream.
-        upstreams = [f"{address}:{self.ports[host]} fail_timeout=1s" for host, address in HOSTS]
+        upstreams = [f"{address}:{self.ports[host]} fail_timeout={NGINX_FAIL_TIMEOUT}s" for host, address in HOSTS]
         config = nginx_config(home, upstreams, self.ports["nginx_https"], self.ports["nginx_http"])
         (home / "nginx.conf").write_text(config)
         command = ["nginx", "-p", str(home), "-e", str(home / "error.log"), "-c", str(home / "nginx.conf")]
@@ -448,6 +451,18 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"https://localhost:{self.ports['nginx_https']}"
+
+    def access_log_size(self) -> int:
+        return (HOME / "nginx" / "access.log").stat().st_size
+
+    def proxied_to(self, host: str, offset: int) -> bool:
+        """nginx has passed a request to `host` that it answered, in its access log after `offset` (bytes)."""
+        upstream = f"{dict(HOSTS)[host]}:{self.ports[host]}"
+        with (HOME / "nginx" / "access.log").open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+        # The log line ends with the upstreams tried, the one that answered last.
+        return any(line.endswith(f" {upstream}") or line.endswith(f", {upstream}") for line in lines)
 
     def describe(self) -> dict[str, Any]:
         """What var/cluster/cluster.json holds."""
