@@ -606,18 +606,22 @@ def measure(seconds: int, connections: int) -> None:
     cluster = Cluster()
     home = HOME / "measure"
     home.mkdir(exist_ok=True)
-    tls = ssl.create_default_context(cafile=str(HOME / "nginx" / "cert.pem"))
 
-    def open_wallet(http: httpx.Client) -> str:
-        username, password = f"measure_{secrets.token_hex(6)}", secrets.token_urlsafe(12)
-        wallet = http.post("/auth/register", json={"username": username, "password": password}).json()["wallet"]
-        token = http.post("/auth/login", json={"username": username, "password": password}).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        http.post(f"/wallets/{wallet['id']}/deposit", json={"amount": "10000.00"}, headers=headers).raise_for_status()
+    def open_wallet(_: int) -> str:
+        # A client and a TLS context each: httpx changes the context's ALPN at every connection, which OpenSSL does
+        # not allow while another thread connects with it.
+        tls = ssl.create_default_context(cafile=str(HOME / "nginx" / "cert.pem"))
+        with httpx.Client(base_url=f"{cluster.url}/api/v1", verify=tls, timeout=60) as http:
+            username, password = f"measure_{secrets.token_hex(6)}", secrets.token_urlsafe(12)
+            wallet = http.post("/auth/register", json={"username": username, "password": password}).json()["wallet"]
+            token = http.post("/auth/login", json={"username": username, "password": password}).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            deposit = http.post(f"/wallets/{wallet['id']}/deposit", json={"amount": "10000.00"}, headers=headers)
+            deposit.raise_for_status()
         return f"{token}\t{wallet['id']}\t{username}\n"
 
-    with httpx.Client(base_url=f"{cluster.url}/api/v1", verify=tls, timeout=60) as http, ThreadPoolExecutor(8) as pool:
-        lines = list(pool.map(lambda _: open_wallet(http), range(MEASURE_USERS)))
+    with ThreadPoolExecutor(8) as pool:
+        lines = list(pool.map(open_wallet, range(MEASURE_USERS)))
     users = home / "users.tsv"
     users.write_text("".join(lines))
 
