@@ -1,5 +1,6 @@
 """The bench's ceilings: pgbench on the same database and seeded wallets, running bench/transfer.sql (the SQL a
-transfer of that tree sends) or bench/textbook.sql (a plain transfer as separate statements, a fixed reference)."""
+transfer of that tree sends) or bench/textbook.sql (a plain transfer as separate statements, a fixed reference), as
+fast as it goes or (OPEN_LOOP) offered at a fixed rate."""
 
 from __future__ import annotations
 
