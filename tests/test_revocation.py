@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from conftest import PASSWORD, User, assert_error, log_in, make_user, unique_phone
+from conftest import PASSWORD, User, assert_error, in_parallel, log_in, make_user, unique_phone
 
 from scripts.local_services import free_port, start_redis
 
@@ -85,3 +85,24 @@ def test_a_revocation_by_another_process_reaches_this_one_without_redis(own_serv
             assert time.monotonic() < deadline, "the other process never learned of the logout"
             time.sleep(0.1)
         assert_error(api.get("/users/me", headers=user.headers), 401, "TOKEN_REVOKED")
+
+
+def test_requests_read_together_each_learn_their_own_login_s_revocation_from_redis(own_server):
+    """A logout on one server reaches another at once through Redis (its poll of PostgreSQL is a minute away here).
+    Concurrent requests read their flags together in one round trip (wallet/platform/store.py): each is answered for
+    its own login, revoked or alive."""
+    first = own_server(DB_POOL_SIZE="4")
+    second = own_server(DB_POOL_SIZE="4", REVOCATION_POLL_INTERVAL="60")
+    ended, alive = [make_user(first) for _ in range(4)], [make_user(first) for _ in range(4)]
+    with first.client() as api:
+        for user in ended:
+            assert api.post("/auth/logout", headers=user.headers).status_code == 204
+    users = ended + alive
+
+    with second.client() as api:
+        answers = in_parallel(40, lambda i: api.get("/users/me", headers=users[i % 8].headers))
+    for i, answer in enumerate(answers):
+        if i % 8 < 4:
+            assert_error(answer, 401, "TOKEN_REVOKED")
+        else:
+            assert answer.status_code == 200, answer.text

