@@ -177,8 +177,9 @@ class Server:
             self.proc.wait()
 
     def log_entries(self) -> list[dict[str, Any]]:
-        """The server's JSON log lines so far, parsed."""
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+        """The server's JSON log lines so far, parsed: the whole lines (the server may be writing the last one)."""
+        lines = self.log_path.read_text().split("\n")[:-1]
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
