@@ -74,10 +74,6 @@ def test_kill_during_transfers_then_restart(own_server, database_url, db):
     # Recovery settles what the kill left PENDING within the timeout, one recovery interval, and a margin.
     pending = f"SELECT COUNT(*) FROM transactions WHERE status = 'PENDING' AND {touching}"
     wait_for(lambda: scalar(db, pending, {"w": wallet_ids}) == 0, timeout=2 + 1 + 1)
-    assert (
-        scalar(db, "SELECT COUNT(*) FROM transactions WHERE status = 'PENDING' AND created_at < now() - interval '2 s'")
-        == 0
-    )
     with db.cursor() as cur:
         cur.execute(
             f"SELECT status, failure_code, COUNT(*) FROM transactions WHERE {touching} GROUP BY 1, 2", {"w": wallet_ids}
