@@ -179,6 +179,8 @@ def test_a_rolling_upgrade_behind_nginx_fails_no_request(own_server, database_ur
     failed = [outcome for outcome in load.outcomes if outcome[2] not in (200, 201)]
     transfers = [outcome for outcome in load.outcomes if outcome[0] == "POST"]
     figures = f"{len(load.outcomes)} requests ({len(transfers)} transfers), {len(failed)} failed: {failed[:10]}"
-    assert not failed, figures
+    # What nginx said of its upstreams on the way (the refusals it passed on to the other host among them).
+    said = [line for line in (tmp_path / "nginx" / "error.log").read_text().splitlines() if "[error]" in line]
+    assert not failed, f"{figures}; nginx's errors: {said[-10:]}"
     # No money was made or lost on the way: what the users hold together is what they were given.
     assert sum(Decimal(balance(new, user)) for user in users) == Decimal("400.00")
