@@ -54,7 +54,7 @@ def test_the_large_world_is_written_whole_and_passes_the_audit(postgres_server_u
 def test_world_large_runs_the_scenarios_on_both_worlds_and_every_check_passes():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     command = [sys.executable, "-m", "bench.run", "--world", "large", "--wallets", str(WALLETS)]
-    command += ["--entries", str(ENTRIES), "--seconds", "2", "--processes", "1", "--connections", "8"]
+    command += ["--entries", str(ENTRIES), "--seconds", "1", "--processes", "1", "--connections", "8"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]

@@ -19,7 +19,7 @@ from bench.world import Row
 @pytest.mark.slow
 def test_a_short_bench_against_head_checks_every_money_scenario_and_removes_its_worktree():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}  # 64 pgbench clients
-    command = [sys.executable, "-m", "bench.run", "--seconds", "2", "--processes", "1", "--rate", "100"]
+    command = [sys.executable, "-m", "bench.run", "--seconds", "1", "--processes", "1", "--rate", "100"]
     command += ["--scenarios", "transfer,pooled,textbook,openloop,ceiling-open", "--against", "HEAD"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = done.stdout

@@ -16,11 +16,11 @@ from bench.world import ROOT
 @pytest.mark.slow
 def test_a_short_soak_samples_the_server_and_checks_every_transfer_event_and_webhook():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}  # its own PostgreSQL
-    command = [sys.executable, "-m", "bench.run", "--soak", "20", "--soak-interval", "1", "--connections", "16"]
+    command = [sys.executable, "-m", "bench.run", "--soak", "10", "--soak-interval", "1", "--connections", "16"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    assert "[soak 0/20 s] " in out and "RSS MiB " in out  # the progress line
+    assert "[soak 0/10 s] " in out and "RSS MiB " in out  # the progress line
     assert "1 server of 2 process(es)" in out and "warm-up: the first 20% of the time" in out
     targets, checks = out.split("targets:\n")[1].split("checks:\n")
     assert "RSS after warm-up (at " in targets and "supervisor " in targets and "worker 2 " in targets
