@@ -7,7 +7,7 @@ WORKDIR /src
 # (requirements-embedded.txt): the container is given DATABASE_URL.
 COPY requirements.txt ./
 RUN pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
-COPY pyproject.toml setup.py README.md server.py settings.py ./
+COPY pyproject.toml setup.py README.md server.py serving.py settings.py ./
 COPY handlers handlers
 COPY wallet wallet
 COPY models models

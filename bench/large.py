@@ -27,10 +27,10 @@ from sqlalchemy import text
 
 from bench.seed import BALANCE, FUNCTIONS, SESSIONS, SYSTEM_NUMBER, USER_ID, WALLET_ID, password_hash, query, users_file
 from scripts.local_services import libpq_url
-from server import resolve_database
 from settings import Settings, load_settings
 from wallet.ledger import lifecycle
 from wallet.operations import deposits, holds, payment_requests, schedules
+from wallet.platform.db import resolve_database
 from wallet.platform.paging import encode_cursor
 from wallet.platform.runtime import Runtime
 

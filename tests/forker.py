@@ -126,7 +126,8 @@ def _child(request: dict[str, Any]) -> int:
 
 def _serve(path: str) -> None:
     """The forker's loop: one thread (it forks), woken by new requests and by SIGCHLD; exits with its parent."""
-    import server  # noqa: F401  (the point: every child starts with the application imported)
+    import server  # noqa: F401  (the point: every child starts with the command line and the application imported)
+    import serving  # noqa: F401
 
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -11,7 +11,7 @@ from conftest import assert_error, balance, fund, log_in, make_admin, make_user,
 from tornado import web
 
 from handlers.base import BaseHandler
-from server import ROUTES
+from serving import ROUTES
 
 # Stands for every id in a route's path: the admin routes must refuse before they look anything up.
 SOME_ID = "6f1c0d3e-5a4b-4c2d-9e8f-7a6b5c4d3e2f"

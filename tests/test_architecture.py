@@ -1,6 +1,7 @@
-"""The layers: import-linter's contracts hold; the two single modules it cannot take as roots (server.py on top,
-settings.py between the platform and the kernel) import what their place allows; and docs/architecture.md's
-picture names every package of wallet/ and nothing that is not there."""
+"""The layers: import-linter's contracts hold; the single modules it cannot take as roots (server.py and serving.py
+on top, settings.py between the platform and the kernel) import what their place allows, and the command line loads
+the application only to serve; and docs/architecture.md's picture names every package of wallet/ and nothing that is
+not there."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def our_imports(path: Path) -> set[str]:
             found |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-    return {name for name in found if name.split(".")[0] in {"server", "settings", "handlers", "wallet", "models"}}
+    ours = {"server", "serving", "settings", "handlers", "wallet", "models"}
+    return {name for name in found if name.split(".")[0] in ours}
 
 
 def test_the_import_contracts_hold():
@@ -44,9 +46,17 @@ def test_settings_imports_only_the_kernel_and_nothing_imports_the_server():
         path.relative_to(ROOT)
         for folder in ("handlers", "wallet", "models")
         for path in (ROOT / folder).rglob("*.py")
-        if any(name.split(".")[0] == "server" for name in our_imports(path))
+        if any(name.split(".")[0] in ("server", "serving") for name in our_imports(path))
     ]
     assert importers == []
+
+
+def test_the_command_line_loads_the_application_only_to_serve():
+    # A one-line command (migrate, audit, backup, ...) starts without Tornado and the handlers, in a third of the time.
+    probe = "import sys, server; print(sorted({'tornado', 'handlers', 'serving'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
+    assert "serving" in our_imports(ROOT / "server.py")  # and `serve` imports it
 
 
 def test_wallet_holds_the_kernel_at_its_top_and_every_other_module_in_a_package():
@@ -69,5 +79,5 @@ def test_the_architecture_picture_names_every_package_and_only_those():
         line = next(line for line in picture.splitlines() if f"wallet/{package}/" in line)
         modules = {p.stem for p in (WALLET / package).glob("*.py")} - {"__init__"}
         assert all(re.search(rf"\b{m}\b", picture) for m in modules), (package, line)
-    for name in ("server.py", "handlers/", "settings.py", "models/"):
+    for name in ("server.py", "serving.py", "handlers/", "settings.py", "models/"):
         assert name in picture

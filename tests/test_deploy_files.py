@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import ROOT, free_port
 
-from server import WORKER_GRACE_MARGIN
+from serving import WORKER_GRACE_MARGIN
 from settings import _FROM_FILE, _PARSERS, Settings, load_settings
 
 SETTINGS = set(_PARSERS)

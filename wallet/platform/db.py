@@ -1,10 +1,11 @@
-"""Database access: the async engine for the request path, URLs for both drivers, and migrations."""
+"""Database access: which database (DATABASE_URL, or the embedded one), the async engine for the request path, URLs
+for both drivers, and migrations."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,6 +131,25 @@ def check_database(settings: Settings) -> None:
                     "the pooler's sessions have no statement_timeout: set it in its connect_query or on the role "
                     "(DB_POOLER, docs/operations.md#pgbouncer)"
                 )
+
+
+def resolve_database(settings: Settings) -> Settings:
+    """Use DATABASE_URL when given (it must answer); otherwise start the embedded PostgreSQL."""
+    if settings.database_url:
+        check_database(settings)
+        return settings
+    from wallet.platform.embedded import start_embedded_postgres
+
+    try:
+        url = start_embedded_postgres(settings.var_dir)
+    except StartupError:
+        raise
+    except Exception as error:  # a library's error, often many lines: say where to look instead
+        raise StartupError(
+            f"the embedded PostgreSQL did not start ({type(error).__name__}); its log is "
+            f"{settings.var_dir / 'pgdata' / 'log'} (or set DATABASE_URL)"
+        ) from None
+    return replace(settings, database_url=url)
 
 
 def alembic_config(database_url: str) -> Config:
