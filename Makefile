@@ -50,14 +50,12 @@ stop: ## stop what `make run` started, and an embedded PostgreSQL that a killed 
 			timeout 30 sh -c "while kill -0 $$pid 2>/dev/null; do sleep 0.2; done" && \
 			echo "stopped the embedded PostgreSQL (pid $$pid)"; fi; fi
 
-# Parallel test workers (pytest-xdist): more than the cores pay, as tests often wait on servers and the database.
-# Each test file runs whole on one worker (--dist loadfile), so a file's module fixtures (its servers, fakes and
-# browser) start once, not once per worker; the files go out in the order tests/conftest.py gives them (slow ones
-# first). TEST_WORKERS=0 runs the suite in one process.
+# Parallel test workers (pytest-xdist): more than the cores pay, as tests mostly wait on servers and the database.
+# TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 4
 
 test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset), on TEST_WORKERS
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load
 
 migrate: $(RUNTIME_STAMP) ## apply database migrations
 	$(PY) server.py migrate

@@ -20,7 +20,6 @@ import threading
 import time
 import tomllib
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,13 +78,9 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files holding a test marked slow run first (that test first in its file), then the others by their number
-    of tests, most first. `make test` has the workers take whole files in this order (`--dist loadfile
-    --no-loadscope-reorder`), so the longest tests start at once on different workers and the big files soon after,
-    instead of one worker ending the run alone minutes after the rest."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    tests = Counter(item.path for item in items)
-    items.sort(key=lambda i: (i.path not in slow, -tests[i.path], i.path, not i.get_closest_marker("slow")))
+    """Tests marked slow run first: with `--dist load` the first items go round the workers one each, so the longest
+    tests start at once on different workers instead of one of them ending the run alone minutes after the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
