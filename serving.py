@@ -1,6 +1,6 @@
 """The serving process: the routes and make_app(settings), the worker processes, the background jobs each
 runs (led or not), and the drain on SIGTERM. server.py imports it only to serve: the other commands start without
-the application (Tornado, the handlers and their schemas), in a third of the time."""
+the application (Tornado, the handlers and their schemas), a third sooner (`--help`: 1.10 -> 0.71 s)."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def test_settings_imports_only_the_kernel_and_nothing_imports_the_server():
 
 
 def test_the_command_line_loads_the_application_only_to_serve():
-    # A one-line command (migrate, audit, backup, ...) starts without Tornado and the handlers, in a third of the time.
+    # A one-line command (migrate, audit, backup, ...) starts without Tornado and the handlers, a third sooner.
     probe = "import sys, server; print(sorted({'tornado', 'handlers', 'serving'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
