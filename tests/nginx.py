@@ -22,6 +22,15 @@ SKIP = dict(
 )
 
 
+def back_in_rotation(fail_timeout: int) -> int:
+    """Seconds to wait once a restarted upstream host is back before stopping the next (docs/operations.md#upgrades):
+    nginx's fail_timeout, a second for its clock (whole seconds: a host refused at :48.9 is tried again from :59.0),
+    and two for the one request each nginx worker then sends to try it, the host counted out until it is answered. A
+    CI run that waited the timeout alone had a worker's try under way as the other host stopped: "no live
+    upstreams", two 502s."""
+    return fail_timeout + 3
+
+
 class Proxy:
     """nginx with deploy/nginx.conf rendered for this machine: its ports, the server's port, files under `home`."""
 

@@ -28,6 +28,7 @@ import httpx
 import psycopg2
 import pytest
 from conftest import PASSWORD, assert_audit_ok, wait_for
+from nginx import back_in_rotation
 
 from scripts.cluster import APP_SETTINGS, HOME, HOSTS, NGINX_FAIL_TIMEOUT, Cluster
 
@@ -200,17 +201,14 @@ def faults(cluster: Cluster) -> Iterator[tuple[str, Callable[[], None], Callable
 
     def rolling_restart() -> None:
         # As docs/operations.md says an operator does it: one host at a time, the next stopped only once nginx sends
-        # the one restarted requests and fail_timeout + 3 s have passed. Each nginx worker sets a host that refused it
-        # aside that long (counted in whole seconds), and tries it again with one request; a worker whose try is
-        # still under way when the other host stops has no host left, and answers 502 (18 of them in one run without
-        # this wait).
+        # the one restarted requests and it is back in every nginx worker's rotation (18 502s in one run without it).
         for host, _ in HOSTS:
             cluster.processes.kill(host, sig=signal.SIGTERM)
             offset = cluster.access_log_size()
             cluster.start_host(host)
             back = time.monotonic()  # it refuses no connection from here on
             wait_for(lambda h=host, o=offset: cluster.proxied_to(h, o), 60)
-            time.sleep(max(0.0, back + NGINX_FAIL_TIMEOUT + 3 - time.monotonic()))
+            time.sleep(max(0.0, back + back_in_rotation(NGINX_FAIL_TIMEOUT) - time.monotonic()))
 
     yield "rolling restart of both app hosts (drain)", rolling_restart, lambda: True
     yield "restart of Redis", lambda: cluster.restart("redis"), lambda: True

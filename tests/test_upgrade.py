@@ -18,7 +18,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from conftest import Server, assert_one_line_naming, balance, fund, make_user, wait_for
-from nginx import NGINX, Proxy
+from nginx import NGINX, Proxy, back_in_rotation
 from test_cli import query, run
 
 from scripts.local_services import fresh_database, libpq_url, stop
@@ -27,11 +27,6 @@ from wallet.platform.db import MIGRATION_LOCK_TIMEOUT, MIGRATIONS, alembic_confi
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 # How long nginx sets aside an upstream server that refused a connection (its fail_timeout, the default).
 NGINX_FAIL_TIMEOUT = 10
-# What to wait once a restarted host is back before stopping the next (docs/operations.md#upgrades): the timeout, a
-# second for nginx's clock (whole seconds: a host refused at :48.9 is tried again from :59.0), and two for the one
-# request each nginx worker then sends to try it, the host counted out until it is answered. A CI run that waited the
-# timeout alone had a worker's try under way as the other host stopped: "no live upstreams", two 502s.
-NGINX_WAIT = NGINX_FAIL_TIMEOUT + 3
 
 
 def execute(database_url: str, sql: str) -> None:
@@ -170,7 +165,7 @@ def test_a_rolling_upgrade_behind_nginx_fails_no_request(own_server, database_ur
         # stopped host set it aside that long, and with every host set aside it would answer 502 to everything.
         back = 0.0
         for replaced in old:
-            time.sleep(max(0.0, back + NGINX_WAIT - time.monotonic()))  # nginx's clock: nothing to poll
+            time.sleep(max(0.0, back + back_in_rotation(NGINX_FAIL_TIMEOUT) - time.monotonic()))  # nothing to poll
             stop(replaced.proc, timeout=60)
             new = own_server(port=replaced.port, **host)
             back = time.monotonic()  # its port refuses no connection from here on
