@@ -450,10 +450,10 @@ def prepare_schema(settings: Settings) -> str:
             extra={"schema_revision": found.current, "head": found.head},
         )
         return str(found.current)
-    if settings.migrate_on_start:
+    if found.state == "behind":
+        if not settings.migrate_on_start:
+            raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
         migrate(settings.database_url)
-    elif found.state == "behind":
-        raise StartupError(f"{found.describe()} first (MIGRATE_ON_START is false)")
     return found.head
 
 

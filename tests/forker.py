@@ -1,8 +1,9 @@
 """The tests' servers, forked from one process that has imported server.py once.
 
 A server started with `python server.py` spends about a second of CPU importing the application before it listens;
-a test session starts hundreds of them on two cores. The forker imports it once per pytest worker and forks each
-server from that state: the child sets its own environment, working directory, log file and file limit, then runs
+a test session starts hundreds of them on two cores. The forker imports it once per pytest worker, with what a
+server reads its database's revision with (Alembic, and this release's migrations: wallet/platform/db.py), and forks
+each server from that state: the child sets its own environment, working directory, log file and file limit, then runs
 `server.main()` as `python server.py` would. `Forked` gives the test the part of `subprocess.Popen` the tests use
 (pid, poll, wait, send_signal, terminate, kill, returncode); the forker reaps the child and reports its exit status.
 
@@ -126,8 +127,15 @@ def _child(request: dict[str, Any]) -> int:
 
 def _serve(path: str) -> None:
     """The forker's loop: one thread (it forks), woken by new requests and by SIGCHLD; exits with its parent."""
-    import server  # noqa: F401  (the point: every child starts with the command line and the application imported)
+    # The point: every child starts with the command line and the application imported, and with what its start
+    # reads the schema's revision with.
+    from alembic import migration  # noqa: F401
+
+    import server  # noqa: F401
     import serving  # noqa: F401
+    from wallet.platform.db import release_migrations
+
+    release_migrations()
 
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -4,6 +4,7 @@ for both drivers, and migrations."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -198,11 +199,19 @@ class Schema:
         return f"{ahead}; a newer release migrated it"
 
 
-def schema(database_url: str) -> Schema:
-    from alembic.migration import MigrationContext
+@functools.cache
+def release_migrations() -> tuple[frozenset[str], str]:
+    """This release's migrations (their revisions) and its head, read from the migration scripts once a process
+    (Alembic loads every script to walk them)."""
     from alembic.script import ScriptDirectory
 
     scripts = ScriptDirectory(str(MIGRATIONS))
+    return frozenset(script.revision for script in scripts.walk_revisions()), scripts.get_current_head() or ""
+
+
+def schema(database_url: str) -> Schema:
+    from alembic.migration import MigrationContext
+
     engine = create_sync_engine(sync_url(database_url), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
@@ -211,10 +220,10 @@ def schema(database_url: str) -> Schema:
             oldest_code = conn.scalar(text("SELECT oldest_code FROM schema_policy")) if has_policy else None
     finally:
         engine.dispose()
-    revisions = {script.revision for script in scripts.walk_revisions()}
+    revisions, head = release_migrations()
     known = current is None or current in revisions
     serves = oldest_code is None or oldest_code in revisions
-    return Schema(current, scripts.get_current_head() or "", known, oldest_code, serves)
+    return Schema(current, head, known, oldest_code, serves)
 
 
 def migrate(database_url: str) -> None:
@@ -225,6 +234,8 @@ def migrate(database_url: str) -> None:
     found = schema(database_url)
     if found.state in ("ahead", "too new"):
         raise StartupError(f"{found.describe()}; nothing was changed")
+    if found.state == "at head":
+        return  # nothing to run: Alembic's upgrade would load its environment and every script again to find so
     try:
         command.upgrade(alembic_config(database_url), "head")
     except exc.OperationalError as error:
