@@ -1,5 +1,6 @@
 """Migrations: the Alembic head is exactly models/, there is one head, the chain downgrades and upgrades cleanly, and
-a new migration builds its indexes on the big tables CONCURRENTLY (docs/operations.md#upgrades)."""
+a new migration builds its indexes on the big tables CONCURRENTLY (docs/operations.md#upgrades), and migrating a database
+already at head runs nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ast
 import re
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg2
@@ -19,6 +21,7 @@ from sqlalchemy import CheckConstraint, create_engine, inspect, pool, text
 from sqlalchemy.engine import make_url
 
 from models import Base
+from scripts.local_services import libpq_url
 from wallet.platform.db import MIGRATIONS, alembic_config, migrate, sync_url
 
 
@@ -84,6 +87,18 @@ def test_downgrade_to_base_and_upgrade_again(scratch_database):
         context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()
+
+
+def test_migrating_a_database_at_head_runs_nothing(database_url):
+    """At head, migrate() returns without running Alembic: it does not even queue behind another migrator's lock
+    (migrations/env.py's advisory lock), held here, as every server start at head used to."""
+    other_migrator = psycopg2.connect(libpq_url(database_url))
+    with ThreadPoolExecutor(1) as pool_:
+        try:
+            other_migrator.cursor().execute("SELECT pg_advisory_lock(727274)")
+            pool_.submit(migrate, database_url).result(timeout=10)  # an Alembic upgrade would wait for the lock
+        finally:
+            other_migrator.close()  # lets a waiting upgrade finish, so the test ends either way
 
 
 def test_existing_addresses_get_their_comparison_key(scratch_database):
