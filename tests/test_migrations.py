@@ -1,6 +1,6 @@
-"""Migrations: the Alembic head is exactly models/, there is one head, the chain downgrades and upgrades cleanly, and
-a new migration builds its indexes on the big tables CONCURRENTLY (docs/operations.md#upgrades), and migrating a database
-already at head runs nothing."""
+"""Migrations: the Alembic head is exactly models/, there is one head, the chain downgrades and upgrades cleanly, a
+new migration builds its indexes on the big tables CONCURRENTLY (docs/operations.md#upgrades), and migrating a
+database already at head runs nothing."""
 
 from __future__ import annotations
 
