@@ -66,8 +66,10 @@ def test_a_pooler_whose_sessions_have_no_statement_timeout_is_named_at_start(own
 
 @needs_pgbouncer
 def test_money_moves_through_pgbouncer_in_transaction_mode(own_server, pooled):
-    """200 concurrent transfers through the pooler: each answers 201 or a refusal, never a 500; the books balance;
-    the event stream (which polls, see docs/events.md) still pushes what happened."""
+    """200 concurrent keyed transfers through the pooler: each answers 201, or 503 with Retry-After when the machine
+    is too busy to give it a connection in time (then its retry with the same key completes it), never a 500; each
+    moves the money once, the books balance; the event stream (which polls, see docs/events.md) still pushes what
+    happened."""
     database_url, bouncer = pooled
     server = own_server(
         DATABASE_URL=bouncer.url, DB_POOLER="transaction", MIGRATE_ON_START="false", EVENTS_POLL_MS="50"
@@ -82,7 +84,8 @@ def test_money_moves_through_pgbouncer_in_transaction_mode(own_server, pooled):
         sender = senders[i % len(senders)]
         with server.client(sender.token) as client:
             body = {"from_wallet_id": sender.wallet_id, "to_wallet_id": recipient.wallet_id, "amount": "1.00"}
-            return client.post("/transfers", json=body, headers={"Idempotency-Key": f"pooled-{i}"}).status_code
+            send = lambda: client.post("/transfers", json=body, headers={"Idempotency-Key": f"pooled-{i}"})  # noqa: E731
+            return definite(send).status_code
 
     statuses = Counter(in_parallel(TRANSFERS, transfer))
     assert statuses == {201: TRANSFERS}, statuses
