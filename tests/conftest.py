@@ -387,7 +387,8 @@ def log_in(server: Server, username: str, password: str = PASSWORD) -> User:
 
 
 def create_admin(database_url: str, username: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
-    """Run `server.py create-admin USERNAME` as an operator would, the password in WALLET_ADMIN_PASSWORD."""
+    """Run `server.py create-admin USERNAME` as an operator would, the password in WALLET_ADMIN_PASSWORD (forked with
+    the command line imported: tests/forker.py; tests/test_cli.py runs it in an interpreter of its own)."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -396,15 +397,7 @@ def create_admin(database_url: str, username: str, password: str = PASSWORD) -> 
         "BCRYPT_ROUNDS": "4",
         "LOG_LEVEL": "WARNING",
     }
-    return subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), "create-admin", username],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return forker().run(["create-admin", username], env, timeout=120)
 
 
 def make_admin(server: Server, database_url: str, username: str | None = None) -> User:
