@@ -107,8 +107,7 @@ class Forker:
                 child.kill()
                 child.wait()
                 raise
-            read = lambda path: path.read_text() if path.exists() else ""  # noqa: E731
-            return subprocess.CompletedProcess(["server.py", *argv], code, read(out), read(err))
+            return subprocess.CompletedProcess(["server.py", *argv], code, out.read_text(), err.read_text())
 
     def stop(self) -> None:
         self.proc.terminate()
