@@ -21,8 +21,7 @@ from sqlalchemy import CheckConstraint, create_engine, inspect, pool, text
 from sqlalchemy.engine import make_url
 
 from models import Base
-from scripts.local_services import libpq_url
-from wallet.platform.db import MIGRATIONS, alembic_config, migrate, sync_url
+from wallet.platform.db import MIGRATIONS, alembic_config, libpq_url, migrate, sync_url
 
 
 def test_one_head_and_the_test_database_is_at_it(database_url):
