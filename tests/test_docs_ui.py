@@ -1,4 +1,4 @@
-"""Swagger UI at /docs: served from local files, and rendered by a real headless Chromium (Debian's package),
+"""Swagger UI at /docs: served from local files, and rendered by a real headless Chromium (Debian's headless shell),
 driven over the DevTools protocol: the page shows the API, and "Authorize" with a Bearer token makes
 "Try it out" work."""
 
@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -88,6 +90,7 @@ class Browser:
             [executable, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Debian's command is a script that runs the browser as its child: stop both
         )
         self.profile = profile
         self.ws = None
@@ -143,19 +146,19 @@ class Browser:
     def close(self) -> None:
         if self.ws is not None:
             self.ws.close()
-        self.proc.terminate()
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
 
 @pytest.fixture
 async def browser(tmp_path):
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    executable = shutil.which("chromium-headless-shell")
     if executable is None:
-        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+        pytest.skip("chromium-headless-shell is not installed (apt-get install chromium-headless-shell); .ci/run does")
     browser = Browser(executable, tmp_path / "profile")
     try:
         await browser.open()
