@@ -43,6 +43,7 @@ MONEY = ("transfer", "pooled", "hot", "batch", "openloop")
 READS = ("health", "read", "deep", "statement")
 LARGE = ("transfer", "hot", "read", "deep", "statement")  # --world large's scenarios, unless --scenarios says
 SHORT = 10  # seconds of the reads (at most --seconds)
+WARMUP = 3  # seconds of reads opening a new server's pools and preparing its statements (at most --seconds)
 SETUP, OVERHEAD = 10, 3  # estimated seconds to migrate and seed a database, around each scenario (for the ETA)
 
 
@@ -149,7 +150,7 @@ def measure(world: World, steps: list[Step], progress: Progress, args: argparse.
             # pooled: the transfer scenario, the server reaching PostgreSQL through PgBouncer (transaction mode).
             env = stack.enter_context(pooled(world)) if through_pooler else {}
             url, server = stack.enter_context(serving(world, processes, **env))
-            report(wrk(world, url, "read", "warmup", args.connections, 3))  # opens the pools and prepares statements
+            report(wrk(world, url, "read", "warmup", args.connections, min(WARMUP, args.seconds)))
             for step in mine:
                 progress.start(step)
                 run_id = f"p{processes}{step.scenario}{secrets.token_hex(3)}"
@@ -373,7 +374,7 @@ def profile_transfers(args: argparse.Namespace) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wallet-bench-")))
         w = stack.enter_context(world(ROOT, server_url, redis_url, workdir))
         with serving(w, 1) as (url, proc):
-            report(wrk(w, url, "read", "warmup", args.connections, 3))
+            report(wrk(w, url, "read", "warmup", args.connections, WARMUP))
             load = wrk(w, url, "transfer", f"profile{secrets.token_hex(3)}", args.connections, args.seconds + 2)
             print(profile.record(proc.pid, w.database_url, args.seconds, ROOT / "var" / "bench-transfer.pyspy"))
             replay(w, url, report(load)["unanswered"])
