@@ -51,11 +51,12 @@ stop: ## stop what `make run` started, and an embedded PostgreSQL that a killed 
 			echo "stopped the embedded PostgreSQL (pid $$pid)"; fi; fi
 
 # Parallel test workers (pytest-xdist): more than the cores pay, as tests mostly wait on servers and the database.
-# TEST_WORKERS=0 runs the suite in one process.
+# TEST_WORKERS=0 runs the suite in one process. Tests go to the workers 8 at a time (--maxschedchunk): in bigger first
+# batches the slow tests, sorted first (tests/conftest.py), all went to one worker, which then ended the run alone.
 TEST_WORKERS ?= 4
 
 test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset), on TEST_WORKERS
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist load
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 8
 
 migrate: $(RUNTIME_STAMP) ## apply database migrations
 	$(PY) server.py migrate

@@ -78,8 +78,8 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked slow run first: with `--dist load` the first items go round the workers one each, so the longest
-    tests start at once on different workers instead of one of them ending the run alone minutes after the rest."""
+    """Tests marked slow run first: `make test` hands the workers 8 tests at a time (`--dist load --maxschedchunk 8`),
+    so the longest start early on every worker instead of one of them ending the run alone minutes after the rest."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
