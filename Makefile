@@ -54,9 +54,11 @@ stop: ## stop what `make run` started, and an embedded PostgreSQL that a killed 
 # TEST_WORKERS=0 runs the suite in one process. Tests go to the workers 8 at a time (--maxschedchunk): in bigger first
 # batches the slow tests, sorted first (tests/conftest.py), all went to one worker, which then ended the run alone.
 TEST_WORKERS ?= 4
-
+# The workers and the hundreds of interpreters a run starts keep their compiled code (and pytest its rewritten test
+# modules) in __pycache__ even where the shell sets PYTHONDONTWRITEBYTECODE: without it each worker spent 10 s of CPU
+# compiling before its first test (make clean removes them).
 test: setup ## the whole test suite against real PostgreSQL and Redis (embedded ones when unset), on TEST_WORKERS
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 8
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 8
 
 migrate: $(RUNTIME_STAMP) ## apply database migrations
 	$(PY) server.py migrate
