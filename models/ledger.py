@@ -51,17 +51,17 @@ class Transaction(Base):
     # The payment request this transfer paid (wallet/operations/payment_requests.py), which names it back; the audit
     # checks the two links agree (no foreign key: adding one would scan this big table under a lock).
     payment_request_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"), index=True)
+    hold_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("holds.id"))
     # A REVERSAL's original (wallet/operations/reversals.py); on the original, how much of it COMPLETED reversals gave
     # back.
-    reverses: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("transactions.id"), index=True)
+    reverses: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("transactions.id"))
     reversed_amount: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     # When the attempt executing a PENDING row started; a keyed row whose claim is older than PENDING_TIMEOUT was
     # abandoned (its attempt died), and a retry with the same key takes it over.
     claimed_at: Mapped[dt.datetime] = timestamp_now()
     # A cross-currency transfer (wallet/operations/fx.py), set when it COMPLETED: the quote it used (once: unique), the
     # rate, and what the payee received; amount and currency above are what the payer paid.
-    fx_quote_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("fx_quotes.id"), unique=True)
+    fx_quote_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("fx_quotes.id"))
     fx_rate: Mapped[Decimal | None] = mapped_column(Numeric(24, 10))
     destination_amount: Mapped[int | None] = mapped_column(BigInteger)
     destination_currency: Mapped[str | None] = mapped_column(String(3))
@@ -82,7 +82,19 @@ class Transaction(Base):
         Index("ix_transactions_destination_wallet_seq", "destination_wallet_id", "seq"),
         Index("ix_transactions_source_user_seq", "source_user_id", "seq"),
         Index("ix_transactions_destination_user_seq", "destination_user_id", "seq"),
-        Index("uq_transactions_provider_reference", "provider", "provider_reference", unique=True),
+        # The columns most transactions leave NULL are indexed where they are set (0028_partial_indexes).
+        Index(
+            "uq_transactions_provider_reference",
+            "provider",
+            "provider_reference",
+            unique=True,
+            postgresql_where=text("provider_reference IS NOT NULL"),
+        ),
+        Index(
+            "uq_transactions_fx_quote_id", "fx_quote_id", unique=True, postgresql_where=text("fx_quote_id IS NOT NULL")
+        ),
+        Index("ix_transactions_hold_id", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),
+        Index("ix_transactions_reverses", "reverses", postgresql_where=text("reverses IS NOT NULL")),
         # History's metadata[KEY]=VALUE filter (metadata @> {...}); built CONCURRENTLY (0021_payment_requests).
         Index(
             "ix_transactions_metadata",
