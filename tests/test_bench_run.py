@@ -20,24 +20,27 @@ from bench.world import Row
 def test_a_short_bench_against_head_checks_every_money_scenario_and_removes_its_worktree():
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}  # 64 pgbench clients
     command = [sys.executable, "-m", "bench.run", "--seconds", "1", "--processes", "1", "--rate", "100"]
-    command += ["--scenarios", "transfer,pooled,textbook,openloop,ceiling-open", "--against", "HEAD"]
+    command += ["--high-rate", "150", "--scenarios", "transfer,pooled,textbook,openloop,openloop-high,ceiling-open"]
+    command += ["--against", "HEAD"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    assert "[1/12] old run 1: setup" in out and "[12/12] new run 1: ceiling-open" in out  # one line a step
+    assert "[1/14] old run 1: setup" in out and "[14/14] new run 1: ceiling-open" in out  # one line a step
     old, new = out.split("\nold (HEAD = ")[1].split("\nnew (this tree):")
     for table in (old, new):
         assert "| transfer " in table and "| openloop " in table and "| pgbench (textbook) " in table
+        assert "| openloop-high " in table and "150/s offered" in table
         assert "| pooled " in table and "x transfer" in table  # through PgBouncer, and its ratio to the direct row
         assert "x textbook" in table  # the transfer's ratio to the textbook ceiling
         assert "| RSS MiB at end |" in table
         # The same SQL offered at openloop's rate by pgbench -R, and the open-loop target beside its floor.
         assert "| pgbench (same SQL) open loop " in table and "100/s offered (pgbench -R)" in table
         assert "(the same SQL alone at that rate: " in table
+    assert "open-loop p99 at 150/s " in out  # issue 25's second open-loop target
     assert "transfer, 1 proc: req/s " in out and "openloop, 1 proc: req/s " in out  # new / old
     checks = out.split("checks:\n")[1].splitlines()
-    assert len(checks) == 12 and all(passed(c) for c in checks), checks  # 5 scenarios and the audit, each side
-    assert sum("COMPLETED" in c and "PENDING left 0" in c for c in checks) == 10
+    assert len(checks) == 14 and all(passed(c) for c in checks), checks  # 6 scenarios and the audit, each side
+    assert sum("COMPLETED" in c and "PENDING left 0" in c for c in checks) == 12
     assert (
         "wallet-bench-against"
         not in subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
