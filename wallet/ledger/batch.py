@@ -42,12 +42,12 @@ MAX_BATCH = 32
 # than another process's batch holds them, far shorter than a request may take.
 LOCK_WAIT = "100ms"
 
-# Step 2 of one operation: ledger_execute() (migrations/versions/0014_fast_path.py) locks the wallets in id order,
-# checks status, funds, the balance ceiling and the daily limit (charged under its usage row's lock, so concurrent
-# requests queue there and the limit holds), moves the balances, appends the entries and marks the row COMPLETED;
-# the events CTEs then write the transaction's events with the completed_at it stamped into them, after its locks
-# (wallet/notify/events.py). Sent outside an explicit transaction, the statement is one durable commit, no BEGIN/COMMIT
-# round trips; a refusal RAISEs and rolls all of it back.
+# Step 2 of one operation: ledger_execute() (migrations/versions/0014_fast_path.py, as 0029 reorders it) locks the
+# wallets in id order, checks status, funds, the balance ceiling and the daily limit (charged under its usage row's
+# lock, so concurrent requests queue there and the limit holds), moves the balances, marks the row COMPLETED and
+# appends the entries; the events CTEs then write the transaction's events with the completed_at it stamped into them,
+# after its locks (wallet/notify/events.py). Sent outside an explicit transaction, the statement is one durable
+# commit, no BEGIN/COMMIT round trips; a refusal RAISEs and rolls all of it back.
 EXECUTE = text(f"""
 WITH done AS MATERIALIZED (
     SELECT * FROM ledger_execute(CAST(:tx AS uuid), :type, CAST(:amount AS bigint), :currency,

@@ -4,7 +4,7 @@
    and a hash of the parameters live on that row, so a duplicate request finds it instead of executing twice.
    A retry of a key whose attempt was abandoned (claimed longer than PENDING_TIMEOUT ago) claims the row instead.
 2. Execute: one DB transaction locks the user wallets in id order, checks status, funds and daily limit,
-   moves the balances, appends the entries and marks the row COMPLETED, all in one durable commit. Only a
+   moves the balances, marks the row COMPLETED and appends the entries, all in one durable commit. Only a
    PENDING row can be marked, so of all the attempts on one row at most one ever moves money.
 3. Fail: a refusal rolls that back and marks the row FAILED (failure_code, failure_reason), durably before the
    answer; a refusal of a row something else finished first is answered as that row says. A database outage
