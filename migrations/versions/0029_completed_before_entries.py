@@ -34,35 +34,21 @@ def _function(migration: str) -> str:
     return module.FUNCTION.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
-def _moved(function: str, block: str, before: str) -> str:
-    """`function` with `block` (there once) moved to just before `before` (there once)."""
-    assert function.count(block) == 1 and function.count(before) == 1
+def _moved(function: str, first: str, before: str) -> str:
+    """`function` with its block that starts with the line `first` and ends at the next `    END IF;` (both there
+    once) moved to just before the line `before` (there once)."""
+    assert function.count(first) == 1 and function.count(before) == 1
+    start = function.index(first)
+    end = function.index("    END IF;\n", start) + len("    END IF;\n")
+    block = function[start:end]
     return function.replace(block, "").replace(before, block + before)
 
 
 ENTRIES = "    INSERT INTO entries (transaction_id, wallet_id, amount, currency, balance_after)\n"
-EXECUTE = _moved(
-    _function("0014_fast_path"),
-    """    UPDATE transactions SET status = 'COMPLETED', completed_at = now() WHERE id = p_tx AND status = 'PENDING'
-    RETURNING completed_at INTO done_at;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'WL005', MESSAGE = 'no longer pending';
-    END IF;
-""",
-    ENTRIES,
-)
-EXECUTE_MANY = _moved(
-    _function("0025_transfer_batches"),
-    """    UPDATE transactions t SET status = 'COMPLETED', completed_at = now()
-    FROM unnest(p_tx, done) AS x (id, done) WHERE t.id = x.id AND x.done AND t.status = 'PENDING';
-    GET DIAGNOSTICS marked = ROW_COUNT;
-    IF marked <> (SELECT count(*) FROM unnest(done) AS x WHERE x) THEN
-        -- a row decided meanwhile (only the recovery sweep does, a day on): undo it all; the retry sees it
-        RAISE EXCEPTION 'a transaction of the batch is no longer PENDING';
-    END IF;
-""",
-    ENTRIES,
-)
+# ledger_execute()'s mark: the UPDATE, then WL005 when the row was no longer PENDING.
+EXECUTE = _moved(_function("0014_fast_path"), "    UPDATE transactions SET status = 'COMPLETED'", ENTRIES)
+# ledger_execute_many()'s: the UPDATE, then an exception unless it marked every item that took place.
+EXECUTE_MANY = _moved(_function("0025_transfer_batches"), "    UPDATE transactions t SET status = 'COMPLETED'", ENTRIES)
 
 
 def upgrade() -> None:
