@@ -10,7 +10,7 @@ transactions, entries, events and the pending list), which no query reads. Each 
 index WHERE the column IS NOT NULL answers, and uniqueness never concerned NULLs. Each index is built again,
 partial, under a new name CONCURRENTLY (docs/operations.md, migration policy), the old one dropped (CONCURRENTLY; the
 unique constraint on fx_quote_id by ALTER TABLE, within the migration's lock_timeout), and the new one takes the old
-name.
+name. Every step can be taken twice, so a migration stopped part way is run again as a whole.
 """
 
 from alembic import op
@@ -31,21 +31,22 @@ CONSTRAINT = "uq_transactions_fx_quote_id"  # until now a unique constraint, not
 
 
 def _rebuild(partial: bool) -> None:
+    """Each index built again (partial, or back to whole), one at a time. Each step may be taken again: a run that
+    stopped part way (a lock_timeout) is run again from the start."""
     with op.get_context().autocommit_block():
         for name, (columns, unique, column) in PARTIAL.items():
-            where = f"{column} IS NOT NULL" if partial else None
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}_new")  # left, perhaps invalid, by such a run
             op.create_index(
                 f"{name}_new",
                 "transactions",
                 columns,
                 unique=unique,
-                postgresql_where=where,
+                postgresql_where=f"{column} IS NOT NULL" if partial else None,
                 postgresql_concurrently=True,
             )
-            if name == CONSTRAINT and partial:
-                op.drop_constraint(name, "transactions", type_="unique")
-            else:
-                op.drop_index(name, table_name="transactions", postgresql_concurrently=True)
+            if name == CONSTRAINT:
+                op.execute(f"ALTER TABLE transactions DROP CONSTRAINT IF EXISTS {name}")
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
             if name == CONSTRAINT and not partial:
                 op.execute(f"ALTER TABLE transactions ADD CONSTRAINT {name} UNIQUE USING INDEX {name}")
