@@ -120,6 +120,37 @@ def test_existing_addresses_get_their_comparison_key(scratch_database):
     assert keys == addresses
 
 
+def test_the_partial_indexes_migration_stopped_part_way_runs_again(scratch_database):
+    """0028 rebuilds four indexes outside a transaction, one step at a time: one stopped part way (here by hand: the
+    first index done, the second's new copy built, as a lock_timeout would leave them) is run again as a whole."""
+    config = alembic_config(scratch_database)
+    command.upgrade(config, "0027_entries_wallet_covering")
+    engine = create_engine(sync_url(scratch_database), poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_transactions_hold_id"))
+        conn.execute(text("CREATE INDEX ix_transactions_hold_id ON transactions (hold_id) WHERE hold_id IS NOT NULL"))
+        conn.execute(text("CREATE INDEX ix_transactions_reverses_new ON transactions (reverses)"))
+    migrate(scratch_database)
+    with engine.connect() as conn:
+        partial = conn.execute(
+            text(
+                "SELECT indexrelid::regclass::text, pg_get_expr(indpred, indrelid) FROM pg_index "
+                "WHERE indrelid = 'transactions'::regclass AND indpred IS NOT NULL AND indexrelid::regclass::text "
+                "IN ('ix_transactions_hold_id', 'ix_transactions_reverses', 'uq_transactions_fx_quote_id', "
+                "'uq_transactions_provider_reference', 'ix_transactions_reverses_new')"
+            )
+        ).all()
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+    assert dict(partial) == {
+        "ix_transactions_hold_id": "(hold_id IS NOT NULL)",
+        "ix_transactions_reverses": "(reverses IS NOT NULL)",
+        "uq_transactions_fx_quote_id": "(fx_quote_id IS NOT NULL)",
+        "uq_transactions_provider_reference": "(provider_reference IS NOT NULL)",
+    }
+
+
 # The tables that grow with every money operation and event. A plain CREATE INDEX blocks their writes for as long as it
 # builds (minutes on a big ledger), so a migration builds their indexes CONCURRENTLY.
 BIG_TABLES = {"transactions", "entries", "holds", "events", "deliveries"}
