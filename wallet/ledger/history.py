@@ -86,6 +86,8 @@ def render_transaction(row: Mapping[str, Any], viewer: uuid.UUID) -> dict[str, A
         # Which of the viewer's API keys initiated it; another party's keys are not theirs to see.
         "api_key_id": row["api_key_id"] if row["initiator_id"] == viewer else None,
         "created_at": row["created_at"],
+        # Last: an event rendered before its transaction completes ends `"completed_at":null}`, and ledger_stamp()
+        # (migrations/versions/0029_leaner_step_two.py) writes the time into that end of the text.
         "completed_at": row["completed_at"],
     }
 
