@@ -77,6 +77,9 @@ def postgres_server(private: bool = False) -> Iterator[str]:
     try:
         # A test session runs dozens of servers, each with its pool, dispatcher and sweeps: 100 is too few.
         server.psql("ALTER SYSTEM SET max_connections = 300")
+        # A young cluster has no old WAL segments to recycle, so it writes 16 MB of zeros for each new one, and the
+        # commits wait meanwhile: 60-110 ms every 16 MB of WAL, every 9 s at 300 transfers/s (bench/RESULTS.md).
+        server.psql("ALTER SYSTEM SET wal_init_zero = off")
         pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
         yield server.get_uri("postgres")
     finally:
